@@ -1,0 +1,459 @@
+//! Which databases to watch and with what settings: flags beat environment beat config file.
+//!
+//! A database entry is `[NAME=]CONNINFO`. CONNINFO is a `postgres://`/`postgresql://` URL or a libpq
+//! `key=value` string. The entry has a NAME exactly when the text before its first `=` is *not* a libpq
+//! connection keyword: `platform=postgres://h/db` and `platform=host=/tmp dbname=db` are named
+//! `platform`; `host=/tmp dbname=db` and `postgres://h/db` are unnamed and take the database name. A
+//! bare word (`--db app_test`) is a database name on the default server, as with `psql app_test`.
+//!
+//! Every error names the bad value and says how to fix it; nothing here panics on any input.
+
+use crate::domain::naming::validate_prefix;
+use crate::domain::snapshot::Convention;
+use crate::pg::connect::SessionSettings;
+use crate::pg::conninfo::{
+    is_keyword, is_url, parse_conninfo, parse_timeout, resolve_target, Environment,
+};
+use crate::pg::probe::DbTarget;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub app_prefix: Option<String>,
+    pub schema_prefix: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_only: Option<bool>,
+    #[serde(default)]
+    pub databases: Vec<FileDatabase>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDatabase {
+    pub name: Option<String>,
+    pub url: String,
+}
+
+/// Settings given on the command line or in the environment (already merged by clap: flag over env).
+#[derive(Debug, Default, Clone)]
+pub struct CliSettings {
+    pub db: Vec<String>,
+    pub env_db: Option<String>,
+    pub config: Option<PathBuf>,
+    pub app_prefix: Option<String>,
+    pub schema_prefix: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_only: bool,
+}
+
+/// Everything a command needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub databases: Vec<DbTarget>,
+    pub convention: Convention,
+    pub session: SessionSettings,
+    pub read_only: bool,
+}
+
+/// Parses a duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration, ConfigError> {
+    let t = s.trim();
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
+    } else {
+        humantime::parse_duration(t).ok()
+    };
+    d.ok_or_else(|| {
+        ConfigError(format!(
+            "invalid {what} {s:?}: use a duration such as 5s, 500ms or 2m"
+        ))
+    })
+}
+
+/// Splits `[NAME=]CONNINFO` into its name (if any) and connection string.
+pub fn split_entry(entry: &str) -> (Option<&str>, &str) {
+    let entry = entry.trim();
+    if is_url(entry) {
+        return (None, entry);
+    }
+    match entry.split_once('=') {
+        Some((head, rest)) if !is_keyword(head.trim()) && !head.contains(char::is_whitespace) => {
+            (Some(head), rest)
+        }
+        _ => (None, entry),
+    }
+}
+
+/// Splits `PGSWARM_DB`: whitespace separates entries; double quotes keep a key=value entry together.
+pub fn split_env_entries(s: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(ConfigError(format!(
+            "PGSWARM_DB has an unterminated double quote: {s:?}"
+        )));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Turns one entry into a target; `source` says where it came from for the error message.
+pub fn build_target(
+    name: Option<&str>,
+    conninfo: &str,
+    source: &str,
+    env: &dyn Environment,
+) -> Result<DbTarget, ConfigError> {
+    let conninfo = conninfo.trim();
+    let looks_bare = !is_url(conninfo)
+        && !conninfo.contains('=')
+        && !conninfo.is_empty()
+        && !conninfo.contains(char::is_whitespace);
+    let raw = if looks_bare {
+        // `--db app_test`: a database name on the default server, as `psql app_test` does.
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("dbname".to_string(), conninfo.to_string());
+        m
+    } else {
+        parse_conninfo(conninfo).map_err(|e| ConfigError(format!("{source}: {e}")))?
+    };
+    let target = resolve_target(&raw, env).map_err(|e| ConfigError(format!("{source}: {e}")))?;
+    let name = match name {
+        Some(n) if valid_name(n) => n.to_string(),
+        Some(n) => {
+            return Err(ConfigError(format!(
+                "{source}: invalid database name {n:?}: use letters, digits, '_', '-' or '.'"
+            )))
+        }
+        None => target.dbname.clone(),
+    };
+    Ok(DbTarget { name, target })
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+}
+
+/// Resolves the settings: flags > environment > config file > libpq environment.
+pub fn resolve_settings(cli: &CliSettings, env: &dyn Environment) -> Result<Settings, ConfigError> {
+    let file = match &cli.config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let file_label = |i: usize| {
+        format!(
+            "config file {} databases[{i}]",
+            cli.config.as_deref().unwrap_or(Path::new("?")).display()
+        )
+    };
+    let mut databases = Vec::new();
+    if !cli.db.is_empty() {
+        for entry in &cli.db {
+            let (name, conninfo) = split_entry(entry);
+            databases.push(build_target(
+                name,
+                conninfo,
+                &format!("--db {entry:?}"),
+                env,
+            )?);
+        }
+    } else if let Some(v) = cli.env_db.as_deref().filter(|v| !v.trim().is_empty()) {
+        for entry in split_env_entries(v)? {
+            let (name, conninfo) = split_entry(&entry);
+            databases.push(build_target(
+                name,
+                conninfo,
+                &format!("PGSWARM_DB entry {entry:?}"),
+                env,
+            )?);
+        }
+    } else if !file.databases.is_empty() {
+        for (i, d) in file.databases.iter().enumerate() {
+            databases.push(build_target(
+                d.name.as_deref(),
+                &d.url,
+                &file_label(i),
+                env,
+            )?);
+        }
+    } else {
+        // No database configured at all: one from the libpq environment, as psql would connect.
+        databases.push(build_target(
+            None,
+            "",
+            "the libpq environment (PGHOST, PGDATABASE, ...)",
+            env,
+        )?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &databases {
+        if !seen.insert(d.name.as_str()) {
+            return Err(ConfigError(format!(
+                "database name {:?} is configured twice: give each entry its own NAME \
+                 (--db NAME=CONNINFO)",
+                d.name
+            )));
+        }
+    }
+
+    let app_prefix = cli
+        .app_prefix
+        .clone()
+        .or(file.app_prefix)
+        .unwrap_or_else(|| "pytest".into());
+    validate_prefix("app prefix", &app_prefix).map_err(ConfigError)?;
+    let schema_prefix = cli
+        .schema_prefix
+        .clone()
+        .or(file.schema_prefix)
+        .unwrap_or_else(|| "test".into());
+    validate_prefix("schema prefix", &schema_prefix).map_err(ConfigError)?;
+
+    // Connect timeout: a value in a connection string wins for that database; otherwise
+    // --connect-timeout (or PGSWARM_CONNECT_TIMEOUT) > config file > PGCONNECT_TIMEOUT > 5 s.
+    let mut session = SessionSettings::default();
+    let timeout = match (&cli.connect_timeout, &file.connect_timeout) {
+        (Some(s), _) => Some(parse_duration("--connect-timeout", s)?),
+        (None, Some(s)) => Some(parse_duration("connect_timeout in the config file", s)?),
+        (None, None) => env
+            .var("PGCONNECT_TIMEOUT")
+            .map(|v| parse_timeout(&v, "PGCONNECT_TIMEOUT").map_err(ConfigError))
+            .transpose()?,
+    };
+    if let Some(d) = timeout {
+        if d.is_zero() {
+            return Err(ConfigError(
+                "invalid connect timeout 0: pgswarm never waits forever; give a positive duration"
+                    .into(),
+            ));
+        }
+        session.connect_timeout = d;
+    }
+
+    Ok(Settings {
+        databases,
+        convention: Convention {
+            app_prefix,
+            schema_prefix,
+        },
+        session,
+        read_only: cli.read_only || file.read_only.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl Environment for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn home(&self) -> Option<PathBuf> {
+            None
+        }
+        fn os_user(&self) -> Option<String> {
+            Some("me".into())
+        }
+        fn default_socket_dir(&self) -> Option<PathBuf> {
+            Some("/run/pg".into())
+        }
+    }
+
+    #[test]
+    fn entry_names_are_told_apart_from_keywords() {
+        assert_eq!(
+            split_entry("platform=postgres://h/db"),
+            (Some("platform"), "postgres://h/db")
+        );
+        assert_eq!(
+            split_entry("t1=host=/tmp dbname=x"),
+            (Some("t1"), "host=/tmp dbname=x")
+        );
+        assert_eq!(
+            split_entry("host=/tmp dbname=x"),
+            (None, "host=/tmp dbname=x")
+        );
+        assert_eq!(split_entry("dbname=x"), (None, "dbname=x"));
+        assert_eq!(
+            split_entry("postgres://h/db?a=b"),
+            (None, "postgres://h/db?a=b")
+        );
+        assert_eq!(split_entry("app_test"), (None, "app_test"));
+    }
+
+    #[test]
+    fn names_default_to_the_database_and_bare_words_are_dbnames() {
+        let cli = CliSettings {
+            db: vec![
+                "postgres://h/one".into(),
+                "two".into(),
+                "x=dbname=three".into(),
+            ],
+            ..Default::default()
+        };
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        let names: Vec<&str> = s.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["one", "two", "x"]);
+        assert_eq!(s.databases[2].target.dbname, "three");
+        assert_eq!(s.convention, Convention::default());
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "app_prefix = \"ci\"\nconnect_timeout = \"3s\"\n[[databases]]\nname = \"f\"\nurl = \"dbname=fromfile\"\n",
+        )
+        .unwrap();
+        let mut cli = CliSettings {
+            config: Some(path),
+            ..Default::default()
+        };
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        assert_eq!(s.databases[0].name, "f");
+        assert_eq!(s.convention.app_prefix, "ci");
+        assert_eq!(s.session.connect_timeout, Duration::from_secs(3));
+        cli.env_db = Some("e1=postgres://h/a \"e2=host=/x dbname=b\"".into());
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        let names: Vec<&str> = s.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["e1", "e2"]);
+        cli.db = vec!["flag=dbname=c".into()];
+        cli.app_prefix = Some("pytest".into());
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        assert_eq!(s.databases.len(), 1);
+        assert_eq!(s.databases[0].name, "flag");
+        assert_eq!(s.convention.app_prefix, "pytest");
+    }
+
+    #[test]
+    fn no_database_means_the_libpq_environment() {
+        let s = resolve_settings(&CliSettings::default(), &NoEnv).unwrap();
+        assert_eq!(s.databases.len(), 1);
+        assert_eq!(s.databases[0].name, "me");
+    }
+
+    #[test]
+    fn errors_name_the_bad_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_toml = dir.path().join("bad.toml");
+        std::fs::write(&bad_toml, "databses = []\n").unwrap();
+        let cases: Vec<(CliSettings, &str)> = vec![
+            (
+                CliSettings {
+                    db: vec!["a=dbname=x".into(), "a=dbname=y".into()],
+                    ..Default::default()
+                },
+                "\"a\" is configured twice",
+            ),
+            (
+                CliSettings {
+                    db: vec!["bad name=dbname=x".into()],
+                    ..Default::default()
+                },
+                "missing \"=\"",
+            ),
+            (
+                CliSettings {
+                    db: vec!["n=sslmode=sometimes".into()],
+                    ..Default::default()
+                },
+                "\"sometimes\"",
+            ),
+            (
+                CliSettings {
+                    app_prefix: Some("Py-Test".into()),
+                    ..Default::default()
+                },
+                "\"Py-Test\"",
+            ),
+            (
+                CliSettings {
+                    connect_timeout: Some("soon".into()),
+                    ..Default::default()
+                },
+                "\"soon\"",
+            ),
+            (
+                CliSettings {
+                    connect_timeout: Some("0s".into()),
+                    ..Default::default()
+                },
+                "never waits forever",
+            ),
+            (
+                CliSettings {
+                    config: Some(bad_toml),
+                    ..Default::default()
+                },
+                "databses",
+            ),
+            (
+                CliSettings {
+                    config: Some(dir.path().join("missing.toml")),
+                    ..Default::default()
+                },
+                "missing.toml",
+            ),
+            (
+                CliSettings {
+                    env_db: Some("\"unterminated".into()),
+                    ..Default::default()
+                },
+                "unterminated",
+            ),
+        ];
+        for (cli, needle) in cases {
+            let e = resolve_settings(&cli, &NoEnv).unwrap_err().0;
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("x", "5").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("x", "-1").is_err());
+        assert!(parse_duration("x", "NaN").is_err());
+    }
+}

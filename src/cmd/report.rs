@@ -1,0 +1,405 @@
+//! The plain-text snapshot report: lock trees first, then invocations, schemas and warnings.
+//!
+//! Written for two readers: someone at a terminal mid-incident, and the ticket it gets pasted into. So
+//! it is plain text (no colour codes, no box drawing beyond `└─`), fixed column order, and every number
+//! says its unit. A pure function of the [`Snapshot`], so the same text comes out of a live poll and of
+//! a replayed recording.
+
+use crate::domain::snapshot::{LabelKind, SchemaStatus, SessionReport, Snapshot, WaitSource};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+
+/// `42.0s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn fmt_age(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".into();
+    }
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{secs:.1}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `512 B`, `8.0 KiB`, `1.2 MiB`.
+pub fn fmt_bytes(b: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b.max(0) as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// How a session is named in reports: `namespace/worker[_suffix]`, else its application name.
+pub fn session_label(s: &SessionReport) -> String {
+    match s.label {
+        LabelKind::Labeled => {
+            let mut l = format!(
+                "{}/{}",
+                s.namespace.as_deref().unwrap_or("?"),
+                s.worker.as_deref().unwrap_or("?")
+            );
+            if let Some(suffix) = &s.suffix {
+                l.push('_');
+                l.push_str(suffix);
+                if s.suffix_maybe_truncated {
+                    l.push('…');
+                }
+            }
+            l
+        }
+        LabelKind::Unattributed => format!("{:?} (unattributed)", s.application_name),
+        LabelKind::Unlabeled if s.application_name.is_empty() => "(no application_name)".into(),
+        LabelKind::Unlabeled => format!("{:?} (unlabeled)", s.application_name),
+    }
+}
+
+fn one_line(q: &str, max: usize) -> String {
+    let flat: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+/// Renders the whole report.
+pub fn render_report(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    let servers: std::collections::BTreeSet<&str> = snap
+        .databases
+        .iter()
+        .filter_map(|d| d.server.as_deref())
+        .collect();
+    let unreachable = snap.unreachable().count();
+    let _ = writeln!(
+        out,
+        "pgswarm snapshot {} · {} database{} on {} server{}{} · {} sessions · {} blocked",
+        snap.taken_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        snap.databases.len(),
+        if snap.databases.len() == 1 { "" } else { "s" },
+        servers.len(),
+        if servers.len() == 1 { "" } else { "s" },
+        if unreachable > 0 {
+            format!(" ({unreachable} UNREACHABLE)")
+        } else {
+            String::new()
+        },
+        snap.sessions.len(),
+        snap.blocked_sessions()
+    );
+
+    out.push_str("\nDATABASES\n");
+    let w = snap
+        .databases
+        .iter()
+        .map(|d| d.name.len())
+        .max()
+        .unwrap_or(4);
+    for d in &snap.databases {
+        if d.reachable {
+            let _ = writeln!(
+                out,
+                "  {:w$}  ok           PG {:8} {:>4} sessions {:>3} blocked  {:.1} ms  {}{}",
+                d.name,
+                d.server_version.as_deref().unwrap_or("?"),
+                d.sessions,
+                d.blocked,
+                d.latency_ms.unwrap_or(0.0),
+                d.target,
+                d.error
+                    .as_deref()
+                    .map(|e| format!("  WARNING: {e}"))
+                    .unwrap_or_default(),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {:w$}  UNREACHABLE  {}: {}",
+                d.name,
+                d.target,
+                d.error.as_deref().unwrap_or("unknown error")
+            );
+        }
+    }
+
+    render_trees(&mut out, snap);
+    render_invocations(&mut out, snap);
+    render_schemas(&mut out, snap);
+
+    let others: Vec<&SessionReport> = snap
+        .sessions
+        .iter()
+        .filter(|s| s.label != LabelKind::Labeled)
+        .collect();
+    if !others.is_empty() {
+        let involved = others
+            .iter()
+            .filter(|s| !s.blocked_by.is_empty() || !s.blocking.is_empty())
+            .count();
+        let _ = writeln!(
+            out,
+            "\nOTHER SESSIONS: {} not labeled by the convention ({} involved in locks, shown above)",
+            others.len(),
+            involved
+        );
+    }
+    if !snap.warnings.is_empty() {
+        out.push_str("\nWARNINGS\n");
+        for w in &snap.warnings {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
+    out
+}
+
+fn render_trees(out: &mut String, snap: &Snapshot) {
+    if snap.lock_trees.is_empty() {
+        out.push_str("\nLOCK TREES: nothing is blocked\n");
+        return;
+    }
+    let collisions = snap.blocking.iter().filter(|e| e.cross_invocation).count();
+    let _ = writeln!(
+        out,
+        "\nLOCK TREES ({} root{}, {} blocked, {} cross-invocation edge{})",
+        snap.lock_trees.len(),
+        if snap.lock_trees.len() == 1 { "" } else { "s" },
+        snap.blocked_sessions(),
+        collisions,
+        if collisions == 1 { "" } else { "s" }
+    );
+    let sessions: HashMap<(&str, i32), &SessionReport> = snap
+        .sessions
+        .iter()
+        .map(|s| ((s.server.as_str(), s.pid), s))
+        .collect();
+    let edges: HashMap<(&str, i32, i32), &crate::domain::snapshot::BlockingEdge> = snap
+        .blocking
+        .iter()
+        .map(|e| ((e.server.as_str(), e.blocker_pid, e.blocked_pid), e))
+        .collect();
+    for tree in &snap.lock_trees {
+        let root = sessions.get(&(tree.server.as_str(), tree.root_pid));
+        let who = match (tree.root_pid, root) {
+            (0, _) => "prepared transaction (pid 0)".to_string(),
+            (_, Some(s)) => session_label(s),
+            (_, None) => "(session not visible)".to_string(),
+        };
+        let state = match &tree.root_state {
+            Some(st) if tree.root_idle_in_transaction => format!(
+                "IDLE IN TRANSACTION{}",
+                tree.root_xact_age_s
+                    .map(|a| format!(" for {}", fmt_age(a)))
+                    .unwrap_or_default()
+            ),
+            Some(st) => st.clone(),
+            None => "state unknown".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  [{}] root {} {}  {}  holds up {} (depth {}){}{}",
+            tree.database,
+            tree.root_pid,
+            who,
+            state,
+            tree.victims,
+            tree.depth,
+            if tree.cross_invocation {
+                "  COLLISION between invocations"
+            } else {
+                ""
+            },
+            if tree.in_cycle { "  (cycle)" } else { "" },
+        );
+        if let Some(q) = root
+            .and_then(|s| s.query.as_deref())
+            .filter(|q| !q.is_empty())
+        {
+            let _ = writeln!(out, "      query: {}", one_line(q, 100));
+        }
+        let mut stack: Vec<i32> = Vec::new();
+        for row in tree.rows.iter().skip(1) {
+            stack.truncate(row.depth - 1);
+            let parent = stack.last().copied().unwrap_or(tree.root_pid);
+            stack.push(row.pid);
+            let s = sessions.get(&(tree.server.as_str(), row.pid));
+            let e = edges.get(&(tree.server.as_str(), parent, row.pid));
+            let indent = "   ".repeat(row.depth - 1);
+            let wait = e
+                .and_then(|e| e.waiting_s.map(|w| (w, e.wait_source)))
+                .map(|(w, src)| match src {
+                    Some(WaitSource::QueryStart) => format!("waits ≤{}", fmt_age(w)),
+                    _ => format!("waits {}", fmt_age(w)),
+                })
+                .unwrap_or_else(|| "waits".into());
+            let what = e
+                .map(|e| {
+                    let mode = e.lock_mode.as_deref().unwrap_or("?");
+                    match (&e.relation, e.lock_type.as_deref()) {
+                        (Some(r), _) => format!("{mode} on {r}"),
+                        (None, Some("transactionid")) => format!("{mode} on a row (transactionid)"),
+                        (None, Some(t)) => format!("{mode} on {t}"),
+                        (None, None) => mode.to_string(),
+                    }
+                })
+                .unwrap_or_default();
+            let flags = e
+                .map(|e| {
+                    let mut f = String::new();
+                    if e.cross_invocation {
+                        f.push_str("  CROSS-INVOCATION");
+                    }
+                    if e.queued_behind {
+                        f.push_str("  (queued behind a waiter)");
+                    }
+                    f
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {indent}└─ {} {}  [{}]  {}  {}{}",
+                row.pid,
+                s.map(|s| session_label(s)).unwrap_or_else(|| "?".into()),
+                s.map(|s| s.database.as_str()).unwrap_or("?"),
+                wait,
+                what,
+                flags
+            );
+        }
+    }
+}
+
+fn render_invocations(out: &mut String, snap: &Snapshot) {
+    if snap.invocations.is_empty() {
+        out.push_str("\nINVOCATIONS: none (no labeled session, no test schema)\n");
+        return;
+    }
+    let live = snap.invocations.iter().filter(|i| i.live).count();
+    let _ = writeln!(
+        out,
+        "\nINVOCATIONS ({} live, {} without sessions)",
+        live,
+        snap.invocations.len() - live
+    );
+    let nw = snap
+        .invocations
+        .iter()
+        .map(|i| i.namespace.len() + if i.forced { 9 } else { 0 })
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let _ = writeln!(
+        out,
+        "  {:nw$}  {:>7}  {:>7}  {:>4}  {:>7}  {:>8}  {:>7}  WORKERS / DATABASES",
+        "NAMESPACE", "PID", "AGE", "SESS", "BLOCKED", "BLOCKING", "SCHEMAS"
+    );
+    for i in &snap.invocations {
+        let name = if i.forced {
+            format!("{} (forced)", i.namespace)
+        } else {
+            i.namespace.clone()
+        };
+        let age = i
+            .started_at
+            .map(|t| fmt_age((snap.taken_at - t).num_milliseconds() as f64 / 1000.0))
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "  {:nw$}  {:>7}  {:>7}  {:>4}  {:>7}  {:>8}  {:>7}  {} / {}{}",
+            name,
+            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            age,
+            i.sessions,
+            i.blocked,
+            i.blocking,
+            i.schemas,
+            if i.workers.is_empty() {
+                "-".into()
+            } else {
+                i.workers.join(",")
+            },
+            i.databases.join(","),
+            if i.cross_invocation {
+                "  COLLISION"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+fn render_schemas(out: &mut String, snap: &Snapshot) {
+    if snap.schemas.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSCHEMAS: no {}_* test schema in any reachable database",
+            snap.schema_prefix
+        );
+        return;
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &snap.schemas {
+        *counts.entry(status_word(s.status)).or_default() += 1;
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = writeln!(
+        out,
+        "\nSCHEMAS ({}: {})",
+        snap.schemas.len(),
+        summary.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  {:9}  {:16}  {:44}  {:>6}  {:>10}",
+        "STATUS", "DATABASE", "SCHEMA", "TABLES", "SIZE"
+    );
+    for s in &snap.schemas {
+        let _ = writeln!(
+            out,
+            "  {:9}  {:16}  {:44}  {:>6}  {:>10}",
+            status_word(s.status),
+            s.database,
+            s.schema,
+            s.tables,
+            if s.bytes_exact {
+                fmt_bytes(s.bytes)
+            } else {
+                format!("~{}", fmt_bytes(s.bytes))
+            }
+        );
+    }
+}
+
+fn status_word(s: SchemaStatus) -> &'static str {
+    match s {
+        SchemaStatus::Live => "live",
+        SchemaStatus::Orphaned => "orphaned",
+        SchemaStatus::Legacy => "legacy",
+        SchemaStatus::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes() {
+        assert_eq!(fmt_age(4.26), "4.3s");
+        assert_eq!(fmt_age(245.0), "4m05s");
+        assert_eq!(fmt_age(7380.0), "2h03m");
+        assert_eq!(fmt_age(f64::NAN), "?");
+        assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_bytes(1536 * 1024), "1.5 MiB");
+    }
+}

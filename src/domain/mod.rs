@@ -1,0 +1,9 @@
+//! The pure core: the naming convention, the snapshot model, lock graphs and (later) sweep plans.
+//!
+//! Nothing in here does I/O, awaits, draws or reads the clock: `now` and every observation come in as
+//! values. That keeps the rules that decide what a person sees, and above all what a sweep may drop,
+//! testable in microseconds and identical across the CLI, the dashboard and replay.
+
+pub mod lockgraph;
+pub mod naming;
+pub mod snapshot;

@@ -1,0 +1,773 @@
+//! From raw observations to the snapshot every pgswarm surface shows.
+//!
+//! The PostgreSQL layer hands over what it saw ([`Observation`]): per configured database whether it
+//! answered, per server one activity scan, the awaited locks of blocked sessions, and the test schemas
+//! of each database. [`build_snapshot`] turns that into the [`Snapshot`]: sessions attributed to
+//! invocations, lock trees to their roots, blocking edges flagged when they cross invocations, and
+//! schemas classified live / orphaned / legacy. It is pure (the clock is an input: each server's own
+//! `now()`), so every rule here is unit-tested without a server, and the same function serves
+//! `snapshot`, the dashboard and the sweep.
+//!
+//! The [`Snapshot`] is also the JSON document of `pgswarm snapshot --json` (and one line of a
+//! recording): its fields are documented in the README and it deserializes back for replay.
+
+use crate::domain::lockgraph::LockGraph;
+use crate::domain::naming::{parse_label, parse_schema_name, LabelParse, SchemaName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Bumped whenever a JSON field changes meaning or disappears (additions do not bump it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `query` says for other roles' sessions when the monitor lacks `pg_read_all_stats`.
+pub const INSUFFICIENT_PRIVILEGE: &str = "<insufficient privilege>";
+
+/// The naming convention in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Convention {
+    pub app_prefix: String,
+    pub schema_prefix: String,
+}
+
+impl Default for Convention {
+    fn default() -> Self {
+        Convention {
+            app_prefix: "pytest".into(),
+            schema_prefix: "test".into(),
+        }
+    }
+}
+
+/// Index of a server in [`Observation::servers`].
+pub type ServerId = usize;
+
+/// One configured database as the poll found it.
+#[derive(Debug, Clone)]
+pub struct ObservedDatabase {
+    pub name: String,
+    /// Where it points, without any password.
+    pub target: String,
+    pub outcome: Result<DatabaseInfo, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseInfo {
+    pub server: ServerId,
+    pub server_version: String,
+    pub datname: String,
+    pub latency_ms: f64,
+    /// Reading the test schemas failed although the database answered.
+    pub schema_error: Option<String>,
+}
+
+/// A server (cluster) reached through at least one configured database.
+#[derive(Debug, Clone)]
+pub struct ObservedServer {
+    pub label: String,
+    /// The server's clock when the activity scan ran: wait ages are computed against it.
+    pub now: DateTime<Utc>,
+    /// The activity scan failed: this server's sessions are unknown.
+    pub activity_error: Option<String>,
+}
+
+/// The lock a blocked session is waiting for (its one `pg_locks` row with `granted = false`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwaitedLock {
+    pub lock_type: String,
+    pub mode: String,
+    /// `schema.table` when resolvable, else `database:oid`.
+    pub relation: Option<String>,
+    pub waitstart: Option<DateTime<Utc>>,
+    /// Identity of the locked object, to tell a queued-behind-another-waiter (soft) block.
+    pub object: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ObservedSession {
+    pub server: ServerId,
+    pub datname: Option<String>,
+    pub pid: i32,
+    pub usename: Option<String>,
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub backend_type: Option<String>,
+    pub state: Option<String>,
+    pub wait_event_type: Option<String>,
+    pub wait_event: Option<String>,
+    pub query: Option<String>,
+    pub backend_start: Option<DateTime<Utc>>,
+    pub xact_start: Option<DateTime<Utc>>,
+    pub query_start: Option<DateTime<Utc>>,
+    pub state_change: Option<DateTime<Utc>>,
+    pub blocked_by: Vec<i32>,
+    pub awaited: Option<AwaitedLock>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObservedSchema {
+    /// Configured database name.
+    pub database: String,
+    pub schema: String,
+    pub tables: i64,
+    pub bytes: i64,
+    pub bytes_exact: bool,
+}
+
+/// Everything one poll saw.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub taken_at: DateTime<Utc>,
+    pub databases: Vec<ObservedDatabase>,
+    pub servers: Vec<ObservedServer>,
+    pub sessions: Vec<ObservedSession>,
+    pub schemas: Vec<ObservedSchema>,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The snapshot (JSON schema_version 1)
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    pub taken_at: DateTime<Utc>,
+    pub app_prefix: String,
+    pub schema_prefix: String,
+    /// Every configured database answered and every server's sessions were read: the live set of
+    /// namespaces is known.
+    pub active_detection_complete: bool,
+    pub databases: Vec<DatabaseReport>,
+    pub invocations: Vec<InvocationReport>,
+    pub sessions: Vec<SessionReport>,
+    pub blocking: Vec<BlockingEdge>,
+    pub lock_trees: Vec<LockTree>,
+    pub schemas: Vec<SchemaReport>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseReport {
+    pub name: String,
+    pub target: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub server_version: Option<String>,
+    pub server: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub sessions: usize,
+    pub blocked: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationReport {
+    pub namespace: String,
+    /// Runner pid decoded from a generated token; null for a forced namespace.
+    pub pid: Option<u32>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub forced: bool,
+    pub live: bool,
+    pub workers: Vec<String>,
+    pub sessions: usize,
+    pub databases: Vec<String>,
+    pub blocked: usize,
+    pub blocking: usize,
+    pub cross_invocation: bool,
+    pub schemas: usize,
+    pub schema_bytes: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelKind {
+    Labeled,
+    Unattributed,
+    Unlabeled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionReport {
+    pub database: String,
+    pub server: String,
+    pub pid: i32,
+    pub application_name: String,
+    pub label: LabelKind,
+    pub unattributed_reason: Option<String>,
+    pub worker: Option<String>,
+    pub namespace: Option<String>,
+    pub suffix: Option<String>,
+    pub suffix_maybe_truncated: bool,
+    pub usename: Option<String>,
+    pub client_addr: Option<String>,
+    pub backend_type: Option<String>,
+    pub state: Option<String>,
+    pub wait_event_type: Option<String>,
+    pub wait_event: Option<String>,
+    pub query: Option<String>,
+    pub insufficient_privilege: bool,
+    pub backend_start: Option<DateTime<Utc>>,
+    pub xact_start: Option<DateTime<Utc>>,
+    pub query_start: Option<DateTime<Utc>>,
+    pub state_change: Option<DateTime<Utc>>,
+    pub blocked_by: Vec<i32>,
+    pub blocking: Vec<i32>,
+    pub lock_type: Option<String>,
+    pub lock_mode: Option<String>,
+    pub relation: Option<String>,
+    pub waiting_s: Option<f64>,
+    pub wait_source: Option<WaitSource>,
+}
+
+/// Where a wait age comes from. Only `waitstart` is the real start of the lock wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitSource {
+    /// `pg_locks.waitstart` (PostgreSQL 14+).
+    Waitstart,
+    /// The waiting statement's start: an upper bound of the wait.
+    QueryStart,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockingEdge {
+    pub database: String,
+    pub server: String,
+    pub blocked_pid: i32,
+    pub blocker_pid: i32,
+    pub blocked_application_name: String,
+    pub blocker_application_name: Option<String>,
+    pub blocked_namespace: Option<String>,
+    pub blocker_namespace: Option<String>,
+    pub cross_invocation: bool,
+    pub lock_type: Option<String>,
+    pub lock_mode: Option<String>,
+    pub relation: Option<String>,
+    pub waiting_s: Option<f64>,
+    pub wait_source: Option<WaitSource>,
+    pub root_pid: i32,
+    pub blocker_state: Option<String>,
+    /// The blocker holds nothing that conflicts yet: it is itself queued for the same object, ahead of
+    /// the blocked session (a "soft" block, e.g. readers queued behind waiting DDL).
+    pub queued_behind: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockTree {
+    pub server: String,
+    pub database: String,
+    pub root_pid: i32,
+    pub root_application_name: Option<String>,
+    pub root_namespace: Option<String>,
+    pub root_state: Option<String>,
+    pub root_idle_in_transaction: bool,
+    pub root_xact_age_s: Option<f64>,
+    pub victims: usize,
+    pub depth: usize,
+    pub in_cycle: bool,
+    pub cross_invocation: bool,
+    /// The tree, depth first: a waiter blocked by several blockers appears under each.
+    pub rows: Vec<TreeRowReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeRowReport {
+    pub pid: i32,
+    pub depth: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaStatus {
+    /// Its namespace has a session on some polled server.
+    Live,
+    /// No session of its namespace anywhere, and every database was read.
+    Orphaned,
+    /// `{prefix}_{worker}` from before namespacing: no owner can be known.
+    Legacy,
+    /// No session seen, but some database or server could not be read: it may be live there.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaReport {
+    pub database: String,
+    pub schema: String,
+    pub namespace: Option<String>,
+    pub worker: String,
+    pub tables: i64,
+    pub bytes: i64,
+    pub bytes_exact: bool,
+    pub status: SchemaStatus,
+}
+
+impl Snapshot {
+    pub fn blocked_sessions(&self) -> usize {
+        self.sessions
+            .iter()
+            .filter(|s| !s.blocked_by.is_empty())
+            .count()
+    }
+
+    pub fn unreachable(&self) -> impl Iterator<Item = &DatabaseReport> {
+        self.databases.iter().filter(|d| !d.reachable)
+    }
+}
+
+fn seconds_between(now: DateTime<Utc>, then: DateTime<Utc>) -> f64 {
+    // Clamp: a wait cannot be negative even if timestamps disagree by a few microseconds.
+    ((now - then).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
+}
+
+/// Builds the snapshot. Pure: same observation, same snapshot.
+pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
+    let mut warnings = Vec::new();
+
+    // Configured database name per (server, datname), first configuration wins.
+    let mut configured: HashMap<(ServerId, &str), &str> = HashMap::new();
+    for db in &obs.databases {
+        if let Ok(info) = &db.outcome {
+            configured
+                .entry((info.server, info.datname.as_str()))
+                .or_insert(db.name.as_str());
+        }
+    }
+    let server_label = |id: ServerId| -> String {
+        obs.servers
+            .get(id)
+            .map(|s| s.label.clone())
+            .unwrap_or_else(|| format!("server{id}"))
+    };
+
+    // Parse every label once.
+    let parsed: Vec<LabelParse> = obs
+        .sessions
+        .iter()
+        .map(|s| parse_label(&conv.app_prefix, &s.application_name))
+        .collect();
+    let namespace_of = |i: usize| -> Option<&str> {
+        match &parsed[i] {
+            LabelParse::Labeled(l) => Some(l.namespace.as_str()),
+            _ => None,
+        }
+    };
+    let by_key: HashMap<(ServerId, i32), usize> = obs
+        .sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.server, s.pid), i))
+        .collect();
+
+    // Direct waiters per blocker, for each session's `blocking` list.
+    let mut waiters: HashMap<(ServerId, i32), BTreeSet<i32>> = HashMap::new();
+    for s in &obs.sessions {
+        for &b in &s.blocked_by {
+            waiters.entry((s.server, b)).or_default().insert(s.pid);
+        }
+    }
+    let graph = LockGraph::build(obs.sessions.iter().flat_map(|s| {
+        s.blocked_by
+            .iter()
+            .map(move |&b| ((s.server, b), (s.server, s.pid)))
+    }));
+
+    let session_database = |s: &ObservedSession| -> String {
+        let datname = s.datname.as_deref().unwrap_or("");
+        configured
+            .get(&(s.server, datname))
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| datname.to_string())
+    };
+
+    let wait_of = |s: &ObservedSession| -> (Option<f64>, Option<WaitSource>) {
+        if s.blocked_by.is_empty() {
+            return (None, None);
+        }
+        let now = obs
+            .servers
+            .get(s.server)
+            .map(|sv| sv.now)
+            .unwrap_or(obs.taken_at);
+        if let Some(ws) = s.awaited.as_ref().and_then(|a| a.waitstart) {
+            (Some(seconds_between(now, ws)), Some(WaitSource::Waitstart))
+        } else if let Some(qs) = s.query_start {
+            (Some(seconds_between(now, qs)), Some(WaitSource::QueryStart))
+        } else {
+            (None, None)
+        }
+    };
+
+    // Sessions.
+    let mut sessions: Vec<SessionReport> = Vec::with_capacity(obs.sessions.len());
+    let mut hidden_queries = 0usize;
+    for (i, s) in obs.sessions.iter().enumerate() {
+        let (label, reason, worker, namespace, suffix, cut) = match &parsed[i] {
+            LabelParse::Labeled(l) => (
+                LabelKind::Labeled,
+                None,
+                Some(l.worker.to_string()),
+                Some(l.namespace.to_string()),
+                l.suffix.clone(),
+                l.suffix_maybe_truncated,
+            ),
+            LabelParse::Unattributed(r) => (
+                LabelKind::Unattributed,
+                Some(r.to_string()),
+                None,
+                None,
+                None,
+                false,
+            ),
+            LabelParse::Unlabeled => (LabelKind::Unlabeled, None, None, None, None, false),
+        };
+        let insufficient = s.query.as_deref() == Some(INSUFFICIENT_PRIVILEGE);
+        hidden_queries += usize::from(insufficient);
+        let mut blocked_by: Vec<i32> = s.blocked_by.clone();
+        blocked_by.sort_unstable();
+        blocked_by.dedup();
+        let blocking: Vec<i32> = waiters
+            .get(&(s.server, s.pid))
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        let (waiting_s, wait_source) = wait_of(s);
+        sessions.push(SessionReport {
+            database: session_database(s),
+            server: server_label(s.server),
+            pid: s.pid,
+            application_name: s.application_name.clone(),
+            label,
+            unattributed_reason: reason,
+            worker,
+            namespace,
+            suffix,
+            suffix_maybe_truncated: cut,
+            usename: s.usename.clone(),
+            client_addr: s.client_addr.clone(),
+            backend_type: s.backend_type.clone(),
+            state: s.state.clone(),
+            wait_event_type: s.wait_event_type.clone(),
+            wait_event: s.wait_event.clone(),
+            query: s.query.clone(),
+            insufficient_privilege: insufficient,
+            backend_start: s.backend_start,
+            xact_start: s.xact_start,
+            query_start: s.query_start,
+            state_change: s.state_change,
+            blocked_by,
+            blocking,
+            lock_type: s.awaited.as_ref().map(|a| a.lock_type.clone()),
+            lock_mode: s.awaited.as_ref().map(|a| a.mode.clone()),
+            relation: s.awaited.as_ref().and_then(|a| a.relation.clone()),
+            waiting_s,
+            wait_source,
+        });
+    }
+    if hidden_queries > 0 {
+        warnings.push(format!(
+            "{hidden_queries} sessions of other roles show <insufficient privilege>: their state and \
+             query are hidden. Grant the monitoring role pg_read_all_stats (or pg_monitor): \
+             GRANT pg_read_all_stats TO <role>;"
+        ));
+    }
+
+    // Blocking edges.
+    let mut blocking: Vec<BlockingEdge> = Vec::new();
+    for (i, s) in obs.sessions.iter().enumerate() {
+        let (waiting_s, wait_source) = wait_of(s);
+        for &b in &sessions[i].blocked_by {
+            let blocker = by_key.get(&(s.server, b)).copied();
+            let blocker_ns = blocker.and_then(namespace_of);
+            let blocked_ns = namespace_of(i);
+            let blocker_session = blocker.map(|j| &obs.sessions[j]);
+            let queued_behind = match (blocker_session.and_then(|o| o.awaited.as_ref()), &s.awaited)
+            {
+                (Some(theirs), Some(mine)) => theirs.object == mine.object,
+                _ => false,
+            };
+            let root = graph
+                .root_of(&(s.server, b))
+                .map(|(_, pid)| *pid)
+                .unwrap_or(b);
+            blocking.push(BlockingEdge {
+                database: sessions[i].database.clone(),
+                server: sessions[i].server.clone(),
+                blocked_pid: s.pid,
+                blocker_pid: b,
+                blocked_application_name: s.application_name.clone(),
+                blocker_application_name: blocker_session.map(|o| o.application_name.clone()),
+                blocked_namespace: blocked_ns.map(str::to_owned),
+                blocker_namespace: blocker_ns.map(str::to_owned),
+                cross_invocation: matches!((blocked_ns, blocker_ns), (Some(a), Some(b)) if a != b),
+                lock_type: sessions[i].lock_type.clone(),
+                lock_mode: sessions[i].lock_mode.clone(),
+                relation: sessions[i].relation.clone(),
+                waiting_s,
+                wait_source,
+                root_pid: root,
+                blocker_state: blocker_session.and_then(|o| o.state.clone()),
+                queued_behind,
+            });
+        }
+    }
+    blocking.sort_by(|a, b| {
+        (a.server.as_str(), a.root_pid, a.blocker_pid, a.blocked_pid).cmp(&(
+            b.server.as_str(),
+            b.root_pid,
+            b.blocker_pid,
+            b.blocked_pid,
+        ))
+    });
+
+    // Lock trees.
+    let lock_trees: Vec<LockTree> = graph
+        .roots()
+        .iter()
+        .map(|root| {
+            let (server, pid) = root.key;
+            let rows = graph.expand(&root.key);
+            let members: BTreeSet<i32> = rows.iter().map(|r| r.key.1).collect();
+            let root_session = by_key.get(&root.key).map(|&j| &obs.sessions[j]);
+            let now = obs
+                .servers
+                .get(server)
+                .map(|s| s.now)
+                .unwrap_or(obs.taken_at);
+            LockTree {
+                server: server_label(server),
+                database: root_session
+                    .map(session_database)
+                    .or_else(|| {
+                        // A prepared transaction (pid 0) has no session: name the victims' database.
+                        rows.get(1)
+                            .and_then(|r| by_key.get(&r.key))
+                            .map(|&j| session_database(&obs.sessions[j]))
+                    })
+                    .unwrap_or_default(),
+                root_pid: pid,
+                root_application_name: root_session.map(|s| s.application_name.clone()),
+                root_namespace: by_key
+                    .get(&root.key)
+                    .and_then(|&j| namespace_of(j))
+                    .map(str::to_owned),
+                root_state: root_session.and_then(|s| s.state.clone()),
+                root_idle_in_transaction: root_session
+                    .and_then(|s| s.state.as_deref())
+                    .is_some_and(|st| st.starts_with("idle in transaction")),
+                root_xact_age_s: root_session
+                    .and_then(|s| s.xact_start)
+                    .map(|x| seconds_between(now, x)),
+                victims: root.victims,
+                depth: root.depth,
+                in_cycle: root.in_cycle,
+                cross_invocation: blocking.iter().any(|e| {
+                    e.server == server_label(server)
+                        && members.contains(&e.blocked_pid)
+                        && members.contains(&e.blocker_pid)
+                        && e.cross_invocation
+                }),
+                rows: rows
+                    .into_iter()
+                    .map(|r| TreeRowReport {
+                        pid: r.key.1,
+                        depth: r.depth,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+
+    // Live set and detection completeness.
+    let live: BTreeSet<&str> = (0..obs.sessions.len()).filter_map(namespace_of).collect();
+    let complete = obs.databases.iter().all(|d| d.outcome.is_ok())
+        && obs.servers.iter().all(|s| s.activity_error.is_none());
+    if !complete {
+        warnings.push(
+            "the live set is incomplete (a database or server could not be read): schemas without \
+             a visible session are reported 'unknown', not 'orphaned'"
+                .to_string(),
+        );
+    }
+    let unattributed = parsed
+        .iter()
+        .filter(|p| matches!(p, LabelParse::Unattributed(_)))
+        .count();
+    if unattributed > 0 {
+        warnings.push(format!(
+            "{unattributed} sessions carry the '{}_' prefix but cannot be attributed to a namespace",
+            conv.app_prefix
+        ));
+    }
+
+    // Schemas.
+    let mut schemas: Vec<SchemaReport> = obs
+        .schemas
+        .iter()
+        .filter_map(|sc| {
+            let name = parse_schema_name(&conv.schema_prefix, &sc.schema)?;
+            let status = match &name {
+                SchemaName::Legacy { .. } => SchemaStatus::Legacy,
+                SchemaName::Namespaced { namespace, .. } if live.contains(namespace.as_str()) => {
+                    SchemaStatus::Live
+                }
+                SchemaName::Namespaced { .. } if complete => SchemaStatus::Orphaned,
+                SchemaName::Namespaced { .. } => SchemaStatus::Unknown,
+            };
+            Some(SchemaReport {
+                database: sc.database.clone(),
+                schema: sc.schema.clone(),
+                namespace: name.namespace().map(|n| n.to_string()),
+                worker: name.worker().to_string(),
+                tables: sc.tables,
+                bytes: sc.bytes,
+                bytes_exact: sc.bytes_exact,
+                status,
+            })
+        })
+        .collect();
+    schemas.sort_by(|a, b| {
+        (&a.namespace, &a.database, &a.schema).cmp(&(&b.namespace, &b.database, &b.schema))
+    });
+
+    // Invocations: every namespace seen in a session or a schema.
+    #[derive(Default)]
+    struct Acc {
+        workers: BTreeSet<String>,
+        sessions: usize,
+        databases: BTreeSet<String>,
+        blocked: usize,
+        blocking: usize,
+        cross: bool,
+        schemas: usize,
+        schema_bytes: i64,
+    }
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    for s in &sessions {
+        let Some(ns) = &s.namespace else { continue };
+        let a = acc.entry(ns.clone()).or_default();
+        a.sessions += 1;
+        a.workers.extend(s.worker.clone());
+        a.databases.insert(s.database.clone());
+        a.blocked += usize::from(!s.blocked_by.is_empty());
+        a.blocking += usize::from(!s.blocking.is_empty());
+    }
+    for e in blocking.iter().filter(|e| e.cross_invocation) {
+        for ns in [&e.blocked_namespace, &e.blocker_namespace]
+            .into_iter()
+            .flatten()
+        {
+            acc.entry(ns.clone()).or_default().cross = true;
+        }
+    }
+    for sc in &schemas {
+        let Some(ns) = &sc.namespace else { continue };
+        let a = acc.entry(ns.clone()).or_default();
+        a.schemas += 1;
+        a.schema_bytes += sc.bytes;
+        a.databases.insert(sc.database.clone());
+        a.workers.insert(sc.worker.clone());
+    }
+    let mut invocations: Vec<InvocationReport> = acc
+        .into_iter()
+        .map(|(ns, a)| {
+            let token = crate::domain::naming::Namespace::parse(&ns).and_then(|n| n.token());
+            InvocationReport {
+                pid: token.map(|t| t.pid),
+                started_at: token.map(|t| t.started_at),
+                forced: token.is_none(),
+                live: a.sessions > 0,
+                workers: sort_workers(a.workers),
+                sessions: a.sessions,
+                databases: a.databases.into_iter().collect(),
+                blocked: a.blocked,
+                blocking: a.blocking,
+                cross_invocation: a.cross,
+                schemas: a.schemas,
+                schema_bytes: a.schema_bytes,
+                namespace: ns,
+            }
+        })
+        .collect();
+    invocations.sort_by(|a, b| {
+        let involved = |i: &InvocationReport| i.blocked + i.blocking > 0;
+        involved(b)
+            .cmp(&involved(a))
+            .then(b.live.cmp(&a.live))
+            .then(b.sessions.cmp(&a.sessions))
+            .then(a.namespace.cmp(&b.namespace))
+    });
+
+    // Databases.
+    let databases = obs
+        .databases
+        .iter()
+        .map(|d| {
+            let here = sessions.iter().filter(|s| s.database == d.name);
+            let (n, blocked) = here.fold((0, 0), |(n, b), s| {
+                (n + 1, b + usize::from(!s.blocked_by.is_empty()))
+            });
+            match &d.outcome {
+                Ok(info) => {
+                    let server = &obs.servers[info.server];
+                    let error = server
+                        .activity_error
+                        .clone()
+                        .map(|e| format!("activity scan failed: {e}"))
+                        .or_else(|| {
+                            info.schema_error
+                                .clone()
+                                .map(|e| format!("schema listing failed: {e}"))
+                        });
+                    DatabaseReport {
+                        name: d.name.clone(),
+                        target: d.target.clone(),
+                        reachable: true,
+                        error,
+                        server_version: Some(info.server_version.clone()),
+                        server: Some(server.label.clone()),
+                        latency_ms: Some(info.latency_ms),
+                        sessions: n,
+                        blocked,
+                    }
+                }
+                Err(e) => DatabaseReport {
+                    name: d.name.clone(),
+                    target: d.target.clone(),
+                    reachable: false,
+                    error: Some(e.clone()),
+                    server_version: None,
+                    server: None,
+                    latency_ms: None,
+                    sessions: 0,
+                    blocked: 0,
+                },
+            }
+        })
+        .collect();
+
+    Snapshot {
+        schema_version: SCHEMA_VERSION,
+        taken_at: obs.taken_at,
+        app_prefix: conv.app_prefix.clone(),
+        schema_prefix: conv.schema_prefix.clone(),
+        active_detection_complete: complete,
+        databases,
+        invocations,
+        sessions,
+        blocking,
+        lock_trees,
+        schemas,
+        warnings,
+    }
+}
+
+/// `gw2` before `gw10`, `master` first.
+fn sort_workers(workers: BTreeSet<String>) -> Vec<String> {
+    let mut v: Vec<String> = workers.into_iter().collect();
+    v.sort_by_key(|w| {
+        crate::domain::naming::Worker::parse(w)
+            .map(|w| (0, w))
+            .unwrap_or((1, crate::domain::naming::Worker::Master))
+    });
+    v
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+use super::*;
+use chrono::TimeZone;
+
+const NS_A: &str = "p100t1700000000r0000000a";
+const NS_B: &str = "p200t1700000100r0000000b";
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_001_000 + secs, 0).unwrap()
+}
+
+fn db(name: &str, server: ServerId) -> ObservedDatabase {
+    ObservedDatabase {
+        name: name.into(),
+        target: format!("u@host/{name}"),
+        outcome: Ok(DatabaseInfo {
+            server,
+            server_version: "15.18".into(),
+            datname: name.into(),
+            latency_ms: 1.0,
+            schema_error: None,
+        }),
+    }
+}
+
+fn session(server: ServerId, datname: &str, pid: i32, app: &str) -> ObservedSession {
+    ObservedSession {
+        server,
+        datname: Some(datname.into()),
+        pid,
+        application_name: app.into(),
+        state: Some("active".into()),
+        query_start: Some(t(-30)),
+        ..Default::default()
+    }
+}
+
+fn lock(mode: &str, rel: &str, waitstart: Option<i64>) -> AwaitedLock {
+    AwaitedLock {
+        lock_type: "relation".into(),
+        mode: mode.into(),
+        relation: Some(rel.into()),
+        waitstart: waitstart.map(t),
+        object: format!("relation:{rel}"),
+    }
+}
+
+fn obs(
+    databases: Vec<ObservedDatabase>,
+    sessions: Vec<ObservedSession>,
+    schemas: Vec<ObservedSchema>,
+) -> Observation {
+    Observation {
+        taken_at: t(0),
+        servers: vec![
+            ObservedServer {
+                label: "s0".into(),
+                now: t(0),
+                activity_error: None,
+            },
+            ObservedServer {
+                label: "s1".into(),
+                now: t(0),
+                activity_error: None,
+            },
+        ],
+        databases,
+        sessions,
+        schemas,
+    }
+}
+
+fn schema(database: &str, schema: &str) -> ObservedSchema {
+    ObservedSchema {
+        database: database.into(),
+        schema: schema.into(),
+        tables: 3,
+        bytes: 8192,
+        bytes_exact: true,
+    }
+}
+
+#[test]
+fn cross_invocation_collision_is_flagged_with_lock_detail() {
+    let holder = ObservedSession {
+        state: Some("idle in transaction".into()),
+        xact_start: Some(t(-50)),
+        ..session(0, "platform", 10, &format!("pytest_gw0_{NS_A}"))
+    };
+    let waiter = ObservedSession {
+        blocked_by: vec![10, 10],
+        awaited: Some(lock("AccessExclusiveLock", "public.accounts", Some(-12))),
+        ..session(0, "platform", 11, &format!("pytest_gw1_{NS_B}_setup"))
+    };
+    let snap = build_snapshot(
+        &obs(vec![db("platform", 0)], vec![holder, waiter], vec![]),
+        &Convention::default(),
+    );
+    assert_eq!(snap.blocking.len(), 1, "duplicate blocker pid counted once");
+    let e = &snap.blocking[0];
+    assert!(e.cross_invocation);
+    assert_eq!((e.blocker_pid, e.blocked_pid, e.root_pid), (10, 11, 10));
+    assert_eq!(e.lock_mode.as_deref(), Some("AccessExclusiveLock"));
+    assert_eq!(e.relation.as_deref(), Some("public.accounts"));
+    assert_eq!(e.waiting_s, Some(12.0));
+    assert_eq!(e.wait_source, Some(WaitSource::Waitstart));
+    assert_eq!(e.blocker_state.as_deref(), Some("idle in transaction"));
+    assert_eq!(snap.lock_trees.len(), 1);
+    let tree = &snap.lock_trees[0];
+    assert!(tree.root_idle_in_transaction && tree.cross_invocation);
+    assert_eq!(tree.root_xact_age_s, Some(50.0));
+    let a = snap
+        .invocations
+        .iter()
+        .find(|i| i.namespace == NS_A)
+        .unwrap();
+    assert_eq!((a.blocking, a.blocked, a.pid), (1, 0, Some(100)));
+    assert!(a.cross_invocation);
+    let b = snap
+        .invocations
+        .iter()
+        .find(|i| i.namespace == NS_B)
+        .unwrap();
+    assert_eq!((b.blocking, b.blocked), (0, 1));
+    assert_eq!(snap.blocked_sessions(), 1);
+}
+
+#[test]
+fn same_invocation_block_is_not_a_collision_and_wait_falls_back_to_query_start() {
+    let holder = session(0, "platform", 10, &format!("pytest_gw0_{NS_A}"));
+    let waiter = ObservedSession {
+        blocked_by: vec![10],
+        awaited: Some(lock("RowExclusiveLock", "x.y", None)),
+        ..session(0, "platform", 11, &format!("pytest_gw1_{NS_A}"))
+    };
+    let snap = build_snapshot(
+        &obs(vec![db("platform", 0)], vec![holder, waiter], vec![]),
+        &Convention::default(),
+    );
+    let e = &snap.blocking[0];
+    assert!(!e.cross_invocation);
+    assert_eq!(e.waiting_s, Some(30.0));
+    assert_eq!(e.wait_source, Some(WaitSource::QueryStart));
+}
+
+#[test]
+fn same_pid_on_two_servers_never_mixes() {
+    // pid 10 on server 0 blocks pid 11 on server 0; pid 10 on server 1 is unrelated.
+    let s = vec![
+        session(0, "a", 10, &format!("pytest_gw0_{NS_A}")),
+        ObservedSession {
+            blocked_by: vec![10],
+            ..session(0, "a", 11, &format!("pytest_gw0_{NS_B}"))
+        },
+        session(1, "b", 10, "psql"),
+    ];
+    let snap = build_snapshot(
+        &obs(vec![db("a", 0), db("b", 1)], s, vec![]),
+        &Convention::default(),
+    );
+    assert_eq!(snap.lock_trees.len(), 1);
+    assert_eq!(snap.lock_trees[0].server, "s0");
+    let psql = snap.sessions.iter().find(|s| s.server == "s1").unwrap();
+    assert!(psql.blocking.is_empty());
+    assert_eq!(psql.database, "b");
+    assert_eq!(snap.databases[1].sessions, 1);
+}
+
+#[test]
+fn soft_block_behind_queued_ddl_is_marked_queued() {
+    let holder = session(0, "d", 1, "psql");
+    let ddl = ObservedSession {
+        blocked_by: vec![1],
+        awaited: Some(lock("AccessExclusiveLock", "public.t", Some(-5))),
+        ..session(0, "d", 2, &format!("pytest_gw0_{NS_A}"))
+    };
+    let reader = ObservedSession {
+        blocked_by: vec![2],
+        awaited: Some(lock("AccessShareLock", "public.t", Some(-2))),
+        ..session(0, "d", 3, &format!("pytest_gw1_{NS_B}"))
+    };
+    let snap = build_snapshot(
+        &obs(vec![db("d", 0)], vec![holder, ddl, reader], vec![]),
+        &Convention::default(),
+    );
+    let soft = snap.blocking.iter().find(|e| e.blocked_pid == 3).unwrap();
+    assert!(soft.queued_behind);
+    assert_eq!(
+        soft.root_pid, 1,
+        "root of the chain is the unlabeled holder"
+    );
+    let hard = snap.blocking.iter().find(|e| e.blocked_pid == 2).unwrap();
+    assert!(!hard.queued_behind);
+    assert!(!hard.cross_invocation, "unlabeled blocker is no invocation");
+    let tree = &snap.lock_trees[0];
+    assert_eq!((tree.root_pid, tree.victims, tree.depth), (1, 2, 2));
+    assert_eq!(tree.root_application_name.as_deref(), Some("psql"));
+    assert!(tree.cross_invocation, "the 2 -> 3 edge crosses invocations");
+}
+
+#[test]
+fn schema_status_live_orphaned_legacy_and_unknown() {
+    let sessions = vec![session(0, "a", 10, &format!("pytest_gw0_{NS_A}"))];
+    let schemas = vec![
+        // NS_A is live through database a only; its schema in b stays live.
+        schema("b", &format!("test_{NS_A}_gw0")),
+        schema("a", &format!("test_{NS_B}_gw0")),
+        schema("a", "test_gw3"),
+        schema("a", "test_not_a_match_gw0"),
+        schema("a", "public"),
+    ];
+    let o = obs(
+        vec![db("a", 0), db("b", 1)],
+        sessions.clone(),
+        schemas.clone(),
+    );
+    let snap = build_snapshot(&o, &Convention::default());
+    let status: Vec<(&str, SchemaStatus)> = snap
+        .schemas
+        .iter()
+        .map(|s| (s.schema.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        status.len(),
+        3,
+        "non-matching schemas are not reported: {status:?}"
+    );
+    assert!(status.contains(&("test_gw3", SchemaStatus::Legacy)));
+    assert!(status.contains(&(&format!("test_{NS_A}_gw0"), SchemaStatus::Live)));
+    assert!(status.contains(&(&format!("test_{NS_B}_gw0"), SchemaStatus::Orphaned)));
+    let b = snap
+        .invocations
+        .iter()
+        .find(|i| i.namespace == NS_B)
+        .unwrap();
+    assert!(!b.live && b.schemas == 1 && b.sessions == 0);
+
+    // With database b unreachable the orphan is only 'unknown'.
+    let mut o = obs(vec![db("a", 0), db("b", 1)], sessions, schemas);
+    o.databases[1].outcome = Err("connection refused".into());
+    let snap = build_snapshot(&o, &Convention::default());
+    assert!(!snap.active_detection_complete);
+    let s = snap
+        .schemas
+        .iter()
+        .find(|s| s.schema == format!("test_{NS_B}_gw0"))
+        .unwrap();
+    assert_eq!(s.status, SchemaStatus::Unknown);
+    assert!(!snap.databases[1].reachable);
+    assert_eq!(
+        snap.databases[1].error.as_deref(),
+        Some("connection refused")
+    );
+}
+
+#[test]
+fn insufficient_privilege_and_unattributed_produce_warnings() {
+    let sessions = vec![
+        ObservedSession {
+            query: Some(INSUFFICIENT_PRIVILEGE.into()),
+            state: None,
+            ..session(0, "a", 1, "other")
+        },
+        session(0, "a", 2, "pytest_gw0"),
+    ];
+    let snap = build_snapshot(
+        &obs(vec![db("a", 0)], sessions, vec![]),
+        &Convention::default(),
+    );
+    assert!(snap.sessions[0].insufficient_privilege);
+    assert_eq!(snap.sessions[1].label, LabelKind::Unattributed);
+    assert!(snap
+        .warnings
+        .iter()
+        .any(|w| w.contains("pg_read_all_stats")));
+    assert!(snap
+        .warnings
+        .iter()
+        .any(|w| w.contains("cannot be attributed")));
+}
+
+#[test]
+fn invocations_involved_in_blocking_sort_first_and_workers_sort_numerically() {
+    let mut sessions: Vec<ObservedSession> = (0..12)
+        .map(|i| session(0, "a", 100 + i, &format!("pytest_gw{i}_{NS_A}")))
+        .collect();
+    sessions.push(session(0, "a", 1, &format!("pytest_gw0_{NS_B}")));
+    sessions.push(ObservedSession {
+        blocked_by: vec![1],
+        ..session(0, "a", 2, &format!("pytest_gw1_{NS_B}"))
+    });
+    let snap = build_snapshot(
+        &obs(vec![db("a", 0)], sessions, vec![]),
+        &Convention::default(),
+    );
+    assert_eq!(snap.invocations[0].namespace, NS_B);
+    let a = &snap.invocations[1];
+    assert_eq!(a.workers[..3], ["gw0", "gw1", "gw2"]);
+    assert_eq!(a.workers.last().map(String::as_str), Some("gw11"));
+}
+
+#[test]
+fn json_round_trips() {
+    let snap = build_snapshot(
+        &obs(
+            vec![db("a", 0)],
+            vec![session(0, "a", 1, &format!("pytest_gw0_{NS_A}"))],
+            vec![schema("a", &format!("test_{NS_A}_gw0"))],
+        ),
+        &Convention::default(),
+    );
+    let text = serde_json::to_string(&snap).unwrap();
+    let back: Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, snap);
+}

@@ -1,0 +1,398 @@
+//! Opening monitor connections: libpq semantics on top of tokio-postgres.
+//!
+//! - Every attempt, TCP connect *and* startup/authentication, is bounded by the connect timeout, so a
+//!   host that accepts TCP and never answers costs at most that long.
+//! - Hosts are tried in order (libpq's host lists); the password comes from the target, then from the
+//!   password file for that very host.
+//! - `sslmode` keeps libpq's meaning: `prefer`/`require` encrypt without verifying (a stock Debian
+//!   server with a self-signed certificate works), `verify-ca` checks the chain against `sslrootcert`,
+//!   `verify-full` also the host name; `prefer` falls back to plaintext when TLS fails and `allow` tries
+//!   plaintext first. Unix sockets never use TLS, as in libpq.
+//! - Monitor sessions identify as `application_name=pgswarm` and carry their own `statement_timeout`
+//!   and `lock_timeout` in the startup packet (no extra round trip), so pgswarm never queues behind DDL.
+//!
+//! Error messages are built from our own fields and the server's error fields; they never contain a
+//! password.
+
+use crate::pg::conninfo::{lookup_passfile, Environment, Host, SslMode, Target};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The `application_name` of every pgswarm connection; such sessions are left out of results.
+pub const APPLICATION_NAME: &str = "pgswarm";
+
+/// How monitor (and sweep) sessions are opened.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    /// `default_transaction_read_only=on`: discovery can never write, even by mistake.
+    pub read_only: bool,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(1),
+            read_only: true,
+        }
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    pub message: String,
+    pub sqlstate: Option<String>,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Describes a tokio-postgres error fully: since 0.7.15 its `Display` says only "db error".
+pub fn describe_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; detail: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    let mut parts = vec![e.to_string()];
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+fn options_string(target: &Target, s: &SessionSettings) -> String {
+    let mut o = format!(
+        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        s.statement_timeout.as_millis(),
+        s.lock_timeout.as_millis(),
+        // An abandoned pgswarm transaction must never become the idle-in-transaction blocker.
+        (s.statement_timeout * 2).as_millis()
+    );
+    if s.read_only {
+        o.push_str(" -c default_transaction_read_only=on");
+    }
+    if let Some(user) = &target.options {
+        o.push(' ');
+        o.push_str(user);
+    }
+    o
+}
+
+/// Opens one session to `target`, trying its hosts in order.
+pub async fn connect(
+    target: &Target,
+    settings: &SessionSettings,
+    env: &dyn Environment,
+) -> Result<Client, ConnectError> {
+    let timeout = target.connect_timeout.unwrap_or(settings.connect_timeout);
+    let mut errors = Vec::new();
+    for (host, port) in &target.hosts {
+        let mut config = tokio_postgres::Config::new();
+        match host {
+            Host::Tcp(h) => config.host(h),
+            Host::Unix(p) => config.host_path(p),
+        };
+        config
+            .port(*port)
+            .user(&target.user)
+            .dbname(&target.dbname)
+            .application_name(APPLICATION_NAME)
+            .options(options_string(target, settings))
+            .connect_timeout(timeout);
+        let mut passfile_note = None;
+        match &target.password {
+            Some(p) => {
+                config.password(p.expose());
+            }
+            None => match lookup_passfile(
+                &target.passfile,
+                host,
+                *port,
+                &target.dbname,
+                &target.user,
+                env.default_socket_dir().as_deref(),
+            ) {
+                Ok(Some(p)) => {
+                    config.password(p.expose());
+                }
+                Ok(None) => {}
+                Err(warning) => passfile_note = Some(warning),
+            },
+        }
+        let attempt = tokio::time::timeout(timeout, connect_host(config, host, target));
+        match attempt.await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(mut e)) => {
+                if let Some(note) = passfile_note {
+                    e.message.push_str(&format!(" (note: {note})"));
+                }
+                errors.push((format!("{host}:{port}"), e));
+            }
+            Err(_) => errors.push((
+                format!("{host}:{port}"),
+                ConnectError {
+                    message: format!(
+                        "timed out after {} s (connect_timeout): the server did not complete the \
+                         connection",
+                        timeout.as_secs_f64()
+                    ),
+                    sqlstate: None,
+                },
+            )),
+        }
+    }
+    let sqlstate = errors.last().and_then(|(_, e)| e.sqlstate.clone());
+    let message = errors
+        .into_iter()
+        .map(|(h, e)| format!("{h}: {}", e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ConnectError { message, sqlstate })
+}
+
+fn to_connect_error(e: tokio_postgres::Error) -> ConnectError {
+    ConnectError {
+        sqlstate: e.code().map(|c| c.code().to_string()),
+        message: describe_error(&e),
+    }
+}
+
+async fn connect_plain(mut config: tokio_postgres::Config) -> Result<Client, ConnectError> {
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let (client, conn) = config.connect(NoTls).await.map_err(to_connect_error)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+async fn connect_tls(
+    mut config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+) -> Result<Client, ConnectError> {
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, conn) = config.connect(tls).await.map_err(to_connect_error)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+async fn connect_host(
+    config: tokio_postgres::Config,
+    host: &Host,
+    target: &Target,
+) -> Result<Client, ConnectError> {
+    if matches!(host, Host::Unix(_)) {
+        // libpq never negotiates TLS over a Unix socket, whatever sslmode says.
+        return connect_plain(config).await;
+    }
+    match target.sslmode {
+        SslMode::Disable => connect_plain(config).await,
+        SslMode::Allow => match connect_plain(config.clone()).await {
+            Ok(c) => Ok(c),
+            Err(_) => connect_tls(config, tls_config(target)?).await,
+        },
+        SslMode::Prefer => match connect_tls(config.clone(), tls_config(target)?).await {
+            Ok(c) => Ok(c),
+            // Server without TLS, or a failed handshake: libpq retries in plaintext.
+            Err(tls_err) => connect_plain(config)
+                .await
+                .map_err(|plain_err| ConnectError {
+                    message: format!("{} (with TLS: {})", plain_err.message, tls_err.message),
+                    sqlstate: plain_err.sqlstate,
+                }),
+        },
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            connect_tls(config, tls_config(target)?).await
+        }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_config(target: &Target) -> Result<MakeRustlsConnect, ConnectError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError {
+            message: format!("TLS setup failed: {e}"),
+            sqlstate: None,
+        })?;
+    let verifier: Arc<dyn ServerCertVerifier> = match target.sslmode {
+        SslMode::Disable | SslMode::Allow | SslMode::Prefer | SslMode::Require => {
+            Arc::new(EncryptOnly(provider()))
+        }
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let roots = load_roots(&target.sslrootcert)?;
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| ConnectError {
+                message: format!("TLS setup failed: {e}"),
+                sqlstate: None,
+            })?;
+            Arc::new(VerifyChain {
+                inner,
+                check_name: target.sslmode == SslMode::VerifyFull,
+            })
+        }
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, ConnectError> {
+    let err = |m: String| ConnectError {
+        message: m,
+        sqlstate: None,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| {
+            err(format!(
+                "root certificate file {} cannot be read ({e}): give sslrootcert=FILE or \
+                 PGSSLROOTCERT, or use sslmode=require to encrypt without verifying",
+                path.display()
+            ))
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("root certificate file {}: {e}", path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(err(format!(
+            "root certificate file {} holds no usable certificate",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+/// `prefer`/`require`: the channel is encrypted and the handshake signatures are checked, but the
+/// certificate is not (libpq's meaning of these modes).
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca` (chain only) and `verify-full` (chain and host name).
+#[derive(Debug)]
+struct VerifyChain {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for VerifyChain {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,595 @@
+//! The probe: what one poll asks every configured database, at a cost that scales with *blocked*
+//! sessions, not with connections.
+//!
+//! `pg_stat_activity`, `pg_locks` and `pg_blocking_pids()` are cluster-wide, so databases that share a
+//! server share one activity scan (a backend is counted once). Per server and poll:
+//!
+//! 1. one `pg_stat_activity` scan that calls `pg_blocking_pids()` only for rows waiting on a
+//!    heavyweight lock (`wait_event_type = 'Lock'`); each call snapshots the whole lock manager, and
+//!    calling it for every backend is what makes other tools expensive;
+//! 2. only if something is blocked, one `pg_locks` read filtered to the blocked pids, for the awaited
+//!    lock's type, mode, object and `waitstart` (PostgreSQL 14+);
+//! 3. relation OIDs resolved through a connection to *the database the relation lives in*
+//!    (`regclass` only resolves in the connected database).
+//!
+//! Per configured database: a catalog query for the test schemas (table counts, sizes). Everything runs
+//! concurrently; a slow or dead database delays nobody else, and every step is bounded.
+
+use crate::domain::snapshot::{
+    AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedSchema, ObservedServer,
+    ObservedSession, ServerId,
+};
+use crate::pg::connect::{connect, describe_error, SessionSettings, APPLICATION_NAME};
+use crate::pg::conninfo::{Environment, Target};
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// One configured database.
+#[derive(Debug, Clone)]
+pub struct DbTarget {
+    pub name: String,
+    pub target: Target,
+}
+
+/// What a probe reads besides sessions.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    pub schema_prefix: String,
+    /// Exact schema sizes (`pg_total_relation_size`, which takes a brief lock per table). Without it,
+    /// or when a table is locked, sizes are estimates from `pg_class.relpages`.
+    pub exact_sizes: bool,
+}
+
+/// An open monitor session to one configured database, with what identifies its server.
+pub struct DbSession {
+    pub client: Client,
+    pub server_key: String,
+    pub version: String,
+    pub version_num: i32,
+    pub datname: String,
+    pub latency_ms: f64,
+}
+
+/// Oldest server the probe supports (`pg_blocking_pids`, `backend_type`).
+pub const MIN_VERSION_NUM: i32 = 100000;
+
+/// Bounds a query on the client side too: `statement_timeout` cannot help when the network is gone.
+async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit + Duration::from_secs(2), f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(describe_error(&e)),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            (limit + Duration::from_secs(2)).as_secs()
+        )),
+    }
+}
+
+/// Connects to one database and reads its identity.
+pub async fn open_session(
+    target: &Target,
+    settings: &SessionSettings,
+    env: &dyn Environment,
+) -> Result<DbSession, String> {
+    let client = connect(target, settings, env)
+        .await
+        .map_err(|e| e.message)?;
+    let started = Instant::now();
+    let row = bounded(
+        settings.statement_timeout,
+        client.query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
+                    current_database()::text, \
+                    pg_postmaster_start_time()::text || ' port ' || current_setting('port')",
+            &[],
+        ),
+    )
+    .await?;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let version_num: i32 = row.get(1);
+    if version_num < MIN_VERSION_NUM {
+        return Err(format!(
+            "PostgreSQL {} is too old: pgswarm needs 10 or later",
+            row.get::<_, String>(0)
+        ));
+    }
+    Ok(DbSession {
+        client,
+        version: row.get(0),
+        version_num,
+        datname: row.get(2),
+        server_key: row.get(3),
+        latency_ms,
+    })
+}
+
+/// Opens a session to every target concurrently.
+pub async fn open_all(
+    targets: &[DbTarget],
+    settings: &SessionSettings,
+    env: &(dyn Environment + Sync),
+) -> Vec<Result<DbSession, String>> {
+    join_all(
+        targets
+            .iter()
+            .map(|t| open_session(&t.target, settings, env)),
+    )
+    .await
+}
+
+fn activity_sql(version_num: i32) -> String {
+    let _ = version_num; // every supported version (10+) has backend_type.
+    "SELECT a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''), \
+            host(a.client_addr), a.backend_type, a.state, a.wait_event_type, a.wait_event, a.query, \
+            a.backend_start, a.xact_start, a.query_start, a.state_change, \
+            CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END, \
+            statement_timestamp() \
+     FROM pg_stat_activity a \
+     WHERE a.pid <> pg_backend_pid() \
+       AND a.backend_type IN ('client backend', 'autovacuum worker')"
+        .to_string()
+}
+
+fn locks_sql(version_num: i32) -> String {
+    let waitstart = if version_num >= 140000 {
+        "l.waitstart"
+    } else {
+        "NULL::timestamptz"
+    };
+    format!(
+        "SELECT l.pid, l.locktype, l.mode, l.database, d.datname::text, l.relation, l.page, \
+                l.tuple, l.virtualxid, l.transactionid::text, l.classid, l.objid, l.objsubid, \
+                {waitstart} \
+         FROM pg_locks l LEFT JOIN pg_database d ON d.oid = l.database \
+         WHERE NOT l.granted AND l.pid = ANY($1)"
+    )
+}
+
+/// Escapes a literal for LIKE with the default `\` escape.
+fn like_prefix(prefix: &str) -> String {
+    let mut s = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push_str("\\_%");
+    s
+}
+
+struct ServerActivity {
+    now: DateTime<Utc>,
+    sessions: Vec<ObservedSession>,
+}
+
+async fn read_activity(
+    session: &DbSession,
+    server: ServerId,
+    limit: Duration,
+) -> Result<ServerActivity, String> {
+    let rows = bounded(
+        limit,
+        session
+            .client
+            .query(activity_sql(session.version_num).as_str(), &[]),
+    )
+    .await?;
+    let mut now = Utc::now();
+    let mut sessions = Vec::with_capacity(rows.len());
+    for row in rows {
+        now = row.get(15);
+        sessions.push(ObservedSession {
+            server,
+            pid: row.get(0),
+            datname: row.get(1),
+            usename: row.get(2),
+            application_name: row.get(3),
+            client_addr: row.get(4),
+            backend_type: row.get(5),
+            state: row.get(6),
+            wait_event_type: row.get(7),
+            wait_event: row.get(8),
+            query: row.get(9),
+            backend_start: row.get(10),
+            xact_start: row.get(11),
+            query_start: row.get(12),
+            state_change: row.get(13),
+            blocked_by: row.get::<_, Option<Vec<i32>>>(14).unwrap_or_default(),
+            awaited: None,
+        });
+    }
+    // pgswarm's own sessions are left out, unless one of them blocks somebody (a sweep's DROP must
+    // show up if it ever holds a test run up).
+    let blockers: std::collections::HashSet<i32> = sessions
+        .iter()
+        .flat_map(|s| s.blocked_by.iter().copied())
+        .collect();
+    sessions.retain(|s| s.application_name != APPLICATION_NAME || blockers.contains(&s.pid));
+    Ok(ServerActivity { now, sessions })
+}
+
+/// The raw awaited-lock row before relation names are resolved.
+struct RawLock {
+    pid: i32,
+    lock_type: String,
+    mode: String,
+    database: Option<u32>,
+    datname: Option<String>,
+    relation: Option<u32>,
+    object: String,
+    waitstart: Option<DateTime<Utc>>,
+}
+
+async fn read_awaited_locks(
+    session: &DbSession,
+    pids: &[i32],
+    limit: Duration,
+) -> Result<Vec<RawLock>, String> {
+    let rows = bounded(
+        limit,
+        session
+            .client
+            .query(locks_sql(session.version_num).as_str(), &[&pids]),
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let lock_type: String = row.get(1);
+            let database: Option<u32> = row.get(3);
+            let relation: Option<u32> = row.get(5);
+            let object = format!(
+                "{lock_type}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}",
+                database,
+                relation,
+                row.get::<_, Option<i32>>(6),
+                row.get::<_, Option<i16>>(7),
+                row.get::<_, Option<String>>(8),
+                row.get::<_, Option<String>>(9),
+                row.get::<_, Option<u32>>(10),
+                row.get::<_, Option<u32>>(11),
+                row.get::<_, Option<i16>>(12),
+            );
+            RawLock {
+                pid: row.get(0),
+                mode: row.get(2),
+                datname: row.get(4),
+                lock_type,
+                database,
+                relation,
+                object,
+                waitstart: row.get(13),
+            }
+        })
+        .collect())
+}
+
+async fn resolve_relations(
+    session: &DbSession,
+    oids: &[u32],
+    limit: Duration,
+) -> HashMap<u32, String> {
+    let sql = "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)";
+    match bounded(limit, session.client.query(sql, &[&oids])).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<_, u32>(0),
+                    format!("{}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
+                )
+            })
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+async fn read_schemas(
+    session: &DbSession,
+    database: &str,
+    opts: &ProbeOptions,
+    limit: Duration,
+) -> Result<Vec<ObservedSchema>, String> {
+    let pattern = like_prefix(&opts.schema_prefix);
+    let rows = bounded(
+        limit,
+        session.client.query(
+            "SELECT n.nspname::text, \
+                    (count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p')))::int8, \
+                    (coalesce(sum(c.relpages::int8), 0) \
+                       * current_setting('block_size')::int8)::int8 \
+             FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid \
+             WHERE n.nspname LIKE $1 \
+             GROUP BY n.nspname",
+            &[&pattern],
+        ),
+    )
+    .await?;
+    let mut schemas: Vec<ObservedSchema> = rows
+        .into_iter()
+        .map(|r| ObservedSchema {
+            database: database.to_owned(),
+            schema: r.get(0),
+            tables: r.get(1),
+            bytes: r.get(2),
+            bytes_exact: false,
+        })
+        .collect();
+    if opts.exact_sizes && !schemas.is_empty() {
+        if let Ok(exact) = read_exact_sizes(session, &pattern, limit).await {
+            for s in &mut schemas {
+                s.bytes = exact.get(&s.schema).copied().unwrap_or(0);
+                s.bytes_exact = true;
+            }
+        }
+    }
+    Ok(schemas)
+}
+
+/// Exact sizes take an AccessShareLock per table for a moment: with a short lock_timeout, a table held
+/// by DDL makes this fail fast and the estimates stand, instead of the monitor queueing behind DDL.
+async fn read_exact_sizes(
+    session: &DbSession,
+    pattern: &str,
+    limit: Duration,
+) -> Result<HashMap<String, i64>, String> {
+    let c = &session.client;
+    bounded(
+        limit,
+        c.batch_execute("BEGIN READ ONLY; SET LOCAL lock_timeout = '100ms'"),
+    )
+    .await?;
+    let result = bounded(
+        limit,
+        c.query(
+            "SELECT n.nspname::text, coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 \
+             FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid \
+             WHERE n.nspname LIKE $1 AND c.relkind IN ('r', 'p', 'm') GROUP BY 1",
+            &[&pattern],
+        ),
+    )
+    .await;
+    let _ = bounded(limit, c.batch_execute("ROLLBACK")).await;
+    Ok(result?
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect())
+}
+
+/// Polls every configured database once over already-open sessions (`None`/`Err` = unreachable).
+pub async fn observe(
+    targets: &[DbTarget],
+    sessions: &[Result<DbSession, String>],
+    opts: &ProbeOptions,
+    limit: Duration,
+) -> Observation {
+    let taken_at = Utc::now();
+
+    // Group reachable databases by server.
+    let mut server_of: Vec<Option<ServerId>> = vec![None; targets.len()];
+    let mut server_members: Vec<Vec<usize>> = Vec::new();
+    let mut server_keys: BTreeMap<&str, ServerId> = BTreeMap::new();
+    for (i, s) in sessions.iter().enumerate() {
+        if let Ok(s) = s {
+            let next = server_members.len();
+            let id = *server_keys.entry(s.server_key.as_str()).or_insert(next);
+            if id == next {
+                server_members.push(Vec::new());
+            }
+            server_members[id].push(i);
+            server_of[i] = Some(id);
+        }
+    }
+
+    // Per server: activity (falling back to another database of the same server), then locks.
+    let server_work = server_members
+        .iter()
+        .enumerate()
+        .map(|(id, members)| async move {
+            let mut last_err = String::new();
+            for &i in members {
+                let Ok(s) = &sessions[i] else { continue };
+                match read_activity(s, id, limit).await {
+                    Ok(act) => return (Ok(act), i),
+                    Err(e) => last_err = format!("{}: {e}", targets[i].name),
+                }
+            }
+            (Err(last_err), members[0])
+        });
+    let schema_work = sessions.iter().enumerate().map(|(i, s)| async move {
+        match s {
+            Ok(s) => Some(read_schemas(s, &targets[i].name, opts, limit).await),
+            Err(_) => None,
+        }
+    });
+    let (activities, schema_results) =
+        futures_util::future::join(join_all(server_work), join_all(schema_work)).await;
+
+    let mut servers = Vec::new();
+    let mut all_sessions = Vec::new();
+    let lock_work = activities.into_iter().enumerate().map(|(id, (act, via))| {
+        let members = &server_members[id];
+        let label = server_label(&targets[members[0]].target);
+        async move {
+            match act {
+                Err(e) => (
+                    ObservedServer {
+                        label,
+                        now: taken_at,
+                        activity_error: Some(e),
+                    },
+                    Vec::new(),
+                ),
+                Ok(mut act) => {
+                    let session = sessions[via].as_ref().expect("activity came from it");
+                    attach_locks(&mut act, session, members, sessions, limit).await;
+                    (
+                        ObservedServer {
+                            label,
+                            now: act.now,
+                            activity_error: None,
+                        },
+                        act.sessions,
+                    )
+                }
+            }
+        }
+    });
+    for (server, sess) in join_all(lock_work).await {
+        servers.push(server);
+        all_sessions.extend(sess);
+    }
+
+    let mut schemas = Vec::new();
+    let databases = targets
+        .iter()
+        .zip(sessions)
+        .zip(schema_results)
+        .enumerate()
+        .map(|(i, ((t, s), sch))| {
+            let outcome = match s {
+                Err(e) => Err(e.clone()),
+                Ok(s) => {
+                    let schema_error = match sch {
+                        Some(Ok(v)) => {
+                            schemas.extend(v);
+                            None
+                        }
+                        Some(Err(e)) => Some(e),
+                        None => None,
+                    };
+                    Ok(DatabaseInfo {
+                        server: server_of[i].expect("reachable has a server"),
+                        server_version: s.version.clone(),
+                        datname: s.datname.clone(),
+                        latency_ms: s.latency_ms,
+                        schema_error,
+                    })
+                }
+            };
+            ObservedDatabase {
+                name: t.name.clone(),
+                target: t.target.display(),
+                outcome,
+            }
+        })
+        .collect();
+
+    Observation {
+        taken_at,
+        databases,
+        servers,
+        sessions: all_sessions,
+        schemas,
+    }
+}
+
+fn server_label(t: &Target) -> String {
+    t.hosts
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn attach_locks(
+    act: &mut ServerActivity,
+    via: &DbSession,
+    members: &[usize],
+    sessions: &[Result<DbSession, String>],
+    limit: Duration,
+) {
+    let blocked: Vec<i32> = act
+        .sessions
+        .iter()
+        .filter(|s| !s.blocked_by.is_empty())
+        .map(|s| s.pid)
+        .collect();
+    if blocked.is_empty() {
+        return;
+    }
+    let Ok(locks) = read_awaited_locks(via, &blocked, limit).await else {
+        return;
+    };
+    // Resolve relation OIDs in the database each relation lives in (0 = shared catalog: any will do).
+    let mut wanted: BTreeMap<Option<String>, Vec<u32>> = BTreeMap::new();
+    for l in &locks {
+        if let Some(rel) = l.relation {
+            let key = if l.database == Some(0) {
+                None
+            } else {
+                l.datname.clone()
+            };
+            wanted.entry(key).or_default().push(rel);
+        }
+    }
+    let mut names: HashMap<(Option<String>, u32), String> = HashMap::new();
+    for (datname, oids) in wanted {
+        let session = match &datname {
+            None => Some(via),
+            Some(d) => members.iter().find_map(|&i| match &sessions[i] {
+                Ok(s) if &s.datname == d => Some(s),
+                _ => None,
+            }),
+        };
+        if let Some(s) = session {
+            for (oid, name) in resolve_relations(s, &oids, limit).await {
+                names.insert((datname.clone(), oid), name);
+            }
+        }
+    }
+    let by_pid: HashMap<i32, RawLock> = locks.into_iter().map(|l| (l.pid, l)).collect();
+    for s in &mut act.sessions {
+        let Some(l) = by_pid.get(&s.pid) else {
+            continue;
+        };
+        let relation = l.relation.map(|oid| {
+            let key = if l.database == Some(0) {
+                None
+            } else {
+                l.datname.clone()
+            };
+            names.get(&(key, oid)).cloned().unwrap_or_else(|| {
+                // Not in a configured database: say where it is instead of guessing.
+                format!("{}:{oid}", l.datname.as_deref().unwrap_or("?"))
+            })
+        });
+        s.awaited = Some(AwaitedLock {
+            lock_type: l.lock_type.clone(),
+            mode: l.mode.clone(),
+            relation,
+            waitstart: l.waitstart,
+            object: l.object.clone(),
+        });
+    }
+}
+
+/// Connects to every target, polls once and closes: what `pgswarm snapshot` does.
+pub async fn observe_once(
+    targets: &[DbTarget],
+    settings: &SessionSettings,
+    opts: &ProbeOptions,
+    env: &(dyn Environment + Sync),
+) -> Observation {
+    let sessions = open_all(targets, settings, env).await;
+    observe(targets, &sessions, opts, settings.statement_timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_prefix_escapes_wildcards() {
+        assert_eq!(like_prefix("test"), "test\\_%");
+        assert_eq!(like_prefix("a_b%"), "a\\_b\\%\\_%");
+    }
+}
