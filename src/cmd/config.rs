@@ -68,7 +68,9 @@ pub struct Settings {
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration, ConfigError> {
     let t = s.trim();
     let d = if let Ok(secs) = t.parse::<f64>() {
-        (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
+        (0.0..1e9)
+            .contains(&secs)
+            .then(|| Duration::from_secs_f64(secs))
     } else {
         humantime::parse_duration(t).ok()
     };

@@ -123,6 +123,9 @@ pub async fn open_all(
     .await
 }
 
+/// Client backends and autovacuum workers (autovacuum can hold a lock DDL waits for). Without
+/// `pg_read_all_stats`, other roles' rows have a NULL `backend_type`; those with a database are
+/// client backends and are kept, shown as `<insufficient privilege>`.
 fn activity_sql(version_num: i32) -> String {
     let _ = version_num; // every supported version (10+) has backend_type.
     "SELECT a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''), \
@@ -132,7 +135,8 @@ fn activity_sql(version_num: i32) -> String {
             statement_timestamp() \
      FROM pg_stat_activity a \
      WHERE a.pid <> pg_backend_pid() \
-       AND a.backend_type IN ('client backend', 'autovacuum worker')"
+       AND (a.backend_type IN ('client backend', 'autovacuum worker') \
+            OR (a.backend_type IS NULL AND a.datname IS NOT NULL))"
         .to_string()
 }
 

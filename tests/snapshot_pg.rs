@@ -1,0 +1,447 @@
+//! `pgswarm snapshot` against real PostgreSQL servers with real contention.
+
+mod common;
+
+use common::*;
+use pgswarm::cmd::snapshot::{snapshot_exit_code, take_snapshot};
+use pgswarm::domain::snapshot::{LabelKind, SchemaStatus, Snapshot, WaitSource};
+use pgswarm::pg::cluster::ClusterOptions;
+use pgswarm::pg::conninfo::ProcessEnv;
+use std::time::{Duration, Instant};
+
+async fn snap(dbs: &[String]) -> Snapshot {
+    take_snapshot(&settings(dbs), &ProcessEnv).await
+}
+
+fn session<'a>(s: &'a Snapshot, pid: i32) -> &'a pgswarm::domain::snapshot::SessionReport {
+    s.sessions
+        .iter()
+        .find(|x| x.pid == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not in snapshot"))
+}
+
+#[tokio::test]
+async fn cross_invocation_holder_and_waiter() {
+    let srv = Server::start(&["platform", "tenant_a"]);
+    srv.psql("platform", "CREATE TABLE accounts (id int)");
+    let platform = srv.conninfo("platform");
+    let admin = connect_as(&platform, "admin").await;
+
+    let holder = connect_as(&platform, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let holder_pid = backend_pid(&holder).await;
+    let waiter = connect_as(&platform, &format!("pytest_gw1_{NS_B}_setup")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT count(*) FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let s = snap(&[
+        entry("platform", &platform),
+        entry("tenant_a", &srv.conninfo("tenant_a")),
+    ])
+    .await;
+
+    assert!(s.active_detection_complete);
+    assert_eq!(s.blocking.len(), 1, "{:#?}", s.blocking);
+    let e = &s.blocking[0];
+    assert_eq!(
+        (e.blocker_pid, e.blocked_pid, e.root_pid),
+        (holder_pid, waiter_pid, holder_pid)
+    );
+    assert!(e.cross_invocation);
+    assert_eq!(e.blocker_namespace.as_deref(), Some(NS_A));
+    assert_eq!(e.blocked_namespace.as_deref(), Some(NS_B));
+    assert_eq!(e.lock_type.as_deref(), Some("relation"));
+    assert_eq!(e.lock_mode.as_deref(), Some("AccessShareLock"));
+    assert_eq!(e.relation.as_deref(), Some("public.accounts"));
+    assert_eq!(e.database, "platform");
+    assert_eq!(
+        e.wait_source,
+        Some(WaitSource::Waitstart),
+        "PG 14+ has waitstart"
+    );
+    assert!(e.waiting_s.is_some_and(|w| (0.0..60.0).contains(&w)));
+    let w = session(&s, waiter_pid);
+    assert_eq!(w.suffix.as_deref(), Some("setup"));
+    assert_eq!(w.blocked_by, vec![holder_pid]);
+    let tree = &s.lock_trees[0];
+    assert!(tree.cross_invocation);
+    assert_eq!(tree.root_namespace.as_deref(), Some(NS_A));
+    let b = s.invocations.iter().find(|i| i.namespace == NS_B).unwrap();
+    assert_eq!((b.blocked, b.pid), (1, Some(4200)));
+    // pgswarm's own sessions never show up.
+    assert!(s.sessions.iter().all(|x| x.application_name != "pgswarm"));
+    assert_eq!(snapshot_exit_code(&s, true), 1);
+    assert_eq!(snapshot_exit_code(&s, false), 0);
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let (_, r) = task.await.unwrap();
+    r.expect("waiter proceeds once the holder rolls back");
+}
+
+#[tokio::test]
+async fn chain_of_three_has_one_root_idle_in_transaction() {
+    let srv = Server::start(&["platform"]);
+    srv.psql(
+        "platform",
+        "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int)",
+    );
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+
+    // A holds t1 and goes idle in transaction; B holds t2 and waits for t1; C waits for t2.
+    let a = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    a.batch_execute("BEGIN; LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let b = connect_as(&c, &format!("pytest_gw1_{NS_A}")).await;
+    b.batch_execute("BEGIN; LOCK TABLE t2 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (a_pid, b_pid) = (backend_pid(&a).await, backend_pid(&b).await);
+    let tb = spawn_blocking_query(b, "LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE");
+    wait_until_lock_wait(&admin, b_pid).await;
+    let cc = connect_as(&c, &format!("pytest_gw0_{NS_B}")).await;
+    let c_pid = backend_pid(&cc).await;
+    let tc = spawn_blocking_query(cc, "SELECT * FROM t2");
+    wait_until_lock_wait(&admin, c_pid).await;
+
+    let s = snap(&[entry("platform", &c)]).await;
+    assert_eq!(s.lock_trees.len(), 1, "{:#?}", s.lock_trees);
+    let tree = &s.lock_trees[0];
+    assert_eq!((tree.root_pid, tree.victims, tree.depth), (a_pid, 2, 2));
+    assert!(tree.root_idle_in_transaction);
+    assert_eq!(tree.root_state.as_deref(), Some("idle in transaction"));
+    let rows: Vec<(i32, usize)> = tree.rows.iter().map(|r| (r.pid, r.depth)).collect();
+    assert_eq!(rows, vec![(a_pid, 0), (b_pid, 1), (c_pid, 2)]);
+    let bc = s.blocking.iter().find(|e| e.blocked_pid == c_pid).unwrap();
+    assert_eq!((bc.blocker_pid, bc.root_pid), (b_pid, a_pid));
+    assert_eq!(bc.relation.as_deref(), Some("public.t2"));
+    assert!(bc.cross_invocation, "B (NS_A) blocks C (NS_B)");
+    let ab = s.blocking.iter().find(|e| e.blocked_pid == b_pid).unwrap();
+    assert!(!ab.cross_invocation, "A and B are the same invocation");
+    assert_eq!(ab.lock_mode.as_deref(), Some("AccessExclusiveLock"));
+
+    a.batch_execute("ROLLBACK").await.unwrap();
+    let (b, r) = tb.await.unwrap();
+    r.unwrap();
+    b.batch_execute("ROLLBACK").await.unwrap();
+    tc.await.unwrap().1.unwrap();
+}
+
+#[tokio::test]
+async fn unlabeled_blocker_is_shown_and_soft_block_is_queued() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE shared (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+
+    // An unlabeled psql reads in an open transaction (AccessShareLock)...
+    let reader = connect_as(&c, "psql").await;
+    reader
+        .batch_execute("BEGIN; SELECT * FROM shared")
+        .await
+        .unwrap();
+    let reader_pid = backend_pid(&reader).await;
+    // ...a test's DDL queues for AccessExclusiveLock...
+    let ddl = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    let ddl_pid = backend_pid(&ddl).await;
+    let t_ddl = spawn_blocking_query(ddl, "ALTER TABLE shared ADD COLUMN x int");
+    wait_until_lock_wait(&admin, ddl_pid).await;
+    // ...and another invocation's plain read now queues behind the DDL (a soft block).
+    let late = connect_as(&c, &format!("pytest_gw3_{NS_B}")).await;
+    let late_pid = backend_pid(&late).await;
+    let t_late = spawn_blocking_query(late, "SELECT * FROM shared");
+    wait_until_lock_wait(&admin, late_pid).await;
+
+    let s = snap(&[entry("platform", &c)]).await;
+    let root = &s.lock_trees[0];
+    assert_eq!(root.root_pid, reader_pid);
+    assert_eq!(root.root_application_name.as_deref(), Some("psql"));
+    assert!(root.root_idle_in_transaction);
+    assert_eq!(session(&s, reader_pid).label, LabelKind::Unlabeled);
+    let hard = s
+        .blocking
+        .iter()
+        .find(|e| e.blocked_pid == ddl_pid)
+        .unwrap();
+    assert_eq!(hard.blocker_pid, reader_pid);
+    assert!(
+        !hard.cross_invocation,
+        "an unlabeled blocker is no invocation"
+    );
+    assert!(!hard.queued_behind);
+    let soft = s
+        .blocking
+        .iter()
+        .find(|e| e.blocked_pid == late_pid && e.blocker_pid == ddl_pid)
+        .expect("pg_blocking_pids reports the queued DDL as a blocker");
+    assert!(soft.queued_behind);
+    assert!(soft.cross_invocation);
+    assert_eq!(soft.root_pid, reader_pid);
+
+    reader.batch_execute("ROLLBACK").await.unwrap();
+    t_ddl.await.unwrap().1.unwrap();
+    t_late.await.unwrap().1.unwrap();
+}
+
+#[tokio::test]
+async fn relation_names_resolve_in_every_configured_database() {
+    // The server is probed through `platform`, but the lock is on a table in `tenant_a`.
+    let srv = Server::start(&["platform", "tenant_a"]);
+    srv.psql(
+        "tenant_a",
+        "CREATE SCHEMA app; CREATE TABLE app.orders (id int)",
+    );
+    let tenant = srv.conninfo("tenant_a");
+    let admin = connect_as(&tenant, "admin").await;
+    let holder = connect_as(&tenant, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE app.orders IN SHARE MODE")
+        .await
+        .unwrap();
+    let waiter = connect_as(&tenant, &format!("pytest_gw0_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "INSERT INTO app.orders VALUES (1)");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let s = snap(&[
+        entry("platform", &srv.conninfo("platform")),
+        entry("tenant_a", &tenant),
+    ])
+    .await;
+    let e = &s.blocking[0];
+    assert_eq!(e.relation.as_deref(), Some("app.orders"));
+    assert_eq!(e.lock_mode.as_deref(), Some("RowExclusiveLock"));
+    assert_eq!(e.database, "tenant_a");
+    // The same backends are seen through both databases but counted once.
+    let admin_sessions = s
+        .sessions
+        .iter()
+        .filter(|x| x.application_name == "admin")
+        .count();
+    assert_eq!(admin_sessions, 1);
+    let dbs: Vec<(&str, usize)> = s
+        .databases
+        .iter()
+        .map(|d| (d.name.as_str(), d.sessions))
+        .collect();
+    assert_eq!(dbs, vec![("platform", 0), ("tenant_a", 3)]);
+
+    // Only configured databases resolve names: without tenant_a the relation is `datname:oid`.
+    let s = snap(&[entry("platform", &srv.conninfo("platform"))]).await;
+    let rel = s.blocking[0].relation.clone().unwrap();
+    assert!(
+        rel.starts_with(&format!("{}:", srv.dbname("tenant_a"))),
+        "{rel}"
+    );
+    assert_eq!(s.blocking[0].database, srv.dbname("tenant_a"));
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}
+
+#[tokio::test]
+async fn databases_on_two_servers() {
+    let s1 = start_cluster(&["platform"], ClusterOptions::default());
+    let s2 = start_cluster(&["tenant_a", "tenant_b"], ClusterOptions::default());
+    s2.psql("tenant_b", "CREATE TABLE items (id int)").unwrap();
+    for (srv, db) in [(&s1, "platform"), (&s2, "tenant_a"), (&s2, "tenant_b")] {
+        srv.psql(
+            db,
+            &format!("CREATE SCHEMA test_{NS_A}_gw0; CREATE TABLE test_{NS_A}_gw0.t (id int);"),
+        )
+        .unwrap();
+        srv.psql(db, &format!("CREATE SCHEMA test_{NS_C}_gw1"))
+            .unwrap();
+    }
+    // NS_A is connected only to `platform` on the first server; NS_C nowhere.
+    let _a = connect_as(&s1.conninfo("platform"), &format!("pytest_gw0_{NS_A}")).await;
+    // A collision on the second server.
+    let admin = connect_as(&s2.conninfo("tenant_b"), "admin").await;
+    let holder = connect_as(&s2.conninfo("tenant_b"), &format!("pytest_master_{NS_B}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE items")
+        .await
+        .unwrap();
+    let waiter = connect_as(&s2.conninfo("tenant_b"), &format!("pytest_gw2_{NS_A}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM items");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let s = snap(&[
+        entry("platform", &s1.conninfo("platform")),
+        entry("tenant_a", &s2.conninfo("tenant_a")),
+        entry("tenant_b", &s2.conninfo("tenant_b")),
+    ])
+    .await;
+    let servers: std::collections::BTreeSet<_> = s
+        .databases
+        .iter()
+        .filter_map(|d| d.server.clone())
+        .collect();
+    assert_eq!(servers.len(), 2);
+    let e = &s.blocking[0];
+    assert_eq!(e.database, "tenant_b");
+    assert_eq!(Some(&e.server), s.databases[1].server.as_ref());
+    assert!(e.cross_invocation);
+    let a = s.invocations.iter().find(|i| i.namespace == NS_A).unwrap();
+    assert_eq!(a.databases, vec!["platform", "tenant_a", "tenant_b"]);
+    assert_eq!((a.sessions, a.schemas, a.blocked), (2, 3, 1));
+    for sc in &s.schemas {
+        let expected = if sc.namespace.as_deref() == Some(NS_A) {
+            SchemaStatus::Live
+        } else {
+            SchemaStatus::Orphaned
+        };
+        assert_eq!(sc.status, expected, "{sc:?}");
+    }
+    let with_table = s
+        .schemas
+        .iter()
+        .find(|x| x.database == "tenant_a" && x.namespace.as_deref() == Some(NS_A))
+        .unwrap();
+    assert_eq!(with_table.tables, 1);
+    assert!(with_table.bytes_exact);
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_database_is_reported_and_the_rest_still_polled() {
+    let srv = Server::start(&["platform"]);
+    let _a = connect_as(&srv.conninfo("platform"), &format!("pytest_gw0_{NS_A}")).await;
+    srv.psql("platform", &format!("CREATE SCHEMA test_{NS_B}_gw0"));
+    let nowhere = tempfile::tempdir().unwrap();
+    let s = snap(&[
+        entry("platform", &srv.conninfo("platform")),
+        entry(
+            "gone",
+            &format!(
+                "host={} port=5432 user=x dbname=gone",
+                nowhere.path().display()
+            ),
+        ),
+    ])
+    .await;
+    assert!(s.databases[0].reachable);
+    assert!(!s.databases[1].reachable);
+    let err = s.databases[1].error.as_deref().unwrap();
+    assert!(
+        err.contains("No such file") || err.contains("refused"),
+        "{err}"
+    );
+    assert!(s
+        .sessions
+        .iter()
+        .any(|x| x.namespace.as_deref() == Some(NS_A)));
+    assert!(!s.active_detection_complete);
+    let orphan = s
+        .schemas
+        .iter()
+        .find(|x| x.namespace.as_deref() == Some(NS_B));
+    assert_eq!(orphan.unwrap().status, SchemaStatus::Unknown, "fail closed");
+    assert_eq!(snapshot_exit_code(&s, false), 3);
+}
+
+#[tokio::test]
+async fn a_host_that_accepts_and_never_answers_costs_only_the_connect_timeout() {
+    let srv = Server::start(&["platform"]);
+    // Accepts TCP connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _keep: Vec<std::net::TcpStream> = Vec::new();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let mut settings = settings(&[
+        entry("platform", &srv.conninfo("platform")),
+        entry(
+            "blackhole",
+            &format!("host=127.0.0.1 port={port} user=x dbname=x sslmode=disable"),
+        ),
+    ]);
+    settings.session.connect_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let s = take_snapshot(&settings, &ProcessEnv).await;
+    let elapsed = started.elapsed();
+    assert!(s.databases[0].reachable);
+    assert!(!s.databases[1].reachable);
+    assert!(
+        s.databases[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("timed out"),
+        "{:?}",
+        s.databases[1].error
+    );
+    // Bounded by the connect timeout (2 s) plus a generous margin for a loaded machine.
+    assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn truncated_application_names() {
+    let srv = Server::start(&["platform"]);
+    let c = srv.conninfo("platform");
+    // The server keeps 63 bytes: the suffix is cut.
+    let long = format!(
+        "pytest_gw0_{NS_A}_{}",
+        "integration_suite_suffix_".repeat(3)
+    );
+    let cut_suffix = connect_as(&c, &long).await;
+    let cut_suffix_pid = backend_pid(&cut_suffix).await;
+    // With a long app prefix the namespace itself is cut: it must not be attributed.
+    let prefix = "ci_runner_for_the_integration_test_suite_x";
+    let cut_ns = connect_as(&c, &format!("{prefix}_gw11_abcdefghijklmnopqrstuvwxyz")).await;
+    let cut_ns_pid = backend_pid(&cut_ns).await;
+
+    let s = snap(&[entry("platform", &c)]).await;
+    let x = session(&s, cut_suffix_pid);
+    assert_eq!(x.application_name.len(), 63, "the server cut it");
+    assert_eq!(x.namespace.as_deref(), Some(NS_A));
+    assert!(x.suffix_maybe_truncated);
+
+    let mut settings = settings(&[entry("platform", &c)]);
+    settings.convention.app_prefix = prefix.into();
+    let s = take_snapshot(&settings, &ProcessEnv).await;
+    let y = session(&s, cut_ns_pid);
+    assert_eq!(y.label, LabelKind::Unattributed);
+    assert_eq!(y.namespace, None);
+    assert!(s
+        .warnings
+        .iter()
+        .any(|w| w.contains("cannot be attributed")));
+}
+
+#[tokio::test]
+async fn permission_limited_role_sees_insufficient_privilege() {
+    let srv = Server::start(&["platform"]);
+    srv.psql(
+        "platform",
+        "CREATE ROLE watcher LOGIN; CREATE TABLE t (id int); GRANT SELECT ON t TO watcher",
+    );
+    let c = srv.conninfo("platform");
+    let other = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    other.batch_execute("SELECT 1").await.unwrap();
+    let watcher = format!("{} user=watcher", c.replace("user=postgres", ""));
+    let s = snap(&[entry("platform", &watcher)]).await;
+    let x = s
+        .sessions
+        .iter()
+        .find(|x| x.namespace.as_deref() == Some(NS_A))
+        .expect("the session is listed even without privileges");
+    assert!(x.insufficient_privilege);
+    assert!(s.warnings.iter().any(|w| w.contains("pg_read_all_stats")));
+
+    srv.psql("platform", "GRANT pg_read_all_stats TO watcher");
+    let s = snap(&[entry("platform", &watcher)]).await;
+    assert!(s.sessions.iter().all(|x| !x.insufficient_privilege));
+}
