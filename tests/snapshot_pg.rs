@@ -13,7 +13,7 @@ async fn snap(dbs: &[String]) -> Snapshot {
     take_snapshot(&settings(dbs), &ProcessEnv).await
 }
 
-fn session<'a>(s: &'a Snapshot, pid: i32) -> &'a pgswarm::domain::snapshot::SessionReport {
+fn session(s: &Snapshot, pid: i32) -> &pgswarm::domain::snapshot::SessionReport {
     s.sessions
         .iter()
         .find(|x| x.pid == pid)
