@@ -423,15 +423,12 @@ async fn truncated_application_names() {
 
 #[tokio::test]
 async fn permission_limited_role_sees_insufficient_privilege() {
-    let srv = Server::start(&["platform"]);
-    srv.psql(
-        "platform",
-        "CREATE ROLE watcher LOGIN; CREATE TABLE t (id int); GRANT SELECT ON t TO watcher",
-    );
+    let mut srv = Server::start(&["platform"]);
+    let role = srv.create_role("watcher");
     let c = srv.conninfo("platform");
     let other = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
     other.batch_execute("SELECT 1").await.unwrap();
-    let watcher = format!("{} user=watcher", c.replace("user=postgres", ""));
+    let watcher = format!("{} user={role}", c.replace("user=postgres", ""));
     let s = snap(&[entry("platform", &watcher)]).await;
     let x = s
         .sessions
@@ -441,7 +438,10 @@ async fn permission_limited_role_sees_insufficient_privilege() {
     assert!(x.insufficient_privilege);
     assert!(s.warnings.iter().any(|w| w.contains("pg_read_all_stats")));
 
-    srv.psql("platform", "GRANT pg_read_all_stats TO watcher");
+    srv.psql(
+        "platform",
+        &format!("GRANT pg_read_all_stats TO \"{role}\""),
+    );
     let s = snap(&[entry("platform", &watcher)]).await;
     assert!(s.sessions.iter().all(|x| !x.insufficient_privilege));
 }

@@ -112,7 +112,10 @@ pub fn render_report(snap: &Snapshot) -> String {
                 out,
                 "  {:w$}  ok           PG {:8} {:>4} sessions {:>3} blocked  {:.1} ms  {}{}",
                 d.name,
-                d.server_version.as_deref().unwrap_or("?"),
+                d.server_version
+                    .as_deref()
+                    .and_then(|v| v.split_whitespace().next())
+                    .unwrap_or("?"),
                 d.sessions,
                 d.blocked,
                 d.latency_ms.unwrap_or(0.0),

@@ -32,6 +32,10 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// Databases to create after start.
     pub databases: Vec<String>,
+    /// `pg_hba.conf` lines for TCP clients (default with `tcp`: `host all all 127.0.0.1/32 trust`).
+    pub tcp_hba: Vec<String>,
+    /// Files to place in the data directory (mode 0600, owned by the server), e.g. TLS keys.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// A running throwaway server; stopped and removed on drop.
@@ -261,11 +265,27 @@ impl TempCluster {
             .and_then(|mut f| f.write_all(conf.as_bytes()))
             .map_err(|e| err(format!("write postgresql.conf: {e}")))?;
         if opts.tcp {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(data.join("pg_hba.conf"))
-                .and_then(|mut f| f.write_all(b"host all all 127.0.0.1/32 trust\n"))
-                .map_err(|e| err(format!("write pg_hba.conf: {e}")))?;
+            let hba = if opts.tcp_hba.is_empty() {
+                "host all all 127.0.0.1/32 trust\n".to_string()
+            } else {
+                opts.tcp_hba.join("\n") + "\n"
+            };
+            // Local (socket) trust first, then exactly the TCP rules asked for.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                format!("local all all trust\n{hba}"),
+            )
+            .map_err(|e| err(format!("write pg_hba.conf: {e}")))?;
+        }
+        for (name, contents) in &opts.files {
+            use std::os::unix::fs::PermissionsExt;
+            let path = data.join(name);
+            std::fs::write(&path, contents)
+                .and_then(|_| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| err(format!("write {}: {e}", path.display())))?;
+            chown(&path)?;
         }
         let mut cmd = server_command(&bindir.join("pg_ctl"));
         cmd.arg("-D")

@@ -27,6 +27,7 @@ pub enum Server {
         base: String,
         prefix: String,
         created: Vec<String>,
+        roles: Vec<String>,
     },
 }
 
@@ -44,6 +45,7 @@ impl Server {
                 base,
                 prefix,
                 created: Vec::new(),
+                roles: Vec::new(),
             };
             for d in databases {
                 let real = s.dbname(d);
@@ -61,6 +63,7 @@ impl Server {
     pub fn dbname(&self, logical: &str) -> String {
         match self {
             Server::Temp(_) => logical.to_string(),
+            Server::External { .. } if logical == "postgres" => logical.to_string(),
             Server::External { prefix, .. } => format!("{prefix}{logical}"),
         }
     }
@@ -95,17 +98,44 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Creates a login role (unique per test on an external server; dropped afterwards).
+    pub fn create_role(&mut self, logical: &str) -> String {
+        let name = match self {
+            Server::Temp(_) => logical.to_string(),
+            Server::External { prefix, .. } => format!("{prefix}{logical}"),
+        };
+        self.psql("postgres", &format!("CREATE ROLE \"{name}\" LOGIN"));
+        if let Server::External { roles, .. } = self {
+            roles.push(name.clone());
+        }
+        name
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::External { base, created, .. } = self {
-            for d in created.drain(..) {
+        if let Server::External {
+            base,
+            created,
+            roles,
+            ..
+        } = self
+        {
+            let drops: Vec<String> = created
+                .drain(..)
+                .map(|d| format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
+                .chain(
+                    roles
+                        .drain(..)
+                        .map(|r| format!("DROP ROLE IF EXISTS \"{r}\"")),
+                )
+                .collect();
+            for sql in drops {
                 let _ = std::process::Command::new("psql")
                     .args(["-X", "-q", "-d"])
                     .arg(format!("{base} dbname=postgres"))
-                    .args([
-                        "-c",
-                        &format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"),
-                    ])
+                    .args(["-c", &sql])
                     .output();
             }
         }
