@@ -10,3 +10,4 @@
 pub mod cmd;
 pub mod domain;
 pub mod pg;
+pub mod tui;

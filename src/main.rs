@@ -2,15 +2,18 @@
 //! the library.
 
 use clap::{Args, Parser, Subcommand};
-use pgswarm::cmd::config::{resolve_settings, CliSettings};
+use pgswarm::cmd::config::{parse_duration, resolve_settings, CliSettings};
 use pgswarm::cmd::exit;
 use pgswarm::cmd::snapshot::{render_snapshot, snapshot_exit_code, take_snapshot};
 use pgswarm::pg::conninfo::ProcessEnv;
+use pgswarm::tui::app::{INTERVAL_MAX, INTERVAL_MIN};
+use pgswarm::tui::run::run_dashboard;
 use std::io::Write;
 use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
+  pgswarm --db platform=postgres://app@db1/platform_test --db tenant=postgres://app@db2/tenant_test
   pgswarm snapshot --db platform=postgres://app@db1/platform_test --db tenant=postgres://app@db2/tenant_test
   pgswarm snapshot --json --db 'platform=host=/var/run/postgresql dbname=platform_test' | jq .blocking
   PGSWARM_DB='postgres://db1/a_test postgres://db2/b_test' pgswarm snapshot --fail-on-blocked
@@ -65,8 +68,17 @@ struct GlobalArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The live dashboard (the default without a command): invocations, lock trees, schemas
+    Watch(WatchArgs),
     /// Poll every configured database once: lock trees, invocations, schemas (text or --json)
     Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct WatchArgs {
+    /// Refresh interval, 0.25s to 60s [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -98,13 +110,7 @@ fn emit(text: &str) -> bool {
 }
 
 fn run(cli: Cli) -> i32 {
-    let Some(command) = cli.command else {
-        eprintln!(
-            "pgswarm: the live dashboard is not available in this version yet; run \
-             `pgswarm snapshot` (see `pgswarm --help`)"
-        );
-        return exit::USAGE;
-    };
+    let command = cli.command.unwrap_or(Command::Watch(WatchArgs::default()));
     let g = cli.global;
     let cli_settings = CliSettings {
         db: g.db,
@@ -134,6 +140,29 @@ fn run(cli: Cli) -> i32 {
         }
     };
     match command {
+        Command::Watch(args) => {
+            let interval = match args
+                .interval
+                .as_deref()
+                .map(|s| parse_duration("--interval", s))
+            {
+                None => std::time::Duration::from_secs(1),
+                Some(Ok(d)) if (INTERVAL_MIN..=INTERVAL_MAX).contains(&d) => d,
+                Some(Ok(_)) => {
+                    eprintln!(
+                        "pgswarm: error: invalid --interval {:?}: use 0.25s to 60s",
+                        args.interval.unwrap_or_default()
+                    );
+                    return exit::USAGE;
+                }
+                Some(Err(e)) => {
+                    eprintln!("pgswarm: error: {e}");
+                    return exit::USAGE;
+                }
+            };
+            drop(runtime);
+            run_dashboard(settings, interval)
+        }
         Command::Snapshot(args) => {
             let snap = runtime.block_on(take_snapshot(&settings, &ProcessEnv));
             emit(&render_snapshot(&snap, args.json));

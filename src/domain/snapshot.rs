@@ -64,6 +64,8 @@ pub struct DatabaseInfo {
 /// A server (cluster) reached through at least one configured database.
 #[derive(Debug, Clone)]
 pub struct ObservedServer {
+    /// What identifies the server (postmaster start time and port): equal keys are one server.
+    pub key: String,
     pub label: String,
     /// The server's clock when the activity scan ran: wait ages are computed against it.
     pub now: DateTime<Utc>,
@@ -315,6 +317,62 @@ impl Snapshot {
 fn seconds_between(now: DateTime<Utc>, then: DateTime<Utc>) -> f64 {
     // Clamp: a wait cannot be negative even if timestamps disagree by a few microseconds.
     ((now - then).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
+}
+
+/// Merges observations made independently (one per poller) into one, in the configured database
+/// order. Servers are matched by key, so a server polled by two pollers contributes its sessions once.
+pub fn merge_observations(parts: &[&Observation], order: &[String]) -> Observation {
+    let mut out = Observation {
+        taken_at: parts
+            .iter()
+            .map(|p| p.taken_at)
+            .max()
+            .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).expect("epoch")),
+        databases: Vec::new(),
+        servers: Vec::new(),
+        sessions: Vec::new(),
+        schemas: Vec::new(),
+    };
+    for part in parts {
+        // Map this part's server ids to merged ids; a server already merged keeps its sessions.
+        let mut map = Vec::with_capacity(part.servers.len());
+        let mut fresh = Vec::with_capacity(part.servers.len());
+        for sv in &part.servers {
+            match out.servers.iter().position(|m| m.key == sv.key) {
+                Some(i) => {
+                    map.push(i);
+                    fresh.push(false);
+                }
+                None => {
+                    map.push(out.servers.len());
+                    fresh.push(true);
+                    out.servers.push(sv.clone());
+                }
+            }
+        }
+        for s in &part.sessions {
+            if fresh.get(s.server).copied().unwrap_or(false) {
+                let mut s = s.clone();
+                s.server = map[s.server];
+                out.sessions.push(s);
+            }
+        }
+        for d in &part.databases {
+            let mut d = d.clone();
+            if let Ok(info) = &mut d.outcome {
+                info.server = map.get(info.server).copied().unwrap_or(info.server);
+            }
+            out.databases.push(d);
+        }
+        out.schemas.extend(part.schemas.iter().cloned());
+    }
+    out.databases.sort_by_key(|d| {
+        order
+            .iter()
+            .position(|n| *n == d.name)
+            .unwrap_or(usize::MAX)
+    });
+    out
 }
 
 /// Builds the snapshot. Pure: same observation, same snapshot.

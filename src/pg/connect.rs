@@ -108,7 +108,7 @@ fn options_string(target: &Target, s: &SessionSettings) -> String {
 pub async fn connect(
     target: &Target,
     settings: &SessionSettings,
-    env: &dyn Environment,
+    env: &(dyn Environment + Sync),
 ) -> Result<Client, ConnectError> {
     let timeout = target.connect_timeout.unwrap_or(settings.connect_timeout);
     let mut errors = Vec::new();

@@ -5,4 +5,5 @@
 pub mod cluster;
 pub mod connect;
 pub mod conninfo;
+pub mod poller;
 pub mod probe;

@@ -75,7 +75,7 @@ async fn bounded<T>(
 pub async fn open_session(
     target: &Target,
     settings: &SessionSettings,
-    env: &dyn Environment,
+    env: &(dyn Environment + Sync),
 ) -> Result<DbSession, String> {
     let client = connect(target, settings, env)
         .await
@@ -422,10 +422,15 @@ pub async fn observe(
     let lock_work = activities.into_iter().enumerate().map(|(id, (act, via))| {
         let members = &server_members[id];
         let label = server_label(&targets[members[0]].target);
+        let key = sessions[members[0]]
+            .as_ref()
+            .map(|s| s.server_key.clone())
+            .unwrap_or_default();
         async move {
             match act {
                 Err(e) => (
                     ObservedServer {
+                        key: key.clone(),
                         label,
                         now: taken_at,
                         activity_error: Some(e),
@@ -437,6 +442,7 @@ pub async fn observe(
                     attach_locks(&mut act, session, members, sessions, limit).await;
                     (
                         ObservedServer {
+                            key: key.clone(),
                             label,
                             now: act.now,
                             activity_error: None,
@@ -496,7 +502,8 @@ pub async fn observe(
     }
 }
 
-fn server_label(t: &Target) -> String {
+/// How a server is named in reports: its host list with ports.
+pub fn server_label(t: &Target) -> String {
     t.hosts
         .iter()
         .map(|(h, p)| format!("{h}:{p}"))

@@ -53,11 +53,13 @@ fn obs(
         taken_at: t(0),
         servers: vec![
             ObservedServer {
+                key: "k0".into(),
                 label: "s0".into(),
                 now: t(0),
                 activity_error: None,
             },
             ObservedServer {
+                key: "k1".into(),
                 label: "s1".into(),
                 now: t(0),
                 activity_error: None,
@@ -311,4 +313,36 @@ fn json_round_trips() {
     let text = serde_json::to_string(&snap).unwrap();
     let back: Snapshot = serde_json::from_str(&text).unwrap();
     assert_eq!(back, snap);
+}
+
+#[test]
+fn merge_keeps_config_order_and_counts_a_shared_server_once() {
+    let part = |db_name: &str, key: &str, pid: i32| Observation {
+        taken_at: t(0),
+        databases: vec![db(db_name, 0)],
+        servers: vec![ObservedServer {
+            key: key.into(),
+            label: key.into(),
+            now: t(0),
+            activity_error: None,
+        }],
+        sessions: vec![session(0, db_name, pid, "psql")],
+        schemas: vec![schema(db_name, &format!("test_{NS_A}_gw0"))],
+    };
+    let a = part("b_db", "srv1", 1);
+    let b = part("a_db", "srv2", 2);
+    let c = part("c_db", "srv1", 1); // same server as `a`: its sessions are already there
+    let order = vec!["a_db".to_string(), "b_db".into(), "c_db".into()];
+    let m = merge_observations(&[&a, &b, &c], &order);
+    let names: Vec<&str> = m.databases.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["a_db", "b_db", "c_db"]);
+    assert_eq!(m.servers.len(), 2);
+    assert_eq!(m.sessions.len(), 2);
+    let server_of = |n: &str| match &m.databases.iter().find(|d| d.name == n).unwrap().outcome {
+        Ok(i) => i.server,
+        Err(_) => usize::MAX,
+    };
+    assert_eq!(server_of("b_db"), server_of("c_db"));
+    assert_ne!(server_of("a_db"), server_of("b_db"));
+    assert_eq!(m.schemas.len(), 3);
 }

@@ -1,0 +1,263 @@
+//! Continuous polling for the dashboard: one task per server, results sent as messages.
+//!
+//! The dashboard must never wait on a database, and one slow or dead server must never hold up the
+//! others. So configured databases are grouped by the host they point at, and each group gets its own
+//! task that owns its sessions, polls on its own clock and sends whole [`Observation`]s down a channel.
+//! A group has at most one probe in flight; the UI keeps the newest result of each group.
+//!
+//! Sessions that fail or are closed under us (a terminated backend ends with 57P01 and
+//! `Client::is_closed()`) are reopened in the background with capped exponential backoff and jitter,
+//! so a reconnect attempt to a blackholed host does not stall the polls of its healthy neighbours.
+//! Exact schema sizes take a brief lock per table, so they are refreshed only every few polls and
+//! cached in between.
+
+use crate::domain::snapshot::Observation;
+use crate::pg::connect::SessionSettings;
+use crate::pg::conninfo::Environment;
+use crate::pg::probe::{observe, open_session, server_label, DbSession, DbTarget, ProbeOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// What the UI tells the pollers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollControl {
+    pub interval: Duration,
+    /// Bumped to ask for an immediate poll.
+    pub refresh_seq: u64,
+}
+
+/// One group's poll.
+#[derive(Debug, Clone)]
+pub struct GroupResult {
+    pub group: usize,
+    pub observation: Observation,
+    pub elapsed: Duration,
+}
+
+/// Exact sizes are read on every `EXACT_SIZES_EVERY`-th poll of a group.
+const EXACT_SIZES_EVERY: u64 = 10;
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// Capped exponential backoff with ±20% jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(seed: u64) -> Self {
+        Backoff {
+            next: BACKOFF_START,
+            seed: seed | 1,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the base up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64: enough randomness to spread reconnect storms, no dependency.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.8 + (self.seed % 1000) as f64 / 2500.0; // 0.8 ..= 1.2
+        let d = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(BACKOFF_CAP);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+}
+
+/// Groups targets by the host list they point at (what a poller task owns).
+pub fn group_targets(targets: &[DbTarget]) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let key = server_label(&t.target);
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(i);
+    }
+    order
+        .into_iter()
+        .map(|k| groups.remove(&k).expect("key from map"))
+        .collect()
+}
+
+/// Starts one poller task per group. Results arrive on `tx`; the tasks end when `tx` is closed.
+pub fn spawn_pollers(
+    targets: &[DbTarget],
+    session: &SessionSettings,
+    schema_prefix: &str,
+    env: Arc<dyn Environment + Send + Sync>,
+    control: watch::Receiver<PollControl>,
+    tx: mpsc::UnboundedSender<GroupResult>,
+) -> Vec<JoinHandle<()>> {
+    group_targets(targets)
+        .into_iter()
+        .enumerate()
+        .map(|(group, members)| {
+            let poller = GroupPoller {
+                group,
+                targets: members.iter().map(|&i| targets[i].clone()).collect(),
+                session: session.clone(),
+                schema_prefix: schema_prefix.to_string(),
+                env: env.clone(),
+            };
+            tokio::spawn(poller.run(control.clone(), tx.clone()))
+        })
+        .collect()
+}
+
+struct GroupPoller {
+    group: usize,
+    targets: Vec<DbTarget>,
+    session: SessionSettings,
+    schema_prefix: String,
+    env: Arc<dyn Environment + Send + Sync>,
+}
+
+type Pending = Option<JoinHandle<Result<DbSession, String>>>;
+
+impl GroupPoller {
+    fn spawn_connect(&self, i: usize) -> JoinHandle<Result<DbSession, String>> {
+        let target = self.targets[i].target.clone();
+        let settings = self.session.clone();
+        let env = self.env.clone();
+        tokio::spawn(async move { open_session(&target, &settings, env.as_ref()).await })
+    }
+
+    async fn run(
+        self,
+        mut control: watch::Receiver<PollControl>,
+        tx: mpsc::UnboundedSender<GroupResult>,
+    ) {
+        let n = self.targets.len();
+        let mut sessions: Vec<Result<DbSession, String>> =
+            (0..n).map(|_| Err("connecting…".to_string())).collect();
+        let mut pending: Vec<Pending> = (0..n).map(|i| Some(self.spawn_connect(i))).collect();
+        let mut backoff: Vec<Backoff> = (0..n)
+            .map(|i| Backoff::new(std::process::id() as u64 * 7919 + (self.group * 31 + i) as u64))
+            .collect();
+        let mut retry_at: Vec<Option<Instant>> = vec![None; n];
+        let mut sizes: HashMap<(String, String), i64> = HashMap::new();
+        let mut polls: u64 = 0;
+
+        // The first poll waits (bounded) for the first connection attempts, so the screen does not
+        // start with a false "unreachable".
+        for (i, p) in pending.iter_mut().enumerate() {
+            if let Some(h) = p.take() {
+                let limit = self.session.connect_timeout + Duration::from_secs(1);
+                match tokio::time::timeout(limit, h).await {
+                    Ok(Ok(r)) => sessions[i] = r,
+                    Ok(Err(e)) => sessions[i] = Err(format!("connection task failed: {e}")),
+                    Err(_) => sessions[i] = Err("timed out connecting".into()),
+                }
+            }
+        }
+
+        loop {
+            let started = Instant::now();
+            // Collect finished reconnects; start due ones in the background.
+            for i in 0..n {
+                if pending[i].as_ref().is_some_and(|h| h.is_finished()) {
+                    let h = pending[i].take().expect("checked");
+                    sessions[i] = match h.await {
+                        Ok(r) => r,
+                        Err(e) => Err(format!("connection task failed: {e}")),
+                    };
+                    match &sessions[i] {
+                        Ok(_) => {
+                            backoff[i].reset();
+                            retry_at[i] = None;
+                            tracing::info!(database = %self.targets[i].name, "connected");
+                        }
+                        Err(e) => {
+                            retry_at[i] = Some(Instant::now() + backoff[i].next_delay());
+                            tracing::warn!(database = %self.targets[i].name, error = %e, "connect failed");
+                        }
+                    }
+                }
+                let down = sessions[i].is_err();
+                let due = retry_at[i].is_none_or(|t| Instant::now() >= t);
+                if down && pending[i].is_none() && due {
+                    pending[i] = Some(self.spawn_connect(i));
+                }
+            }
+
+            let exact = polls % EXACT_SIZES_EVERY == 0;
+            let opts = ProbeOptions {
+                schema_prefix: self.schema_prefix.clone(),
+                exact_sizes: exact,
+            };
+            let mut obs = observe(
+                &self.targets,
+                &sessions,
+                &opts,
+                self.session.statement_timeout,
+            )
+            .await;
+            polls += 1;
+            for s in &mut obs.schemas {
+                let key = (s.database.clone(), s.schema.clone());
+                if exact && s.bytes_exact {
+                    sizes.insert(key, s.bytes);
+                } else if let Some(b) = sizes.get(&key) {
+                    s.bytes = *b;
+                    s.bytes_exact = true;
+                }
+            }
+            // Sessions closed under us (terminated backend, network loss) reconnect at once.
+            for (i, s) in sessions.iter_mut().enumerate() {
+                if matches!(s, Ok(db) if db.client.is_closed()) {
+                    tracing::warn!(database = %self.targets[i].name, "monitor session closed; reconnecting");
+                    *s = Err("monitor connection lost; reconnecting".into());
+                    retry_at[i] = None;
+                }
+            }
+            let result = GroupResult {
+                group: self.group,
+                observation: obs,
+                elapsed: started.elapsed(),
+            };
+            if tx.send(result).is_err() {
+                return; // the UI is gone
+            }
+            let interval = control.borrow().interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let mut b = Backoff::new(42);
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(400) && first <= Duration::from_millis(600));
+        let mut last = first;
+        for _ in 0..20 {
+            last = b.next_delay();
+        }
+        assert!(last <= BACKOFF_CAP.mul_f64(1.2) && last >= BACKOFF_CAP.mul_f64(0.8));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(600));
+    }
+}

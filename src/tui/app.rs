@@ -1,0 +1,557 @@
+//! Dashboard state and its update function: events in, effects out. No I/O, no awaiting, no clock
+//! (time arrives inside events), so every key sequence is a plain unit test.
+//!
+//! Selection is kept by *identity* (a namespace, a session in a tree, a schema), never by row number,
+//! so a refresh that reorders rows cannot move the cursor to another item; and for a moment after a
+//! navigation key the row order itself is frozen, so a row does not jump away under the cursor.
+
+use crate::domain::snapshot::{
+    build_snapshot, merge_observations, Convention, Observation, Snapshot,
+};
+use crate::pg::poller::GroupResult;
+use crate::tui::keys::{action_for, Action};
+use chrono::{DateTime, Utc};
+use crossterm::event::{KeyCode, KeyEvent};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long the row order stays frozen after a navigation key.
+pub const FREEZE: Duration = Duration::from_millis(2_000);
+/// Refresh interval bounds and the steps `+`/`-` move through.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(250);
+pub const INTERVAL_MAX: Duration = Duration::from_secs(60);
+const INTERVAL_STEPS_MS: &[u64] = &[250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
+const PAGE: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Invocations,
+    Locks,
+    Schemas,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 3] = [Pane::Invocations, Pane::Locks, Pane::Schemas];
+    fn index(self) -> usize {
+        self as usize
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Invocations => "Invocations",
+            Pane::Locks => "Lock trees",
+            Pane::Schemas => "Schemas",
+        }
+    }
+}
+
+/// What a row stands for, stable across refreshes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RowKey {
+    Invocation(String),
+    /// Sessions that carry no namespace (unlabeled or unattributed).
+    OtherSessions,
+    Lock {
+        server: String,
+        root: i32,
+        parent: Option<i32>,
+        pid: i32,
+    },
+    Schema {
+        database: String,
+        schema: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    Detail(RowKey),
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Key(KeyEvent),
+    Tick(DateTime<Utc>),
+    Poll(GroupResult, DateTime<Utc>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Quit,
+    Refresh,
+    SetInterval(Duration),
+}
+
+/// A row of the lock-tree pane: an index into `snapshot.lock_trees[tree].rows[row]`.
+#[derive(Debug, Clone)]
+pub struct LockRow {
+    pub key: RowKey,
+    pub tree: usize,
+    pub row: usize,
+}
+
+/// What the view draws: the snapshot and its rows after filter and order.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    pub snapshot: Option<Snapshot>,
+    /// Index into `snapshot.invocations`, `None` for the other-sessions group.
+    pub invocations: Vec<(RowKey, Option<usize>)>,
+    pub locks: Vec<LockRow>,
+    pub schemas: Vec<(RowKey, usize)>,
+    /// (server, pid) -> index into `snapshot.sessions`.
+    pub session_index: HashMap<(String, i32), usize>,
+    /// (server, blocker, blocked) -> index into `snapshot.blocking`.
+    pub edge_index: HashMap<(String, i32, i32), usize>,
+}
+
+fn matches_filter(filter: &str, fields: &[Option<&str>]) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let f = filter.to_lowercase();
+    fields
+        .iter()
+        .flatten()
+        .any(|v| v.to_lowercase().contains(&f))
+}
+
+impl Model {
+    /// Builds the rows of every pane from a snapshot and a filter.
+    pub fn build(snapshot: Snapshot, filter: &str) -> Model {
+        let session_index: HashMap<(String, i32), usize> = snapshot
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.server.clone(), s.pid), i))
+            .collect();
+        let edge_index = snapshot
+            .blocking
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.server.clone(), e.blocker_pid, e.blocked_pid), i))
+            .collect();
+
+        let mut invocations: Vec<(RowKey, Option<usize>)> = snapshot
+            .invocations
+            .iter()
+            .enumerate()
+            .filter(|(_, inv)| {
+                let mut fields: Vec<Option<&str>> = vec![Some(inv.namespace.as_str())];
+                fields.extend(inv.workers.iter().map(|w| Some(w.as_str())));
+                fields.extend(inv.databases.iter().map(|d| Some(d.as_str())));
+                matches_filter(filter, &fields)
+            })
+            .map(|(i, inv)| (RowKey::Invocation(inv.namespace.clone()), Some(i)))
+            .collect();
+        let others = snapshot.sessions.iter().any(|s| {
+            s.namespace.is_none()
+                && matches_filter(
+                    filter,
+                    &[Some(s.application_name.as_str()), Some(s.database.as_str())],
+                )
+        });
+        if others {
+            invocations.push((RowKey::OtherSessions, None));
+        }
+
+        let mut locks = Vec::new();
+        for (t, tree) in snapshot.lock_trees.iter().enumerate() {
+            let session_matches = |pid: i32| {
+                session_index
+                    .get(&(tree.server.clone(), pid))
+                    .map(|&i| {
+                        let s = &snapshot.sessions[i];
+                        matches_filter(
+                            filter,
+                            &[
+                                s.namespace.as_deref(),
+                                s.worker.as_deref(),
+                                Some(s.application_name.as_str()),
+                                Some(s.database.as_str()),
+                            ],
+                        )
+                    })
+                    .unwrap_or(filter.is_empty())
+            };
+            // A tree is shown whole when any of its members matches.
+            if !tree.rows.iter().any(|r| session_matches(r.pid)) {
+                continue;
+            }
+            let mut stack: Vec<i32> = Vec::new();
+            for (r, row) in tree.rows.iter().enumerate() {
+                stack.truncate(row.depth);
+                let parent = stack.last().copied();
+                stack.push(row.pid);
+                locks.push(LockRow {
+                    key: RowKey::Lock {
+                        server: tree.server.clone(),
+                        root: tree.root_pid,
+                        parent,
+                        pid: row.pid,
+                    },
+                    tree: t,
+                    row: r,
+                });
+            }
+        }
+
+        let schemas = snapshot
+            .schemas
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                matches_filter(
+                    filter,
+                    &[
+                        Some(s.schema.as_str()),
+                        Some(s.database.as_str()),
+                        s.namespace.as_deref(),
+                        Some(s.worker.as_str()),
+                    ],
+                )
+            })
+            .map(|(i, s)| {
+                (
+                    RowKey::Schema {
+                        database: s.database.clone(),
+                        schema: s.schema.clone(),
+                    },
+                    i,
+                )
+            })
+            .collect();
+
+        Model {
+            snapshot: Some(snapshot),
+            invocations,
+            locks,
+            schemas,
+            session_index,
+            edge_index,
+        }
+    }
+
+    pub fn keys(&self, pane: Pane) -> Vec<RowKey> {
+        match pane {
+            Pane::Invocations => self.invocations.iter().map(|r| r.0.clone()).collect(),
+            Pane::Locks => self.locks.iter().map(|r| r.key.clone()).collect(),
+            Pane::Schemas => self.schemas.iter().map(|r| r.0.clone()).collect(),
+        }
+    }
+
+    /// Reorders rows to follow `order` (rows not in it go last, in their own order).
+    fn apply_order(&mut self, pane: Pane, order: &[RowKey]) {
+        let pos: HashMap<&RowKey, usize> = order.iter().enumerate().map(|(i, k)| (k, i)).collect();
+        let rank = |k: &RowKey| pos.get(k).copied().unwrap_or(usize::MAX);
+        match pane {
+            Pane::Invocations => self.invocations.sort_by_key(|r| rank(&r.0)),
+            // Trees are structure, not a sort: keep whole trees together, ordered by their roots.
+            Pane::Locks => {}
+            Pane::Schemas => self.schemas.sort_by_key(|r| rank(&r.0)),
+        }
+    }
+}
+
+/// The dashboard's whole state.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub convention: Convention,
+    /// Configured database names, in order (the header shows one cell each).
+    pub databases: Vec<String>,
+    pub group_count: usize,
+    groups: Vec<Option<(Observation, Duration)>>,
+    pub model: Model,
+    /// A newer snapshot arrived while paused.
+    pub stale_while_paused: bool,
+    pending: Option<Snapshot>,
+    /// How long the last poll of each database's server group took.
+    pub probe_ms: HashMap<String, f64>,
+    pub unreachable_since: HashMap<String, DateTime<Utc>>,
+    pub last_good_poll: Option<DateTime<Utc>>,
+    pub interval: Duration,
+    pub paused: bool,
+    pub focus: Pane,
+    selected: [Option<RowKey>; 3],
+    selected_idx: [usize; 3],
+    frozen: Option<(DateTime<Utc>, [Vec<RowKey>; 3])>,
+    pub filter: String,
+    pub filter_editing: bool,
+    pub overlay: Overlay,
+    pub now: DateTime<Utc>,
+    /// Clock times on screen are shown at this offset (the local one when running).
+    pub utc_offset: chrono::FixedOffset,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(
+        convention: Convention,
+        databases: Vec<String>,
+        group_count: usize,
+        interval: Duration,
+        now: DateTime<Utc>,
+    ) -> App {
+        App {
+            convention,
+            databases,
+            group_count,
+            groups: vec![None; group_count],
+            model: Model::default(),
+            stale_while_paused: false,
+            pending: None,
+            probe_ms: HashMap::new(),
+            unreachable_since: HashMap::new(),
+            last_good_poll: None,
+            interval,
+            paused: false,
+            focus: Pane::Invocations,
+            selected: [None, None, None],
+            selected_idx: [0; 3],
+            frozen: None,
+            filter: String::new(),
+            filter_editing: false,
+            overlay: Overlay::None,
+            now,
+            utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
+            quit: false,
+        }
+    }
+
+    /// Shows a snapshot directly (replay, tests).
+    pub fn show_snapshot(&mut self, snapshot: Snapshot) {
+        self.track_reachability(&snapshot);
+        self.install(snapshot);
+    }
+
+    pub fn loading(&self) -> bool {
+        self.model.snapshot.is_none()
+    }
+
+    /// Index of the selected row in `pane`, if the pane has rows.
+    pub fn selected_index(&self, pane: Pane) -> Option<usize> {
+        let keys = self.model.keys(pane);
+        if keys.is_empty() {
+            return None;
+        }
+        let i = pane.index();
+        match &self.selected[i] {
+            Some(k) => keys
+                .iter()
+                .position(|x| x == k)
+                .or(Some(self.selected_idx[i].min(keys.len() - 1))),
+            None => Some(0),
+        }
+    }
+
+    pub fn selected_key(&self, pane: Pane) -> Option<RowKey> {
+        self.selected_index(pane)
+            .map(|i| self.model.keys(pane)[i].clone())
+    }
+
+    fn track_reachability(&mut self, snap: &Snapshot) {
+        for d in &snap.databases {
+            if d.reachable {
+                self.unreachable_since.remove(&d.name);
+            } else {
+                self.unreachable_since
+                    .entry(d.name.clone())
+                    .or_insert(snap.taken_at);
+            }
+        }
+        if snap.databases.iter().any(|d| d.reachable) {
+            self.last_good_poll = Some(snap.taken_at);
+        }
+    }
+
+    fn rebuild(&mut self) {
+        if let Some(snap) = self.model.snapshot.clone() {
+            self.install(snap);
+        }
+    }
+
+    fn install(&mut self, snapshot: Snapshot) {
+        let mut model = Model::build(snapshot, &self.filter);
+        if let Some((until, orders)) = &self.frozen {
+            if self.now < *until {
+                for pane in Pane::ALL {
+                    model.apply_order(pane, &orders[pane.index()]);
+                }
+            }
+        }
+        self.model = model;
+        // Keep the selected item; if it vanished, stay at the same position.
+        for pane in Pane::ALL {
+            if let Some(i) = self.selected_index(pane) {
+                self.selected_idx[pane.index()] = i;
+            }
+        }
+    }
+
+    /// Handles one event and says what the outside world should do.
+    pub fn update(&mut self, event: Event) -> Vec<Effect> {
+        match event {
+            Event::Tick(now) => {
+                self.now = now;
+                if self.frozen.as_ref().is_some_and(|(until, _)| now >= *until) {
+                    self.frozen = None;
+                    if !self.paused {
+                        self.rebuild();
+                    }
+                }
+                vec![]
+            }
+            Event::Poll(result, now) => {
+                self.now = now;
+                for d in &result.observation.databases {
+                    self.probe_ms
+                        .insert(d.name.clone(), result.elapsed.as_secs_f64() * 1000.0);
+                }
+                if let Some(slot) = self.groups.get_mut(result.group) {
+                    *slot = Some((result.observation, result.elapsed));
+                }
+                let parts: Vec<&Observation> =
+                    self.groups.iter().flatten().map(|(o, _)| o).collect();
+                let merged = merge_observations(&parts, &self.databases);
+                let snap = build_snapshot(&merged, &self.convention);
+                self.track_reachability(&snap);
+                if self.paused {
+                    self.stale_while_paused = true;
+                    // Keep the newest snapshot for when the display resumes.
+                    self.pending = Some(snap);
+                } else {
+                    self.install(snap);
+                }
+                vec![]
+            }
+            Event::Key(key) => self.on_key(key),
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if self.filter_editing {
+            match key.code {
+                KeyCode::Enter => self.filter_editing = false,
+                KeyCode::Esc => {
+                    self.filter_editing = false;
+                    self.filter.clear();
+                    self.rebuild();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                    self.rebuild();
+                }
+                KeyCode::Char(c) if !c.is_control() && self.filter.chars().count() < 64 => {
+                    self.filter.push(c);
+                    self.rebuild();
+                }
+                _ => {}
+            }
+            if key.code == KeyCode::Char('c')
+                && key
+                    .modifiers
+                    .contains(crossterm::event::KeyModifiers::CONTROL)
+            {
+                self.quit = true;
+                return vec![Effect::Quit];
+            }
+            return vec![];
+        }
+        let Some(action) = action_for(&key) else {
+            return vec![];
+        };
+        if self.overlay != Overlay::None {
+            // In an overlay only closing, quitting and help make sense.
+            return match action {
+                Action::Quit => {
+                    self.quit = true;
+                    vec![Effect::Quit]
+                }
+                Action::Back | Action::Detail | Action::Help => {
+                    self.overlay = Overlay::None;
+                    vec![]
+                }
+                _ => vec![],
+            };
+        }
+        match action {
+            Action::Quit => {
+                self.quit = true;
+                return vec![Effect::Quit];
+            }
+            Action::Help => self.overlay = Overlay::Help,
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::PageUp => self.move_selection(-(PAGE as isize)),
+            Action::PageDown => self.move_selection(PAGE as isize),
+            Action::Top => self.move_selection(isize::MIN / 2),
+            Action::Bottom => self.move_selection(isize::MAX / 2),
+            Action::NextPane | Action::PrevPane => {
+                let i = self.focus.index();
+                let n = Pane::ALL.len();
+                let next = if action == Action::NextPane {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
+                self.focus = Pane::ALL[next];
+            }
+            Action::Detail => {
+                if let Some(k) = self.selected_key(self.focus) {
+                    self.overlay = Overlay::Detail(k);
+                }
+            }
+            Action::Back => {
+                if !self.filter.is_empty() {
+                    self.filter.clear();
+                    self.rebuild();
+                }
+            }
+            Action::Filter => self.filter_editing = true,
+            Action::Pause => {
+                self.paused = !self.paused;
+                if !self.paused {
+                    self.stale_while_paused = false;
+                    if let Some(s) = self.pending.take() {
+                        self.install(s);
+                    }
+                }
+            }
+            Action::Refresh => return vec![Effect::Refresh],
+            Action::Faster | Action::Slower => {
+                let ms = self.interval.as_millis() as u64;
+                let next = if action == Action::Faster {
+                    INTERVAL_STEPS_MS.iter().rev().find(|&&s| s < ms)
+                } else {
+                    INTERVAL_STEPS_MS.iter().find(|&&s| s > ms)
+                };
+                if let Some(&s) = next {
+                    self.interval = Duration::from_millis(s).clamp(INTERVAL_MIN, INTERVAL_MAX);
+                    return vec![Effect::SetInterval(self.interval)];
+                }
+            }
+        }
+        vec![]
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        let pane = self.focus;
+        let keys = self.model.keys(pane);
+        if keys.is_empty() {
+            return;
+        }
+        let cur = self.selected_index(pane).unwrap_or(0) as isize;
+        let next = (cur.saturating_add(delta)).clamp(0, keys.len() as isize - 1) as usize;
+        self.selected[pane.index()] = Some(keys[next].clone());
+        self.selected_idx[pane.index()] = next;
+        // Freeze the current order of every pane for a moment.
+        let orders = [
+            self.model.keys(Pane::Invocations),
+            self.model.keys(Pane::Locks),
+            self.model.keys(Pane::Schemas),
+        ];
+        let until =
+            self.now + chrono::Duration::from_std(FREEZE).expect("FREEZE is a small constant");
+        self.frozen = Some((until, orders));
+    }
+}

@@ -1,0 +1,208 @@
+//! The dashboard's event loop: the only code that touches the terminal, signals and pollers.
+//!
+//! Three sources feed one channel: a thread reading terminal input, the poller tasks, and a clock.
+//! The loop applies events to [`App`], coalesces whatever queued up meanwhile into one frame, and
+//! carries out effects (refresh now, new interval) by messages. It never awaits a database.
+//!
+//! The terminal is always given back: on `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP, and on a panic in any
+//! thread or task (the hook restores the terminal, prints the report after that, and exits).
+
+use crate::cmd::config::Settings;
+use crate::pg::conninfo::ProcessEnv;
+use crate::pg::poller::{group_targets, spawn_pollers, PollControl};
+use crate::tui::app::{App, Effect, Event};
+use crate::tui::theme::Theme;
+use crate::tui::view::draw;
+use chrono::Utc;
+use crossterm::event::{self as ct, KeyEventKind};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Where the dashboard logs: `$XDG_STATE_HOME/pgswarm/pgswarm.log` (else `~/.local/state/...`).
+pub fn log_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("pgswarm").join("pgswarm.log"))
+}
+
+fn init_logging() -> Option<PathBuf> {
+    let path = log_path()?;
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .ok()?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+    Some(path)
+}
+
+/// Restores the terminal, then lets the previous hook print the report, then exits: a panicking
+/// poller task must not leave a dead dashboard in a raw-mode terminal.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        ratatui::restore();
+        previous(info);
+        std::process::exit(101);
+    }));
+}
+
+/// Runs the dashboard until the user quits. Returns the exit code.
+pub fn run_dashboard(settings: Settings, interval: Duration) -> i32 {
+    if !std::io::stdout().is_terminal() {
+        eprintln!(
+            "pgswarm: the dashboard needs a terminal (stdout is not one). For scripts and pipes use \
+             `pgswarm snapshot` (or `pgswarm snapshot --json`)."
+        );
+        return crate::cmd::exit::USAGE;
+    }
+    let log = init_logging();
+    tracing::info!(databases = settings.databases.len(), "dashboard starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
+            return crate::cmd::exit::USAGE;
+        }
+    };
+    install_panic_hook();
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pgswarm: error: cannot set up the terminal: {e}");
+            return crate::cmd::exit::USAGE;
+        }
+    };
+    let result = runtime.block_on(event_loop(&mut terminal, settings, interval));
+    ratatui::restore();
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => crate::cmd::exit::OK,
+        Err(e) => {
+            eprintln!("pgswarm: terminal error: {e}");
+            if let Some(p) = log {
+                eprintln!("pgswarm: log: {}", p.display());
+            }
+            crate::cmd::exit::USAGE
+        }
+    }
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    settings: Settings,
+    interval: Duration,
+) -> std::io::Result<()> {
+    let theme = Theme::from_env();
+    let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
+    let groups = group_targets(&settings.databases).len();
+    let mut app = App::new(
+        settings.convention.clone(),
+        names,
+        groups,
+        interval,
+        Utc::now(),
+    );
+    app.utc_offset = *chrono::Local::now().offset();
+
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let (control_tx, control_rx) = watch::channel(PollControl {
+        interval,
+        refresh_seq: 0,
+    });
+    let (poll_tx, mut polls) = mpsc::unbounded_channel();
+    let pollers = spawn_pollers(
+        &settings.databases,
+        &settings.session,
+        &settings.convention.schema_prefix,
+        Arc::new(ProcessEnv),
+        control_rx,
+        poll_tx,
+    );
+
+    // Terminal input on its own thread: crossterm's read blocks.
+    let input_tx = events_tx.clone();
+    std::thread::spawn(move || loop {
+        match ct::poll(Duration::from_millis(250)) {
+            Ok(true) => match ct::read() {
+                Ok(ct::Event::Key(k)) if k.kind == KeyEventKind::Press => {
+                    if input_tx.send(Event::Key(k)).is_err() {
+                        return;
+                    }
+                }
+                Ok(ct::Event::Resize(..)) => {
+                    if input_tx.send(Event::Tick(Utc::now())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            },
+            Ok(false) => {
+                if input_tx.is_closed() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    terminal.draw(|f| draw(f, &app, &theme))?;
+    loop {
+        let first = tokio::select! {
+            Some(e) = events.recv() => e,
+            Some(p) = polls.recv() => Event::Poll(p, Utc::now()),
+            _ = clock.tick() => Event::Tick(Utc::now()),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => break,
+        };
+        // Apply this event and everything else already queued, then draw once.
+        let mut batch = vec![first];
+        while let Ok(e) = events.try_recv() {
+            batch.push(e);
+        }
+        while let Ok(p) = polls.try_recv() {
+            batch.push(Event::Poll(p, Utc::now()));
+        }
+        for event in batch {
+            for effect in app.update(event) {
+                match effect {
+                    Effect::Quit => {}
+                    Effect::Refresh => control_tx.send_modify(|c| c.refresh_seq += 1),
+                    Effect::SetInterval(d) => control_tx.send_modify(|c| c.interval = d),
+                }
+            }
+        }
+        if app.quit {
+            break;
+        }
+        terminal.draw(|f| draw(f, &app, &theme))?;
+    }
+    tracing::info!("dashboard stopping");
+    for p in pollers {
+        p.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The dashboard state machine: key sequences and polls in, state and effects out. No terminal.
+
+use chrono::Duration as ChronoDuration;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use pgswarm::domain::fixtures::{self, fixture_namespace, fixture_now};
+use pgswarm::domain::snapshot::{Convention, Observation};
+use pgswarm::pg::poller::GroupResult;
+use pgswarm::tui::app::{App, Effect, Event, Overlay, Pane, RowKey, FREEZE};
+use std::time::Duration;
+
+fn key(c: KeyCode) -> Event {
+    Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn ch(c: char) -> Event {
+    key(KeyCode::Char(c))
+}
+
+fn poll(obs: Observation, secs_after: i64) -> Event {
+    Event::Poll(
+        GroupResult {
+            group: 0,
+            observation: obs,
+            elapsed: Duration::from_millis(3),
+        },
+        fixture_now() + ChronoDuration::seconds(secs_after),
+    )
+}
+
+fn app_with(obs: Observation) -> App {
+    let names = obs.databases.iter().map(|d| d.name.clone()).collect();
+    let mut app = App::new(
+        Convention::default(),
+        names,
+        1,
+        Duration::from_secs(1),
+        fixture_now(),
+    );
+    assert!(app.loading());
+    app.update(poll(obs, 0));
+    assert!(!app.loading());
+    app
+}
+
+fn invocation_order(app: &App) -> Vec<RowKey> {
+    app.model.keys(Pane::Invocations)
+}
+
+#[test]
+fn navigation_moves_selection_and_clamps() {
+    let mut app = app_with(fixtures::collision());
+    let keys = invocation_order(&app);
+    assert_eq!(app.selected_key(Pane::Invocations), Some(keys[0].clone()));
+    app.update(ch('j'));
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.selected_key(Pane::Invocations), Some(keys[2].clone()));
+    app.update(ch('k'));
+    assert_eq!(app.selected_key(Pane::Invocations), Some(keys[1].clone()));
+    app.update(ch('G'));
+    assert_eq!(app.selected_key(Pane::Invocations), keys.last().cloned());
+    app.update(key(KeyCode::PageDown));
+    assert_eq!(app.selected_key(Pane::Invocations), keys.last().cloned());
+    app.update(ch('g'));
+    assert_eq!(app.selected_key(Pane::Invocations), Some(keys[0].clone()));
+}
+
+#[test]
+fn selection_follows_the_item_and_order_freezes_while_navigating() {
+    let mut app = app_with(fixtures::collision());
+    let before = invocation_order(&app);
+    // Select the fourth invocation (crashed: no sessions, sorted low).
+    app.update(ch('j'));
+    app.update(ch('j'));
+    app.update(ch('j'));
+    let chosen = app.selected_key(Pane::Invocations).unwrap();
+    assert_eq!(chosen, RowKey::Invocation(fixture_namespace(9)));
+
+    // A new poll where that invocation is back with three sessions, one blocked: it sorts to the top.
+    let mut obs = fixtures::collision();
+    let ns9 = fixture_namespace(9);
+    for (i, worker) in ["gw0", "gw1", "gw2"].iter().enumerate() {
+        let mut s = obs.sessions[4].clone();
+        s.pid = 900 + i as i32 + 10;
+        s.application_name = format!("pytest_{worker}_{ns9}");
+        if i == 2 {
+            s.blocked_by = vec![101];
+        }
+        obs.sessions.push(s);
+    }
+    app.update(poll(obs.clone(), 1));
+    // Still frozen (we just navigated): same order, same selection.
+    assert_eq!(invocation_order(&app), before);
+    assert_eq!(app.selected_key(Pane::Invocations), Some(chosen.clone()));
+
+    // After the freeze, rows re-sort, but the cursor stays on the same invocation.
+    let later =
+        fixture_now() + ChronoDuration::from_std(FREEZE).unwrap() + ChronoDuration::seconds(2);
+    app.update(Event::Tick(later));
+    let after = invocation_order(&app);
+    assert_ne!(after, before, "the blocked invocation moved up");
+    assert_eq!(after[0], RowKey::Invocation(fixture_namespace(9)));
+    assert_eq!(app.selected_key(Pane::Invocations), Some(chosen));
+}
+
+#[test]
+fn panes_detail_help_and_back() {
+    let mut app = app_with(fixtures::collision());
+    assert_eq!(app.focus, Pane::Invocations);
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Locks);
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Schemas);
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Invocations);
+    app.update(key(KeyCode::BackTab));
+    assert_eq!(app.focus, Pane::Schemas);
+    app.update(key(KeyCode::BackTab));
+    assert_eq!(app.focus, Pane::Locks);
+
+    app.update(ch('j'));
+    app.update(key(KeyCode::Enter));
+    match &app.overlay {
+        Overlay::Detail(RowKey::Lock { pid, parent, .. }) => {
+            assert_eq!((*pid, *parent), (201, Some(101)));
+        }
+        other => panic!("expected a session detail, got {other:?}"),
+    }
+    // Navigation keys do nothing under an overlay; Esc closes it.
+    app.update(ch('j'));
+    assert!(matches!(app.overlay, Overlay::Detail(_)));
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.overlay, Overlay::None);
+    app.update(ch('?'));
+    assert_eq!(app.overlay, Overlay::Help);
+    app.update(ch('?'));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn filter_narrows_every_pane_and_escape_clears_it() {
+    let mut app = app_with(fixtures::collision());
+    let all = invocation_order(&app).len();
+    app.update(ch('/'));
+    assert!(app.filter_editing);
+    for c in fixture_namespace(2).chars().take(8) {
+        app.update(ch(c));
+    }
+    // Typing 'q' or 'j' while editing is text, not a command.
+    assert!(!app.quit);
+    app.update(key(KeyCode::Enter));
+    assert!(!app.filter_editing);
+    let rows = invocation_order(&app);
+    assert_eq!(rows, vec![RowKey::Invocation(fixture_namespace(2))]);
+    assert!(rows.len() < all);
+    assert_eq!(app.model.locks.len(), 2, "the tree the invocation is in");
+    app.update(key(KeyCode::Esc));
+    assert!(app.filter.is_empty());
+    assert_eq!(invocation_order(&app).len(), all);
+
+    app.update(ch('/'));
+    for c in "tenant_a".chars() {
+        app.update(ch(c));
+    }
+    app.update(key(KeyCode::Backspace));
+    assert_eq!(app.filter, "tenant_");
+    assert!(app
+        .model
+        .schemas
+        .iter()
+        .all(|(k, _)| matches!(k, RowKey::Schema { database, .. } if database == "tenant_a")));
+}
+
+#[test]
+fn pause_holds_the_display_and_resume_shows_the_newest() {
+    let mut app = app_with(fixtures::collision());
+    app.update(ch('p'));
+    assert!(app.paused);
+    app.update(poll(fixtures::empty(), 1));
+    assert!(app.stale_while_paused);
+    assert!(
+        !app.model.invocations.is_empty(),
+        "display frozen while paused"
+    );
+    app.update(ch('p'));
+    assert!(!app.paused && !app.stale_while_paused);
+    assert!(
+        app.model.invocations.is_empty(),
+        "newest poll shown on resume"
+    );
+}
+
+#[test]
+fn effects_refresh_interval_and_quit() {
+    let mut app = app_with(fixtures::collision());
+    assert_eq!(app.update(ch('r')), vec![Effect::Refresh]);
+    assert_eq!(
+        app.update(ch('+')),
+        vec![Effect::SetInterval(Duration::from_millis(500))]
+    );
+    assert_eq!(
+        app.update(ch('+')),
+        vec![Effect::SetInterval(Duration::from_millis(250))]
+    );
+    assert_eq!(app.update(ch('+')), vec![], "0.25 s is the floor");
+    for _ in 0..10 {
+        app.update(ch('-'));
+    }
+    assert_eq!(app.interval, Duration::from_secs(60), "60 s is the ceiling");
+    assert_eq!(app.update(ch('q')), vec![Effect::Quit]);
+    assert!(app.quit);
+
+    let mut app = app_with(fixtures::collision());
+    app.update(ch('/'));
+    let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(
+        app.update(ctrl_c),
+        vec![Effect::Quit],
+        "Ctrl-C quits even while typing"
+    );
+}
+
+#[test]
+fn unreachable_since_is_kept_until_the_database_returns() {
+    let mut app = app_with(fixtures::unreachable());
+    let first = app.unreachable_since.get("tenant_b").copied().unwrap();
+    app.update(poll(fixtures::unreachable(), 5));
+    assert_eq!(app.unreachable_since.get("tenant_b"), Some(&first));
+    let mut back = fixtures::unreachable();
+    let recovered = fixtures::collision().databases[0].outcome.clone();
+    back.databases.last_mut().unwrap().outcome = recovered;
+    app.update(poll(back, 10));
+    assert!(!app.unreachable_since.contains_key("tenant_b"));
+    assert!(app.last_good_poll.is_some());
+}

@@ -1,0 +1,188 @@
+//! Render snapshots of hand-built models at 80x24 and 120x40, and cell-style checks where style
+//! carries meaning (text snapshots cannot see colour).
+
+use chrono::Duration as ChronoDuration;
+use pgswarm::domain::fixtures::{self, fixture_now};
+use pgswarm::domain::snapshot::{build_snapshot, Convention, Observation};
+use pgswarm::tui::app::{App, Event, Pane};
+use pgswarm::tui::theme::Theme;
+use pgswarm::tui::view::draw;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::{Color, Modifier};
+use ratatui::Terminal;
+use std::time::Duration;
+
+const COLOR: Theme = Theme { color: true };
+const MONO: Theme = Theme { color: false };
+
+fn app_for(obs: Option<Observation>) -> App {
+    let names: Vec<String> = obs
+        .as_ref()
+        .map(|o| o.databases.iter().map(|d| d.name.clone()).collect())
+        .unwrap_or_else(|| vec!["platform".into(), "tenant_a".into()]);
+    let now = fixture_now() + ChronoDuration::seconds(1);
+    let mut app = App::new(Convention::default(), names, 1, Duration::from_secs(1), now);
+    if let Some(o) = obs {
+        app.show_snapshot(build_snapshot(&o, &Convention::default()));
+    }
+    app
+}
+
+fn render(app: &App, w: u16, h: u16, theme: Theme) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, app, &theme)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn text(buf: &Buffer) -> String {
+    let area = buf.area;
+    let mut out = String::new();
+    for y in 0..area.height {
+        let mut line = String::new();
+        for x in 0..area.width {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Every (x, y) where `needle` starts on screen.
+fn find(buf: &Buffer, needle: &str) -> Vec<(u16, u16)> {
+    let t = text(buf);
+    let mut hits = Vec::new();
+    for (y, line) in t.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let n: Vec<char> = needle.chars().collect();
+        for x in 0..chars.len().saturating_sub(n.len() - 1) {
+            if chars[x..x + n.len()] == n[..] {
+                hits.push((x as u16, y as u16));
+            }
+        }
+    }
+    hits
+}
+
+macro_rules! snap {
+    ($name:expr, $app:expr) => {
+        for (w, h) in [(80u16, 24u16), (120, 40)] {
+            let buf = render(&$app, w, h, COLOR);
+            insta::assert_snapshot!(format!("{}_{w}x{h}", $name), text(&buf));
+        }
+    };
+}
+
+#[test]
+fn loading() {
+    snap!("loading", app_for(None));
+}
+
+#[test]
+fn empty() {
+    snap!("empty", app_for(Some(fixtures::empty())));
+}
+
+#[test]
+fn collision() {
+    snap!("collision", app_for(Some(fixtures::collision())));
+}
+
+#[test]
+fn deep_chain() {
+    let mut app = app_for(Some(fixtures::deep_chain(6)));
+    app.update(Event::Key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Tab,
+    )));
+    assert_eq!(app.focus, Pane::Locks);
+    snap!("deep_chain", app);
+}
+
+#[test]
+fn unreachable_database() {
+    snap!("unreachable", app_for(Some(fixtures::unreachable())));
+}
+
+#[test]
+fn permission_limited_role() {
+    snap!(
+        "permission_limited",
+        app_for(Some(fixtures::permission_limited()))
+    );
+}
+
+#[test]
+fn detail_and_help_overlays() {
+    let mut app = app_for(Some(fixtures::collision()));
+    app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
+    app.update(Event::Key(crossterm::event::KeyCode::Char('j').into()));
+    app.update(Event::Key(crossterm::event::KeyCode::Enter.into()));
+    insta::assert_snapshot!("detail_session_120x40", text(&render(&app, 120, 40, COLOR)));
+    app.update(Event::Key(crossterm::event::KeyCode::Esc.into()));
+    app.update(Event::Key(crossterm::event::KeyCode::Char('?').into()));
+    insta::assert_snapshot!("help_80x24", text(&render(&app, 80, 24, COLOR)));
+}
+
+#[test]
+fn narrow_terminal_still_shows_the_collision() {
+    let app = app_for(Some(fixtures::collision()));
+    let buf = render(&app, 60, 16, COLOR);
+    insta::assert_snapshot!("collision_60x16", text(&buf));
+    assert!(
+        !find(&buf, "!!").is_empty(),
+        "collision marker visible at 60 columns"
+    );
+}
+
+#[test]
+fn a_collision_looks_different_from_a_plain_block() {
+    // deep_chain(3): 1000 <- 1001 (same invocation) <- 1002 (another invocation).
+    let app = app_for(Some(fixtures::deep_chain(3)));
+    for theme in [COLOR, MONO] {
+        let buf = render(&app, 120, 40, theme);
+        let plain = find(&buf, "1001 ");
+        let cross = find(&buf, "1002 ");
+        assert!(!plain.is_empty() && !cross.is_empty(), "{}", text(&buf));
+        let (px, py) = plain[plain.len() - 1];
+        let (cx, cy) = cross[cross.len() - 1];
+        // The marker right after the colliding pid is styled as a collision...
+        let marker = &buf[(cx + 5, cy)];
+        assert_eq!(marker.symbol(), "!");
+        assert!(marker
+            .modifier
+            .contains(Modifier::BOLD | Modifier::UNDERLINED));
+        if theme.color {
+            assert_eq!(marker.fg, Color::Red);
+        }
+        // ...and the same-invocation row has no such cell.
+        let row: String = (0..120)
+            .map(|x| buf[(x, py)].symbol().to_string())
+            .collect();
+        assert!(!row.contains("!!"), "{row}");
+        assert!(!(px..120).any(|x| buf[(x, py)].modifier.contains(Modifier::UNDERLINED)));
+    }
+}
+
+#[test]
+fn idle_in_transaction_root_and_unreachable_cell_are_styled() {
+    let app = app_for(Some(fixtures::unreachable()));
+    let buf = render(&app, 120, 40, COLOR);
+    let (x, y) = find(&buf, "IDLE IN TX")[0];
+    assert_eq!(buf[(x, y)].fg, Color::Yellow);
+    assert!(buf[(x, y)].modifier.contains(Modifier::BOLD));
+    let (x, y) = find(&buf, "✗ unreachable")[0];
+    assert_eq!(buf[(x, y)].fg, Color::Red);
+    let mono = render(&app, 120, 40, MONO);
+    let (x, y) = find(&mono, "IDLE IN TX")[0];
+    assert_eq!(mono[(x, y)].fg, Color::Reset, "NO_COLOR: no colours at all");
+}
+
+#[test]
+fn selected_row_is_reversed() {
+    let app = app_for(Some(fixtures::collision()));
+    let buf = render(&app, 120, 40, MONO);
+    let ns = fixtures::fixture_namespace(1);
+    let (x, y) = find(&buf, &ns)[0];
+    assert!(buf[(x, y)].modifier.contains(Modifier::REVERSED));
+}
