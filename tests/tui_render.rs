@@ -24,7 +24,7 @@ fn app_for(obs: Option<Observation>) -> App {
     let now = fixture_now() + ChronoDuration::seconds(1);
     let mut app = App::new(Convention::default(), names, 1, Duration::from_secs(1), now);
     if let Some(o) = obs {
-        app.show_snapshot(build_snapshot(&o, &Convention::default()));
+        app.show_snapshot(build_snapshot(o, &Convention::default()));
     }
     app
 }

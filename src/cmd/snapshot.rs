@@ -14,7 +14,7 @@ pub async fn take_snapshot(settings: &Settings, env: &(dyn Environment + Sync)) 
         exact_sizes: true,
     };
     let obs = observe_once(&settings.databases, &settings.session, &opts, env).await;
-    build_snapshot(&obs, &settings.convention)
+    build_snapshot(obs, &settings.convention)
 }
 
 /// The exit code a snapshot maps to: unreachable (3) before blocked (1), since a partial picture

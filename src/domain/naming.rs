@@ -59,6 +59,33 @@ impl fmt::Display for Worker {
     }
 }
 
+impl Worker {
+    /// `to_string` without the formatting machinery (hot path: once per session per poll).
+    #[allow(clippy::inherent_to_string_shadow_display)]
+    pub fn to_string(&self) -> String {
+        match self {
+            Worker::Master => "master".to_owned(),
+            Worker::Gw(n) => {
+                let mut s = String::with_capacity(8);
+                s.push_str("gw");
+                let mut digits = [0u8; 10];
+                let mut i = digits.len();
+                let mut v = *n;
+                loop {
+                    i -= 1;
+                    digits[i] = b'0' + (v % 10) as u8;
+                    v /= 10;
+                    if v == 0 {
+                        break;
+                    }
+                }
+                s.push_str(std::str::from_utf8(&digits[i..]).expect("ascii digits"));
+                s
+            }
+        }
+    }
+}
+
 impl Serialize for Worker {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -89,6 +116,10 @@ impl Namespace {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     /// Decodes a generated token. `None` means a forced (debug) namespace: its age is unknown.

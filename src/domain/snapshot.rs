@@ -15,7 +15,7 @@ use crate::domain::lockgraph::LockGraph;
 use crate::domain::naming::{parse_label, parse_schema_name, LabelParse, SchemaName};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// Bumped whenever a JSON field changes meaning or disappears (additions do not bump it).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -375,8 +375,10 @@ pub fn merge_observations(parts: &[&Observation], order: &[String]) -> Observati
     out
 }
 
-/// Builds the snapshot. Pure: same observation, same snapshot.
-pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
+/// Builds the snapshot. Pure: same observation, same snapshot. Takes the observation by value so
+/// the session strings move into the report instead of being copied (this is the dashboard's hot
+/// path: 5,000 sessions per poll).
+pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
     let mut warnings = Vec::new();
 
     // Configured database name per (server, datname), first configuration wins.
@@ -388,10 +390,11 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
                 .or_insert(db.name.as_str());
         }
     }
+    let server_labels: Vec<&str> = obs.servers.iter().map(|s| s.label.as_str()).collect();
     let server_label = |id: ServerId| -> String {
-        obs.servers
+        server_labels
             .get(id)
-            .map(|s| s.label.clone())
+            .map(|s| s.to_string())
             .unwrap_or_else(|| format!("server{id}"))
     };
 
@@ -427,13 +430,17 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
             .map(move |&b| ((s.server, b), (s.server, s.pid)))
     }));
 
-    let session_database = |s: &ObservedSession| -> String {
-        let datname = s.datname.as_deref().unwrap_or("");
-        configured
-            .get(&(s.server, datname))
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| datname.to_string())
-    };
+    let session_db: Vec<String> = obs
+        .sessions
+        .iter()
+        .map(|s| {
+            let datname = s.datname.as_deref().unwrap_or("");
+            configured
+                .get(&(s.server, datname))
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| datname.to_string())
+        })
+        .collect();
 
     let wait_of = |s: &ObservedSession| -> (Option<f64>, Option<WaitSource>) {
         if s.blocked_by.is_empty() {
@@ -453,84 +460,14 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
         }
     };
 
-    // Sessions.
-    let mut sessions: Vec<SessionReport> = Vec::with_capacity(obs.sessions.len());
-    let mut hidden_queries = 0usize;
-    for (i, s) in obs.sessions.iter().enumerate() {
-        let (label, reason, worker, namespace, suffix, cut) = match &parsed[i] {
-            LabelParse::Labeled(l) => (
-                LabelKind::Labeled,
-                None,
-                Some(l.worker.to_string()),
-                Some(l.namespace.to_string()),
-                l.suffix.clone(),
-                l.suffix_maybe_truncated,
-            ),
-            LabelParse::Unattributed(r) => (
-                LabelKind::Unattributed,
-                Some(r.to_string()),
-                None,
-                None,
-                None,
-                false,
-            ),
-            LabelParse::Unlabeled => (LabelKind::Unlabeled, None, None, None, None, false),
-        };
-        let insufficient = s.query.as_deref() == Some(INSUFFICIENT_PRIVILEGE);
-        hidden_queries += usize::from(insufficient);
-        let mut blocked_by: Vec<i32> = s.blocked_by.clone();
-        blocked_by.sort_unstable();
-        blocked_by.dedup();
-        let blocking: Vec<i32> = waiters
-            .get(&(s.server, s.pid))
-            .map(|w| w.iter().copied().collect())
-            .unwrap_or_default();
-        let (waiting_s, wait_source) = wait_of(s);
-        sessions.push(SessionReport {
-            database: session_database(s),
-            server: server_label(s.server),
-            pid: s.pid,
-            application_name: s.application_name.clone(),
-            label,
-            unattributed_reason: reason,
-            worker,
-            namespace,
-            suffix,
-            suffix_maybe_truncated: cut,
-            usename: s.usename.clone(),
-            client_addr: s.client_addr.clone(),
-            backend_type: s.backend_type.clone(),
-            state: s.state.clone(),
-            wait_event_type: s.wait_event_type.clone(),
-            wait_event: s.wait_event.clone(),
-            query: s.query.clone(),
-            insufficient_privilege: insufficient,
-            backend_start: s.backend_start,
-            xact_start: s.xact_start,
-            query_start: s.query_start,
-            state_change: s.state_change,
-            blocked_by,
-            blocking,
-            lock_type: s.awaited.as_ref().map(|a| a.lock_type.clone()),
-            lock_mode: s.awaited.as_ref().map(|a| a.mode.clone()),
-            relation: s.awaited.as_ref().and_then(|a| a.relation.clone()),
-            waiting_s,
-            wait_source,
-        });
-    }
-    if hidden_queries > 0 {
-        warnings.push(format!(
-            "{hidden_queries} sessions of other roles show <insufficient privilege>: their state and \
-             query are hidden. Grant the monitoring role pg_read_all_stats (or pg_monitor): \
-             GRANT pg_read_all_stats TO <role>;"
-        ));
-    }
-
-    // Blocking edges.
+    // Blocking edges (while the sessions are still borrowed).
     let mut blocking: Vec<BlockingEdge> = Vec::new();
     for (i, s) in obs.sessions.iter().enumerate() {
         let (waiting_s, wait_source) = wait_of(s);
-        for &b in &sessions[i].blocked_by {
+        let mut blockers = s.blocked_by.clone();
+        blockers.sort_unstable();
+        blockers.dedup();
+        for b in blockers {
             let blocker = by_key.get(&(s.server, b)).copied();
             let blocker_ns = blocker.and_then(namespace_of);
             let blocked_ns = namespace_of(i);
@@ -545,8 +482,8 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
                 .map(|(_, pid)| *pid)
                 .unwrap_or(b);
             blocking.push(BlockingEdge {
-                database: sessions[i].database.clone(),
-                server: sessions[i].server.clone(),
+                database: session_db[i].clone(),
+                server: server_label(s.server),
                 blocked_pid: s.pid,
                 blocker_pid: b,
                 blocked_application_name: s.application_name.clone(),
@@ -554,9 +491,9 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
                 blocked_namespace: blocked_ns.map(str::to_owned),
                 blocker_namespace: blocker_ns.map(str::to_owned),
                 cross_invocation: matches!((blocked_ns, blocker_ns), (Some(a), Some(b)) if a != b),
-                lock_type: sessions[i].lock_type.clone(),
-                lock_mode: sessions[i].lock_mode.clone(),
-                relation: sessions[i].relation.clone(),
+                lock_type: s.awaited.as_ref().map(|a| a.lock_type.clone()),
+                lock_mode: s.awaited.as_ref().map(|a| a.mode.clone()),
+                relation: s.awaited.as_ref().and_then(|a| a.relation.clone()),
                 waiting_s,
                 wait_source,
                 root_pid: root,
@@ -582,29 +519,25 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
             let (server, pid) = root.key;
             let rows = graph.expand(&root.key);
             let members: BTreeSet<i32> = rows.iter().map(|r| r.key.1).collect();
-            let root_session = by_key.get(&root.key).map(|&j| &obs.sessions[j]);
+            let root_idx = by_key.get(&root.key).copied();
+            let root_session = root_idx.map(|j| &obs.sessions[j]);
             let now = obs
                 .servers
                 .get(server)
                 .map(|s| s.now)
                 .unwrap_or(obs.taken_at);
+            let label = server_label(server);
             LockTree {
-                server: server_label(server),
-                database: root_session
-                    .map(session_database)
+                database: root_idx
                     .or_else(|| {
                         // A prepared transaction (pid 0) has no session: name the victims' database.
-                        rows.get(1)
-                            .and_then(|r| by_key.get(&r.key))
-                            .map(|&j| session_database(&obs.sessions[j]))
+                        rows.get(1).and_then(|r| by_key.get(&r.key)).copied()
                     })
+                    .map(|j| session_db[j].clone())
                     .unwrap_or_default(),
                 root_pid: pid,
                 root_application_name: root_session.map(|s| s.application_name.clone()),
-                root_namespace: by_key
-                    .get(&root.key)
-                    .and_then(|&j| namespace_of(j))
-                    .map(str::to_owned),
+                root_namespace: root_idx.and_then(namespace_of).map(str::to_owned),
                 root_state: root_session.and_then(|s| s.state.clone()),
                 root_idle_in_transaction: root_session
                     .and_then(|s| s.state.as_deref())
@@ -616,11 +549,12 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
                 depth: root.depth,
                 in_cycle: root.in_cycle,
                 cross_invocation: blocking.iter().any(|e| {
-                    e.server == server_label(server)
+                    e.server == label
                         && members.contains(&e.blocked_pid)
                         && members.contains(&e.blocker_pid)
                         && e.cross_invocation
                 }),
+                server: label,
                 rows: rows
                     .into_iter()
                     .map(|r| TreeRowReport {
@@ -633,7 +567,10 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
         .collect();
 
     // Live set and detection completeness.
-    let live: BTreeSet<&str> = (0..obs.sessions.len()).filter_map(namespace_of).collect();
+    let live: BTreeSet<String> = (0..obs.sessions.len())
+        .filter_map(namespace_of)
+        .map(str::to_owned)
+        .collect();
     let complete = obs.databases.iter().all(|d| d.outcome.is_ok())
         && obs.servers.iter().all(|s| s.activity_error.is_none());
     if !complete {
@@ -653,11 +590,102 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
             conv.app_prefix
         ));
     }
+    let waits: Vec<(Option<f64>, Option<WaitSource>)> = obs.sessions.iter().map(wait_of).collect();
+
+    // Sessions: the observed strings move into the report.
+    let Observation {
+        taken_at,
+        databases: observed_databases,
+        servers,
+        sessions: observed_sessions,
+        schemas: observed_schemas,
+    } = obs;
+    let mut sessions: Vec<SessionReport> = Vec::with_capacity(observed_sessions.len());
+    let mut hidden_queries = 0usize;
+    for (((s, label), database), (waiting_s, wait_source)) in observed_sessions
+        .into_iter()
+        .zip(parsed)
+        .zip(session_db)
+        .zip(waits)
+    {
+        let (label, reason, worker, namespace, suffix, cut) = match label {
+            LabelParse::Labeled(l) => (
+                LabelKind::Labeled,
+                None,
+                Some(l.worker.to_string()),
+                Some(l.namespace.into_string()),
+                l.suffix,
+                l.suffix_maybe_truncated,
+            ),
+            LabelParse::Unattributed(r) => (
+                LabelKind::Unattributed,
+                Some(r.to_string()),
+                None,
+                None,
+                None,
+                false,
+            ),
+            LabelParse::Unlabeled => (LabelKind::Unlabeled, None, None, None, None, false),
+        };
+        let insufficient = s.query.as_deref() == Some(INSUFFICIENT_PRIVILEGE);
+        hidden_queries += usize::from(insufficient);
+        let mut blocked_by = s.blocked_by;
+        blocked_by.sort_unstable();
+        blocked_by.dedup();
+        let blocking_pids: Vec<i32> = waiters
+            .get(&(s.server, s.pid))
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        let (lock_type, lock_mode, relation) = match s.awaited {
+            Some(a) => (Some(a.lock_type), Some(a.mode), a.relation),
+            None => (None, None, None),
+        };
+        sessions.push(SessionReport {
+            database,
+            server: server_label_of(&servers, s.server),
+            pid: s.pid,
+            application_name: s.application_name,
+            label,
+            unattributed_reason: reason,
+            worker,
+            namespace,
+            suffix,
+            suffix_maybe_truncated: cut,
+            usename: s.usename,
+            client_addr: s.client_addr,
+            backend_type: s.backend_type,
+            state: s.state,
+            wait_event_type: s.wait_event_type,
+            wait_event: s.wait_event,
+            query: s.query,
+            insufficient_privilege: insufficient,
+            backend_start: s.backend_start,
+            xact_start: s.xact_start,
+            query_start: s.query_start,
+            state_change: s.state_change,
+            blocked_by,
+            blocking: blocking_pids,
+            lock_type,
+            lock_mode,
+            relation,
+            waiting_s,
+            wait_source,
+        });
+    }
+    if hidden_queries > 0 {
+        warnings.insert(
+            0,
+            format!(
+                "{hidden_queries} sessions of other roles show <insufficient privilege>: their \
+                 state and query are hidden. Grant the monitoring role pg_read_all_stats (or \
+                 pg_monitor): GRANT pg_read_all_stats TO <role>;"
+            ),
+        );
+    }
 
     // Schemas.
-    let mut schemas: Vec<SchemaReport> = obs
-        .schemas
-        .iter()
+    let mut schemas: Vec<SchemaReport> = observed_schemas
+        .into_iter()
         .filter_map(|sc| {
             let name = parse_schema_name(&conv.schema_prefix, &sc.schema)?;
             let status = match &name {
@@ -669,8 +697,8 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
                 SchemaName::Namespaced { .. } => SchemaStatus::Unknown,
             };
             Some(SchemaReport {
-                database: sc.database.clone(),
-                schema: sc.schema.clone(),
+                database: sc.database,
+                schema: sc.schema,
                 namespace: name.namespace().map(|n| n.to_string()),
                 worker: name.worker().to_string(),
                 tables: sc.tables,
@@ -684,101 +712,36 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
         (&a.namespace, &a.database, &a.schema).cmp(&(&b.namespace, &b.database, &b.schema))
     });
 
-    // Invocations: every namespace seen in a session or a schema.
-    #[derive(Default)]
-    struct Acc {
-        workers: BTreeSet<String>,
-        sessions: usize,
-        databases: BTreeSet<String>,
-        blocked: usize,
-        blocking: usize,
-        cross: bool,
-        schemas: usize,
-        schema_bytes: i64,
-    }
-    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-    for s in &sessions {
-        let Some(ns) = &s.namespace else { continue };
-        let a = acc.entry(ns.clone()).or_default();
-        a.sessions += 1;
-        a.workers.extend(s.worker.clone());
-        a.databases.insert(s.database.clone());
-        a.blocked += usize::from(!s.blocked_by.is_empty());
-        a.blocking += usize::from(!s.blocking.is_empty());
-    }
-    for e in blocking.iter().filter(|e| e.cross_invocation) {
-        for ns in [&e.blocked_namespace, &e.blocker_namespace]
-            .into_iter()
-            .flatten()
-        {
-            acc.entry(ns.clone()).or_default().cross = true;
-        }
-    }
-    for sc in &schemas {
-        let Some(ns) = &sc.namespace else { continue };
-        let a = acc.entry(ns.clone()).or_default();
-        a.schemas += 1;
-        a.schema_bytes += sc.bytes;
-        a.databases.insert(sc.database.clone());
-        a.workers.insert(sc.worker.clone());
-    }
-    let mut invocations: Vec<InvocationReport> = acc
-        .into_iter()
-        .map(|(ns, a)| {
-            let token = crate::domain::naming::Namespace::parse(&ns).and_then(|n| n.token());
-            InvocationReport {
-                pid: token.map(|t| t.pid),
-                started_at: token.map(|t| t.started_at),
-                forced: token.is_none(),
-                live: a.sessions > 0,
-                workers: sort_workers(a.workers),
-                sessions: a.sessions,
-                databases: a.databases.into_iter().collect(),
-                blocked: a.blocked,
-                blocking: a.blocking,
-                cross_invocation: a.cross,
-                schemas: a.schemas,
-                schema_bytes: a.schema_bytes,
-                namespace: ns,
-            }
-        })
-        .collect();
-    invocations.sort_by(|a, b| {
-        let involved = |i: &InvocationReport| i.blocked + i.blocking > 0;
-        involved(b)
-            .cmp(&involved(a))
-            .then(b.live.cmp(&a.live))
-            .then(b.sessions.cmp(&a.sessions))
-            .then(a.namespace.cmp(&b.namespace))
-    });
+    let invocations = tally_invocations(&sessions, &blocking, &schemas);
 
     // Databases.
-    let databases = obs
-        .databases
-        .iter()
+    let mut per_db: HashMap<&str, (usize, usize)> = HashMap::new();
+    for s in &sessions {
+        let e = per_db.entry(s.database.as_str()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(!s.blocked_by.is_empty());
+    }
+    let databases = observed_databases
+        .into_iter()
         .map(|d| {
-            let here = sessions.iter().filter(|s| s.database == d.name);
-            let (n, blocked) = here.fold((0, 0), |(n, b), s| {
-                (n + 1, b + usize::from(!s.blocked_by.is_empty()))
-            });
-            match &d.outcome {
+            let (n, blocked) = per_db.get(d.name.as_str()).copied().unwrap_or_default();
+            match d.outcome {
                 Ok(info) => {
-                    let server = &obs.servers[info.server];
+                    let server = &servers[info.server];
                     let error = server
                         .activity_error
                         .clone()
                         .map(|e| format!("activity scan failed: {e}"))
                         .or_else(|| {
                             info.schema_error
-                                .clone()
                                 .map(|e| format!("schema listing failed: {e}"))
                         });
                     DatabaseReport {
-                        name: d.name.clone(),
-                        target: d.target.clone(),
+                        name: d.name,
+                        target: d.target,
                         reachable: true,
                         error,
-                        server_version: Some(info.server_version.clone()),
+                        server_version: Some(info.server_version),
                         server: Some(server.label.clone()),
                         latency_ms: Some(info.latency_ms),
                         sessions: n,
@@ -786,10 +749,10 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
                     }
                 }
                 Err(e) => DatabaseReport {
-                    name: d.name.clone(),
-                    target: d.target.clone(),
+                    name: d.name,
+                    target: d.target,
                     reachable: false,
-                    error: Some(e.clone()),
+                    error: Some(e),
                     server_version: None,
                     server: None,
                     latency_ms: None,
@@ -802,7 +765,7 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
 
     Snapshot {
         schema_version: SCHEMA_VERSION,
-        taken_at: obs.taken_at,
+        taken_at,
         app_prefix: conv.app_prefix.clone(),
         schema_prefix: conv.schema_prefix.clone(),
         active_detection_complete: complete,
@@ -816,15 +779,117 @@ pub fn build_snapshot(obs: &Observation, conv: &Convention) -> Snapshot {
     }
 }
 
-/// `gw2` before `gw10`, `master` first.
-fn sort_workers(workers: BTreeSet<String>) -> Vec<String> {
-    let mut v: Vec<String> = workers.into_iter().collect();
-    v.sort_by_key(|w| {
-        crate::domain::naming::Worker::parse(w)
-            .map(|w| (0, w))
-            .unwrap_or((1, crate::domain::naming::Worker::Master))
+fn server_label_of(servers: &[ObservedServer], id: ServerId) -> String {
+    servers
+        .get(id)
+        .map(|s| s.label.clone())
+        .unwrap_or_else(|| format!("server{id}"))
+}
+
+/// Per namespace: workers, sessions, databases, blocked/blocking counts, schemas. Tallied over
+/// borrowed strings; only the final rows allocate.
+fn tally_invocations(
+    sessions: &[SessionReport],
+    blocking: &[BlockingEdge],
+    schemas: &[SchemaReport],
+) -> Vec<InvocationReport> {
+    #[derive(Default)]
+    struct Acc<'a> {
+        workers: Vec<&'a str>,
+        sessions: usize,
+        databases: Vec<&'a str>,
+        blocked: usize,
+        blocking: usize,
+        cross: bool,
+        schemas: usize,
+        schema_bytes: i64,
+    }
+    // Vectors deduplicated once at the end: cheaper than a set insert per session.
+    let mut acc: HashMap<&str, Acc> = HashMap::new();
+    for s in sessions {
+        let Some(ns) = s.namespace.as_deref() else {
+            continue;
+        };
+        let a = acc.entry(ns).or_default();
+        a.sessions += 1;
+        if let Some(w) = s.worker.as_deref() {
+            a.workers.push(w);
+        }
+        a.databases.push(s.database.as_str());
+        a.blocked += usize::from(!s.blocked_by.is_empty());
+        a.blocking += usize::from(!s.blocking.is_empty());
+    }
+    for e in blocking.iter().filter(|e| e.cross_invocation) {
+        for ns in [&e.blocked_namespace, &e.blocker_namespace]
+            .into_iter()
+            .flatten()
+        {
+            acc.entry(ns.as_str()).or_default().cross = true;
+        }
+    }
+    for sc in schemas {
+        let Some(ns) = sc.namespace.as_deref() else {
+            continue;
+        };
+        let a = acc.entry(ns).or_default();
+        a.schemas += 1;
+        a.schema_bytes += sc.bytes;
+        a.databases.push(sc.database.as_str());
+        a.workers.push(sc.worker.as_str());
+    }
+    let mut invocations: Vec<InvocationReport> = acc
+        .into_iter()
+        .map(|(ns, a)| {
+            let token = crate::domain::naming::Namespace::parse(ns).and_then(|n| n.token());
+            InvocationReport {
+                pid: token.map(|t| t.pid),
+                started_at: token.map(|t| t.started_at),
+                forced: token.is_none(),
+                live: a.sessions > 0,
+                workers: sort_workers(a.workers),
+                sessions: a.sessions,
+                databases: {
+                    let mut d = a.databases;
+                    d.sort_unstable();
+                    d.dedup();
+                    d.into_iter().map(str::to_owned).collect()
+                },
+                blocked: a.blocked,
+                blocking: a.blocking,
+                cross_invocation: a.cross,
+                schemas: a.schemas,
+                schema_bytes: a.schema_bytes,
+                namespace: ns.to_owned(),
+            }
+        })
+        .collect();
+    invocations.sort_by(|a, b| {
+        let involved = |i: &InvocationReport| i.blocked + i.blocking > 0;
+        involved(b)
+            .cmp(&involved(a))
+            .then(b.live.cmp(&a.live))
+            .then(b.sessions.cmp(&a.sessions))
+            .then(a.namespace.cmp(&b.namespace))
     });
-    v
+    invocations
+}
+
+/// `gw2` before `gw10`, `master` first.
+fn sort_workers(mut workers: Vec<&str>) -> Vec<String> {
+    workers.sort_unstable();
+    workers.dedup();
+    let mut v: Vec<(Option<crate::domain::naming::Worker>, &str)> = workers
+        .into_iter()
+        .map(|w| (crate::domain::naming::Worker::parse(w), w))
+        .collect();
+    // Parsed workers in numeric order, anything unparsable after them.
+    v.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.cmp(b.1),
+    });
+    v.into_iter().map(|(_, w)| w.to_owned()).collect()
 }
 
 #[cfg(test)]

@@ -73,7 +73,10 @@ pub enum Overlay {
 pub enum Event {
     Key(KeyEvent),
     Tick(DateTime<Utc>),
+    /// A raw poll result: aggregated inline (tests; see [`Aggregator`]).
     Poll(GroupResult, DateTime<Utc>),
+    /// A snapshot already built off the UI thread, with per-database probe latencies.
+    Snapshot(Box<Snapshot>, Vec<(String, f64)>, DateTime<Utc>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +256,56 @@ impl Model {
     }
 }
 
+/// Turns per-group poll results into snapshots. Runs in its own task when the dashboard runs (so the
+/// UI thread never builds snapshots), and inline when tests feed [`Event::Poll`].
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    convention: Convention,
+    order: Vec<String>,
+    groups: Vec<Option<Observation>>,
+}
+
+impl Aggregator {
+    pub fn new(convention: Convention, order: Vec<String>, group_count: usize) -> Self {
+        Aggregator {
+            convention,
+            order,
+            groups: vec![None; group_count.max(1)],
+        }
+    }
+
+    /// Takes one group's result and returns the snapshot of everything known now.
+    pub fn accept(&mut self, result: GroupResult) -> Snapshot {
+        if self.groups.len() == 1 {
+            // One group: nothing to merge with and no copy to keep.
+            let mut obs = result.observation;
+            obs.databases.sort_by_key(|d| {
+                self.order
+                    .iter()
+                    .position(|n| *n == d.name)
+                    .unwrap_or(usize::MAX)
+            });
+            return build_snapshot(obs, &self.convention);
+        }
+        if let Some(slot) = self.groups.get_mut(result.group) {
+            *slot = Some(result.observation);
+        }
+        let parts: Vec<&Observation> = self.groups.iter().flatten().collect();
+        let merged = merge_observations(&parts, &self.order);
+        build_snapshot(merged, &self.convention)
+    }
+}
+
+/// Per-database probe latency carried with a snapshot (from the group that polled it).
+pub fn probe_latencies(result: &GroupResult) -> Vec<(String, f64)> {
+    result
+        .observation
+        .databases
+        .iter()
+        .map(|d| (d.name.clone(), result.elapsed.as_secs_f64() * 1000.0))
+        .collect()
+}
+
 /// The dashboard's whole state.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -260,7 +313,9 @@ pub struct App {
     /// Configured database names, in order (the header shows one cell each).
     pub databases: Vec<String>,
     pub group_count: usize,
-    groups: Vec<Option<(Observation, Duration)>>,
+    aggregator: Aggregator,
+    /// The snapshot just replaced, for the caller to free off the UI thread.
+    pub retired: Option<Model>,
     pub model: Model,
     /// A newer snapshot arrived while paused.
     pub stale_while_paused: bool,
@@ -293,10 +348,11 @@ impl App {
         now: DateTime<Utc>,
     ) -> App {
         App {
+            aggregator: Aggregator::new(convention.clone(), databases.clone(), group_count),
             convention,
             databases,
             group_count,
-            groups: vec![None; group_count],
+            retired: None,
             model: Model::default(),
             stale_while_paused: false,
             pending: None,
@@ -379,7 +435,7 @@ impl App {
                 }
             }
         }
-        self.model = model;
+        self.retired = Some(std::mem::replace(&mut self.model, model));
         // Keep the selected item; if it vanished, stay at the same position.
         for pane in Pane::ALL {
             if let Some(i) = self.selected_index(pane) {
@@ -402,25 +458,20 @@ impl App {
                 vec![]
             }
             Event::Poll(result, now) => {
+                let latencies = probe_latencies(&result);
+                let snap = self.aggregator.accept(result);
+                self.update(Event::Snapshot(Box::new(snap), latencies, now))
+            }
+            Event::Snapshot(snap, latencies, now) => {
                 self.now = now;
-                for d in &result.observation.databases {
-                    self.probe_ms
-                        .insert(d.name.clone(), result.elapsed.as_secs_f64() * 1000.0);
-                }
-                if let Some(slot) = self.groups.get_mut(result.group) {
-                    *slot = Some((result.observation, result.elapsed));
-                }
-                let parts: Vec<&Observation> =
-                    self.groups.iter().flatten().map(|(o, _)| o).collect();
-                let merged = merge_observations(&parts, &self.databases);
-                let snap = build_snapshot(&merged, &self.convention);
+                self.probe_ms.extend(latencies);
                 self.track_reachability(&snap);
                 if self.paused {
                     self.stale_while_paused = true;
                     // Keep the newest snapshot for when the display resumes.
-                    self.pending = Some(snap);
+                    self.pending = Some(*snap);
                 } else {
-                    self.install(snap);
+                    self.install(*snap);
                 }
                 vec![]
             }

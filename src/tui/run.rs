@@ -10,7 +10,7 @@
 use crate::cmd::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::poller::{group_targets, spawn_pollers, PollControl};
-use crate::tui::app::{App, Effect, Event};
+use crate::tui::app::{probe_latencies, Aggregator, App, Effect, Event};
 use crate::tui::theme::Theme;
 use crate::tui::view::draw;
 use chrono::Utc;
@@ -124,7 +124,7 @@ async fn event_loop(
         interval,
         refresh_seq: 0,
     });
-    let (poll_tx, mut polls) = mpsc::unbounded_channel();
+    let (poll_tx, mut polls) = mpsc::unbounded_channel::<crate::pg::poller::GroupResult>();
     let pollers = spawn_pollers(
         &settings.databases,
         &settings.session,
@@ -133,6 +133,21 @@ async fn event_loop(
         control_rx,
         poll_tx,
     );
+
+    // Snapshots are built here, off the UI loop: the loop only builds rows and draws.
+    let mut aggregator =
+        Aggregator::new(settings.convention.clone(), app.databases.clone(), groups);
+    let snapshot_tx = events_tx.clone();
+    let aggregator_task = tokio::spawn(async move {
+        while let Some(result) = polls.recv().await {
+            let latencies = probe_latencies(&result);
+            let snap = aggregator.accept(result);
+            let event = Event::Snapshot(Box::new(snap), latencies, Utc::now());
+            if snapshot_tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
 
     // Terminal input on its own thread: crossterm's read blocks.
     let input_tx = events_tx.clone();
@@ -172,7 +187,6 @@ async fn event_loop(
     loop {
         let first = tokio::select! {
             Some(e) = events.recv() => e,
-            Some(p) = polls.recv() => Event::Poll(p, Utc::now()),
             _ = clock.tick() => Event::Tick(Utc::now()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -183,9 +197,6 @@ async fn event_loop(
         while let Ok(e) = events.try_recv() {
             batch.push(e);
         }
-        while let Ok(p) = polls.try_recv() {
-            batch.push(Event::Poll(p, Utc::now()));
-        }
         for event in batch {
             for effect in app.update(event) {
                 match effect {
@@ -195,12 +206,17 @@ async fn event_loop(
                 }
             }
         }
+        if let Some(old) = app.retired.take() {
+            // Freeing a 5,000-session snapshot is not the UI thread's job.
+            tokio::task::spawn_blocking(move || drop(old));
+        }
         if app.quit {
             break;
         }
         terminal.draw(|f| draw(f, &app, &theme))?;
     }
     tracing::info!("dashboard stopping");
+    aggregator_task.abort();
     for p in pollers {
         p.abort();
     }

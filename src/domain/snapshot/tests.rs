@@ -94,7 +94,7 @@ fn cross_invocation_collision_is_flagged_with_lock_detail() {
         ..session(0, "platform", 11, &format!("pytest_gw1_{NS_B}_setup"))
     };
     let snap = build_snapshot(
-        &obs(vec![db("platform", 0)], vec![holder, waiter], vec![]),
+        obs(vec![db("platform", 0)], vec![holder, waiter], vec![]),
         &Convention::default(),
     );
     assert_eq!(snap.blocking.len(), 1, "duplicate blocker pid counted once");
@@ -135,7 +135,7 @@ fn same_invocation_block_is_not_a_collision_and_wait_falls_back_to_query_start()
         ..session(0, "platform", 11, &format!("pytest_gw1_{NS_A}"))
     };
     let snap = build_snapshot(
-        &obs(vec![db("platform", 0)], vec![holder, waiter], vec![]),
+        obs(vec![db("platform", 0)], vec![holder, waiter], vec![]),
         &Convention::default(),
     );
     let e = &snap.blocking[0];
@@ -156,7 +156,7 @@ fn same_pid_on_two_servers_never_mixes() {
         session(1, "b", 10, "psql"),
     ];
     let snap = build_snapshot(
-        &obs(vec![db("a", 0), db("b", 1)], s, vec![]),
+        obs(vec![db("a", 0), db("b", 1)], s, vec![]),
         &Convention::default(),
     );
     assert_eq!(snap.lock_trees.len(), 1);
@@ -181,7 +181,7 @@ fn soft_block_behind_queued_ddl_is_marked_queued() {
         ..session(0, "d", 3, &format!("pytest_gw1_{NS_B}"))
     };
     let snap = build_snapshot(
-        &obs(vec![db("d", 0)], vec![holder, ddl, reader], vec![]),
+        obs(vec![db("d", 0)], vec![holder, ddl, reader], vec![]),
         &Convention::default(),
     );
     let soft = snap.blocking.iter().find(|e| e.blocked_pid == 3).unwrap();
@@ -215,7 +215,7 @@ fn schema_status_live_orphaned_legacy_and_unknown() {
         sessions.clone(),
         schemas.clone(),
     );
-    let snap = build_snapshot(&o, &Convention::default());
+    let snap = build_snapshot(o.clone(), &Convention::default());
     let status: Vec<(&str, SchemaStatus)> = snap
         .schemas
         .iter()
@@ -239,7 +239,7 @@ fn schema_status_live_orphaned_legacy_and_unknown() {
     // With database b unreachable the orphan is only 'unknown'.
     let mut o = obs(vec![db("a", 0), db("b", 1)], sessions, schemas);
     o.databases[1].outcome = Err("connection refused".into());
-    let snap = build_snapshot(&o, &Convention::default());
+    let snap = build_snapshot(o.clone(), &Convention::default());
     assert!(!snap.active_detection_complete);
     let s = snap
         .schemas
@@ -265,7 +265,7 @@ fn insufficient_privilege_and_unattributed_produce_warnings() {
         session(0, "a", 2, "pytest_gw0"),
     ];
     let snap = build_snapshot(
-        &obs(vec![db("a", 0)], sessions, vec![]),
+        obs(vec![db("a", 0)], sessions, vec![]),
         &Convention::default(),
     );
     assert!(snap.sessions[0].insufficient_privilege);
@@ -291,7 +291,7 @@ fn invocations_involved_in_blocking_sort_first_and_workers_sort_numerically() {
         ..session(0, "a", 2, &format!("pytest_gw1_{NS_B}"))
     });
     let snap = build_snapshot(
-        &obs(vec![db("a", 0)], sessions, vec![]),
+        obs(vec![db("a", 0)], sessions, vec![]),
         &Convention::default(),
     );
     assert_eq!(snap.invocations[0].namespace, NS_B);
@@ -303,7 +303,7 @@ fn invocations_involved_in_blocking_sort_first_and_workers_sort_numerically() {
 #[test]
 fn json_round_trips() {
     let snap = build_snapshot(
-        &obs(
+        obs(
             vec![db("a", 0)],
             vec![session(0, "a", 1, &format!("pytest_gw0_{NS_A}"))],
             vec![schema("a", &format!("test_{NS_A}_gw0"))],

@@ -1,0 +1,141 @@
+//! The real dashboard binary's cost while it watches: CPU (user+system, % of one core) and resident
+//! memory, sampled from /proc while `pgswarm` runs in tmux at 1 s refresh against a throwaway server
+//! with `SESSIONS` labeled sessions (50 invocations over 4 databases, a few blocked).
+//!
+//! Run: `cargo bench --bench dashboard_idle` (needs PostgreSQL server binaries and tmux).
+
+use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+const SESSIONS: usize = 500;
+const SAMPLE: Duration = Duration::from_secs(20);
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("pgswarm is running");
+    let after_comm = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm field.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::main]
+async fn main() {
+    let dbs = ["platform", "tenant_a", "tenant_b", "tenant_c"];
+    let cluster = TempCluster::start(&ClusterOptions {
+        databases: dbs.iter().map(|s| s.to_string()).collect(),
+        settings: vec![("max_connections".into(), "700".into())],
+        ..Default::default()
+    })
+    .expect("throwaway server (install PostgreSQL server binaries)");
+    cluster
+        .psql("platform", "CREATE TABLE shared (id int)")
+        .unwrap();
+    let mut clients = Vec::new();
+    for i in 0..SESSIONS {
+        let inv = i % 50;
+        let db = dbs[i % dbs.len()];
+        let ns = format!("p{}t1763900000r{:08x}", 20_000 + inv, inv);
+        let conf = format!(
+            "{} application_name=pytest_gw{}_{ns}",
+            cluster.conninfo(db),
+            i / 50
+        );
+        let (c, conn) = tokio_postgres::connect(&conf, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        clients.push(std::sync::Arc::new(c));
+    }
+    // Five blocked readers behind one open transaction.
+    clients[0]
+        .batch_execute("BEGIN; LOCK TABLE shared")
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    for c in clients.iter().skip(4).step_by(4).take(5) {
+        let c = std::sync::Arc::clone(c);
+        waiters.push(tokio::spawn(async move {
+            c.execute("SELECT * FROM shared", &[]).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let socket = format!("pgswarm-bench-{}", std::process::id());
+    let db_args: Vec<String> = dbs
+        .iter()
+        .map(|d| format!("--db '{d}={}'", cluster.conninfo(d)))
+        .collect();
+    let cmd = format!(
+        "exec '{}' --interval 1s {}",
+        env!("CARGO_BIN_EXE_pgswarm"),
+        db_args.join(" ")
+    );
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("tmux (apt-get install tmux)")
+    };
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "b",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let pid: u32 =
+        String::from_utf8_lossy(&tmux(&["display", "-p", "-t", "b", "#{pane_pid}"]).stdout)
+            .trim()
+            .parse()
+            .expect("pane pid");
+    tokio::time::sleep(Duration::from_secs(4)).await; // connect and settle
+    let screen =
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "b"]).stdout).into_owned();
+    assert!(screen.contains("sessions"), "dashboard not up:\n{screen}");
+
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let start_ticks = proc_cpu_ticks(pid);
+    let start = Instant::now();
+    let mut rss_max: f64 = 0.0;
+    while start.elapsed() < SAMPLE {
+        rss_max = rss_max.max(rss_mib(pid));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cpu =
+        (proc_cpu_ticks(pid) - start_ticks) as f64 / ticks_per_s / start.elapsed().as_secs_f64();
+    tmux(&["send-keys", "-t", "b", "q"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tmux(&["kill-server"]);
+
+    println!(
+        "| dashboard at 1 s refresh, 120x40, {SESSIONS} real sessions on 4 databases | value |"
+    );
+    println!("|---|---|");
+    println!(
+        "| CPU over {} s (user+system, one core) | {:.2} % |",
+        SAMPLE.as_secs(),
+        cpu * 100.0
+    );
+    println!("| resident memory, max | {rss_max:.1} MiB |");
+    for w in waiters {
+        w.abort();
+    }
+    drop(clients);
+    cluster.stop();
+}

@@ -1,0 +1,145 @@
+//! The real binary in a real terminal (tmux) against a throwaway server with real contention: the
+//! blocked pair must appear under both invocations, `q` must quit and give the terminal back.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A private tmux server (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let ok = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "this test drives the dashboard in tmux: install it (Debian/Ubuntu: apt-get install tmux)"
+        );
+        Tmux {
+            socket: format!("pgswarm-e2e-{}", std::process::id()),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn capture(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "e2e"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `pred` holds, or fails with the last screen.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let screen = self.capture();
+            if pred(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_blocked_pair_and_quits_cleanly() {
+    let srv = Server::start(&["platform", "tenant_a"]);
+    srv.psql("platform", "CREATE TABLE accounts (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let command = format!(
+        "XDG_STATE_HOME='{}' '{}' --interval 0.5s --db 'platform={c}' --db 'tenant_a={}'; \
+         echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+        srv.conninfo("tenant_a"),
+    );
+    let status = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &command,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // NS_A = p4100t…r0a0a0a0a and NS_B = p4200t…r0b0b0b0b, shown compactly in the tree.
+    let screen = tmux.wait_for("the blocked pair under both invocations", |s| {
+        s.contains("p4100…0a0a/gw0") && s.contains("p4200…0b0b/gw1") && s.contains("COLLISION")
+    });
+    assert!(screen.contains(NS_A) && screen.contains(NS_B), "{screen}");
+    assert!(screen.contains("public.accounts"), "{screen}");
+
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "q"])
+        .status()
+        .unwrap();
+    let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
+    // The alternate screen is gone: nothing of the dashboard is left on the terminal.
+    assert!(
+        !after.contains("Lock trees"),
+        "terminal not restored:\n{after}"
+    );
+    // Logs went to the state directory, not to the screen.
+    let log = std::fs::read_to_string(state.path().join("pgswarm/pgswarm.log")).unwrap();
+    assert!(log.contains("dashboard starting"), "{log}");
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}
+
+#[test]
+fn refuses_to_start_without_a_terminal() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["--db", "dbname=x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pgswarm snapshot"), "{err}");
+}
