@@ -69,6 +69,9 @@ struct GlobalArgs {
         global = true
     )]
     connect_timeout: Option<String>,
+    /// Never drop anything: `sweep` refuses and the dashboard's sweep key is disabled
+    #[arg(long, global = true)]
+    read_only: bool,
     /// Dashboard refresh interval, 0.25s to 60s [default: 1s]
     #[arg(long, value_name = "DURATION", env = "PGSWARM_INTERVAL", global = true)]
     interval: Option<String>,
@@ -80,6 +83,55 @@ enum Command {
     Watch(WatchArgs),
     /// Poll every configured database once: lock trees, invocations, schemas (text or --json)
     Snapshot(SnapshotArgs),
+    /// Drop stale test schemas, fail-closed: plan, confirm, drop one schema per transaction
+    #[command(after_help = SWEEP_HELP)]
+    Sweep(SweepArgs),
+}
+
+const SWEEP_HELP: &str = "\
+A schema is dropped only if the live set of namespaces was read from EVERY configured database, no
+session of its namespace is connected anywhere, its namespace token is older than --min-age, and nothing
+outside it depends on it. Everything else is kept, with the reason in the output.
+
+Examples:
+  pgswarm sweep --dry-run --db platform=postgres://ci@db1/platform_test --db tenant=postgres://ci@db2/tenant_test
+  pgswarm sweep --yes --json --config pgswarm.toml > sweep.json
+
+Exit codes: 0 done, no failure (also when nothing was stale); 2 usage error; 3 detection incomplete,
+nothing dropped; 4 some drops failed (or another sweep held a database).";
+
+#[derive(Args, Debug)]
+struct SweepArgs {
+    /// Plan only: show what would be dropped and why the rest is kept
+    #[arg(long)]
+    dry_run: bool,
+    /// Drop without asking (required when stdin is not a terminal)
+    #[arg(long)]
+    yes: bool,
+    /// Print one JSON document (fields documented in the README)
+    #[arg(long)]
+    json: bool,
+    /// Keep namespaces whose token is younger than this
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    min_age: String,
+    /// Also drop forced (debug) namespaces, whose age is unknown
+    #[arg(long)]
+    include_forced: bool,
+    /// Also drop legacy {prefix}_gwN schemas, whose owner is unknown
+    #[arg(long)]
+    include_legacy: bool,
+    /// Sweep even when a session carries the prefix but no attributable namespace
+    #[arg(long)]
+    allow_unattributed: bool,
+    /// lock_timeout of each drop transaction
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    lock_timeout: String,
+    /// statement_timeout of each drop transaction
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    statement_timeout: String,
+    /// Servers swept in parallel (one drop at a time per server)
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    jobs: usize,
 }
 
 #[derive(Args, Debug, Default)]
@@ -124,7 +176,7 @@ fn run(cli: Cli) -> i32 {
         app_prefix: g.app_prefix,
         schema_prefix: g.schema_prefix,
         connect_timeout: g.connect_timeout,
-        read_only: false,
+        read_only: g.read_only,
     };
     let settings = match resolve_settings(&cli_settings, &ProcessEnv) {
         Ok(s) => s,
@@ -167,6 +219,7 @@ fn run(cli: Cli) -> i32 {
             drop(runtime);
             run_dashboard(settings, interval)
         }
+        Command::Sweep(args) => runtime.block_on(run_sweep(&settings, args)),
         Command::Snapshot(args) => {
             let snap = runtime.block_on(take_snapshot(&settings, &ProcessEnv));
             emit(&render_snapshot(&snap, args.json));
@@ -180,4 +233,117 @@ fn run(cli: Cli) -> i32 {
             snapshot_exit_code(&snap, args.fail_on_blocked)
         }
     }
+}
+
+fn sweep_usage(msg: &str) -> i32 {
+    eprintln!("pgswarm: error: {msg}");
+    exit::USAGE
+}
+
+async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -> i32 {
+    use pgswarm::cmd::sweep::*;
+    use std::io::IsTerminal;
+    if settings.read_only {
+        return sweep_usage("read-only mode (--read-only or read_only in the config): sweep refuses to drop anything");
+    }
+    let dur = |what: &str, v: &str| parse_duration(what, v).map_err(|e| e.to_string());
+    let (min_age, lock_timeout, statement_timeout) = match (
+        dur("--min-age", &args.min_age),
+        dur("--lock-timeout", &args.lock_timeout),
+        dur("--statement-timeout", &args.statement_timeout),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return sweep_usage(&e),
+    };
+    if lock_timeout.is_zero() || statement_timeout.is_zero() {
+        return sweep_usage("--lock-timeout and --statement-timeout must be positive: a drop must never wait forever");
+    }
+    if args.jobs == 0 {
+        return sweep_usage("invalid --jobs 0: use 1 or more");
+    }
+    let interactive = std::io::stdin().is_terminal();
+    if !args.dry_run && !args.yes && !interactive {
+        return sweep_usage("stdin is not a terminal, so pgswarm cannot ask before dropping: check with --dry-run, then pass --yes");
+    }
+    let rules = pgswarm::domain::sweep::SweepRules {
+        min_age,
+        include_forced: args.include_forced,
+        include_legacy: args.include_legacy,
+        allow_unattributed: args.allow_unattributed,
+    };
+    let drop = pgswarm::pg::sweep::DropSettings {
+        lock_timeout,
+        statement_timeout,
+        jobs: args.jobs,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let plan = discover_and_plan(settings, &rules, &ProcessEnv).await;
+    let discovery_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !args.json {
+        emit(&render_plan(&plan));
+    }
+    let mut outcomes = Vec::new();
+    let mut drop_ms = 0.0;
+    let proceed = plan.active_detection_complete && plan.drop_count() > 0 && !args.dry_run;
+    let confirmed = if !proceed {
+        false
+    } else if args.yes {
+        true
+    } else {
+        eprint!(
+            "Drop {} schemas? Type 'yes' to proceed: ",
+            plan.drop_count()
+        );
+        let mut answer = String::new();
+        let ok = std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes";
+        if !ok {
+            eprintln!("cancelled: nothing dropped");
+        }
+        // A plan confirmed long after it was made may no longer describe the databases.
+        let age = chrono::Utc::now() - plan.planned_at;
+        if ok && age > chrono::Duration::minutes(5) {
+            eprintln!(
+                "the plan is {} s old: run the sweep again; nothing dropped",
+                age.num_seconds()
+            );
+            false
+        } else {
+            ok
+        }
+    };
+    if confirmed {
+        let (o, ms) = run_plan(&plan, settings, &rules, &drop, &ProcessEnv).await;
+        outcomes = o;
+        drop_ms = ms;
+    }
+    let report = build_report(
+        &plan,
+        &outcomes,
+        args.dry_run,
+        Timings {
+            discovery_ms,
+            drop_ms,
+            total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
+    );
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&report).expect("report serializes");
+        text.push('\n');
+        emit(&text);
+    } else {
+        for d in &report.databases {
+            for f in &d.failed {
+                emit(&format!(
+                    "FAILED {}.{}: {} ({})\n",
+                    d.name,
+                    f.schema,
+                    f.error,
+                    f.sqlstate.as_deref().unwrap_or("no SQLSTATE")
+                ));
+            }
+        }
+        emit(&format!("{}\n", summary_line(&report)));
+    }
+    sweep_exit_code(&report)
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod report;
 pub mod snapshot;
+pub mod sweep;
 
 /// Documented exit codes (README "Exit codes").
 pub mod exit {

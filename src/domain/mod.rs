@@ -8,3 +8,4 @@ pub mod fixtures;
 pub mod lockgraph;
 pub mod naming;
 pub mod snapshot;
+pub mod sweep;

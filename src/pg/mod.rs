@@ -7,3 +7,4 @@ pub mod connect;
 pub mod conninfo;
 pub mod poller;
 pub mod probe;
+pub mod sweep;
