@@ -232,3 +232,110 @@ fn unreachable_since_is_kept_until_the_database_returns() {
     assert!(!app.unreachable_since.contains_key("tenant_b"));
     assert!(app.last_good_poll.is_some());
 }
+
+fn sweep_plan(obs: Observation) -> pgswarm::domain::sweep::SweepPlan {
+    pgswarm::domain::sweep::plan_sweep(
+        &pgswarm::domain::snapshot::build_snapshot(obs, &Convention::default()),
+        &std::collections::HashMap::new(),
+        &pgswarm::domain::sweep::SweepRules::default(),
+        fixture_now() + ChronoDuration::hours(1),
+    )
+}
+
+#[test]
+fn sweep_key_plans_capital_y_runs_exactly_the_plan_shown() {
+    use pgswarm::tui::app::SweepView;
+    let mut app = app_with(fixtures::collision());
+    assert_eq!(app.update(ch('S')), vec![Effect::PlanSweep]);
+    assert_eq!(app.overlay, Overlay::Sweep(SweepView::Planning));
+    let plan = sweep_plan(fixtures::collision());
+    assert_eq!(plan.drop_count(), 2);
+    app.update(Event::SweepPlanned(Box::new(plan.clone())));
+    assert_eq!(
+        app.overlay,
+        Overlay::Sweep(SweepView::Plan(Box::new(plan.clone())))
+    );
+
+    // Polls during the confirmation do not change the plan being confirmed.
+    app.update(poll(fixtures::empty(), 3));
+    assert_eq!(
+        app.overlay,
+        Overlay::Sweep(SweepView::Plan(Box::new(plan.clone())))
+    );
+
+    // Lower-case y is not confirmation: it cancels.
+    assert_eq!(app.update(ch('y')), vec![]);
+    assert_eq!(app.overlay, Overlay::None);
+
+    app.update(ch('S'));
+    app.update(Event::SweepPlanned(Box::new(plan.clone())));
+    assert_eq!(
+        app.update(ch('Y')),
+        vec![Effect::RunSweep(Box::new(plan.clone()))]
+    );
+    assert!(matches!(
+        app.overlay,
+        Overlay::Sweep(SweepView::Running { done: 0, .. })
+    ));
+    app.update(ch('q'));
+    assert!(!app.quit, "a stray key does not interrupt a running sweep");
+    app.update(Event::SweepProgress {
+        done: 1,
+        current: Some("platform.x".into()),
+    });
+    assert!(matches!(
+        app.overlay,
+        Overlay::Sweep(SweepView::Running { done: 1, .. })
+    ));
+    let report = pgswarm::cmd::sweep::build_report(
+        &plan,
+        &[],
+        false,
+        pgswarm::cmd::sweep::Timings {
+            discovery_ms: 0.0,
+            drop_ms: 0.0,
+            total_ms: 0.0,
+        },
+    );
+    assert_eq!(
+        app.update(Event::SweepFinished(Box::new(report))),
+        vec![Effect::Refresh]
+    );
+    assert!(matches!(
+        app.overlay,
+        Overlay::Sweep(SweepView::Finished(_))
+    ));
+    app.update(ch('x'));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn sweep_is_disabled_read_only_and_refused_on_an_incomplete_plan() {
+    use pgswarm::tui::app::SweepView;
+    let mut app = app_with(fixtures::collision());
+    app.read_only = true;
+    assert_eq!(app.update(ch('S')), vec![]);
+    assert_eq!(app.overlay, Overlay::Sweep(SweepView::Disabled));
+    app.update(ch('Y'));
+    assert_eq!(app.overlay, Overlay::None);
+
+    let mut app = app_with(fixtures::unreachable());
+    app.update(ch('S'));
+    let plan = sweep_plan(fixtures::unreachable());
+    assert!(!plan.active_detection_complete);
+    app.update(Event::SweepPlanned(Box::new(plan)));
+    assert_eq!(
+        app.update(ch('Y')),
+        vec![],
+        "an incomplete plan cannot be run"
+    );
+    assert_eq!(app.overlay, Overlay::None);
+
+    // A plan that arrives after the user cancelled is not shown.
+    app.update(ch('S'));
+    app.update(key(KeyCode::Esc));
+    app.update(Event::SweepPlanned(Box::new(sweep_plan(
+        fixtures::collision(),
+    ))));
+    assert_eq!(app.overlay, Overlay::None);
+}

@@ -22,8 +22,10 @@ impl Tmux {
             ok,
             "this test drives the dashboard in tmux: install it (Debian/Ubuntu: apt-get install tmux)"
         );
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tmux {
-            socket: format!("pgswarm-e2e-{}", std::process::id()),
+            socket: format!("pgswarm-e2e-{}-{n}", std::process::id()),
         }
     }
 
@@ -142,4 +144,96 @@ fn refuses_to_start_without_a_terminal() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pgswarm snapshot"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
+    let srv = Server::start(&["platform"]);
+    let stale = "test_p4900t1700000000r0c0ffee0_gw0";
+    let live = format!("test_{NS_A}_gw0");
+    srv.psql(
+        "platform",
+        &format!("CREATE SCHEMA {stale}; CREATE TABLE {stale}.t (id int); CREATE SCHEMA {live}"),
+    );
+    let c = srv.conninfo("platform");
+    let _live = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let command = format!(
+        "XDG_STATE_HOME='{}' '{}' --db 'platform={c}'; echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    );
+    assert!(tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &command
+        ])
+        .status()
+        .unwrap()
+        .success());
+    tmux.wait_for("the orphaned schema", |s| s.contains("orphaned"));
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "S"])
+        .status()
+        .unwrap();
+    let plan = tmux.wait_for("the sweep plan", |s| {
+        s.contains("Y (capital) drops exactly these 1")
+    });
+    assert!(plan.contains(&format!("drop {stale}")), "{plan}");
+    assert!(plan.contains(&format!("keep {live}")), "{plan}");
+    // A lower-case y cancels.
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "y"])
+        .status()
+        .unwrap();
+    tmux.wait_for("the plan to close", |s| !s.contains("Y (capital)"));
+    assert_eq!(
+        srv.psql(
+            "platform",
+            &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{stale}'")
+        )
+        .trim(),
+        "1",
+        "cancelled: nothing dropped"
+    );
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "S"])
+        .status()
+        .unwrap();
+    tmux.wait_for("the sweep plan again", |s| s.contains("Y (capital)"));
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "Y"])
+        .status()
+        .unwrap();
+    tmux.wait_for("the sweep result", |s| s.contains("dropped 1, failed 0"));
+    let count = |name: &str| {
+        srv.psql(
+            "platform",
+            &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{name}'"),
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(count(stale), "0");
+    assert_eq!(count(&live), "1");
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "Escape"])
+        .status()
+        .unwrap();
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "q"])
+        .status()
+        .unwrap();
+    let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
 }

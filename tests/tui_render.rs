@@ -186,3 +186,43 @@ fn selected_row_is_reversed() {
     let (x, y) = find(&buf, &ns)[0];
     assert!(buf[(x, y)].modifier.contains(Modifier::REVERSED));
 }
+
+#[test]
+fn sweep_plan_overlay() {
+    let mut app = app_for(Some(fixtures::collision()));
+    app.update(Event::Key(crossterm::event::KeyCode::Char('S').into()));
+    let plan = pgswarm::domain::sweep::plan_sweep(
+        &build_snapshot(fixtures::collision(), &Convention::default()),
+        &std::collections::HashMap::new(),
+        &pgswarm::domain::sweep::SweepRules::default(),
+        fixture_now(),
+    );
+    app.update(Event::SweepPlanned(Box::new(plan)));
+    let buf = render(&app, 120, 40, COLOR);
+    insta::assert_snapshot!("sweep_plan_120x40", text(&buf));
+    let (x, y) = find(&buf, "Y (capital)")[0];
+    assert_eq!(buf[(x, y)].fg, Color::Red);
+}
+
+#[test]
+fn a_long_sweep_plan_keeps_its_confirmation_line_on_screen() {
+    let mut app = app_for(Some(fixtures::collision()));
+    app.update(Event::Key(crossterm::event::KeyCode::Char('S').into()));
+    let mut obs = fixtures::synthetic(400, 100, 4, 1);
+    for s in &mut obs.sessions {
+        s.application_name = "psql".into(); // every invocation crashed: every schema is stale
+    }
+    let plan = pgswarm::domain::sweep::plan_sweep(
+        &build_snapshot(obs, &Convention::default()),
+        &std::collections::HashMap::new(),
+        &pgswarm::domain::sweep::SweepRules::default(),
+        fixture_now() + ChronoDuration::hours(1),
+    );
+    assert!(plan.drop_count() > 100);
+    app.update(Event::SweepPlanned(Box::new(plan)));
+    for (w, h) in [(80, 24), (120, 40)] {
+        let t = text(&render(&app, w, h, COLOR));
+        assert!(t.contains("Y (capital) drops exactly these"), "{t}");
+        assert!(t.contains("more lines"), "{t}");
+    }
+}

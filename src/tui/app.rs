@@ -5,9 +5,11 @@
 //! so a refresh that reorders rows cannot move the cursor to another item; and for a moment after a
 //! navigation key the row order itself is frozen, so a row does not jump away under the cursor.
 
+use crate::cmd::sweep::SweepReport;
 use crate::domain::snapshot::{
     build_snapshot, merge_observations, Convention, Observation, Snapshot,
 };
+use crate::domain::sweep::SweepPlan;
 use crate::pg::poller::GroupResult;
 use crate::tui::keys::{action_for, Action};
 use chrono::{DateTime, Utc};
@@ -62,11 +64,28 @@ pub enum RowKey {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     None,
     Help,
     Detail(RowKey),
+    Sweep(SweepView),
+}
+
+/// The sweep overlay's stages. The plan shown is the plan run: polls never touch it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepView {
+    /// Discovery is running off the UI thread.
+    Planning,
+    Plan(Box<SweepPlan>),
+    Running {
+        plan: Box<SweepPlan>,
+        done: usize,
+        current: Option<String>,
+    },
+    Finished(Box<SweepReport>),
+    /// `--read-only`: the key is disabled.
+    Disabled,
 }
 
 #[derive(Debug, Clone)]
@@ -77,13 +96,23 @@ pub enum Event {
     Poll(GroupResult, DateTime<Utc>),
     /// A snapshot already built off the UI thread, with per-database probe latencies.
     Snapshot(Box<Snapshot>, Vec<(String, f64)>, DateTime<Utc>),
+    SweepPlanned(Box<SweepPlan>),
+    SweepProgress {
+        done: usize,
+        current: Option<String>,
+    },
+    SweepFinished(Box<SweepReport>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Quit,
     Refresh,
     SetInterval(Duration),
+    /// Discover and plan a sweep (off the UI thread); answer with [`Event::SweepPlanned`].
+    PlanSweep,
+    /// Run exactly this plan; answer with progress and [`Event::SweepFinished`].
+    RunSweep(Box<SweepPlan>),
 }
 
 /// A row of the lock-tree pane: an index into `snapshot.lock_trees[tree].rows[row]`.
@@ -334,6 +363,8 @@ pub struct App {
     pub filter_editing: bool,
     pub overlay: Overlay,
     pub now: DateTime<Utc>,
+    /// `--read-only`: the sweep key is disabled.
+    pub read_only: bool,
     /// Clock times on screen are shown at this offset (the local one when running).
     pub utc_offset: chrono::FixedOffset,
     pub quit: bool,
@@ -369,6 +400,7 @@ impl App {
             filter_editing: false,
             overlay: Overlay::None,
             now,
+            read_only: false,
             utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
             quit: false,
         }
@@ -475,6 +507,29 @@ impl App {
                 }
                 vec![]
             }
+            Event::SweepPlanned(plan) => {
+                // Only if the user is still waiting for it.
+                if self.overlay == Overlay::Sweep(SweepView::Planning) {
+                    self.overlay = Overlay::Sweep(SweepView::Plan(plan));
+                }
+                vec![]
+            }
+            Event::SweepProgress { done, current } => {
+                if let Overlay::Sweep(SweepView::Running {
+                    done: d,
+                    current: c,
+                    ..
+                }) = &mut self.overlay
+                {
+                    *d = done;
+                    *c = current;
+                }
+                vec![]
+            }
+            Event::SweepFinished(report) => {
+                self.overlay = Overlay::Sweep(SweepView::Finished(report));
+                vec![Effect::Refresh]
+            }
             Event::Key(key) => self.on_key(key),
         }
     }
@@ -508,6 +563,9 @@ impl App {
             }
             return vec![];
         }
+        if let Overlay::Sweep(view) = &self.overlay {
+            return self.on_sweep_key(key, view.clone());
+        }
         let Some(action) = action_for(&key) else {
             return vec![];
         };
@@ -531,6 +589,14 @@ impl App {
                 return vec![Effect::Quit];
             }
             Action::Help => self.overlay = Overlay::Help,
+            Action::Sweep => {
+                if self.read_only {
+                    self.overlay = Overlay::Sweep(SweepView::Disabled);
+                } else {
+                    self.overlay = Overlay::Sweep(SweepView::Planning);
+                    return vec![Effect::PlanSweep];
+                }
+            }
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::PageUp => self.move_selection(-(PAGE as isize)),
@@ -583,6 +649,38 @@ impl App {
             }
         }
         vec![]
+    }
+
+    /// Keys while the sweep overlay is open: capital `Y` runs the plan shown, anything else cancels.
+    fn on_sweep_key(&mut self, key: KeyEvent, view: SweepView) -> Vec<Effect> {
+        let ctrl_c = key.code == KeyCode::Char('c')
+            && key
+                .modifiers
+                .contains(crossterm::event::KeyModifiers::CONTROL);
+        if ctrl_c {
+            self.quit = true;
+            return vec![Effect::Quit];
+        }
+        match view {
+            SweepView::Plan(plan)
+                if key.code == KeyCode::Char('Y')
+                    && plan.active_detection_complete
+                    && plan.drop_count() > 0 =>
+            {
+                self.overlay = Overlay::Sweep(SweepView::Running {
+                    plan: plan.clone(),
+                    done: 0,
+                    current: None,
+                });
+                vec![Effect::RunSweep(plan)]
+            }
+            // A running sweep is not interrupted by a stray key.
+            SweepView::Running { .. } => vec![],
+            _ => {
+                self.overlay = Overlay::None;
+                vec![]
+            }
+        }
     }
 
     fn move_selection(&mut self, delta: isize) {

@@ -22,6 +22,7 @@ pub enum Action {
     Faster,
     Slower,
     Help,
+    Sweep,
     Quit,
 }
 
@@ -156,6 +157,14 @@ pub const BINDINGS: &[Binding] = &[
         short: "refresh",
         help: "refresh now",
         action: Action::Refresh,
+        footer: true,
+    },
+    Binding {
+        keys: &[KeyCode::Char('S')],
+        label: "S",
+        short: "sweep",
+        help: "sweep stale schemas: shows the plan; capital Y runs exactly that plan",
+        action: Action::Sweep,
         footer: true,
     },
     Binding {

@@ -8,6 +8,7 @@
 //! thread or task (the hook restores the terminal, prints the report after that, and exits).
 
 use crate::cmd::config::Settings;
+use crate::domain::sweep::SweepRules;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::poller::{group_targets, spawn_pollers, PollControl};
 use crate::tui::app::{probe_latencies, Aggregator, App, Effect, Event};
@@ -118,6 +119,7 @@ async fn event_loop(
         Utc::now(),
     );
     app.utc_offset = *chrono::Local::now().offset();
+    app.read_only = settings.read_only;
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let (control_tx, control_rx) = watch::channel(PollControl {
@@ -203,6 +205,22 @@ async fn event_loop(
                     Effect::Quit => {}
                     Effect::Refresh => control_tx.send_modify(|c| c.refresh_seq += 1),
                     Effect::SetInterval(d) => control_tx.send_modify(|c| c.interval = d),
+                    Effect::PlanSweep => {
+                        let (settings, tx) = (settings.clone(), events_tx.clone());
+                        tokio::spawn(async move {
+                            let plan = crate::cmd::sweep::discover_and_plan(
+                                &settings,
+                                &SweepRules::default(),
+                                &ProcessEnv,
+                            )
+                            .await;
+                            let _ = tx.send(Event::SweepPlanned(Box::new(plan)));
+                        });
+                    }
+                    Effect::RunSweep(plan) => {
+                        let (settings, tx) = (settings.clone(), events_tx.clone());
+                        tokio::spawn(run_sweep(settings, *plan, tx));
+                    }
                 }
             }
         }
@@ -221,4 +239,57 @@ async fn event_loop(
         p.abort();
     }
     Ok(())
+}
+
+/// Runs exactly the confirmed plan, reporting progress as events.
+async fn run_sweep(
+    settings: crate::cmd::config::Settings,
+    plan: crate::domain::sweep::SweepPlan,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let started = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let progress = |p: crate::pg::sweep::Progress| match p {
+        crate::pg::sweep::Progress::Dropping { database, schema } => {
+            let _ = tx.send(Event::SweepProgress {
+                done: done.load(std::sync::atomic::Ordering::Relaxed),
+                current: Some(format!("{database}.{schema}")),
+            });
+        }
+        crate::pg::sweep::Progress::Done { .. } => {
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let _ = tx.send(Event::SweepProgress {
+                done: n,
+                current: None,
+            });
+        }
+    };
+    let rules = SweepRules::default();
+    let outcomes = crate::pg::sweep::execute_plan(
+        &plan,
+        &settings.databases,
+        &settings.session,
+        &settings.convention,
+        &rules,
+        &crate::pg::sweep::DropSettings::default(),
+        &ProcessEnv,
+        &progress,
+    )
+    .await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        dropped = outcomes.iter().map(|o| o.dropped.len()).sum::<usize>(),
+        "sweep finished"
+    );
+    let report = crate::cmd::sweep::build_report(
+        &plan,
+        &outcomes,
+        false,
+        crate::cmd::sweep::Timings {
+            discovery_ms: 0.0,
+            drop_ms: ms,
+            total_ms: ms,
+        },
+    );
+    let _ = tx.send(Event::SweepFinished(Box::new(report)));
 }

@@ -8,7 +8,7 @@
 
 use crate::cmd::report::{fmt_age, fmt_bytes, session_label};
 use crate::domain::snapshot::{SchemaStatus, SessionReport, Snapshot, WaitSource};
-use crate::tui::app::{App, Overlay, Pane, RowKey};
+use crate::tui::app::{App, Overlay, Pane, RowKey, SweepView};
 use crate::tui::keys::{footer_hints, BINDINGS};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -36,6 +36,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help => draw_popup(frame, theme, "Keys", help_lines(theme)),
+        Overlay::Sweep(view) => draw_popup(frame, theme, "Sweep", sweep_lines(app, theme, view)),
         Overlay::Detail(key) => {
             let title = match key {
                 RowKey::Invocation(_) | RowKey::OtherSessions => "Invocation",
@@ -693,8 +694,20 @@ fn draw_schemas(
     frame.render_widget(table, area);
 }
 
-fn draw_popup(frame: &mut Frame, theme: &Theme, title: &str, lines: Vec<Line<'static>>) {
+fn draw_popup(frame: &mut Frame, theme: &Theme, title: &str, mut lines: Vec<Line<'static>>) {
     let area = frame.area();
+    // Too long for the screen: cut the middle, never the last two lines (what the keys do).
+    let room = area.height.saturating_sub(4) as usize;
+    if lines.len() > room && room >= 4 {
+        let tail = lines.split_off(lines.len() - 2);
+        let hidden = lines.len() + 1 - (room - 2);
+        lines.truncate(room - 3);
+        lines.push(Line::styled(
+            format!(" … {hidden} more lines (a taller terminal shows them)"),
+            theme.dim(),
+        ));
+        lines.extend(tail);
+    }
     let w = (area.width.saturating_sub(4)).min(100);
     let h = (area.height.saturating_sub(2)).min(lines.len() as u16 + 2);
     let popup = Rect {
@@ -972,6 +985,130 @@ fn detail_lines(app: &App, theme: &Theme, key: &RowKey) -> Vec<Line<'static>> {
                 ),
                 kv("status", format!("{:?}: {why}", s.status).to_lowercase()),
             ]
+        }
+    }
+}
+
+fn sweep_lines(app: &App, theme: &Theme, view: &SweepView) -> Vec<Line<'static>> {
+    use crate::domain::sweep::SweepPlan;
+    let plan_lines = |plan: &SweepPlan| -> Vec<Line<'static>> {
+        let age = (app.now - plan.planned_at).num_seconds().max(0);
+        let mut out = vec![Line::from(vec![
+            Span::styled(
+                format!(
+                    " plan made {} ({age} s ago) · live set ",
+                    plan.planned_at
+                        .with_timezone(&app.utc_offset)
+                        .format("%H:%M:%S")
+                ),
+                theme.header(),
+            ),
+            if plan.active_detection_complete {
+                Span::styled("complete", theme.ok())
+            } else {
+                Span::styled("INCOMPLETE: nothing will be dropped", theme.bad())
+            },
+        ])];
+        for e in &plan.errors {
+            out.push(Line::styled(
+                format!("   {}: {}", e.database, e.error),
+                theme.bad(),
+            ));
+        }
+        for d in &plan.databases {
+            if d.drop.is_empty() && d.keep.is_empty() {
+                continue;
+            }
+            out.push(Line::styled(format!(" {}", d.name), theme.header()));
+            for x in &d.drop {
+                out.push(Line::from(vec![
+                    Span::styled("   drop ", theme.orphaned()),
+                    Span::raw(format!(
+                        "{} ({} tables, ~{})",
+                        x.schema,
+                        x.tables,
+                        fmt_bytes(x.bytes)
+                    )),
+                ]));
+            }
+            for k in &d.keep {
+                out.push(Line::from(vec![
+                    Span::styled("   keep ", theme.dim()),
+                    Span::raw(format!("{} ", k.schema)),
+                    Span::styled(k.reason.as_str(), theme.dim()),
+                ]));
+            }
+        }
+        out
+    };
+    match view {
+        SweepView::Disabled => vec![Line::styled(
+            " read-only mode (--read-only): the sweep is disabled",
+            theme.warning(),
+        )],
+        SweepView::Planning => vec![Line::raw(
+            " planning: reading sessions and schemas from every configured database…",
+        )],
+        SweepView::Plan(plan) => {
+            let mut out = plan_lines(plan);
+            out.push(Line::raw(""));
+            if plan.active_detection_complete && plan.drop_count() > 0 {
+                out.push(Line::styled(
+                    format!(
+                        " Y (capital) drops exactly these {} schemas · any other key cancels",
+                        plan.drop_count()
+                    ),
+                    theme.bad(),
+                ));
+            } else {
+                out.push(Line::styled(
+                    " nothing to drop · any key closes",
+                    theme.dim(),
+                ));
+            }
+            out
+        }
+        SweepView::Running {
+            plan,
+            done,
+            current,
+        } => {
+            let mut out = vec![Line::styled(
+                format!(" dropping {done}/{} …", plan.drop_count()),
+                theme.header(),
+            )];
+            if let Some(c) = current {
+                out.push(Line::raw(format!("   {c}")));
+            }
+            out
+        }
+        SweepView::Finished(report) => {
+            let mut out = vec![Line::styled(
+                format!(" {}", crate::cmd::sweep::summary_line(report)),
+                theme.header(),
+            )];
+            for d in &report.databases {
+                for f in &d.failed {
+                    out.push(Line::styled(
+                        format!(
+                            "   FAILED {}.{}: {} ({})",
+                            d.name,
+                            f.schema,
+                            f.error,
+                            f.sqlstate.as_deref().unwrap_or("-")
+                        ),
+                        theme.bad(),
+                    ));
+                }
+            }
+            for e in &report.errors {
+                out.push(Line::styled(
+                    format!("   {}: {}", e.database, e.error),
+                    theme.bad(),
+                ));
+            }
+            out.push(Line::styled(" any key closes", theme.dim()));
+            out
         }
     }
 }
