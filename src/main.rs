@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXAMPLES: &str = "\
 Examples:
+  pgswarm demo
   pgswarm --db platform=postgres://app@db1/platform_test --db tenant=postgres://app@db2/tenant_test
   pgswarm snapshot --db platform=postgres://app@db1/platform_test --db tenant=postgres://app@db2/tenant_test
   pgswarm snapshot --json --db 'platform=host=/var/run/postgresql dbname=platform_test' | jq .blocking
@@ -86,6 +87,33 @@ enum Command {
     /// Drop stale test schemas, fail-closed: plan, confirm, drop one schema per transaction
     #[command(after_help = SWEEP_HELP)]
     Sweep(SweepArgs),
+    /// A private PostgreSQL with a simulated agent swarm and real incidents, in the dashboard
+    Demo(DemoArgs),
+    /// Write one snapshot per tick as JSON Lines (for replay and incident review)
+    Record(RecordArgs),
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Run only the simulator (no dashboard) until interrupted
+    #[arg(long)]
+    no_tui: bool,
+    /// With --db: simulate against databases whose names do not look like test databases
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// The JSON Lines file to append to
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Stop after this long (default: until Ctrl-C or SIGTERM)
+    #[arg(long, value_name = "DURATION")]
+    duration: Option<String>,
+    /// Stop once the file reaches this many bytes
+    #[arg(long, value_name = "BYTES")]
+    max_bytes: Option<u64>,
 }
 
 const SWEEP_HELP: &str = "\
@@ -135,10 +163,20 @@ struct SweepArgs {
 }
 
 #[derive(Args, Debug, Default)]
-struct WatchArgs {}
+struct WatchArgs {
+    /// Replay a recording instead of polling (space play/pause, . , step, + - speed, [ ] seek)
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+}
 
 #[derive(Args, Debug)]
 struct SnapshotArgs {
+    /// Print the state recorded in FILE (with --at) instead of polling
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// With --replay: RFC 3339 time, HH:MM:SS (UTC) or +90s from the start [default: the end]
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    at: Option<String>,
     /// Print one JSON document (fields documented in the README)
     #[arg(long)]
     json: bool,
@@ -167,6 +205,16 @@ fn emit(text: &str) -> bool {
 
 fn run(cli: Cli) -> i32 {
     let command = cli.command.unwrap_or(Command::Watch(WatchArgs::default()));
+    // Replays and the demo need no configured database: do not fail on the libpq environment.
+    let offline = matches!(&command, Command::Watch(WatchArgs { replay: Some(_) }))
+        || matches!(
+            &command,
+            Command::Snapshot(SnapshotArgs {
+                replay: Some(_),
+                ..
+            })
+        )
+        || (matches!(&command, Command::Demo(_)) && cli.global.db.is_empty());
     let g = cli.global;
     let g_interval = g.interval.clone();
     let cli_settings = CliSettings {
@@ -180,46 +228,153 @@ fn run(cli: Cli) -> i32 {
     };
     let settings = match resolve_settings(&cli_settings, &ProcessEnv) {
         Ok(s) => s,
+        Err(_) if offline => {
+            // Only the convention matters offline; fall back to the defaults for everything else.
+            match resolve_settings(
+                &CliSettings {
+                    db: vec!["dbname=offline".into()],
+                    ..cli_settings.clone()
+                },
+                &ProcessEnv,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("pgswarm: error: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
         Err(e) => {
             eprintln!("pgswarm: error: {e}");
             return exit::USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match pgswarm::cmd::build_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     match command {
-        Command::Watch(WatchArgs {}) => {
-            let interval = match g_interval
-                .as_deref()
-                .map(|s| parse_duration("--interval", s))
-            {
-                None => std::time::Duration::from_secs(1),
-                Some(Ok(d)) if (INTERVAL_MIN..=INTERVAL_MAX).contains(&d) => d,
-                Some(Ok(_)) => {
-                    eprintln!(
-                        "pgswarm: error: invalid --interval {:?}: use 0.25s to 60s",
-                        g_interval.unwrap_or_default()
-                    );
-                    return exit::USAGE;
+        Command::Watch(WatchArgs { replay: Some(path) }) => {
+            drop(runtime);
+            match pgswarm::cmd::replay::read_recording(&path) {
+                Ok((snaps, bad)) => {
+                    pgswarm::cmd::replay::report_bad_lines(&path.display().to_string(), &bad);
+                    if snaps.is_empty() {
+                        eprintln!(
+                            "pgswarm: error: {} holds no readable snapshot",
+                            path.display()
+                        );
+                        return exit::USAGE;
+                    }
+                    pgswarm::tui::run::run_replay(snaps, settings)
                 }
+                Err(e) => {
+                    eprintln!("pgswarm: error: {e}");
+                    exit::USAGE
+                }
+            }
+        }
+        Command::Demo(args) => {
+            drop(runtime);
+            let interval = match parse_interval(g_interval.as_deref()) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let databases = if cli_settings.db.is_empty() {
+                Vec::new()
+            } else {
+                settings.databases.clone()
+            };
+            pgswarm::cmd::demo::run_demo(
+                pgswarm::cmd::demo::DemoOptions {
+                    no_tui: args.no_tui,
+                    databases,
+                    force: args.force,
+                    interval,
+                },
+                &settings,
+            )
+        }
+        Command::Record(args) => {
+            let duration = match args
+                .duration
+                .as_deref()
+                .map(|s| parse_duration("--duration", s))
+            {
+                None => None,
+                Some(Ok(d)) => Some(d),
                 Some(Err(e)) => {
                     eprintln!("pgswarm: error: {e}");
                     return exit::USAGE;
                 }
             };
+            let interval = match parse_interval(g_interval.as_deref()) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let opts = pgswarm::cmd::record::RecordOptions {
+                out: args.out,
+                interval,
+                duration,
+                max_bytes: args.max_bytes,
+            };
+            runtime.block_on(pgswarm::cmd::record::record(&settings, &opts))
+        }
+        Command::Watch(WatchArgs { replay: None }) => {
+            let interval = match parse_interval(g_interval.as_deref()) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
             drop(runtime);
             run_dashboard(settings, interval)
         }
         Command::Sweep(args) => runtime.block_on(run_sweep(&settings, args)),
+        Command::Snapshot(SnapshotArgs {
+            replay: Some(path),
+            at,
+            json,
+            ..
+        }) => {
+            let (snaps, bad) = match pgswarm::cmd::replay::read_recording(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("pgswarm: error: {e}");
+                    return exit::USAGE;
+                }
+            };
+            pgswarm::cmd::replay::report_bad_lines(&path.display().to_string(), &bad);
+            let Some(first) = snaps.first() else {
+                eprintln!(
+                    "pgswarm: error: {} holds no readable snapshot",
+                    path.display()
+                );
+                return exit::USAGE;
+            };
+            let snap = match at.as_deref() {
+                None => snaps.last(),
+                Some(t) => match pgswarm::cmd::replay::parse_at(t, first.taken_at) {
+                    Ok(at) => pgswarm::cmd::replay::snapshot_at(&snaps, at),
+                    Err(e) => {
+                        eprintln!("pgswarm: error: {e}");
+                        return exit::USAGE;
+                    }
+                },
+            };
+            match snap {
+                Some(s) => {
+                    emit(&render_snapshot(s, json));
+                    exit::OK
+                }
+                None => {
+                    eprintln!(
+                        "pgswarm: error: the recording starts at {}: nothing was recorded at or before {:?}",
+                        first.taken_at,
+                        at.unwrap_or_default()
+                    );
+                    exit::USAGE
+                }
+            }
+        }
         Command::Snapshot(args) => {
             let snap = runtime.block_on(take_snapshot(&settings, &ProcessEnv));
             emit(&render_snapshot(&snap, args.json));
@@ -346,4 +501,23 @@ async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -
         emit(&format!("{}\n", summary_line(&report)));
     }
     sweep_exit_code(&report)
+}
+
+/// `--interval`: 0.25 s to 60 s, default 1 s.
+fn parse_interval(value: Option<&str>) -> Result<std::time::Duration, i32> {
+    match value.map(|s| parse_duration("--interval", s)) {
+        None => Ok(std::time::Duration::from_secs(1)),
+        Some(Ok(d)) if (INTERVAL_MIN..=INTERVAL_MAX).contains(&d) => Ok(d),
+        Some(Ok(_)) => {
+            eprintln!(
+                "pgswarm: error: invalid --interval {:?}: use 0.25s to 60s",
+                value.unwrap_or_default()
+            );
+            Err(exit::USAGE)
+        }
+        Some(Err(e)) => {
+            eprintln!("pgswarm: error: {e}");
+            Err(exit::USAGE)
+        }
+    }
 }

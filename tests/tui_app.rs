@@ -339,3 +339,62 @@ fn sweep_is_disabled_read_only_and_refused_on_an_incomplete_plan() {
     ))));
     assert_eq!(app.overlay, Overlay::None);
 }
+
+fn recording(n: usize) -> Vec<pgswarm::domain::snapshot::Snapshot> {
+    (0..n)
+        .map(|i| {
+            let mut o = if i % 2 == 0 {
+                fixtures::collision()
+            } else {
+                fixtures::empty()
+            };
+            o.taken_at = fixture_now() + ChronoDuration::seconds(10 * i as i64);
+            pgswarm::domain::snapshot::build_snapshot(o, &Convention::default())
+        })
+        .collect()
+}
+
+#[test]
+fn replay_plays_steps_seeks_and_never_sweeps() {
+    use pgswarm::tui::app::SweepView;
+    let start = fixture_now();
+    let mut app = App::new_replay(Convention::default(), recording(20), start);
+    let pos = |a: &App| a.replay.as_ref().unwrap().pos;
+    assert_eq!(pos(&app), 0);
+    assert!(app.replay.as_ref().unwrap().playing);
+    // 25 s of real time at 1x: the recorded clock moves 25 s, snapshot 2 (t = 20 s) shows.
+    app.update(Event::Tick(start + ChronoDuration::seconds(25)));
+    assert_eq!(pos(&app), 2);
+    app.update(ch('+'));
+    assert_eq!(app.replay.as_ref().unwrap().speed, 2.0);
+    app.update(Event::Tick(start + ChronoDuration::seconds(35)));
+    assert_eq!(pos(&app), 4, "10 s at 2x = 20 s recorded");
+    app.update(ch(' '));
+    app.update(Event::Tick(start + ChronoDuration::seconds(100)));
+    assert_eq!(pos(&app), 4, "paused");
+    app.update(ch('.'));
+    assert_eq!(pos(&app), 5);
+    assert!(
+        app.model.invocations.is_empty(),
+        "snapshot 5 is the empty one"
+    );
+    app.update(ch(','));
+    app.update(ch(','));
+    assert_eq!(pos(&app), 3);
+    app.update(ch(']'));
+    assert_eq!(pos(&app), 9, "one minute forward");
+    app.update(ch('['));
+    app.update(ch('['));
+    assert_eq!(pos(&app), 0, "clamped at the start");
+    for _ in 0..10 {
+        app.update(ch(']'));
+    }
+    assert_eq!(pos(&app), 19, "clamped at the end");
+    assert!(!app.replay.as_ref().unwrap().playing);
+    assert_eq!(
+        app.update(ch('S')),
+        vec![],
+        "nothing touches a database in replay"
+    );
+    assert_eq!(app.overlay, Overlay::Sweep(SweepView::Disabled));
+}

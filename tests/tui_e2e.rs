@@ -237,3 +237,53 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
 }
+
+#[test]
+fn replay_and_the_demo_fallback_without_server_binaries() {
+    let tmux = Tmux::new();
+    let state = tempfile::tempdir().unwrap();
+    let command = format!(
+        "XDG_STATE_HOME='{}' PGSWARM_PG_BINDIR=/nonexistent '{}' demo; echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    );
+    assert!(tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &command
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let screen = tmux.wait_for("the bundled recording in replay", |s| s.contains("REPLAY"));
+    assert!(screen.contains("Lock trees"), "{screen}");
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "S"])
+        .status()
+        .unwrap();
+    tmux.wait_for("the sweep to be disabled", |s| {
+        s.contains("the sweep is disabled")
+    });
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "Escape"])
+        .status()
+        .unwrap();
+    tmux.cmd()
+        .args(["send-keys", "-t", "e2e", "q"])
+        .status()
+        .unwrap();
+    let after = tmux.wait_for("exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
+    assert!(
+        after.contains("apt-get install postgresql"),
+        "says what to install:\n{after}"
+    );
+}

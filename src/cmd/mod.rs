@@ -2,6 +2,9 @@
 //! JSON, results mapped to documented exit codes.
 
 pub mod config;
+pub mod demo;
+pub mod record;
+pub mod replay;
 pub mod report;
 pub mod snapshot;
 pub mod sweep;
@@ -16,4 +19,17 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// Some configured database (or a server's activity) could not be read; the rest is reported.
     pub const UNREACHABLE: i32 = 3;
+}
+
+/// The multi-thread runtime every command runs on (2 workers: these machines have 2 cores). On failure
+/// the error is printed and the exit code returned.
+pub fn build_runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
+            exit::USAGE
+        })
 }

@@ -31,6 +31,8 @@ pub const APPLICATION_NAME: &str = "pgswarm";
 /// How monitor (and sweep) sessions are opened.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
+    /// `pgswarm` for every monitor and sweep session; the demo's simulated test sessions set theirs.
+    pub application_name: String,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub lock_timeout: Duration,
@@ -41,6 +43,7 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
+            application_name: APPLICATION_NAME.to_string(),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(1),
@@ -122,7 +125,7 @@ pub async fn connect(
             .port(*port)
             .user(&target.user)
             .dbname(&target.dbname)
-            .application_name(APPLICATION_NAME)
+            .application_name(&settings.application_name)
             .options(options_string(target, settings))
             .connect_timeout(timeout);
         let mut passfile_note = None;

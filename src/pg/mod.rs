@@ -7,4 +7,5 @@ pub mod connect;
 pub mod conninfo;
 pub mod poller;
 pub mod probe;
+pub mod simulator;
 pub mod sweep;

@@ -335,6 +335,18 @@ pub fn probe_latencies(result: &GroupResult) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Replaying a recording: the recorded clock advances with real time times `speed` while playing.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub snapshots: std::sync::Arc<Vec<Snapshot>>,
+    pub pos: usize,
+    pub playing: bool,
+    pub speed: f64,
+    /// The recorded time being shown.
+    pub clock: DateTime<Utc>,
+    last_tick: Option<DateTime<Utc>>,
+}
+
 /// The dashboard's whole state.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -365,6 +377,8 @@ pub struct App {
     pub now: DateTime<Utc>,
     /// `--read-only`: the sweep key is disabled.
     pub read_only: bool,
+    /// Set when replaying a recording instead of polling.
+    pub replay: Option<Replay>,
     /// Clock times on screen are shown at this offset (the local one when running).
     pub utc_offset: chrono::FixedOffset,
     pub quit: bool,
@@ -401,9 +415,87 @@ impl App {
             overlay: Overlay::None,
             now,
             read_only: false,
+            replay: None,
             utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
             quit: false,
         }
+    }
+
+    /// A dashboard that replays `snapshots` (sorted by time, at least one). Nothing touches a database.
+    pub fn new_replay(convention: Convention, snapshots: Vec<Snapshot>, now: DateTime<Utc>) -> App {
+        let first = snapshots
+            .first()
+            .cloned()
+            .expect("a recording has a snapshot");
+        let names = first.databases.iter().map(|d| d.name.clone()).collect();
+        let mut app = App::new(convention, names, 1, Duration::from_secs(1), now);
+        app.read_only = true;
+        app.replay = Some(Replay {
+            clock: first.taken_at,
+            snapshots: std::sync::Arc::new(snapshots),
+            pos: 0,
+            playing: true,
+            speed: 1.0,
+            last_tick: Some(now),
+        });
+        app.show_snapshot(first);
+        app
+    }
+
+    /// Moves the replay to the last snapshot at or before `clock`.
+    fn replay_seek(&mut self, clock: DateTime<Utc>) {
+        let Some(r) = &mut self.replay else { return };
+        let first = r.snapshots[0].taken_at;
+        let last = r.snapshots[r.snapshots.len() - 1].taken_at;
+        r.clock = clock.clamp(first, last);
+        let pos = r
+            .snapshots
+            .partition_point(|s| s.taken_at <= r.clock)
+            .saturating_sub(1);
+        if r.clock >= last {
+            r.playing = false;
+        }
+        if pos != r.pos || self.model.snapshot.is_none() {
+            r.pos = pos;
+            let snap = r.snapshots[pos].clone();
+            self.show_snapshot(snap);
+        }
+    }
+
+    fn on_replay_action(&mut self, action: Action) -> bool {
+        let Some(r) = &mut self.replay else {
+            return false;
+        };
+        let minute = chrono::Duration::seconds(60);
+        match action {
+            Action::PlayPause => {
+                r.playing = !r.playing;
+                r.last_tick = Some(self.now);
+            }
+            Action::StepForward | Action::StepBack => {
+                r.playing = false;
+                let pos = if action == Action::StepForward {
+                    (r.pos + 1).min(r.snapshots.len() - 1)
+                } else {
+                    r.pos.saturating_sub(1)
+                };
+                let t = r.snapshots[pos].taken_at;
+                self.replay_seek(t);
+            }
+            Action::SeekForward => {
+                let t = r.clock + minute;
+                self.replay_seek(t);
+            }
+            Action::SeekBack => {
+                let t = r.clock - minute;
+                self.replay_seek(t);
+            }
+            Action::Faster => r.speed = (r.speed * 2.0).min(64.0),
+            Action::Slower => r.speed = (r.speed / 2.0).max(0.25),
+            Action::Refresh => {}
+            _ => return false,
+        }
+        true
     }
 
     /// Shows a snapshot directly (replay, tests).
@@ -480,6 +572,15 @@ impl App {
     pub fn update(&mut self, event: Event) -> Vec<Effect> {
         match event {
             Event::Tick(now) => {
+                let advance = self.replay.as_mut().and_then(|r| {
+                    let last = r.last_tick.replace(now)?;
+                    let elapsed = (now - last).to_std().ok()?;
+                    let step = chrono::Duration::from_std(elapsed.mul_f64(r.speed)).ok()?;
+                    r.playing.then(|| r.clock + step)
+                });
+                if let Some(clock) = advance {
+                    self.replay_seek(clock);
+                }
                 self.now = now;
                 if self.frozen.as_ref().is_some_and(|(until, _)| now >= *until) {
                     self.frozen = None;
@@ -569,6 +670,9 @@ impl App {
         let Some(action) = action_for(&key) else {
             return vec![];
         };
+        if self.overlay == Overlay::None && self.on_replay_action(action) {
+            return vec![];
+        }
         if self.overlay != Overlay::None {
             // In an overlay only closing, quitting and help make sense.
             return match action {
@@ -635,6 +739,12 @@ impl App {
                 }
             }
             Action::Refresh => return vec![Effect::Refresh],
+            // Replay keys do nothing on a live dashboard.
+            Action::PlayPause
+            | Action::StepForward
+            | Action::StepBack
+            | Action::SeekForward
+            | Action::SeekBack => {}
             Action::Faster | Action::Slower => {
                 let ms = self.interval.as_millis() as u64;
                 let next = if action == Action::Faster {

@@ -31,7 +31,8 @@ pub fn log_path() -> Option<PathBuf> {
     Some(base.join("pgswarm").join("pgswarm.log"))
 }
 
-fn init_logging() -> Option<PathBuf> {
+/// Sends `tracing` to the log file (never to the terminal).
+pub fn init_logging() -> Option<PathBuf> {
     let path = log_path()?;
     std::fs::create_dir_all(path.parent()?).ok()?;
     let file = std::fs::OpenOptions::new()
@@ -60,26 +61,41 @@ fn install_panic_hook() {
 
 /// Runs the dashboard until the user quits. Returns the exit code.
 pub fn run_dashboard(settings: Settings, interval: Duration) -> i32 {
+    let runtime = match crate::cmd::build_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let code = run_dashboard_on(&runtime, settings, interval);
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Runs the dashboard on an existing runtime (the demo runs its simulator on the same one).
+pub fn run_dashboard_on(
+    runtime: &tokio::runtime::Runtime,
+    settings: Settings,
+    interval: Duration,
+) -> i32 {
+    with_terminal(
+        "For scripts and pipes use `pgswarm snapshot` (or `pgswarm snapshot --json`).",
+        |terminal| {
+            tracing::info!(databases = settings.databases.len(), "dashboard starting");
+            runtime.block_on(event_loop(terminal, settings, interval))
+        },
+    )
+}
+
+/// Takes the terminal, runs `body`, and always gives the terminal back: the one place that sets
+/// up logging, the panic hook and raw mode, and maps the outcome to an exit code.
+fn with_terminal(
+    no_tty_hint: &str,
+    body: impl FnOnce(&mut ratatui::DefaultTerminal) -> std::io::Result<()>,
+) -> i32 {
     if !std::io::stdout().is_terminal() {
-        eprintln!(
-            "pgswarm: the dashboard needs a terminal (stdout is not one). For scripts and pipes use \
-             `pgswarm snapshot` (or `pgswarm snapshot --json`)."
-        );
+        eprintln!("pgswarm: the dashboard needs a terminal (stdout is not one). {no_tty_hint}");
         return crate::cmd::exit::USAGE;
     }
     let log = init_logging();
-    tracing::info!(databases = settings.databases.len(), "dashboard starting");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
-            return crate::cmd::exit::USAGE;
-        }
-    };
     install_panic_hook();
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
@@ -88,9 +104,8 @@ pub fn run_dashboard(settings: Settings, interval: Duration) -> i32 {
             return crate::cmd::exit::USAGE;
         }
     };
-    let result = runtime.block_on(event_loop(&mut terminal, settings, interval));
+    let result = body(&mut terminal);
     ratatui::restore();
-    runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => crate::cmd::exit::OK,
         Err(e) => {
@@ -151,32 +166,7 @@ async fn event_loop(
         }
     });
 
-    // Terminal input on its own thread: crossterm's read blocks.
-    let input_tx = events_tx.clone();
-    std::thread::spawn(move || loop {
-        match ct::poll(Duration::from_millis(250)) {
-            Ok(true) => match ct::read() {
-                Ok(ct::Event::Key(k)) if k.kind == KeyEventKind::Press => {
-                    if input_tx.send(Event::Key(k)).is_err() {
-                        return;
-                    }
-                }
-                Ok(ct::Event::Resize(..)) => {
-                    if input_tx.send(Event::Tick(Utc::now())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            },
-            Ok(false) => {
-                if input_tx.is_closed() {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    });
+    spawn_input_thread(events_tx.clone());
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -292,4 +282,80 @@ async fn run_sweep(
         },
     );
     let _ = tx.send(Event::SweepFinished(Box::new(report)));
+}
+
+/// Replays a recording in the dashboard: no pollers, no database, the sweep disabled.
+pub fn run_replay(snapshots: Vec<crate::domain::snapshot::Snapshot>, settings: Settings) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
+            return crate::cmd::exit::USAGE;
+        }
+    };
+    with_terminal(
+        "For a recorded moment as text or JSON use `pgswarm snapshot --replay FILE --at TIME`.",
+        |terminal| runtime.block_on(replay_loop(terminal, snapshots, settings)),
+    )
+}
+
+async fn replay_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    snapshots: Vec<crate::domain::snapshot::Snapshot>,
+    settings: Settings,
+) -> std::io::Result<()> {
+    let theme = Theme::from_env();
+    let mut app = App::new_replay(settings.convention.clone(), snapshots, Utc::now());
+    app.utc_offset = *chrono::Local::now().offset();
+    let (tx, mut events) = mpsc::unbounded_channel::<Event>();
+    spawn_input_thread(tx);
+    let mut clock = tokio::time::interval(Duration::from_millis(250));
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    loop {
+        terminal.draw(|f| draw(f, &app, &theme))?;
+        let event = tokio::select! {
+            Some(e) = events.recv() => e,
+            _ = clock.tick() => Event::Tick(Utc::now()),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        };
+        app.update(event);
+        if app.quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Terminal input on its own thread (crossterm's read blocks); ends when the receiver is gone.
+fn spawn_input_thread(input_tx: mpsc::UnboundedSender<Event>) {
+    std::thread::spawn(move || loop {
+        match ct::poll(Duration::from_millis(250)) {
+            Ok(true) => match ct::read() {
+                Ok(ct::Event::Key(k)) if k.kind == KeyEventKind::Press => {
+                    if input_tx.send(Event::Key(k)).is_err() {
+                        return;
+                    }
+                }
+                Ok(ct::Event::Resize(..)) => {
+                    if input_tx.send(Event::Tick(Utc::now())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            },
+            Ok(false) => {
+                if input_tx.is_closed() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
 }

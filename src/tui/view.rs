@@ -50,7 +50,21 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
 
 fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'static>> {
     let mut first = vec![Span::styled(" pgswarm ", theme.title())];
-    if app.paused {
+    if let Some(r) = &app.replay {
+        first.push(Span::styled(
+            format!(
+                "REPLAY {} {} ×{} ({}/{}) ",
+                r.clock
+                    .with_timezone(&app.utc_offset)
+                    .format("%Y-%m-%d %H:%M:%S"),
+                if r.playing { "▶" } else { "⏸" },
+                r.speed,
+                r.pos + 1,
+                r.snapshots.len()
+            ),
+            theme.warning().add_modifier(Modifier::BOLD),
+        ));
+    } else if app.paused {
         first.push(Span::styled(
             if app.stale_while_paused {
                 "⏸ PAUSED (newer data waiting) "
@@ -200,6 +214,22 @@ fn footer_line(app: &App, theme: &Theme) -> Line<'static> {
         ]);
     }
     let mut spans = Vec::new();
+    if app.replay.is_some() {
+        for (key, what) in [
+            ("q", "quit"),
+            ("space", "play"),
+            (".,", "step"),
+            ("+-", "speed"),
+            ("[]", "seek 1m"),
+            ("Tab", "pane"),
+            ("↵", "detail"),
+            ("/", "filter"),
+        ] {
+            spans.push(Span::styled(format!(" {key}"), theme.header()));
+            spans.push(Span::styled(format!(" {what} "), theme.dim()));
+        }
+        return Line::from(spans);
+    }
     if !app.filter.is_empty() {
         spans.push(Span::styled(
             format!(" filter: {} (Esc clears) ", app.filter),
@@ -1043,7 +1073,11 @@ fn sweep_lines(app: &App, theme: &Theme, view: &SweepView) -> Vec<Line<'static>>
     };
     match view {
         SweepView::Disabled => vec![Line::styled(
-            " read-only mode (--read-only): the sweep is disabled",
+            if app.replay.is_some() {
+                " replaying a recording: nothing here touches a database, the sweep is disabled"
+            } else {
+                " read-only mode (--read-only): the sweep is disabled"
+            },
             theme.warning(),
         )],
         SweepView::Planning => vec![Line::raw(

@@ -1,0 +1,278 @@
+//! `pgswarm demo` and record/replay, end to end with the real binary.
+
+mod common;
+
+use common::*;
+use pgswarm::domain::snapshot::Snapshot;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgswarm")
+}
+
+#[test]
+fn demo_produces_every_incident_and_cleans_up_on_sigterm() {
+    // A private TMPDIR: whatever the demo leaves behind would be visible here.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut demo = Command::new(bin())
+        .args(["demo", "--no-tui"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = demo.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let watch = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("the demo prints how to watch it");
+        if let Some(args) = line.trim().strip_prefix("pgswarm --db") {
+            break format!("--db{args}");
+        }
+    };
+    // The printed command is shell-quoted: split it the way a shell would for these simple values.
+    let args: Vec<String> = watch
+        .split(" --db ")
+        .map(|s| s.trim_start_matches("--db ").trim_matches('\'').to_string())
+        .flat_map(|db| ["--db".to_string(), db])
+        .collect();
+
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < 7 && Instant::now() < deadline {
+        let out = Command::new(bin())
+            .args(["snapshot", "--json"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let snap: Snapshot = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let shared = |rel: &str| {
+            snap.blocking
+                .iter()
+                .any(|e| e.cross_invocation && e.relation.as_deref() == Some(rel))
+        };
+        if shared("public.shared_counters") {
+            seen.insert("collision on a shared table in public");
+        }
+        if snap
+            .lock_trees
+            .iter()
+            .any(|t| t.depth >= 2 && t.victims >= 2)
+        {
+            seen.insert("chain of three");
+        }
+        if snap.lock_trees.iter().any(|t| t.root_idle_in_transaction) {
+            seen.insert("idle in transaction blocker");
+        }
+        if snap.blocking.iter().any(|e| e.queued_behind) {
+            seen.insert("queued DDL making readers wait");
+        }
+        if snap
+            .schemas
+            .iter()
+            .any(|s| s.status == pgswarm::domain::snapshot::SchemaStatus::Orphaned)
+        {
+            seen.insert("crashed invocation's orphaned schemas");
+        }
+        if snap
+            .schemas
+            .iter()
+            .any(|s| s.status == pgswarm::domain::snapshot::SchemaStatus::Legacy)
+        {
+            seen.insert("legacy schema");
+        }
+        if snap.invocations.iter().any(|i| i.forced && i.live) {
+            seen.insert("forced debug namespace");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen.len(), 7, "incident kinds seen: {seen:?}");
+
+    // SIGTERM: the demo stops its server and removes its directory.
+    unsafe { libc::kill(demo.id() as i32, libc::SIGTERM) };
+    let status = demo.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pgswarm-pg-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Nothing still answers on the demo's socket.
+    let out = Command::new(bin())
+        .args(["snapshot", "--json"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "the demo server is gone");
+}
+
+#[tokio::test]
+async fn record_then_replay_round_trips() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE t (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder.batch_execute("BEGIN; LOCK TABLE t").await.unwrap();
+    let waiter = connect_as(&c, &format!("pytest_gw0_{NS_B}")).await;
+    let pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM t");
+    wait_until_lock_wait(&admin, pid).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rec.jsonl");
+    std::fs::write(&file, "").unwrap(); // appending to an existing file is fine
+    let out = Command::new(bin())
+        .args(["record", "--duration", "3s", "--interval", "0.5s", "--out"])
+        .arg(&file)
+        .arg("--db")
+        .arg(entry("platform", &c))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{} lines", lines.len());
+    for line in &lines {
+        let recorded: Snapshot = serde_json::from_str(line).unwrap();
+        assert_eq!(recorded.blocking.len(), 1);
+        let out = Command::new(bin())
+            .args(["snapshot", "--json", "--replay"])
+            .arg(&file)
+            .args(["--at", &recorded.taken_at.to_rfc3339()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let replayed: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            replayed, recorded,
+            "what --replay --at prints is what was recorded"
+        );
+    }
+
+    // A corrupt line in the middle is named and skipped; replay goes on past it.
+    let mut broken = String::new();
+    broken.push_str(lines[0]);
+    broken.push_str("\n{\"schema_version\": 1, \"taken_at\n");
+    broken.push_str(lines[1]);
+    broken.push('\n');
+    std::fs::write(&file, broken).unwrap();
+    let out = Command::new(bin())
+        .args(["snapshot", "--replay"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CROSS-INVOCATION"));
+    let out = Command::new(bin())
+        .args(["snapshot", "--replay"])
+        .arg(&file)
+        .args(["--at", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"yesterday\""));
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}
+
+#[test]
+fn the_bundled_recording_is_a_real_demo_recording() {
+    let (snaps, bad) =
+        pgswarm::cmd::replay::parse_recording(pgswarm::cmd::replay::BUNDLED_RECORDING);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(snaps.len() >= 5);
+    assert!(snaps
+        .iter()
+        .any(|s| s.blocking.iter().any(|e| e.cross_invocation)));
+    assert!(snaps.iter().any(|s| !s.lock_trees.is_empty()));
+}
+
+#[test]
+fn a_killed_demo_still_leaves_no_server_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut demo = Command::new(bin())
+        .args(["demo", "--no-tui"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = demo.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if line.contains("Ctrl-C or SIGTERM") {
+            break;
+        }
+    }
+    let server_dirs = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("pgswarm-pg-"))
+            .collect()
+    };
+    assert_eq!(server_dirs().len(), 1, "the demo's server is running");
+    // SIGKILL: no destructor runs; the watchdog sees the pipe close and stops the server.
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server_dirs().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            server_dirs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn demo_refuses_databases_that_do_not_look_like_test_databases() {
+    let out = Command::new(bin())
+        .args([
+            "demo",
+            "--no-tui",
+            "--db",
+            "dbname=orders",
+            "--db",
+            "dbname=billing",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"orders\"") && err.contains("--force"),
+        "{err}"
+    );
+}
