@@ -422,8 +422,10 @@ fn draw_invocations(
     }
     let height = area.height.saturating_sub(3) as usize;
     let (start, end) = window(selected, rows.len(), height);
-    // A generated namespace needs 26 columns; below that width show `p10001…1eef`.
+    // A generated namespace needs 26 columns; below that width show `p10001…1eef`. The runner pid
+    // (also inside a generated namespace) gets its own column when there is room.
     let narrow = area.width < 66;
+    let wide = area.width >= 76;
     let body: Vec<Row> = rows[start..end]
         .iter()
         .enumerate()
@@ -455,17 +457,20 @@ fn draw_invocations(
                     } else {
                         Style::new()
                     };
-                    Row::new(vec![
-                        Cell::from(marker),
-                        Cell::from(name),
-                        Cell::from(age),
+                    let mut cells = vec![Cell::from(marker), Cell::from(name), Cell::from(age)];
+                    if wide {
+                        cells.push(Cell::from(
+                            inv.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        ));
+                    }
+                    Row::new(cells.into_iter().chain([
                         Cell::from(inv.workers.len().to_string()),
                         Cell::from(inv.sessions.to_string()),
                         Cell::from(inv.databases.len().to_string()),
                         Cell::from(inv.blocked.to_string()),
                         Cell::from(inv.blocking.to_string()),
                         Cell::from(inv.schemas.to_string()),
-                    ])
+                    ]))
                     .style(style)
                 }
                 None => {
@@ -476,17 +481,19 @@ fn draw_invocations(
                         .collect();
                     let blocked = others.iter().filter(|s| !s.blocked_by.is_empty()).count();
                     let blocking = others.iter().filter(|s| !s.blocking.is_empty()).count();
-                    Row::new(vec![
-                        Cell::from("  "),
-                        Cell::from("(unlabeled)"),
-                        Cell::from(""),
+                    let mut cells =
+                        vec![Cell::from("  "), Cell::from("(unlabeled)"), Cell::from("")];
+                    if wide {
+                        cells.push(Cell::from(""));
+                    }
+                    Row::new(cells.into_iter().chain([
                         Cell::from(""),
                         Cell::from(others.len().to_string()),
                         Cell::from(""),
                         Cell::from(blocked.to_string()),
                         Cell::from(blocking.to_string()),
                         Cell::from(""),
-                    ])
+                    ]))
                     .style(theme.dim())
                 }
             };
@@ -496,35 +503,30 @@ fn draw_invocations(
             row
         })
         .collect();
-    let header = Row::new([
-        "",
-        "NAMESPACE",
-        "AGE",
-        "WRK",
-        "SESS",
-        "DBS",
-        "BLKD",
-        "BLKG",
-        "SCH",
-    ])
-    .style(theme.header());
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(2),
-            Constraint::Min(12),
-            Constraint::Length(7),
-            Constraint::Length(3),
-            Constraint::Length(4),
-            Constraint::Length(3),
-            Constraint::Length(4),
-            Constraint::Length(4),
-            Constraint::Length(3),
-        ],
-    )
-    .header(header)
-    .column_spacing(1)
-    .block(block);
+    let mut titles = vec!["", "NAMESPACE", "AGE"];
+    let mut widths = vec![
+        Constraint::Length(2),
+        Constraint::Min(12),
+        Constraint::Length(7),
+    ];
+    if wide {
+        titles.push("PID");
+        widths.push(Constraint::Length(7));
+    }
+    titles.extend(["WRK", "SESS", "DBS", "BLKD", "BLKG", "SCH"]);
+    widths.extend([
+        Constraint::Length(3),
+        Constraint::Length(4),
+        Constraint::Length(3),
+        Constraint::Length(4),
+        Constraint::Length(4),
+        Constraint::Length(3),
+    ]);
+    let header = Row::new(titles).style(theme.header());
+    let table = Table::new(body, widths)
+        .header(header)
+        .column_spacing(1)
+        .block(block);
     frame.render_widget(table, area);
 }
 
