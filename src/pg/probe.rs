@@ -140,6 +140,11 @@ fn activity_sql(version_num: i32) -> String {
         .to_string()
 }
 
+/// The activity probe's SQL as sent to a PostgreSQL 14+ server (for the probe-cost benchmark).
+pub fn activity_sql_for_bench() -> String {
+    activity_sql(150000)
+}
+
 fn locks_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
         "l.waitstart"
