@@ -378,8 +378,15 @@ async fn outside_dependents_forced_and_legacy_are_kept_with_reasons() {
     let srv = start_cluster(&["tenant"], ClusterOptions::default());
     let with_view = format!("test_{}_gw0", stale_ns(40));
     let self_contained = format!("test_{}_gw1", stale_ns(40));
+    let with_fk = format!("test_{}_gw2", stale_ns(40));
     create_schema(&srv, "tenant", &with_view, 1);
     create_schema(&srv, "tenant", &self_contained, 1);
+    create_schema(&srv, "tenant", &with_fk, 1);
+    srv.psql(
+        "tenant",
+        &format!("CREATE TABLE public.orders (t0 int REFERENCES \"{with_fk}\".t0 (id))"),
+    )
+    .unwrap();
     srv.psql(
         "tenant",
         &format!(
@@ -403,6 +410,11 @@ async fn outside_dependents_forced_and_legacy_are_kept_with_reasons() {
         .unwrap()
         .detail;
     assert!(detail.iter().any(|d| d.contains("report")), "{detail:?}");
+    assert_eq!(
+        kept(&r, "tenant", &with_fk),
+        Some(KeepReason::ExternalDependents),
+        "a foreign key from public into the schema"
+    );
     assert_eq!(
         kept(&r, "tenant", "test_mydebug_gw0"),
         Some(KeepReason::UnknownAge)

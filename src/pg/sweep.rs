@@ -87,15 +87,16 @@ pub enum Progress {
 
 /// Objects outside each given schema that depend on something inside it (what CASCADE would also
 /// drop). Unknown kinds of dependent count as outside: fail closed.
+///
+/// The schema's members are found through their dependency on the schema itself (the
+/// `pg_depend_reference_index`), not by scanning pg_class/pg_type/pg_proc by namespace, which has no
+/// index and made this check the dominant cost of a drop with 12,000 tables in the catalog.
 const DEPENDENTS_SQL: &str = "
 WITH s AS (SELECT oid, nspname FROM pg_namespace WHERE nspname = ANY($1)),
 inside AS (
-  SELECT 'pg_class'::regclass::oid AS classid, c.oid AS objid, s.oid AS nsp, s.nspname
-    FROM pg_class c JOIN s ON c.relnamespace = s.oid
-  UNION ALL SELECT 'pg_type'::regclass::oid, t.oid, s.oid, s.nspname
-    FROM pg_type t JOIN s ON t.typnamespace = s.oid
-  UNION ALL SELECT 'pg_proc'::regclass::oid, p.oid, s.oid, s.nspname
-    FROM pg_proc p JOIN s ON p.pronamespace = s.oid
+  SELECT d.classid, d.objid, s.oid AS nsp, s.nspname
+    FROM s JOIN pg_depend d
+      ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = s.oid AND d.refobjsubid = 0
   UNION ALL SELECT 'pg_namespace'::regclass::oid, s.oid, s.oid, s.nspname FROM s
 ),
 deps AS (
