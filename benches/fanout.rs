@@ -7,7 +7,7 @@
 
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const RUNS: usize = 10;
 const SEED: &str =
@@ -103,7 +103,6 @@ fn main() {
     for (label, (m, lo, hi)) in rows {
         println!("| {label} | {m:.0} ms ({lo:.0}–{hi:.0}) |");
     }
-    let _ = Duration::ZERO;
     s1.stop();
     s2.stop();
 }

@@ -12,22 +12,28 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgswarm")
 }
 
-#[test]
-fn demo_produces_every_incident_and_cleans_up_on_sigterm() {
-    // A private TMPDIR: whatever the demo leaves behind would be visible here.
+/// `pgswarm demo --no-tui` with a private TMPDIR: whatever it leaves behind would be visible there.
+fn spawn_demo() -> (tempfile::TempDir, std::process::Child) {
     let tmp = tempfile::tempdir().unwrap();
+    // The server runs as the `postgres` OS user when we are root: it must reach its directory.
     std::fs::set_permissions(
         tmp.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut demo = Command::new(bin())
+    let demo = Command::new(bin())
         .args(["demo", "--no-tui"])
         .env("TMPDIR", tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (tmp, demo)
+}
+
+#[test]
+fn demo_produces_every_incident_and_cleans_up_on_sigterm() {
+    let (tmp, mut demo) = spawn_demo();
     let stderr = demo.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -214,19 +220,7 @@ fn the_bundled_recording_is_a_real_demo_recording() {
 
 #[test]
 fn a_killed_demo_still_leaves_no_server_behind() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mut demo = Command::new(bin())
-        .args(["demo", "--no-tui"])
-        .env("TMPDIR", tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (tmp, mut demo) = spawn_demo();
     let stderr = demo.stderr.take().unwrap();
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         if line.contains("Ctrl-C or SIGTERM") {

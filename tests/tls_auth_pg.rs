@@ -38,18 +38,10 @@ fn make_pki(names: &[&str]) -> Pki {
     }
 }
 
-async fn reach(conninfo: &str) -> (bool, Option<String>) {
-    let s: Snapshot =
-        pgswarm::cmd::snapshot::take_snapshot(&settings(&[entry("db", conninfo)]), &ProcessEnv)
-            .await;
-    (s.databases[0].reachable, s.databases[0].error.clone())
-}
-
-#[tokio::test]
-async fn sslmodes_have_libpq_meaning() {
-    // The certificate names only "db.internal": right CA, wrong host name for 127.0.0.1.
-    let pki = make_pki(&["db.internal"]);
-    let srv = start_cluster(
+/// A server that accepts TCP clients only over TLS (hostssl), with `pki`'s certificate: a successful
+/// connection proves TLS was used.
+fn start_tls_only_server(pki: &Pki) -> pgswarm::pg::cluster::TempCluster {
+    start_cluster(
         &["app"],
         ClusterOptions {
             tcp: true,
@@ -65,7 +57,21 @@ async fn sslmodes_have_libpq_meaning() {
             ],
             ..Default::default()
         },
-    );
+    )
+}
+
+async fn reach(conninfo: &str) -> (bool, Option<String>) {
+    let s: Snapshot =
+        pgswarm::cmd::snapshot::take_snapshot(&settings(&[entry("db", conninfo)]), &ProcessEnv)
+            .await;
+    (s.databases[0].reachable, s.databases[0].error.clone())
+}
+
+#[tokio::test]
+async fn sslmodes_have_libpq_meaning() {
+    // The certificate names only "db.internal": right CA, wrong host name for 127.0.0.1.
+    let pki = make_pki(&["db.internal"]);
+    let srv = start_tls_only_server(&pki);
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
@@ -117,23 +123,7 @@ async fn sslmodes_have_libpq_meaning() {
 #[tokio::test]
 async fn verify_full_accepts_a_matching_host_name() {
     let pki = make_pki(&["localhost", "127.0.0.1"]);
-    let srv = start_cluster(
-        &["app"],
-        ClusterOptions {
-            tcp: true,
-            tcp_hba: vec!["hostssl all all 127.0.0.1/32 trust".into()],
-            settings: vec![
-                ("ssl".into(), "on".into()),
-                ("ssl_cert_file".into(), "'server.crt'".into()),
-                ("ssl_key_file".into(), "'server.key'".into()),
-            ],
-            files: vec![
-                ("server.crt".into(), pki.cert_pem.into_bytes()),
-                ("server.key".into(), pki.key_pem.into_bytes()),
-            ],
-            ..Default::default()
-        },
-    );
+    let srv = start_tls_only_server(&pki);
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();

@@ -35,6 +35,37 @@ impl Tmux {
         c
     }
 
+    /// Starts `command` (a shell line) in a 120x40 session named `e2e`.
+    fn start(&self, command: &str) {
+        let ok = self
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "e2e",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .expect("tmux new-session")
+            .success();
+        assert!(ok, "tmux could not start the session");
+    }
+
+    fn keys(&self, keys: &str) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "e2e", keys])
+            .status()
+            .expect("tmux send-keys")
+            .success();
+        assert!(ok, "tmux send-keys {keys:?} failed");
+    }
+
     fn capture(&self) -> String {
         let out = self
             .cmd()
@@ -92,22 +123,7 @@ async fn dashboard_shows_the_blocked_pair_and_quits_cleanly() {
         env!("CARGO_BIN_EXE_pgswarm"),
         srv.conninfo("tenant_a"),
     );
-    let status = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &command,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tmux.start(&command);
 
     // NS_A = p4100t…r0a0a0a0a and NS_B = p4200t…r0b0b0b0b, shown compactly in the tree.
     let screen = tmux.wait_for("the blocked pair under both invocations", |s| {
@@ -116,10 +132,7 @@ async fn dashboard_shows_the_blocked_pair_and_quits_cleanly() {
     assert!(screen.contains(NS_A) && screen.contains(NS_B), "{screen}");
     assert!(screen.contains("public.accounts"), "{screen}");
 
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "q"])
-        .status()
-        .unwrap();
+    tmux.keys("q");
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
     // The alternate screen is gone: nothing of the dashboard is left on the terminal.
@@ -165,37 +178,16 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
         state.path().display(),
         env!("CARGO_BIN_EXE_pgswarm"),
     );
-    assert!(tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &command
-        ])
-        .status()
-        .unwrap()
-        .success());
+    tmux.start(&command);
     tmux.wait_for("the orphaned schema", |s| s.contains("orphaned"));
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "S"])
-        .status()
-        .unwrap();
+    tmux.keys("S");
     let plan = tmux.wait_for("the sweep plan", |s| {
         s.contains("Y (capital) drops exactly these 1")
     });
     assert!(plan.contains(&format!("drop {stale}")), "{plan}");
     assert!(plan.contains(&format!("keep {live}")), "{plan}");
     // A lower-case y cancels.
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "y"])
-        .status()
-        .unwrap();
+    tmux.keys("y");
     tmux.wait_for("the plan to close", |s| !s.contains("Y (capital)"));
     assert_eq!(
         srv.psql(
@@ -206,15 +198,9 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
         "1",
         "cancelled: nothing dropped"
     );
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "S"])
-        .status()
-        .unwrap();
+    tmux.keys("S");
     tmux.wait_for("the sweep plan again", |s| s.contains("Y (capital)"));
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "Y"])
-        .status()
-        .unwrap();
+    tmux.keys("Y");
     tmux.wait_for("the sweep result", |s| s.contains("dropped 1, failed 0"));
     let count = |name: &str| {
         srv.psql(
@@ -226,14 +212,8 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     };
     assert_eq!(count(stale), "0");
     assert_eq!(count(&live), "1");
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "Escape"])
-        .status()
-        .unwrap();
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "q"])
-        .status()
-        .unwrap();
+    tmux.keys("Escape");
+    tmux.keys("q");
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
 }
@@ -247,39 +227,15 @@ fn replay_and_the_demo_fallback_without_server_binaries() {
         state.path().display(),
         env!("CARGO_BIN_EXE_pgswarm"),
     );
-    assert!(tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &command
-        ])
-        .status()
-        .unwrap()
-        .success());
+    tmux.start(&command);
     let screen = tmux.wait_for("the bundled recording in replay", |s| s.contains("REPLAY"));
     assert!(screen.contains("Lock trees"), "{screen}");
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "S"])
-        .status()
-        .unwrap();
+    tmux.keys("S");
     tmux.wait_for("the sweep to be disabled", |s| {
         s.contains("the sweep is disabled")
     });
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "Escape"])
-        .status()
-        .unwrap();
-    tmux.cmd()
-        .args(["send-keys", "-t", "e2e", "q"])
-        .status()
-        .unwrap();
+    tmux.keys("Escape");
+    tmux.keys("q");
     let after = tmux.wait_for("exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
     assert!(

@@ -7,7 +7,6 @@
 
 use crate::cmd::config::{build_target, Settings};
 use crate::cmd::exit;
-use crate::domain::snapshot::Convention;
 use crate::pg::cluster::{ClusterOptions, TempCluster};
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::probe::DbTarget;
@@ -112,9 +111,6 @@ pub fn run_demo(opts: DemoOptions, base: &Settings) -> i32 {
 
     let settings = Settings {
         databases,
-        convention: Convention {
-            ..base.convention.clone()
-        },
         ..base.clone()
     };
     let code = if opts.no_tui {
