@@ -445,3 +445,146 @@ async fn permission_limited_role_sees_insufficient_privilege() {
     let s = snap(&[entry("platform", &watcher)]).await;
     assert!(s.sessions.iter().all(|x| !x.insufficient_privilege));
 }
+
+/// The dashboard polls incrementally over persistent sessions (idle, unchanged rows are not shipped
+/// again; awaited locks are reused while nobody moves). After every kind of change its result must
+/// equal a fresh full read.
+#[tokio::test]
+async fn incremental_polls_match_fresh_full_reads() {
+    use pgswarm::domain::snapshot::Observation;
+    use pgswarm::pg::probe::{observe, observe_once, open_all, ProbeOptions};
+
+    let srv = Server::start(&["app_test"]);
+    srv.psql(
+        "app_test",
+        "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int)",
+    );
+    let ci = srv.conninfo("app_test");
+    let cfg = settings(&[entry("app_test", &ci)]);
+    let opts = ProbeOptions {
+        schema_prefix: "test".into(),
+        exact_sizes: false,
+    };
+    let admin = connect_as(&ci, "admin").await;
+    let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
+    let poll = || observe(&cfg.databases, &persistent, &opts, Duration::from_secs(10));
+    let counters = || persistent[0].as_ref().unwrap().counters();
+    type Row = (
+        i32,
+        String,
+        Option<String>,
+        Option<String>,
+        Vec<i32>,
+        Option<(String, Option<String>)>,
+    );
+    fn rows(o: &Observation) -> Vec<Row> {
+        let mut v: Vec<Row> = o
+            .sessions
+            .iter()
+            .filter(|s| s.application_name.starts_with("pytest_"))
+            .map(|s| {
+                (
+                    s.pid,
+                    s.application_name.clone(),
+                    s.state.clone(),
+                    s.query.clone(),
+                    s.blocked_by.clone(),
+                    s.awaited
+                        .as_ref()
+                        .map(|a| (a.mode.clone(), a.relation.clone())),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    let fresh = || observe_once(&cfg.databases, &cfg.session, &opts, &ProcessEnv);
+
+    let a = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    let b = connect_as(&ci, &format!("pytest_gw1_{NS_A}")).await;
+    let c = connect_as(&ci, &format!("pytest_gw2_{NS_A}")).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let first = poll().await;
+    assert_eq!(rows(&first), rows(&fresh().await));
+    assert_eq!(counters().full_reads, 1);
+
+    // Changes of every kind between two polls.
+    a.batch_execute(&format!(
+        "SET application_name = 'pytest_gw5_{NS_B}'; SELECT 2"
+    ))
+    .await
+    .unwrap();
+    drop(b);
+    let d = connect_as(&ci, &format!("pytest_gw3_{NS_C}")).await;
+    c.batch_execute("SELECT 42").await.unwrap();
+    let holder = connect_as(&ci, &format!("pytest_gw4_{NS_C}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiter = connect_as(&ci, &format!("pytest_gw6_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT count(*) FROM t1");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+    // Let `b`'s exit reach the server.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fresh()
+        .await
+        .sessions
+        .iter()
+        .any(|s| s.application_name.starts_with("pytest_gw1_"))
+    {
+        assert!(Instant::now() < deadline, "closed session never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The idle sessions that did not change (`d` after connecting) may still be within the margin; wait
+    // it out so the next read is a true delta that leaves them out.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    poll().await;
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let lock_reads_before = counters().lock_reads;
+    let incremental = poll().await;
+    let full = fresh().await;
+    assert_eq!(rows(&incremental), rows(&full));
+    let total = rows(&full).len();
+    assert!(
+        counters().last_rows_sent < total,
+        "idle unchanged sessions must not be shipped again ({} of {total} sent)",
+        counters().last_rows_sent
+    );
+    assert_eq!(
+        counters().lock_reads,
+        lock_reads_before,
+        "nobody moved: the awaited lock comes from the cache"
+    );
+    let w = rows(&incremental)
+        .into_iter()
+        .find(|r| r.0 == waiter_pid)
+        .expect("waiter seen");
+    assert_eq!(
+        w.5,
+        Some(("AccessShareLock".into(), Some("public.t1".into())))
+    );
+
+    // The waiter gets its lock, then waits for another one: the cache must not show the old one.
+    holder
+        .batch_execute("ROLLBACK; BEGIN; LOCK TABLE t2")
+        .await
+        .unwrap();
+    let (waiter, r) = task.await.unwrap();
+    r.unwrap();
+    let task = spawn_blocking_query(waiter, "SELECT count(*) FROM t2");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+    let moved = poll().await;
+    assert_eq!(rows(&moved), rows(&fresh().await));
+    let w = rows(&moved)
+        .into_iter()
+        .find(|r| r.0 == waiter_pid)
+        .unwrap();
+    assert_eq!(w.5.map(|l| l.1), Some(Some("public.t2".into())));
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+    drop((a, c, d, admin));
+}

@@ -5,6 +5,7 @@
 //! testable in microseconds and identical across the CLI, the dashboard and replay.
 
 pub mod fixtures;
+pub mod incremental;
 pub mod lockgraph;
 pub mod naming;
 pub mod snapshot;

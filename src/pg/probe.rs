@@ -6,15 +6,20 @@
 //!
 //! 1. one `pg_stat_activity` scan that calls `pg_blocking_pids()` only for rows waiting on a
 //!    heavyweight lock (`wait_event_type = 'Lock'`); each call snapshots the whole lock manager, and
-//!    calling it for every backend is what makes other tools expensive;
-//! 2. only if something is blocked, one `pg_locks` read filtered to the blocked pids, for the awaited
-//!    lock's type, mode, object and `waitstart` (PostgreSQL 14+);
+//!    calling it for every backend is what makes other tools expensive. Over a persistent session
+//!    the scan is incremental: idle rows that did not change since the previous poll are not shipped
+//!    again (see `domain::incremental` for why that is exact, and where it falls back to a full read);
+//! 2. only if something is blocked, and only when a waiter or one of its blockers moved since the
+//!    last read, one `pg_locks` read filtered to the blocked pids, for the awaited lock's type, mode,
+//!    object and `waitstart` (PostgreSQL 14+);
 //! 3. relation OIDs resolved through a connection to *the database the relation lives in*
 //!    (`regclass` only resolves in the connected database).
 //!
 //! Per configured database: a catalog query for the test schemas (table counts, sizes). Everything runs
-//! concurrently; a slow or dead database delays nobody else, and every step is bounded.
+//! concurrently; a slow or dead database delays nobody else, and every step is bounded. The activity
+//! and lock statements are prepared once per session.
 
+use crate::domain::incremental::{ActivityCache, ActivityRead, LockCache};
 use crate::domain::snapshot::{
     AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedSchema, ObservedServer,
     ObservedSession, ServerId,
@@ -24,8 +29,9 @@ use crate::pg::conninfo::{Environment, Target};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 /// One configured database.
 #[derive(Debug, Clone)]
@@ -51,6 +57,34 @@ pub struct DbSession {
     pub version_num: i32,
     pub datname: String,
     pub latency_ms: f64,
+    /// Prepared once: a poll is one round trip and no parse or plan on the server.
+    activity_stmt: Statement,
+    locks_stmt: Statement,
+    /// What incremental polling remembers between polls of this session (see `domain::incremental`).
+    cache: Mutex<ProbeCache>,
+}
+
+#[derive(Default)]
+struct ProbeCache {
+    activity: ActivityCache,
+    locks: LockCache,
+    counters: ProbeCounters,
+}
+
+/// What a session's polls asked the server for so far (for tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeCounters {
+    pub activity_reads: u64,
+    pub full_reads: u64,
+    /// Session rows the last activity read shipped (a full read ships all of them).
+    pub last_rows_sent: usize,
+    pub lock_reads: u64,
+}
+
+impl DbSession {
+    pub fn counters(&self) -> ProbeCounters {
+        lock(&self.cache).counters
+    }
 }
 
 /// Oldest server the probe supports (`pg_blocking_pids`, `backend_type`).
@@ -99,8 +133,21 @@ pub async fn open_session(
             row.get::<_, String>(0)
         ));
     }
+    let activity_stmt = bounded(
+        settings.statement_timeout,
+        client.prepare(&activity_sql(version_num)),
+    )
+    .await?;
+    let locks_stmt = bounded(
+        settings.statement_timeout,
+        client.prepare(&locks_sql(version_num)),
+    )
+    .await?;
     Ok(DbSession {
         client,
+        activity_stmt,
+        locks_stmt,
+        cache: Mutex::new(ProbeCache::default()),
         version: row.get(0),
         version_num,
         datname: row.get(2),
@@ -126,17 +173,28 @@ pub async fn open_all(
 /// Client backends and autovacuum workers (autovacuum can hold a lock DDL waits for). Without
 /// `pg_read_all_stats`, other roles' rows have a NULL `backend_type`; those with a database are
 /// client backends and are kept, shown as `<insufficient privilege>`.
+///
+/// `$1` is the incremental bound (see `domain::incremental`): NULL asks for every row; otherwise idle
+/// rows whose state has not changed since `$1` are left out, and the last row (pid NULL) carries the
+/// statement time and every live `(pid, backend_start)` from the same status snapshot, read through
+/// the per-backend accessors that do not build whole rows.
 fn activity_sql(version_num: i32) -> String {
     let _ = version_num; // every supported version (10+) has backend_type.
     "SELECT a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''), \
             host(a.client_addr), a.backend_type, a.state, a.wait_event_type, a.wait_event, a.query, \
             a.backend_start, a.xact_start, a.query_start, a.state_change, \
             CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END, \
-            statement_timestamp() \
+            NULL::timestamptz, NULL::int4[], NULL::timestamptz[] \
      FROM pg_stat_activity a \
      WHERE a.pid <> pg_backend_pid() \
        AND (a.backend_type IN ('client backend', 'autovacuum worker') \
-            OR (a.backend_type IS NULL AND a.datname IS NOT NULL))"
+            OR (a.backend_type IS NULL AND a.datname IS NOT NULL)) \
+       AND ($1::timestamptz IS NULL OR a.state IS DISTINCT FROM 'idle' OR a.state_change >= $1) \
+     UNION ALL \
+     SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+            statement_timestamp(), array_agg(pg_stat_get_backend_pid(i)), \
+            array_agg(pg_stat_get_backend_start(i)) \
+     FROM pg_stat_get_backend_idset() i"
         .to_string()
 }
 
@@ -183,20 +241,36 @@ async fn read_activity(
     server: ServerId,
     limit: Duration,
 ) -> Result<ServerActivity, String> {
-    let rows = bounded(
+    let since = lock(&session.cache).activity.since();
+    let rows = match bounded(
         limit,
-        session
-            .client
-            .query(activity_sql(session.version_num).as_str(), &[]),
+        session.client.query(&session.activity_stmt, &[&since]),
     )
-    .await?;
-    let mut now = Utc::now();
-    let mut sessions = Vec::with_capacity(rows.len());
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            lock(&session.cache).activity.reset();
+            return Err(e);
+        }
+    };
+    let mut read = ActivityRead {
+        full: since.is_none(),
+        ..Default::default()
+    };
     for row in rows {
-        now = row.get(15);
-        sessions.push(ObservedSession {
+        let Some(pid) = row.get::<_, Option<i32>>(0) else {
+            read.statement_time = row.get(15);
+            let pids: Option<Vec<i32>> = row.get(16);
+            let starts: Option<Vec<Option<DateTime<Utc>>>> = row.get(17);
+            if let (Some(pids), Some(starts)) = (pids, starts) {
+                read.alive = Some(pids.into_iter().zip(starts).collect());
+            }
+            continue;
+        };
+        read.sent.push(ObservedSession {
             server,
-            pid: row.get(0),
+            pid,
             datname: row.get(1),
             usename: row.get(2),
             application_name: row.get(3),
@@ -214,6 +288,18 @@ async fn read_activity(
             awaited: None,
         });
     }
+    let now = read.statement_time.unwrap_or_else(Utc::now);
+    let mut sessions = {
+        let mut cache = lock(&session.cache);
+        cache.counters.activity_reads += 1;
+        cache.counters.full_reads += u64::from(read.full);
+        cache.counters.last_rows_sent = read.sent.len();
+        cache.activity.merge(read)
+    };
+    for s in &mut sessions {
+        // Held rows may come from a poll where this server had another position in the list.
+        s.server = server;
+    }
     // pgswarm's own sessions are left out, unless one of them blocks somebody (a sweep's DROP must
     // show up if it ever holds a test run up).
     let blockers: std::collections::HashSet<i32> = sessions
@@ -222,6 +308,15 @@ async fn read_activity(
         .collect();
     sessions.retain(|s| s.application_name != APPLICATION_NAME || blockers.contains(&s.pid));
     Ok(ServerActivity { now, sessions })
+}
+
+/// A poisoned cache only means a panic elsewhere mid-update: start over from a full read.
+fn lock(cache: &Mutex<ProbeCache>) -> std::sync::MutexGuard<'_, ProbeCache> {
+    cache.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        *guard = ProbeCache::default();
+        guard
+    })
 }
 
 /// The raw awaited-lock row before relation names are resolved.
@@ -241,13 +336,8 @@ async fn read_awaited_locks(
     pids: &[i32],
     limit: Duration,
 ) -> Result<Vec<RawLock>, String> {
-    let rows = bounded(
-        limit,
-        session
-            .client
-            .query(locks_sql(session.version_num).as_str(), &[&pids]),
-    )
-    .await?;
+    lock(&session.cache).counters.lock_reads += 1;
+    let rows = bounded(limit, session.client.query(&session.locks_stmt, &[&pids])).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -341,6 +431,16 @@ async fn read_schemas(
         }
     }
     Ok(schemas)
+}
+
+/// Exact on-disk size of every test schema in the session's database (for the dashboard's background
+/// sizer; `pgswarm snapshot` gets them through [`ProbeOptions::exact_sizes`]).
+pub async fn exact_schema_sizes(
+    session: &DbSession,
+    schema_prefix: &str,
+    limit: Duration,
+) -> Result<HashMap<String, i64>, String> {
+    read_exact_sizes(session, &like_prefix(schema_prefix), limit).await
 }
 
 /// Exact sizes take an AccessShareLock per table for a moment: with a short lock_timeout, a table held
@@ -529,7 +629,11 @@ async fn attach_locks(
         .filter(|s| !s.blocked_by.is_empty())
         .map(|s| s.pid)
         .collect();
-    if blocked.is_empty() {
+    let reused = lock(&via.cache).locks.reuse(&act.sessions);
+    if let Some(awaited) = reused {
+        for s in &mut act.sessions {
+            s.awaited = awaited.get(&s.pid).cloned();
+        }
         return;
     }
     let Ok(locks) = read_awaited_locks(via, &blocked, limit).await else {
@@ -586,6 +690,12 @@ async fn attach_locks(
             object: l.object.clone(),
         });
     }
+    let awaited: HashMap<i32, AwaitedLock> = act
+        .sessions
+        .iter()
+        .filter_map(|s| s.awaited.clone().map(|a| (s.pid, a)))
+        .collect();
+    lock(&via.cache).locks.store(&act.sessions, &awaited);
 }
 
 /// Connects to every target, polls once and closes: what `pgswarm snapshot` does.

@@ -1,0 +1,416 @@
+//! Incremental polling: what lets a 1 s refresh cost about one bare `pg_stat_activity` scan.
+//!
+//! Measured on a server with 1,000 idle labeled sessions and 50 lock waiters, the server spends its
+//! time in a refresh on three things besides the unavoidable scan itself: shipping every session's row
+//! (about half a scan again), and reading `pg_locks`, which copies the whole lock table (thousands of
+//! entries while test setup runs DDL) even when filtered to a few pids. Both are mostly wasted work:
+//! an idle session's row does not change until its state does, and a waiter keeps waiting for the same
+//! lock until it, or one of its blockers, moves.
+//!
+//! So a monitor session keeps two caches, and both fall back to a full read when in doubt:
+//!
+//! * [`ActivityCache`]: after the first (full) read, the probe asks the server only for rows that are
+//!   not `idle`, or whose `state_change` is at or after the previous read's statement time minus a
+//!   margin, plus the list of live `(pid, backend_start)`. Every other live session is an idle
+//!   session whose row is exactly the one already held (`state_change` moves on every state change,
+//!   and an idle session's other columns only change through a statement, which is a state change).
+//!   A new backend on a reused pid has a new `backend_start`. The margin covers a backend that took
+//!   its timestamp before our scan but published it after; a full read every
+//!   [`FULL_READ_EVERY`] reads bounds anything else (a server clock stepping backwards).
+//! * [`LockCache`]: the awaited lock (mode, relation, `waitstart`) of a waiter is reused while its
+//!   [`WaitKey`] is unchanged: same statement, same wait event, same blockers, and every blocker in
+//!   the same statement and state. For the awaited lock to change, the waiter must have been granted
+//!   its lock and queued for another one in the same statement; that needs a blocker to let go of a
+//!   lock, which it does by finishing a statement or transaction, which changes the key. `pg_locks`
+//!   is still read at least every [`LOCK_REREAD_EVERY`] polls with waiters.
+//!
+//! Neither cache ever feeds a sweep: the sweep discovers on fresh sessions and re-checks inside its
+//! transaction. A stale cache can at worst show a detail for a few seconds too long.
+
+use crate::domain::snapshot::{AwaitedLock, ObservedSession};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{HashMap, HashSet};
+
+/// Every this many activity reads, one is a full read whatever the cache holds.
+pub const FULL_READ_EVERY: u32 = 60;
+/// Rows whose `state_change` is this close before the previous read are sent again.
+pub const STATE_CHANGE_MARGIN: Duration = Duration::seconds(2);
+/// `pg_locks` is read at least every this many polls that have lock waiters.
+pub const LOCK_REREAD_EVERY: u32 = 20;
+
+/// One activity read as the server answered it.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityRead {
+    /// The read asked for every row (`since` was `None`).
+    pub full: bool,
+    /// Rows the server sent (all of them on a full read).
+    pub sent: Vec<ObservedSession>,
+    /// Every live backend as `(pid, backend_start)`, from the same snapshot. `None` when the server
+    /// did not report it (then only `sent` is trusted and the next read is full).
+    pub alive: Option<Vec<(i32, Option<DateTime<Utc>>)>>,
+    /// The statement's start time on the server.
+    pub statement_time: Option<DateTime<Utc>>,
+}
+
+/// The sessions of one server as of the last read, keyed by pid.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityCache {
+    rows: HashMap<i32, ObservedSession>,
+    last_statement: Option<DateTime<Utc>>,
+    reads_since_full: u32,
+}
+
+impl ActivityCache {
+    /// The `state_change` bound for the next read, or `None` for a full read.
+    pub fn since(&self) -> Option<DateTime<Utc>> {
+        if self.reads_since_full + 1 >= FULL_READ_EVERY {
+            return None;
+        }
+        self.last_statement.map(|t| t - STATE_CHANGE_MARGIN)
+    }
+
+    /// Forgets everything: the next read is full.
+    pub fn reset(&mut self) {
+        *self = ActivityCache::default();
+    }
+
+    /// Merges a read into the cache and returns every session of the server, sorted by pid.
+    pub fn merge(&mut self, read: ActivityRead) -> Vec<ObservedSession> {
+        let mut rows: HashMap<i32, ObservedSession> = HashMap::with_capacity(read.sent.len());
+        let sent: HashSet<i32> = read.sent.iter().map(|s| s.pid).collect();
+        if !read.full {
+            // Unsent live sessions are idle and unchanged: keep the held row if it is the same
+            // backend. A live pid that is neither sent nor held is a backend the probe does not
+            // report (a background process).
+            for (pid, start) in read.alive.iter().flatten() {
+                if sent.contains(pid) {
+                    continue;
+                }
+                if let Some(mut held) = self.rows.remove(pid) {
+                    if held.backend_start == *start {
+                        held.awaited = None;
+                        rows.insert(*pid, held);
+                    }
+                }
+            }
+        }
+        for s in read.sent {
+            rows.insert(s.pid, s);
+        }
+        self.rows = rows;
+        match (read.alive.is_some(), read.statement_time) {
+            (true, Some(t)) => {
+                self.last_statement = Some(t);
+                self.reads_since_full = if read.full {
+                    0
+                } else {
+                    self.reads_since_full + 1
+                };
+            }
+            // Without the live list or a clock reading the next read must be full.
+            _ => self.last_statement = None,
+        }
+        let mut out: Vec<ObservedSession> = self.rows.values().cloned().collect();
+        out.sort_by_key(|s| s.pid);
+        out
+    }
+}
+
+/// What must stay the same for a waiter's awaited lock to be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitKey {
+    waiter: Moment,
+    wait_event: (Option<String>, Option<String>),
+    blockers: Vec<(i32, Option<Moment>)>,
+}
+
+/// A backend's identity and where it is in its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Moment {
+    backend_start: Option<DateTime<Utc>>,
+    xact_start: Option<DateTime<Utc>>,
+    query_start: Option<DateTime<Utc>>,
+    state_change: Option<DateTime<Utc>>,
+    state: Option<String>,
+}
+
+impl Moment {
+    fn of(s: &ObservedSession) -> Moment {
+        Moment {
+            backend_start: s.backend_start,
+            xact_start: s.xact_start,
+            query_start: s.query_start,
+            state_change: s.state_change,
+            state: s.state.clone(),
+        }
+    }
+}
+
+/// The key of a blocked session, with its blockers looked up among `by_pid`.
+pub fn wait_key(s: &ObservedSession, by_pid: &HashMap<i32, &ObservedSession>) -> WaitKey {
+    let mut blockers: Vec<(i32, Option<Moment>)> = s
+        .blocked_by
+        .iter()
+        .map(|pid| (*pid, by_pid.get(pid).map(|b| Moment::of(b))))
+        .collect();
+    blockers.sort_by_key(|(pid, _)| *pid);
+    blockers.dedup_by_key(|(pid, _)| *pid);
+    WaitKey {
+        waiter: Moment::of(s),
+        wait_event: (s.wait_event_type.clone(), s.wait_event.clone()),
+        blockers,
+    }
+}
+
+/// Awaited locks of the last `pg_locks` read, with the keys they were read under.
+#[derive(Debug, Clone, Default)]
+pub struct LockCache {
+    entries: HashMap<i32, (WaitKey, AwaitedLock)>,
+    polls_since_read: u32,
+}
+
+impl LockCache {
+    /// The awaited lock of every blocked session in `sessions` if all of them can be reused, or `None`
+    /// when `pg_locks` must be read.
+    pub fn reuse(&mut self, sessions: &[ObservedSession]) -> Option<HashMap<i32, AwaitedLock>> {
+        let by_pid: HashMap<i32, &ObservedSession> = sessions.iter().map(|s| (s.pid, s)).collect();
+        let blocked: Vec<&ObservedSession> = sessions
+            .iter()
+            .filter(|s| !s.blocked_by.is_empty())
+            .collect();
+        if blocked.is_empty() {
+            self.entries.clear();
+            self.polls_since_read = 0;
+            return Some(HashMap::new());
+        }
+        if self.polls_since_read + 1 >= LOCK_REREAD_EVERY {
+            return None;
+        }
+        let mut out = HashMap::with_capacity(blocked.len());
+        for s in blocked {
+            let (key, lock) = self.entries.get(&s.pid)?;
+            if *key != wait_key(s, &by_pid) {
+                return None;
+            }
+            out.insert(s.pid, lock.clone());
+        }
+        self.polls_since_read += 1;
+        Some(out)
+    }
+
+    /// Records a fresh `pg_locks` read for the blocked sessions of `sessions`.
+    pub fn store(&mut self, sessions: &[ObservedSession], awaited: &HashMap<i32, AwaitedLock>) {
+        let by_pid: HashMap<i32, &ObservedSession> = sessions.iter().map(|s| (s.pid, s)).collect();
+        self.entries = sessions
+            .iter()
+            .filter(|s| !s.blocked_by.is_empty())
+            .filter_map(|s| {
+                awaited
+                    .get(&s.pid)
+                    .map(|l| (s.pid, (wait_key(s, &by_pid), l.clone())))
+            })
+            .collect();
+        self.polls_since_read = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_763_900_000 + s, 0).unwrap()
+    }
+
+    fn idle(pid: i32, start: i64, change: i64) -> ObservedSession {
+        ObservedSession {
+            pid,
+            application_name: format!("pytest_gw{pid}_p1t1763900000r0000000a"),
+            state: Some("idle".into()),
+            backend_start: Some(t(start)),
+            state_change: Some(t(change)),
+            query: Some(format!("SELECT {pid}")),
+            ..Default::default()
+        }
+    }
+
+    fn full(rows: Vec<ObservedSession>, now: i64) -> ActivityRead {
+        let alive = rows.iter().map(|s| (s.pid, s.backend_start)).collect();
+        ActivityRead {
+            full: true,
+            sent: rows,
+            alive: Some(alive),
+            statement_time: Some(t(now)),
+        }
+    }
+
+    #[test]
+    fn first_read_is_full_then_bounded_by_the_last_statement() {
+        let mut c = ActivityCache::default();
+        assert_eq!(c.since(), None);
+        c.merge(full(vec![idle(1, 0, 1)], 10));
+        assert_eq!(c.since(), Some(t(10) - STATE_CHANGE_MARGIN));
+    }
+
+    #[test]
+    fn unsent_live_sessions_come_from_the_cache_and_gone_ones_leave() {
+        let mut c = ActivityCache::default();
+        c.merge(full(vec![idle(1, 0, 1), idle(2, 0, 1), idle(3, 0, 1)], 10));
+        let mut changed = idle(2, 0, 11);
+        changed.state = Some("active".into());
+        let out = c.merge(ActivityRead {
+            full: false,
+            sent: vec![changed.clone()],
+            alive: Some(vec![(1, Some(t(0))), (2, Some(t(0))), (99, Some(t(0)))]),
+            statement_time: Some(t(12)),
+        });
+        let pids: Vec<i32> = out.iter().map(|s| s.pid).collect();
+        assert_eq!(pids, vec![1, 2], "3 is gone, 99 is not a reported backend");
+        assert_eq!(out[0].query.as_deref(), Some("SELECT 1"));
+        assert_eq!(out[1].state.as_deref(), Some("active"));
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_mistaken_for_the_old_backend() {
+        let mut c = ActivityCache::default();
+        c.merge(full(vec![idle(7, 0, 1)], 10));
+        let out = c.merge(ActivityRead {
+            full: false,
+            sent: vec![],
+            alive: Some(vec![(7, Some(t(5)))]),
+            statement_time: Some(t(12)),
+        });
+        assert!(
+            out.is_empty(),
+            "a different backend_start is another backend"
+        );
+    }
+
+    #[test]
+    fn a_read_without_live_list_forces_the_next_read_full() {
+        let mut c = ActivityCache::default();
+        c.merge(full(vec![idle(1, 0, 1)], 10));
+        c.merge(ActivityRead {
+            full: false,
+            sent: vec![],
+            alive: None,
+            statement_time: Some(t(11)),
+        });
+        assert_eq!(c.since(), None);
+    }
+
+    #[test]
+    fn every_so_many_reads_one_is_full() {
+        let mut c = ActivityCache::default();
+        c.merge(full(vec![idle(1, 0, 1)], 10));
+        let mut fulls = 0;
+        for i in 0..(2 * FULL_READ_EVERY) {
+            let since = c.since();
+            if since.is_none() {
+                fulls += 1;
+            }
+            c.merge(ActivityRead {
+                full: since.is_none(),
+                sent: if since.is_none() {
+                    vec![idle(1, 0, 1)]
+                } else {
+                    vec![]
+                },
+                alive: Some(vec![(1, Some(t(0)))]),
+                statement_time: Some(t(20 + i as i64)),
+            });
+        }
+        assert_eq!(fulls, 2);
+    }
+
+    fn waiter(pid: i32, blockers: &[i32]) -> ObservedSession {
+        ObservedSession {
+            pid,
+            state: Some("active".into()),
+            wait_event_type: Some("Lock".into()),
+            wait_event: Some("relation".into()),
+            backend_start: Some(t(0)),
+            xact_start: Some(t(5)),
+            query_start: Some(t(5)),
+            state_change: Some(t(5)),
+            blocked_by: blockers.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn holder(pid: i32) -> ObservedSession {
+        ObservedSession {
+            pid,
+            state: Some("idle in transaction".into()),
+            backend_start: Some(t(0)),
+            xact_start: Some(t(1)),
+            query_start: Some(t(2)),
+            state_change: Some(t(3)),
+            ..Default::default()
+        }
+    }
+
+    fn lock(rel: &str) -> AwaitedLock {
+        AwaitedLock {
+            lock_type: "relation".into(),
+            mode: "AccessShareLock".into(),
+            relation: Some(rel.into()),
+            waitstart: Some(t(5)),
+            object: format!("relation:{rel}"),
+        }
+    }
+
+    #[test]
+    fn locks_are_reused_while_nobody_moves() {
+        let mut c = LockCache::default();
+        let sessions = vec![holder(1), waiter(2, &[1])];
+        assert!(c.reuse(&sessions).is_none(), "nothing cached yet");
+        c.store(&sessions, &HashMap::from([(2, lock("public.hot"))]));
+        let got = c.reuse(&sessions).expect("same wait");
+        assert_eq!(got[&2].relation.as_deref(), Some("public.hot"));
+    }
+
+    #[test]
+    fn a_moving_blocker_or_waiter_or_a_new_waiter_forces_a_read() {
+        let base = vec![holder(1), waiter(2, &[1])];
+        let mut c = LockCache::default();
+        c.store(&base, &HashMap::from([(2, lock("public.hot"))]));
+
+        let mut moved = base.clone();
+        moved[0].query_start = Some(t(9)); // blocker ran another statement
+        assert!(c.reuse(&moved).is_none());
+
+        let mut new_xact = base.clone();
+        new_xact[0].xact_start = Some(t(9));
+        assert!(c.reuse(&new_xact).is_none());
+
+        let mut waiter_moved = base.clone();
+        waiter_moved[1].query_start = Some(t(9));
+        assert!(c.reuse(&waiter_moved).is_none());
+
+        let mut other_blocker = base.clone();
+        other_blocker.push(holder(3));
+        other_blocker[1].blocked_by = vec![3];
+        assert!(c.reuse(&other_blocker).is_none());
+
+        let mut another_waiter = base.clone();
+        another_waiter.push(waiter(4, &[1]));
+        assert!(c.reuse(&another_waiter).is_none());
+
+        assert!(c.reuse(&base).is_some(), "the original state still matches");
+    }
+
+    #[test]
+    fn locks_are_reread_every_so_often_and_cleared_without_waiters() {
+        let sessions = vec![holder(1), waiter(2, &[1])];
+        let mut c = LockCache::default();
+        c.store(&sessions, &HashMap::from([(2, lock("public.hot"))]));
+        let reused = (0..LOCK_REREAD_EVERY)
+            .take_while(|_| c.reuse(&sessions).is_some())
+            .count();
+        assert_eq!(reused as u32, LOCK_REREAD_EVERY - 1);
+        assert_eq!(c.reuse(&[holder(1)]), Some(HashMap::new()));
+        assert!(c.reuse(&sessions).is_none(), "cleared when nobody waited");
+    }
+}
