@@ -1,23 +1,30 @@
-//! The dashboard's pollers against a real server: a terminated monitor session comes back by itself.
+//! The dashboard's pollers against a real server: a terminated monitor session comes back by itself;
+//! exact schema sizes arrive from the background sizer, outside the polls.
 
 mod common;
 
 use common::*;
 use pgswarm::pg::conninfo::ProcessEnv;
-use pgswarm::pg::poller::{spawn_pollers, PollControl};
+use pgswarm::pg::poller::{spawn_pollers, GroupResult, PollControl};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[tokio::test]
-async fn a_terminated_monitor_session_reconnects() {
-    let srv = Server::start(&["platform"]);
-    let c = srv.conninfo("platform");
-    let settings = settings(&[entry("platform", &c)]);
-    let (_control_tx, control_rx) = tokio::sync::watch::channel(PollControl {
+type Results = tokio::sync::mpsc::UnboundedReceiver<GroupResult>;
+
+/// Pollers for one database at a 200 ms interval, as the dashboard starts them.
+fn start_pollers(
+    conninfo: &str,
+) -> (
+    tokio::sync::watch::Sender<PollControl>,
+    Results,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let settings = settings(&[entry("platform", conninfo)]);
+    let (control_tx, control_rx) = tokio::sync::watch::channel(PollControl {
         interval: Duration::from_millis(200),
         refresh_seq: 0,
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let pollers = spawn_pollers(
         &settings.databases,
         &settings.session,
@@ -26,8 +33,15 @@ async fn a_terminated_monitor_session_reconnects() {
         control_rx,
         tx,
     );
-    let reachable =
-        |r: &pgswarm::pg::poller::GroupResult| r.observation.databases[0].outcome.is_ok();
+    (control_tx, rx, pollers)
+}
+
+#[tokio::test]
+async fn a_terminated_monitor_session_reconnects() {
+    let srv = Server::start(&["platform"]);
+    let c = srv.conninfo("platform");
+    let (_control_tx, mut rx, pollers) = start_pollers(&c);
+    let reachable = |r: &GroupResult| r.observation.databases[0].outcome.is_ok();
     let first = rx.recv().await.unwrap();
     assert!(reachable(&first));
 
@@ -35,7 +49,8 @@ async fn a_terminated_monitor_session_reconnects() {
     let monitor_pid = || async {
         admin
             .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgswarm' LIMIT 1",
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgswarm' \
+                 ORDER BY backend_start LIMIT 1",
                 &[],
             )
             .await
@@ -66,6 +81,60 @@ async fn a_terminated_monitor_session_reconnects() {
         }
         assert!(Instant::now() < deadline, "the poller never reconnected");
     }
+    for p in pollers {
+        p.abort();
+    }
+}
+
+#[tokio::test]
+async fn exact_sizes_come_from_the_sizer_and_match_the_server() {
+    let srv = Server::start(&["platform"]);
+    let schema = format!("test_{NS_A}_gw0");
+    srv.psql(
+        "platform",
+        &format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int PRIMARY KEY, v text); \
+             INSERT INTO {schema}.t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g"
+        ),
+    );
+    let expected: i64 = srv
+        .psql(
+            "platform",
+            &format!(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p', 'm')"
+            ),
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    let c = srv.conninfo("platform");
+    let (_control_tx, mut rx, pollers) = start_pollers(&c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut estimates_seen = 0;
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("polls keep coming")
+            .unwrap();
+        let s = r
+            .observation
+            .schemas
+            .iter()
+            .find(|s| s.schema == schema)
+            .expect("the test schema is listed on every poll");
+        if s.bytes_exact {
+            assert_eq!(s.bytes, expected, "exact size as the server computes it");
+            break;
+        }
+        estimates_seen += 1;
+        assert!(Instant::now() < deadline, "exact sizes never arrived");
+    }
+    assert!(
+        estimates_seen > 0,
+        "polls must not wait for the sizer: the first ones carry estimates"
+    );
     for p in pollers {
         p.abort();
     }

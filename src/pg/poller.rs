@@ -8,15 +8,18 @@
 //! Sessions that fail or are closed under us (a terminated backend ends with 57P01 and
 //! `Client::is_closed()`) are reopened in the background with capped exponential backoff and jitter,
 //! so a reconnect attempt to a blackholed host does not stall the polls of its healthy neighbours.
-//! Exact schema sizes take a brief lock per table, so they are refreshed only every few polls and
-//! cached in between.
+//! Exact schema sizes take a brief lock per table and, with ten thousand test tables, seconds of server
+//! time; so they never run in a poll. A sizer task per group reads them on its own short-lived
+//! connections every [`SIZES_EVERY`] and the polls attach the latest figures (estimates until then).
 
 use crate::domain::snapshot::Observation;
 use crate::pg::connect::SessionSettings;
 use crate::pg::conninfo::Environment;
-use crate::pg::probe::{observe, open_session, server_label, DbSession, DbTarget, ProbeOptions};
+use crate::pg::probe::{
+    exact_schema_sizes, observe, open_session, server_label, DbSession, DbTarget, ProbeOptions,
+};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -37,8 +40,20 @@ pub struct GroupResult {
     pub elapsed: Duration,
 }
 
-/// Exact sizes are read on every `EXACT_SIZES_EVERY`-th poll of a group.
-const EXACT_SIZES_EVERY: u64 = 10;
+/// How often the sizer reads exact schema sizes (first read shortly after start).
+pub const SIZES_EVERY: Duration = Duration::from_secs(30);
+const SIZES_FIRST: Duration = Duration::from_secs(2);
+
+type Sizes = Arc<Mutex<HashMap<(String, String), i64>>>;
+
+/// Aborts the sizer when the poller ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
@@ -147,8 +162,14 @@ impl GroupPoller {
             .map(|i| Backoff::new(std::process::id() as u64 * 7919 + (self.group * 31 + i) as u64))
             .collect();
         let mut retry_at: Vec<Option<Instant>> = vec![None; n];
-        let mut sizes: HashMap<(String, String), i64> = HashMap::new();
-        let mut polls: u64 = 0;
+        let sizes: Sizes = Arc::default();
+        let _sizer = AbortOnDrop(tokio::spawn(sizer(
+            self.targets.clone(),
+            self.session.clone(),
+            self.schema_prefix.clone(),
+            self.env.clone(),
+            sizes.clone(),
+        )));
 
         // The first poll waits (bounded) for the first connection attempts, so the screen does not
         // start with a false "unreachable".
@@ -192,10 +213,9 @@ impl GroupPoller {
                 }
             }
 
-            let exact = polls % EXACT_SIZES_EVERY == 0;
             let opts = ProbeOptions {
                 schema_prefix: self.schema_prefix.clone(),
-                exact_sizes: exact,
+                exact_sizes: false,
             };
             let mut obs = observe(
                 &self.targets,
@@ -204,14 +224,13 @@ impl GroupPoller {
                 self.session.statement_timeout,
             )
             .await;
-            polls += 1;
-            for s in &mut obs.schemas {
-                let key = (s.database.clone(), s.schema.clone());
-                if exact && s.bytes_exact {
-                    sizes.insert(key, s.bytes);
-                } else if let Some(b) = sizes.get(&key) {
-                    s.bytes = *b;
-                    s.bytes_exact = true;
+            {
+                let sizes = sizes.lock().unwrap_or_else(|p| p.into_inner());
+                for s in &mut obs.schemas {
+                    if let Some(b) = sizes.get(&(s.database.clone(), s.schema.clone())) {
+                        s.bytes = *b;
+                        s.bytes_exact = true;
+                    }
                 }
             }
             // Sessions closed under us (terminated backend, network loss) reconnect at once.
@@ -240,6 +259,37 @@ impl GroupPoller {
                 }
             }
         }
+    }
+}
+
+/// Reads exact schema sizes of every database of a group on fresh connections, so a slow size query
+/// never delays a poll; failures (unreachable, a table locked past the 100 ms lock timeout) keep the
+/// previous figures, or the estimates.
+async fn sizer(
+    targets: Vec<DbTarget>,
+    settings: SessionSettings,
+    schema_prefix: String,
+    env: Arc<dyn Environment + Send + Sync>,
+    sizes: Sizes,
+) {
+    tokio::time::sleep(SIZES_FIRST).await;
+    loop {
+        for t in &targets {
+            let Ok(session) = open_session(&t.target, &settings, env.as_ref()).await else {
+                continue;
+            };
+            match exact_schema_sizes(&session, &schema_prefix, settings.statement_timeout).await {
+                Ok(found) => {
+                    let mut sizes = sizes.lock().unwrap_or_else(|p| p.into_inner());
+                    sizes.retain(|(db, _), _| db != &t.name);
+                    for (schema, bytes) in found {
+                        sizes.insert((t.name.clone(), schema), bytes);
+                    }
+                }
+                Err(e) => tracing::info!(database = %t.name, error = %e, "exact sizes skipped"),
+            }
+        }
+        tokio::time::sleep(SIZES_EVERY).await;
     }
 }
 
