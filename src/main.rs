@@ -186,8 +186,20 @@ struct SnapshotArgs {
 }
 
 fn main() {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     std::process::exit(run(cli));
+}
+
+/// The allocator hands freed memory back to the kernel between polls and faults it in again on the
+/// next one. With transparent huge pages each of those faults zeroes 2 MiB: profiled at 1,000
+/// sessions and a 1 s refresh, that was about 15% of the process's CPU. A monitor wants small pages.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is success, not an error.
