@@ -2,6 +2,10 @@
 //! memory, sampled from /proc while `pgswarm` runs in tmux at 1 s refresh against a throwaway server
 //! with `SESSIONS` labeled sessions (50 invocations over 4 databases, a few blocked).
 //!
+//! Then the latency from a lock wait starting to it being on screen: a fresh holder/waiter pair, at a
+//! phase that walks across the refresh period, timed until the header's blocked count shows it (the
+//! pane is captured every 10 ms).
+//!
 //! Run: `cargo bench --bench dashboard_idle` (needs PostgreSQL server binaries and tmux).
 
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
@@ -11,6 +15,7 @@ use tokio_postgres::NoTls;
 
 const SESSIONS: usize = 500;
 const SAMPLE: Duration = Duration::from_secs(20);
+const LATENCY_TRIALS: usize = 12;
 
 fn proc_cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("pgswarm is running");
@@ -119,6 +124,65 @@ async fn main() {
     }
     let cpu =
         (proc_cpu_ticks(pid) - start_ticks) as f64 / ticks_per_s / start.elapsed().as_secs_f64();
+    // Lock-to-screen latency at 1 s refresh.
+    let capture =
+        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "b"]).stdout).into_owned();
+    let blocked_on_screen = |screen: &str| -> Option<usize> {
+        let header = screen.lines().next()?;
+        let i = header.find(" blocked")?;
+        header[..i].rsplit(' ').next()?.parse().ok()
+    };
+    cluster
+        .psql("platform", "CREATE TABLE latency_probe (id int)")
+        .unwrap();
+    let open = |app: &'static str| {
+        let conf = format!("{} application_name={app}", cluster.conninfo("platform"));
+        async move {
+            let (c, conn) = tokio_postgres::connect(&conf, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            std::sync::Arc::new(c)
+        }
+    };
+    let holder = open("pytest_gw0_p30000t1763900000r00007777").await;
+    let waiter = open("pytest_gw1_p30001t1763900000r00008888").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base = blocked_on_screen(&capture()).expect("blocked count in the header");
+    let mut latencies = Vec::new();
+    for trial in 0..LATENCY_TRIALS {
+        // Walk the start across the refresh period.
+        tokio::time::sleep(Duration::from_millis(1_000 + (trial as u64 * 379) % 1_000)).await;
+        holder
+            .batch_execute("BEGIN; LOCK TABLE latency_probe")
+            .await
+            .unwrap();
+        let w = waiter.clone();
+        let started = Instant::now();
+        let task = tokio::spawn(async move { w.execute("SELECT * FROM latency_probe", &[]).await });
+        loop {
+            if blocked_on_screen(&capture()) == Some(base + 1) {
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the new lock wait never reached the screen:\n{}",
+                capture()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        task.await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while blocked_on_screen(&capture()) != Some(base) {
+            assert!(
+                Instant::now() < deadline,
+                "the released wait never left the screen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+
     tmux(&["send-keys", "-t", "b", "q"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     tmux(&["kill-server"]);
@@ -133,6 +197,12 @@ async fn main() {
         cpu * 100.0
     );
     println!("| resident memory, max | {rss_max:.1} MiB |");
+    println!(
+        "| lock wait start → on screen, {LATENCY_TRIALS} trials across the refresh period | median {:.0} ms (min {:.0}, max {:.0}) |",
+        latencies[latencies.len() / 2],
+        latencies[0],
+        latencies[latencies.len() - 1]
+    );
     for w in waiters {
         w.abort();
     }

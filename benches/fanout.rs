@@ -1,7 +1,8 @@
 //! Fan-out: one `pgswarm snapshot` over 4 databases on 2 servers, end to end (process start to
 //! exit), against running the seed write-up's diagnose query with psql on each database in turn; then
 //! both again with a fifth database on a blackholed host (accepts TCP, never answers) at a 2 s connect
-//! timeout. Median (min–max) wall time over RUNS runs, side by side in one run.
+//! timeout. Median (min–max) wall time over RUNS rounds; each round runs every contender once, so load
+//! drift on a shared machine hits them alike.
 //!
 //! Run: `cargo bench --bench fanout`
 
@@ -16,16 +17,15 @@ const SEED: &str =
  JOIN LATERAL unnest(pg_blocking_pids(blocked.pid)) AS blockers(pid) ON true \
  JOIN pg_stat_activity blocker ON blocker.pid = blockers.pid";
 
-fn time(mut f: impl FnMut()) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn timed(f: &dyn Fn()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 fn main() {
@@ -80,24 +80,27 @@ fn main() {
                 .unwrap();
         }
     };
-    let rows = [
-        (
-            "pgswarm snapshot, 4 dbs on 2 servers",
-            time(|| pgswarm(None)),
-        ),
-        (
-            "psql seed query on each db in turn",
-            time(|| psql_loop(None)),
-        ),
-        (
-            "pgswarm snapshot, + 1 blackholed host",
-            time(|| pgswarm(Some(&blackhole))),
-        ),
-        (
-            "psql seed query in turn, + 1 blackholed host",
-            time(|| psql_loop(Some(&blackhole))),
-        ),
+    let contenders: [(&str, &dyn Fn()); 4] = [
+        ("pgswarm snapshot, 4 dbs on 2 servers", &|| pgswarm(None)),
+        ("psql seed query on each db in turn", &|| psql_loop(None)),
+        ("pgswarm snapshot, + 1 blackholed host", &|| {
+            pgswarm(Some(&blackhole))
+        }),
+        ("psql seed query in turn, + 1 blackholed host", &|| {
+            psql_loop(Some(&blackhole))
+        }),
     ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..RUNS {
+        for (i, (_, f)) in contenders.iter().enumerate() {
+            times[i].push(timed(*f));
+        }
+    }
+    let rows: Vec<(&str, (f64, f64, f64))> = contenders
+        .iter()
+        .zip(times)
+        .map(|((label, _), t)| (*label, stats(t)))
+        .collect();
     println!("| fan-out, end to end (connect timeout 2 s) | wall time, median (min–max) |");
     println!("|---|---|");
     for (label, (m, lo, hi)) in rows {

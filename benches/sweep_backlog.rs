@@ -1,9 +1,15 @@
 //! The seed's backlog (56 stale schemas of 220 tables each, default lock settings) cleared by
 //! `pgswarm sweep` vs a psql loop dropping one schema per transaction, on one server and split over
 //! two; plus the schema listing's cost with those ~12,000 test tables present (estimated sizes, as
-//! every dashboard poll reads them, and exact sizes, as every 10th poll does).
+//! every dashboard poll reads them, and exact sizes, as the dashboard's background sizer reads them
+//! every 30 s on its own connection).
 //!
-//! Run: `cargo bench --bench sweep_backlog` (several minutes: each backlog takes ~45 s to create).
+//! The backlogs are built once as template databases; before every sweep the database is re-created
+//! from its template (a file copy, not timed). ROUNDS rounds, each running all four contenders in
+//! rotating order; medians (min–max) and the median of per-round ratios.
+//!
+//! Run: `cargo bench --bench sweep_backlog` (PGSWARM_BENCH_ROUNDS, default 3; ~2 min to build the
+//! templates, then ~2 min per round).
 
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
 use std::process::Command;
@@ -14,7 +20,7 @@ const TABLES: usize = 220;
 
 fn server() -> TempCluster {
     TempCluster::start(&ClusterOptions {
-        databases: vec!["tenant_test".into()],
+        databases: vec!["tpl_full".into(), "tpl_half".into()],
         // Default lock settings: max_locks_per_transaction 64, max_connections 100.
         settings: vec![("max_connections".into(), "100".into())],
         ..Default::default()
@@ -22,12 +28,12 @@ fn server() -> TempCluster {
     .expect("server binaries")
 }
 
-fn backlog(srv: &TempCluster, from: usize, to: usize) -> Vec<String> {
+fn backlog(srv: &TempCluster, db: &str, from: usize, to: usize) -> Vec<String> {
     (from..to)
         .map(|i| {
             let s = format!("test_p{}t1700000000r{:08x}_gw0", 50_000 + i, i);
             srv.psql(
-                "tenant_test",
+                db,
                 &format!(
                     "DO $$ BEGIN EXECUTE format('CREATE SCHEMA %I', '{s}'); FOR i IN 0..{} LOOP \
                      EXECUTE format('CREATE TABLE %I.%I (id serial PRIMARY KEY, name text, created int)', '{s}', 't' || i); \
@@ -75,18 +81,40 @@ fn psql_loop(parts: &[(&TempCluster, Vec<String>)]) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-fn timed_psql(srv: &TempCluster, sql: &str) -> f64 {
+fn timed_psql(srv: &TempCluster, db: &str, sql: &str) -> f64 {
     let t = Instant::now();
-    srv.psql("tenant_test", sql).unwrap();
+    srv.psql(db, sql).unwrap();
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-fn main() {
-    let mut rows: Vec<(String, String)> = Vec::new();
+/// Re-creates `tenant_test` from a template (not timed).
+fn reset(srv: &TempCluster, template: &str) {
+    srv.psql("postgres", "DROP DATABASE IF EXISTS tenant_test")
+        .unwrap();
+    srv.psql(
+        "postgres",
+        &format!("CREATE DATABASE tenant_test TEMPLATE {template}"),
+    )
+    .unwrap();
+}
 
-    // One server.
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let rounds: usize = std::env::var("PGSWARM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let a = server();
-    let schemas = backlog(&a, 0, SCHEMAS);
+    let b = server();
+    eprintln!("sweep_backlog: building template backlogs …");
+    let full = backlog(&a, "tpl_full", 0, SCHEMAS);
+    let half_a = backlog(&a, "tpl_half", 0, SCHEMAS / 2);
+    let half_b = backlog(&b, "tpl_half", SCHEMAS / 2, SCHEMAS);
+
     // Schema listing with ~12,000 test tables: the probe's own queries, timed through psql.
     let listing = "SELECT n.nspname, count(c.oid) FILTER (WHERE c.relkind IN ('r','p')), \
         coalesce(sum(c.relpages::int8), 0) * current_setting('block_size')::int8 \
@@ -95,60 +123,106 @@ fn main() {
     let exact = "SELECT n.nspname, coalesce(sum(pg_total_relation_size(c.oid)), 0) \
         FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid \
         WHERE n.nspname LIKE 'test\\_%' AND c.relkind IN ('r','p','m') GROUP BY 1";
-    let baseline = timed_psql(&a, "SELECT 1");
-    let mut est: Vec<f64> = (0..5).map(|_| timed_psql(&a, listing) - baseline).collect();
-    let mut ex: Vec<f64> = (0..5).map(|_| timed_psql(&a, exact) - baseline).collect();
-    est.sort_by(|x, y| x.total_cmp(y));
-    ex.sort_by(|x, y| x.total_cmp(y));
-    rows.push((
-        format!(
-            "schema listing, {} test tables, estimated sizes (every poll)",
-            SCHEMAS * TABLES
-        ),
-        format!("{:.0} ms (median of 5, psql round trip subtracted)", est[2]),
-    ));
-    rows.push((
-        format!(
-            "schema listing, {} test tables, exact sizes (every 10th poll)",
-            SCHEMAS * TABLES
-        ),
-        format!("{:.0} ms", ex[2]),
-    ));
-    let (ms, summary) = sweep(&[&a]);
-    rows.push((
-        "pgswarm sweep, 1 server".into(),
-        format!("{:.1} s — {summary}", ms / 1000.0),
-    ));
-    let schemas2 = backlog(&a, SCHEMAS, 2 * SCHEMAS);
-    let _ = schemas;
-    rows.push((
-        "psql loop, one schema per transaction, 1 server".into(),
-        format!("{:.1} s", psql_loop(&[(&a, schemas2)]) / 1000.0),
-    ));
+    let baseline = timed_psql(&a, "tpl_full", "SELECT 1");
+    let est = stats(
+        (0..5)
+            .map(|_| timed_psql(&a, "tpl_full", listing) - baseline)
+            .collect(),
+    );
+    let ex = stats(
+        (0..5)
+            .map(|_| timed_psql(&a, "tpl_full", exact) - baseline)
+            .collect(),
+    );
 
-    // Two servers, half the backlog each.
-    let b = server();
-    let _ = backlog(&a, 0, SCHEMAS / 2);
-    let _ = backlog(&b, SCHEMAS / 2, SCHEMAS);
-    let (ms, summary) = sweep(&[&a, &b]);
-    rows.push((
-        "pgswarm sweep, 2 servers (28 + 28)".into(),
-        format!("{:.1} s — {summary}", ms / 1000.0),
-    ));
-    let pa = backlog(&a, 0, SCHEMAS / 2);
-    let pb = backlog(&b, SCHEMAS / 2, SCHEMAS);
-    rows.push((
-        "psql loop, 2 servers in turn (28 + 28)".into(),
-        format!("{:.1} s", psql_loop(&[(&a, pa), (&b, pb)]) / 1000.0),
-    ));
-
+    let labels = [
+        "pgswarm sweep, 1 server",
+        "psql loop, one schema per transaction, 1 server",
+        "pgswarm sweep, 2 servers (28 + 28), swept in parallel",
+        "psql loop, 2 servers in turn (28 + 28)",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    let mut summaries: Vec<String> = vec![String::new(); labels.len()];
+    for round in 0..rounds {
+        for k in 0..labels.len() {
+            let i = (k + round) % labels.len();
+            let (ms, summary) = match i {
+                0 => {
+                    reset(&a, "tpl_full");
+                    sweep(&[&a])
+                }
+                1 => {
+                    reset(&a, "tpl_full");
+                    (psql_loop(&[(&a, full.clone())]), String::new())
+                }
+                2 => {
+                    reset(&a, "tpl_half");
+                    reset(&b, "tpl_half");
+                    sweep(&[&a, &b])
+                }
+                _ => {
+                    reset(&a, "tpl_half");
+                    reset(&b, "tpl_half");
+                    (
+                        psql_loop(&[(&a, half_a.clone()), (&b, half_b.clone())]),
+                        String::new(),
+                    )
+                }
+            };
+            eprintln!(
+                "  round {} {:<55} {:.1} s {summary}",
+                round + 1,
+                labels[i],
+                ms / 1000.0
+            );
+            times[i].push(ms);
+            if !summary.is_empty() {
+                summaries[i] = summary;
+            }
+        }
+    }
+    let ratio =
+        |x: usize, y: usize| stats(times[x].iter().zip(&times[y]).map(|(p, q)| p / q).collect());
     println!(
-        "| seed backlog: {SCHEMAS} schemas x {TABLES} tables, default lock settings | result |"
+        "| seed backlog: {SCHEMAS} schemas x {TABLES} tables, default lock settings, {rounds} rounds | wall time, median (min–max) |"
     );
     println!("|---|---|");
-    for (k, v) in rows {
-        println!("| {k} | {v} |");
+    for (i, label) in labels.iter().enumerate() {
+        let (m, lo, hi) = stats(times[i].clone());
+        let note = if summaries[i].is_empty() {
+            String::new()
+        } else {
+            format!(" — last run: {}", summaries[i])
+        };
+        println!(
+            "| {label} | {:.1} s ({:.1}–{:.1}){note} |",
+            m / 1000.0,
+            lo / 1000.0,
+            hi / 1000.0
+        );
     }
+    let (r1, r1lo, r1hi) = ratio(0, 1);
+    let (r2, r2lo, r2hi) = ratio(2, 3);
+    println!(
+        "| pgswarm / psql loop, 1 server (per-round ratio) | {r1:.2}x ({r1lo:.2}–{r1hi:.2}) |"
+    );
+    println!(
+        "| pgswarm / psql loop, 2 servers (per-round ratio) | {r2:.2}x ({r2lo:.2}–{r2hi:.2}) |"
+    );
+    println!(
+        "| schema listing, {} test tables, estimated sizes (every poll) | {:.0} ms ({:.0}–{:.0}), psql round trip subtracted |",
+        SCHEMAS * TABLES,
+        est.0,
+        est.1,
+        est.2
+    );
+    println!(
+        "| schema listing, {} test tables, exact sizes (dashboard: background sizer every 30 s) | {:.0} ms ({:.0}–{:.0}) |",
+        SCHEMAS * TABLES,
+        ex.0,
+        ex.1,
+        ex.2
+    );
     a.stop();
     b.stop();
 }

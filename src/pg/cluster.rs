@@ -347,6 +347,11 @@ impl TempCluster {
         self.port
     }
 
+    /// Where the server binaries (and `pgbench`, `psql`) were found.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
     /// The postmaster's pid (for tests that check nothing is left running).
     pub fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.root.join("data/postmaster.pid"))
