@@ -129,6 +129,34 @@ fn postgres_user() -> Result<(u32, u32), ClusterError> {
     }
 }
 
+/// As root the server runs as `postgres`, which must be able to reach the temporary directory: a
+/// private `TMPDIR` (mode 0700, as `mktemp -d` makes) fails deep inside initdb with a bare
+/// "Permission denied" otherwise.
+fn reachable_by(dir: &Path, uid: u32, gid: u32) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt;
+    for d in dir.ancestors() {
+        let Ok(m) = std::fs::metadata(d) else {
+            continue;
+        };
+        let mode = m.mode();
+        let searchable = mode & 0o001 != 0
+            || (m.uid() == uid && mode & 0o100 != 0)
+            || (m.gid() == gid && mode & 0o010 != 0);
+        if !searchable {
+            return Err(err(format!(
+                "the temporary directory {} is not reachable by the `postgres` OS user the \
+                 throwaway server runs as ({} has mode {:o}). Make it searchable \
+                 (`chmod 755 {}`) or point TMPDIR at a directory that is, such as /tmp",
+                dir.display(),
+                d.display(),
+                mode & 0o7777,
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn chown(path: &Path) -> Result<(), ClusterError> {
     if !is_root() {
         return Ok(());
@@ -179,6 +207,10 @@ fn template(bindir: &Path) -> Result<PathBuf, ClusterError> {
         Command::new(bindir.join("pg_ctl")).arg("--version"),
         "pg_ctl --version",
     )?;
+    if is_root() {
+        let (uid, gid) = postgres_user()?;
+        reachable_by(&std::env::temp_dir(), uid, gid)?;
+    }
     let tag: String = version
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
@@ -412,5 +444,30 @@ impl TempCluster {
 impl Drop for TempCluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_temp_dir_is_named_with_the_fix() {
+        let base = tempfile::tempdir().unwrap();
+        let private = base.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        // Owned by us but without any search bit: unreachable even for its owner's uid.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let e = reachable_by(&private.join("sub"), uid, gid).unwrap_err().0;
+        assert!(e.contains(&private.display().to_string()), "{e}");
+        assert!(e.contains("mode 600") && e.contains("chmod 755"), "{e}");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(
+            reachable_by(&private, uid, gid).is_ok(),
+            "the owner may search 0700"
+        );
     }
 }

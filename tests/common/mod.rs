@@ -142,16 +142,12 @@ impl Drop for Server {
     }
 }
 
-/// Starts a throwaway server or fails the test with what to install.
+/// Starts a throwaway server or fails the test with what to fix (each cluster error names its fix:
+/// binaries to install, a directory to make reachable, ...).
 pub fn start_cluster(databases: &[&str], mut opts: ClusterOptions) -> TempCluster {
     opts.databases = databases.iter().map(|s| s.to_string()).collect();
-    TempCluster::start(&opts).unwrap_or_else(|e| {
-        panic!(
-            "cannot start a throwaway PostgreSQL server for this test: {e}\n\
-             Install the server binaries (Debian/Ubuntu: apt-get install postgresql) or set \
-             PGSWARM_PG_BINDIR."
-        )
-    })
+    TempCluster::start(&opts)
+        .unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL server for this test: {e}"))
 }
 
 /// Opens a session labeled `application_name` (the way a test worker would).
