@@ -228,7 +228,10 @@ fn replay_and_the_demo_fallback_without_server_binaries() {
         env!("CARGO_BIN_EXE_pgswarm"),
     );
     tmux.start(&command);
-    let screen = tmux.wait_for("the bundled recording in replay", |s| s.contains("REPLAY"));
+    // A capture can land mid-frame (header drawn, panes not yet): wait for the whole frame.
+    let screen = tmux.wait_for("the bundled recording in replay", |s| {
+        s.contains("REPLAY") && s.contains("Lock trees")
+    });
     assert!(screen.contains("Lock trees"), "{screen}");
     tmux.keys("S");
     tmux.wait_for("the sweep to be disabled", |s| {
