@@ -29,7 +29,7 @@
 
 use crate::domain::snapshot::{AwaitedLock, ObservedSession};
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Every this many activity reads, one is a full read whatever the cache holds.
 pub const FULL_READ_EVERY: u32 = 60;
@@ -76,19 +76,14 @@ impl ActivityCache {
 
     /// Merges a read into the cache and returns every session of the server, sorted by pid.
     pub fn merge(&mut self, read: ActivityRead) -> Vec<ObservedSession> {
-        let mut rows: HashMap<i32, ObservedSession> = HashMap::with_capacity(read.sent.len());
-        let sent: HashSet<i32> = read.sent.iter().map(|s| s.pid).collect();
+        let mut rows: HashMap<i32, ObservedSession> = HashMap::with_capacity(self.rows.len());
         if !read.full {
             // Unsent live sessions are idle and unchanged: keep the held row if it is the same
-            // backend. A live pid that is neither sent nor held is a backend the probe does not
-            // report (a background process).
+            // backend (sent rows replace theirs below). A live pid that is neither sent nor held is
+            // a backend the probe does not report (a background process).
             for (pid, start) in read.alive.iter().flatten() {
-                if sent.contains(pid) {
-                    continue;
-                }
-                if let Some(mut held) = self.rows.remove(pid) {
+                if let Some(held) = self.rows.remove(pid) {
                     if held.backend_start == *start {
-                        held.awaited = None;
                         rows.insert(*pid, held);
                     }
                 }

@@ -13,7 +13,7 @@
 //! connections every [`SIZES_EVERY`] and the polls attach the latest figures (estimates until then).
 
 use crate::domain::snapshot::Observation;
-use crate::pg::connect::SessionSettings;
+use crate::pg::connect::{connect, SessionSettings};
 use crate::pg::conninfo::Environment;
 use crate::pg::probe::{
     exact_schema_sizes, observe, open_session, server_label, DbSession, DbTarget, ProbeOptions,
@@ -44,7 +44,8 @@ pub struct GroupResult {
 pub const SIZES_EVERY: Duration = Duration::from_secs(30);
 const SIZES_FIRST: Duration = Duration::from_secs(2);
 
-type Sizes = Arc<Mutex<HashMap<(String, String), i64>>>;
+/// Exact bytes by configured database, then schema.
+type Sizes = Arc<Mutex<HashMap<String, HashMap<String, i64>>>>;
 
 /// Aborts the sizer when the poller ends.
 struct AbortOnDrop(JoinHandle<()>);
@@ -227,7 +228,7 @@ impl GroupPoller {
             {
                 let sizes = sizes.lock().unwrap_or_else(|p| p.into_inner());
                 for s in &mut obs.schemas {
-                    if let Some(b) = sizes.get(&(s.database.clone(), s.schema.clone())) {
+                    if let Some(b) = sizes.get(&s.database).and_then(|d| d.get(&s.schema)) {
                         s.bytes = *b;
                         s.bytes_exact = true;
                     }
@@ -275,16 +276,14 @@ async fn sizer(
     tokio::time::sleep(SIZES_FIRST).await;
     loop {
         for t in &targets {
-            let Ok(session) = open_session(&t.target, &settings, env.as_ref()).await else {
+            // A bare connection: the sizer needs none of a monitor session's identity or statements.
+            let Ok(client) = connect(&t.target, &settings, env.as_ref()).await else {
                 continue;
             };
-            match exact_schema_sizes(&session, &schema_prefix, settings.statement_timeout).await {
+            match exact_schema_sizes(&client, &schema_prefix, settings.statement_timeout).await {
                 Ok(found) => {
                     let mut sizes = sizes.lock().unwrap_or_else(|p| p.into_inner());
-                    sizes.retain(|(db, _), _| db != &t.name);
-                    for (schema, bytes) in found {
-                        sizes.insert((t.name.clone(), schema), bytes);
-                    }
+                    sizes.insert(t.name.clone(), found);
                 }
                 Err(e) => tracing::info!(database = %t.name, error = %e, "exact sizes skipped"),
             }

@@ -57,9 +57,10 @@ pub struct DbSession {
     pub version_num: i32,
     pub datname: String,
     pub latency_ms: f64,
-    /// Prepared once: a poll is one round trip and no parse or plan on the server.
+    /// Prepared once: a poll is one round trip and no parse or plan on the server. The lock
+    /// statement is prepared when first needed (most one-shot snapshots see no waiter).
     activity_stmt: Statement,
-    locks_stmt: Statement,
+    locks_stmt: tokio::sync::OnceCell<Statement>,
     /// What incremental polling remembers between polls of this session (see `domain::incremental`).
     cache: Mutex<ProbeCache>,
 }
@@ -138,15 +139,10 @@ pub async fn open_session(
         client.prepare(&activity_sql(version_num)),
     )
     .await?;
-    let locks_stmt = bounded(
-        settings.statement_timeout,
-        client.prepare(&locks_sql(version_num)),
-    )
-    .await?;
     Ok(DbSession {
         client,
         activity_stmt,
-        locks_stmt,
+        locks_stmt: tokio::sync::OnceCell::new(),
         cache: Mutex::new(ProbeCache::default()),
         version: row.get(0),
         version_num,
@@ -337,7 +333,12 @@ async fn read_awaited_locks(
     limit: Duration,
 ) -> Result<Vec<RawLock>, String> {
     lock(&session.cache).counters.lock_reads += 1;
-    let rows = bounded(limit, session.client.query(&session.locks_stmt, &[&pids])).await?;
+    let sql = locks_sql(session.version_num);
+    let stmt = session
+        .locks_stmt
+        .get_or_try_init(|| bounded(limit, session.client.prepare(&sql)))
+        .await?;
+    let rows = bounded(limit, session.client.query(stmt, &[&pids])).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -423,7 +424,7 @@ async fn read_schemas(
         })
         .collect();
     if opts.exact_sizes && !schemas.is_empty() {
-        if let Ok(exact) = read_exact_sizes(session, &pattern, limit).await {
+        if let Ok(exact) = read_exact_sizes(&session.client, &pattern, limit).await {
             for s in &mut schemas {
                 s.bytes = exact.get(&s.schema).copied().unwrap_or(0);
                 s.bytes_exact = true;
@@ -436,21 +437,20 @@ async fn read_schemas(
 /// Exact on-disk size of every test schema in the session's database (for the dashboard's background
 /// sizer; `pgswarm snapshot` gets them through [`ProbeOptions::exact_sizes`]).
 pub async fn exact_schema_sizes(
-    session: &DbSession,
+    client: &Client,
     schema_prefix: &str,
     limit: Duration,
 ) -> Result<HashMap<String, i64>, String> {
-    read_exact_sizes(session, &like_prefix(schema_prefix), limit).await
+    read_exact_sizes(client, &like_prefix(schema_prefix), limit).await
 }
 
 /// Exact sizes take an AccessShareLock per table for a moment: with a short lock_timeout, a table held
 /// by DDL makes this fail fast and the estimates stand, instead of the monitor queueing behind DDL.
 async fn read_exact_sizes(
-    session: &DbSession,
+    c: &Client,
     pattern: &str,
     limit: Duration,
 ) -> Result<HashMap<String, i64>, String> {
-    let c = &session.client;
     bounded(
         limit,
         c.batch_execute("BEGIN READ ONLY; SET LOCAL lock_timeout = '100ms'"),
@@ -623,12 +623,6 @@ async fn attach_locks(
     sessions: &[Result<DbSession, String>],
     limit: Duration,
 ) {
-    let blocked: Vec<i32> = act
-        .sessions
-        .iter()
-        .filter(|s| !s.blocked_by.is_empty())
-        .map(|s| s.pid)
-        .collect();
     let reused = lock(&via.cache).locks.reuse(&act.sessions);
     if let Some(awaited) = reused {
         for s in &mut act.sessions {
@@ -636,6 +630,12 @@ async fn attach_locks(
         }
         return;
     }
+    let blocked: Vec<i32> = act
+        .sessions
+        .iter()
+        .filter(|s| !s.blocked_by.is_empty())
+        .map(|s| s.pid)
+        .collect();
     let Ok(locks) = read_awaited_locks(via, &blocked, limit).await else {
         return;
     };
