@@ -250,12 +250,7 @@ fn pgswarm_db_environment_and_libpq_environment() {
         .env("PGSWARM_DB", &entries)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let snap: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = snap.databases.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["platform", "tenant_a"]);
@@ -276,12 +271,7 @@ fn pgswarm_db_environment_and_libpq_environment() {
             .env("PGDATABASE", srv.dbname("tenant_a"))
             .output()
             .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 0);
         let snap: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(snap.databases.len(), 1);
         assert_eq!(snap.databases[0].name, srv.dbname("tenant_a"));

@@ -151,12 +151,7 @@ async fn record_then_replay_round_trips() {
         .arg(entry("platform", &c))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 3, "{} lines", lines.len());

@@ -351,16 +351,7 @@ async fn unreachable_database_is_reported_and_the_rest_still_polled() {
 #[tokio::test]
 async fn a_host_that_accepts_and_never_answers_costs_only_the_connect_timeout() {
     let srv = Server::start(&["platform"]);
-    // Accepts TCP connections and never says a word.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let _keep: Vec<std::net::TcpStream> = Vec::new();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = blackhole_port();
     let mut settings = settings(&[
         entry("platform", &srv.conninfo("platform")),
         entry(

@@ -125,14 +125,7 @@ async fn unreachable_and_blackholed_databases_mean_nothing_is_dropped() {
     let s1 = start_cluster(&["platform"], ClusterOptions::default());
     let dead = stale_ns(3);
     create_schema(&s1, "platform", &format!("test_{dead}_gw0"), 2);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = blackhole_port();
     let nowhere = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
@@ -157,12 +150,7 @@ async fn unreachable_and_blackholed_databases_mean_nothing_is_dropped() {
         .output()
         .unwrap();
     let elapsed = started.elapsed();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     let r: SweepReport = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert!(!r.active_detection_complete);
     let errs: Vec<&str> = r.errors.iter().map(|e| e.database.as_str()).collect();
@@ -465,12 +453,7 @@ async fn cli_dry_run_confirmation_and_read_only() {
         .args(["sweep", "--dry-run", "--json", "--db", &db])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r: SweepReport = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r.dry_run);
     assert_eq!(r.databases[0].would_drop, vec![schema.clone()]);
@@ -497,12 +480,7 @@ async fn cli_dry_run_confirmation_and_read_only() {
         .args(["sweep", "--yes", "--db", &db])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_exit(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dropped 1, failed 0"), "{text}");
     assert!(!schema_exists(&srv, "tenant", &schema));

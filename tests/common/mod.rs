@@ -220,3 +220,27 @@ pub fn settings(dbs: &[String]) -> Settings {
 pub fn entry(name: &str, conninfo: &str) -> String {
     format!("{name}={conninfo}")
 }
+
+/// Asserts a finished command's exit code, showing what it printed when it differs.
+pub fn assert_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr:\n{}\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A local TCP port that accepts connections and never says a word (a blackholed host).
+pub fn blackhole_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
