@@ -8,33 +8,17 @@
 //!
 //! Run: `cargo bench --bench dashboard_idle` (needs PostgreSQL server binaries and tmux).
 
+#[path = "common/process.rs"]
+mod process;
+
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
-use std::process::Command;
+use process::{cpu_ticks, rss_mib, Tmux, TICKS_PER_S};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
 const SESSIONS: usize = 500;
 const SAMPLE: Duration = Duration::from_secs(20);
 const LATENCY_TRIALS: usize = 12;
-
-fn proc_cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("pgswarm is running");
-    let after_comm = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm field.
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
 
 #[tokio::main]
 async fn main() {
@@ -76,7 +60,6 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let socket = format!("pgswarm-bench-{}", std::process::id());
     let db_args: Vec<String> = dbs
         .iter()
         .map(|d| format!("--db '{d}={}'", cluster.conninfo(d)))
@@ -86,47 +69,22 @@ async fn main() {
         env!("CARGO_BIN_EXE_pgswarm"),
         db_args.join(" ")
     );
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .args(["-L", &socket])
-            .args(args)
-            .output()
-            .expect("tmux (apt-get install tmux)")
-    };
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "b",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
-    let pid: u32 =
-        String::from_utf8_lossy(&tmux(&["display", "-p", "-t", "b", "#{pane_pid}"]).stdout)
-            .trim()
-            .parse()
-            .expect("pane pid");
+    let tmux = Tmux::new("bench");
+    let pid = tmux.start("b", &cmd);
     tokio::time::sleep(Duration::from_secs(4)).await; // connect and settle
-    let screen =
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "b"]).stdout).into_owned();
+    let screen = tmux.capture("b");
     assert!(screen.contains("sessions"), "dashboard not up:\n{screen}");
 
-    let ticks_per_s = 100.0; // USER_HZ on Linux
-    let start_ticks = proc_cpu_ticks(pid);
+    let start_ticks = cpu_ticks(pid);
     let start = Instant::now();
     let mut rss_max: f64 = 0.0;
     while start.elapsed() < SAMPLE {
         rss_max = rss_max.max(rss_mib(pid));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let cpu =
-        (proc_cpu_ticks(pid) - start_ticks) as f64 / ticks_per_s / start.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - start_ticks) as f64 / TICKS_PER_S / start.elapsed().as_secs_f64();
     // Lock-to-screen latency at 1 s refresh.
-    let capture =
-        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "b"]).stdout).into_owned();
+    let capture = || tmux.capture("b");
     let blocked_on_screen = |screen: &str| -> Option<usize> {
         let header = screen.lines().next()?;
         let i = header.find(" blocked")?;
@@ -183,9 +141,7 @@ async fn main() {
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
 
-    tmux(&["send-keys", "-t", "b", "q"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tmux(&["kill-server"]);
+    tmux.quit("b").await;
 
     println!(
         "| dashboard at 1 s refresh, 120x40, {SESSIONS} real sessions on 4 databases | value |"
@@ -224,30 +180,14 @@ async fn main() {
         env!("CARGO_BIN_EXE_pgswarm"),
         file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "r",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
-    let pid: u32 =
-        String::from_utf8_lossy(&tmux(&["display", "-p", "-t", "r", "#{pane_pid}"]).stdout)
-            .trim()
-            .parse()
-            .expect("pane pid");
+    let pid = tmux.start("r", &cmd);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let screen =
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "r"]).stdout).into_owned();
+    let screen = tmux.capture("r");
     assert!(
         screen.contains("REPLAY") && screen.contains("5000 sessions"),
         "replay not up:\n{screen}"
     );
-    let start_ticks = proc_cpu_ticks(pid);
+    let start_ticks = cpu_ticks(pid);
     let start = Instant::now();
     let mut rss_replay: f64 = 0.0;
     while start.elapsed() < Duration::from_secs(10) {
@@ -255,10 +195,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cpu_replay =
-        (proc_cpu_ticks(pid) - start_ticks) as f64 / ticks_per_s / start.elapsed().as_secs_f64();
-    tmux(&["send-keys", "-t", "r", "q"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tmux(&["kill-server"]);
+        (cpu_ticks(pid) - start_ticks) as f64 / TICKS_PER_S / start.elapsed().as_secs_f64();
+    tmux.quit("r").await;
     println!("| 5,000-session snapshot replayed (recording + displayed copy), resident memory max | {rss_replay:.1} MiB |");
     println!(
         "| same, CPU over 10 s while paused on it (redraws at 4 Hz) | {:.2} % |",

@@ -25,8 +25,11 @@
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/process.rs"]
+mod process;
 
 use load::{client, Load, SEED};
+use process::{cpu_ticks, Tmux, TICKS_PER_S};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,19 +91,6 @@ fn tps(output: &str) -> f64 {
         .unwrap_or_else(|| panic!("no tps in pgbench output:\n{output}"))
 }
 
-/// utime + stime of a process in clock ticks (0 once it is gone).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let after_comm = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-const TICKS_PER_S: f64 = 100.0; // USER_HZ on Linux
-
 struct RunResult {
     tps: f64,
     polls: u64,
@@ -121,14 +111,7 @@ async fn run(
     let mut tasks = Vec::new();
     let mut child = None;
     let out_dir = tempfile::tempdir().unwrap();
-    let tmux_socket = format!("pgswarm-observer-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .args(["-L", &tmux_socket])
-            .args(args)
-            .output()
-            .expect("tmux (apt-get install tmux)")
-    };
+    let tmux = Tmux::new("observer");
     let mut dashboard_pid = None;
     match mode {
         Mode::Unwatched => {}
@@ -137,23 +120,7 @@ async fn run(
                 "exec '{}' --interval 1s --db 'bench_test={conninfo}'",
                 env!("CARGO_BIN_EXE_pgswarm")
             );
-            tmux(&[
-                "new-session",
-                "-d",
-                "-s",
-                "o",
-                "-x",
-                "120",
-                "-y",
-                "40",
-                &cmd,
-            ]);
-            dashboard_pid =
-                String::from_utf8_lossy(&tmux(&["display", "-p", "-t", "o", "#{pane_pid}"]).stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .ok();
-            assert!(dashboard_pid.is_some(), "dashboard did not start in tmux");
+            dashboard_pid = Some(tmux.start("o", &cmd));
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         Mode::Pgswarm => {
@@ -234,9 +201,7 @@ async fn run(
         let _ = t.await;
     }
     if mode == Mode::Dashboard {
-        tmux(&["send-keys", "-t", "o", "q"]);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        tmux(&["kill-server"]);
+        tmux.quit("o").await;
     }
     let mut recorded = 0;
     if let Some(mut c) = child {
@@ -266,6 +231,11 @@ async fn main() {
     );
     eprintln!("observer_effect: {BACKENDS} backends, {WAITERS} lock waiters …");
     let load = Load::start(&conninfo, BACKENDS, WAITERS).await;
+
+    // One unmeasured run first: right after `pgbench -i` and the load's setup the first run is
+    // slower (caches, autovacuum on the fresh tables), which would bias whichever mode runs first.
+    eprintln!("observer_effect: warm-up run …");
+    run(&cluster, &conninfo, Mode::Unwatched, seconds).await;
 
     let modes = [
         Mode::Unwatched,
