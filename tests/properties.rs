@@ -54,6 +54,30 @@ proptest! {
         }
     }
 
+    /// The attribution oracle (issue 10): whatever the namespace (generated, forced, or forced and
+    /// beginning with a complete generated token), whatever the suffix, and wherever the server's
+    /// 63-byte cut falls, a parse names the true namespace or none at all.
+    #[test]
+    fn attribution_never_guesses(
+        w in worker(),
+        ns in prop_oneof![
+            namespace().prop_map(|n| n.into_string()),
+            (namespace(), "[a-z0-9]{1,8}").prop_map(|(n, extra)| format!("{n}{extra}")),
+        ].prop_filter("a valid namespace", |n| Namespace::parse(n).is_some()),
+        suffix in proptest::option::of("[a-z0-9_]{0,30}"),
+        prefix in "[a-z][a-z0-9_]{0,38}[a-z0-9]",
+    ) {
+        let ns = Namespace::parse(&ns).unwrap();
+        let full = Label { worker: w, namespace: ns.clone(), suffix, suffix_maybe_truncated: false }
+            .format(&prefix);
+        let cut = &full[..full.len().min(MAX_NAME_BYTES)];
+        match parse_label(&prefix, cut) {
+            LabelParse::Labeled(l) => prop_assert_eq!(l.namespace, ns, "{} credited wrongly", cut),
+            LabelParse::Unattributed(_) => {}
+            LabelParse::Unlabeled => prop_assert!(false, "a prefixed name is never unlabeled"),
+        }
+    }
+
     #[test]
     fn generated_tokens_decode(p in 1u32..4_000_000, t in 0i64..4_000_000_000, r in any::<u32>()) {
         let ns = Namespace::parse(&format!("p{p}t{t}r{r:08x}")).unwrap();

@@ -241,9 +241,11 @@ pub fn parse_label(app_prefix: &str, application_name: &str) -> LabelParse {
     let Some(namespace) = Namespace::parse(namespace) else {
         return LabelParse::Unattributed(Unattributed::BadNamespace);
     };
-    if suffix.is_none() && may_be_cut && namespace.token().is_none() {
-        // A complete generated token cannot be a cut-down one (cutting removes hex digits), but any
-        // other namespace ending exactly at byte 63 may be the first part of a longer one.
+    if suffix.is_none() && may_be_cut && namespace.as_str().len() < MAX_NAMESPACE_LEN {
+        // A namespace ending exactly at byte 63 may be the first part of a longer one. That holds even
+        // for a complete generated token: a forced namespace may begin with one (`p1t2r0000000aextra`),
+        // and crediting the cut label to the token would let a sweep drop the forced run's schemas.
+        // Only a namespace of the maximum length cannot have been longer.
         return LabelParse::Unattributed(Unattributed::NamespaceMaybeTruncated);
     }
     LabelParse::Labeled(Label {
@@ -427,16 +429,29 @@ mod tests {
             LabelParse::Unattributed(Unattributed::NamespaceMaybeTruncated)
         );
 
-        // A complete generated token ending exactly at byte 63 is complete.
+        // A complete generated token ending exactly at byte 63 may still be the start of a longer
+        // forced namespace (issue 10: a live forced run lost its schemas that way): not attributed.
         let token = "p18234t1745178234r3af93d71";
         let prefix = "p".repeat(MAX_NAME_BYTES - token.len() - "_gw0_".len());
         let name = format!("{prefix}_gw0_{token}");
         assert_eq!(name.len(), MAX_NAME_BYTES);
-        assert!(matches!(
+        assert_eq!(
             parse_label(&prefix, &name),
+            LabelParse::Unattributed(Unattributed::NamespaceMaybeTruncated)
+        );
+        let forced = format!("{token}extra");
+        let cut = &format!("{prefix}_gw0_{forced}")[..MAX_NAME_BYTES];
+        assert_eq!(cut, name, "the forced run's label, as the server keeps it");
+        // A namespace of the maximum length cannot have been cut: it is attributed.
+        let long_ns = "a".repeat(MAX_NAMESPACE_LEN);
+        let long_prefix = "p".repeat(MAX_NAME_BYTES - long_ns.len() - "_gw0_".len());
+        let name = format!("{long_prefix}_gw0_{long_ns}");
+        assert_eq!(name.len(), MAX_NAME_BYTES);
+        assert!(matches!(
+            parse_label(&long_prefix, &name),
             LabelParse::Labeled(Label { suffix: None, .. })
         ));
-        // ...but the same token cut by one hex digit is not a token, so it is not attributed.
+        // The same token cut by one hex digit is not attributed either.
         let prefix = format!("{prefix}x");
         let name = format!("{prefix}_gw0_{token}");
         let cut = &name[..MAX_NAME_BYTES];
