@@ -49,7 +49,7 @@ fn backlog(srv: &TempCluster, db: &str, from: usize, to: usize) -> Vec<String> {
 
 fn sweep(servers: &[&TempCluster]) -> (f64, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pgswarm"));
-    c.args(["sweep", "--yes"]);
+    c.args(["sweep", "--yes", "--json"]);
     for (i, s) in servers.iter().enumerate() {
         c.arg("--db")
             .arg(format!("db{i}={}", s.conninfo("tenant_test")));
@@ -63,8 +63,29 @@ fn sweep(servers: &[&TempCluster]) -> (f64, String) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    (ms, text.lines().last().unwrap_or("").to_string())
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sweep --json");
+    let count = |field: &str| -> usize {
+        r["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d[field].as_array().map_or(0, |a| a.len()))
+            .sum()
+    };
+    let summary = format!(
+        "dropped {}, failed {}; discovery {:.1} s; windows: last check to COMMIT ≤ {:.0} ms, \
+         dependency check to DROP ≤ {:.0} ms",
+        count("dropped"),
+        count("failed"),
+        r["timings"]["discovery_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+        r["timings"]["check_to_commit_ms_max"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        r["timings"]["dependents_to_drop_ms_max"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    );
+    (ms, summary)
 }
 
 fn psql_loop(parts: &[(&TempCluster, Vec<String>)]) -> f64 {

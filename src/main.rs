@@ -409,6 +409,7 @@ fn sweep_usage(msg: &str) -> i32 {
 
 async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -> i32 {
     use pgswarm::cmd::sweep::*;
+    use pgswarm::domain::sweep::{build_report, RunMode, Timings};
     use std::io::IsTerminal;
     if settings.read_only {
         return sweep_usage("read-only mode (--read-only or read_only in the config): sweep refuses to drop anything");
@@ -445,53 +446,42 @@ async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let plan = discover_and_plan(settings, &rules, &ProcessEnv).await;
-    let discovery_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // With --yes nobody reads the plan before it runs: the dependency closure is computed once,
+    // inside each drop's transaction, where it decides anyway.
+    let check = if args.yes && !args.dry_run {
+        DependencyCheck::AtDropOnly
+    } else {
+        DependencyCheck::AtPlan
+    };
+    let plan = discover_and_plan(settings, &rules, check, &ProcessEnv).await;
+    let discovery = started.elapsed();
     if !args.json {
         emit(&render_plan(&plan));
     }
-    let mut outcomes = Vec::new();
-    let mut drop_ms = 0.0;
     let proceed = plan.active_detection_complete && plan.drop_count() > 0 && !args.dry_run;
-    let confirmed = if !proceed {
-        false
-    } else if args.yes {
-        true
+    let confirmed = proceed && (args.yes || confirm_on_terminal(plan.drop_count()));
+    let (outcomes, drop_time) = if confirmed {
+        // The executor refuses a plan older than PLAN_MAX_AGE (a slow answer at the prompt).
+        run_plan(&plan, settings, &rules, &drop, &ProcessEnv).await
     } else {
-        eprint!(
-            "Drop {} schemas? Type 'yes' to proceed: ",
-            plan.drop_count()
-        );
-        let mut answer = String::new();
-        let ok = std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes";
-        if !ok {
-            eprintln!("cancelled: nothing dropped");
-        }
-        // A plan confirmed long after it was made may no longer describe the databases.
-        let age = chrono::Utc::now() - plan.planned_at;
-        if ok && age > chrono::Duration::minutes(5) {
-            eprintln!(
-                "the plan is {} s old: run the sweep again; nothing dropped",
-                age.num_seconds()
-            );
-            false
-        } else {
-            ok
-        }
+        (Vec::new(), std::time::Duration::ZERO)
     };
-    if confirmed {
-        let (o, ms) = run_plan(&plan, settings, &rules, &drop, &ProcessEnv).await;
-        outcomes = o;
-        drop_ms = ms;
-    }
+    let mode = if args.dry_run {
+        RunMode::DryRun
+    } else if confirmed {
+        RunMode::Executed
+    } else {
+        RunMode::Cancelled
+    };
     let report = build_report(
         &plan,
         &outcomes,
-        args.dry_run,
+        mode,
         Timings {
-            discovery_ms,
-            drop_ms,
-            total_ms: started.elapsed().as_secs_f64() * 1000.0,
+            discovery,
+            drop: drop_time,
+            total: started.elapsed(),
+            ..Default::default()
         },
     );
     if args.json {
@@ -499,20 +489,20 @@ async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -
         text.push('\n');
         emit(&text);
     } else {
-        for d in &report.databases {
-            for f in &d.failed {
-                emit(&format!(
-                    "FAILED {}.{}: {} ({})\n",
-                    d.name,
-                    f.schema,
-                    f.error,
-                    f.sqlstate.as_deref().unwrap_or("no SQLSTATE")
-                ));
-            }
-        }
-        emit(&format!("{}\n", summary_line(&report)));
+        emit(&render_outcome(&plan, &report));
     }
     sweep_exit_code(&report)
+}
+
+/// Asks on the terminal; anything but "yes" cancels.
+fn confirm_on_terminal(drops: usize) -> bool {
+    eprint!("Drop {drops} schemas? Type 'yes' to proceed: ");
+    let mut answer = String::new();
+    let ok = std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes";
+    if !ok {
+        eprintln!("cancelled: nothing dropped");
+    }
+    ok
 }
 
 /// `--interval`: 0.25 s to 60 s, default 1 s.

@@ -2,93 +2,14 @@
 
 mod common;
 
+use common::sweep::*;
 use common::*;
-use pgswarm::cmd::config::Settings;
-use pgswarm::cmd::sweep::{
-    build_report, discover_and_plan, run_plan, sweep_exit_code, SweepReport, Timings,
-};
-use pgswarm::domain::sweep::{KeepReason, SweepRules};
-use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
+use pgswarm::cmd::sweep::{discover_and_plan, sweep_exit_code, DependencyCheck};
+use pgswarm::domain::sweep::{KeepReason, SweepReport, SweepRules};
+use pgswarm::pg::cluster::ClusterOptions;
 use pgswarm::pg::conninfo::ProcessEnv;
 use pgswarm::pg::sweep::{DropSettings, SWEEP_LOCK_KEY};
 use std::time::{Duration, Instant};
-
-/// A namespace whose token says it started in 2023: old enough for any --min-age.
-fn stale_ns(i: usize) -> String {
-    format!(
-        "p{}t1700000000r{:08x}",
-        30_000 + i,
-        0xdead_0000u32 + i as u32
-    )
-}
-
-/// Creates `schema` with `tables` tables (serial PK, a text column, one extra index), in one
-/// server-side transaction.
-fn create_schema(srv: &TempCluster, db: &str, schema: &str, tables: usize) {
-    srv.psql(
-        db,
-        &format!(
-            "DO $$ BEGIN EXECUTE format('CREATE SCHEMA %I', '{schema}'); \
-             FOR i IN 0..{} LOOP \
-               EXECUTE format('CREATE TABLE %I.%I (id serial PRIMARY KEY, name text, created int)', '{schema}', 't' || i); \
-               EXECUTE format('CREATE INDEX ON %I.%I (created)', '{schema}', 't' || i); \
-             END LOOP; END $$",
-            tables as i64 - 1
-        ),
-    )
-    .unwrap_or_else(|e| panic!("create {schema}: {e}"));
-}
-
-fn schema_exists(srv: &TempCluster, db: &str, schema: &str) -> bool {
-    srv.psql(
-        db,
-        &format!(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = '{}'",
-            schema.replace('\'', "''")
-        ),
-    )
-    .unwrap()
-    .trim()
-        == "1"
-}
-
-async fn sweep(settings: &Settings, rules: &SweepRules, drop: &DropSettings) -> SweepReport {
-    let started = Instant::now();
-    let plan = discover_and_plan(settings, rules, &ProcessEnv).await;
-    let (outcomes, drop_ms) = run_plan(&plan, settings, rules, drop, &ProcessEnv).await;
-    build_report(
-        &plan,
-        &outcomes,
-        false,
-        Timings {
-            discovery_ms: 0.0,
-            drop_ms,
-            total_ms: started.elapsed().as_secs_f64() * 1000.0,
-        },
-    )
-}
-
-fn dropped(r: &SweepReport, db: &str) -> Vec<String> {
-    let mut v = r
-        .databases
-        .iter()
-        .find(|d| d.name == db)
-        .unwrap()
-        .dropped
-        .clone();
-    v.sort();
-    v
-}
-
-fn kept(r: &SweepReport, db: &str, schema: &str) -> Option<KeepReason> {
-    r.databases
-        .iter()
-        .find(|d| d.name == db)?
-        .kept
-        .iter()
-        .find(|k| k.schema == schema)
-        .map(|k| k.reason)
-}
 
 #[tokio::test]
 async fn live_run_on_one_server_keeps_its_schemas_on_the_other_crashed_run_loses_all() {
@@ -307,20 +228,13 @@ async fn a_session_that_appears_between_discovery_and_drop_keeps_its_schema() {
     create_schema(&srv, "tenant", &schema, 2);
     let settings = settings(&[entry("tenant", &srv.conninfo("tenant"))]);
     let rules = SweepRules::default();
-    let plan = discover_and_plan(&settings, &rules, &ProcessEnv).await;
+    let plan = discover_and_plan(&settings, &rules, DependencyCheck::AtPlan, &ProcessEnv).await;
     assert_eq!(plan.drop_count(), 1, "{plan:#?}");
     // The invocation comes back before the drop runs.
     let _back = connect_as(&srv.conninfo("tenant"), &format!("pytest_gw0_{ns}_late")).await;
-    let (outcomes, _) = run_plan(
-        &plan,
-        &settings,
-        &rules,
-        &DropSettings::default(),
-        &ProcessEnv,
-    )
-    .await;
-    assert!(outcomes[0].dropped.is_empty());
-    assert_eq!(outcomes[0].kept[0].reason, KeepReason::BecameLive);
+    let r = run_planned(&plan, &settings, &rules, &DropSettings::default()).await;
+    assert!(r.databases[0].dropped.is_empty());
+    assert_eq!(kept(&r, "tenant", &schema), Some(KeepReason::BecameLive));
     assert!(schema_exists(&srv, "tenant", &schema));
 }
 
@@ -484,4 +398,141 @@ async fn cli_dry_run_confirmation_and_read_only() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dropped 1, failed 0"), "{text}");
     assert!(!schema_exists(&srv, "tenant", &schema));
+}
+
+#[tokio::test]
+async fn unattributed_sessions_drop_nothing_and_exit_3() {
+    let srv = start_cluster(&["tenant"], ClusterOptions::default());
+    let schema = format!("test_{}_gw0", stale_ns(61));
+    create_schema(&srv, "tenant", &schema, 1);
+    let _odd = connect_as(&srv.conninfo("tenant"), "pytest_gw0_Not-A-Namespace").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["sweep", "--yes", "--json", "--db"])
+        .arg(entry("tenant", &srv.conninfo("tenant")))
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let r: SweepReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        kept(&r, "tenant", &schema),
+        Some(KeepReason::UnattributedSessions)
+    );
+    assert!(schema_exists(&srv, "tenant", &schema));
+}
+
+/// Issue 10, finding 3: a forced namespace that begins with a complete generated token, behind an
+/// app prefix long enough that the server cuts the label right after the token. The cut label must
+/// not be credited to the token (whose schemas would then look live while the forced run's look
+/// stale): it is unattributable, so nothing is dropped.
+#[tokio::test]
+async fn a_label_cut_inside_a_forced_namespace_is_never_credited_to_a_token() {
+    let srv = start_cluster(&["tenant"], ClusterOptions::default());
+    let token = "p4242t1700000000r0000beef";
+    let forced = format!("{token}x");
+    let prefix = "pytest_with_a_long_prefix_abcdefg";
+    assert_eq!(prefix.len() + "_gw0_".len() + token.len(), 63);
+    let forced_schema = format!("test_{forced}_gw0");
+    create_schema(&srv, "tenant", &forced_schema, 1);
+    let label = format!("{prefix}_gw0_{forced}");
+    let live = connect_as(&srv.conninfo("tenant"), &label).await;
+    let seen: String = live
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, format!("{prefix}_gw0_{token}"), "the server cut it");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args([
+            "sweep",
+            "--yes",
+            "--json",
+            "--include-forced",
+            "--app-prefix",
+            prefix,
+            "--db",
+        ])
+        .arg(entry("tenant", &srv.conninfo("tenant")))
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let r: SweepReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        kept(&r, "tenant", &forced_schema),
+        Some(KeepReason::UnattributedSessions),
+        "{r:#?}"
+    );
+    assert!(schema_exists(&srv, "tenant", &forced_schema));
+}
+
+/// Each kind of outside dependent the first dependency check missed (issue 10, finding 1): an array of
+/// the schema's row type, a function returning an array of its enum, a view casting to an array of
+/// its domain, columns typed as its enum array / row type / domain array, and a partition of an
+/// outside table. Each is kept, and the objects are named.
+#[tokio::test]
+async fn what_cascade_reaches_through_arrays_row_types_and_partitions_is_kept() {
+    let srv = start_cluster(&["tenant"], ClusterOptions::default());
+    let setups = [
+        ("CREATE TABLE {s}.t (id int); CREATE TABLE public.a1 (x {s}.t[])", "public.a1.x"),
+        ("CREATE TYPE {s}.e AS ENUM ('a'); CREATE FUNCTION public.f2() RETURNS {s}.e[] LANGUAGE sql AS 'SELECT NULL::{s}.e[]'", "public.f2()"),
+        ("CREATE DOMAIN {s}.d AS int; CREATE VIEW public.v3 AS SELECT NULL::{s}.d[] AS x", "public.v3"),
+        ("CREATE TYPE {s}.e AS ENUM ('a'); CREATE TABLE public.a4 (x {s}.e[]); INSERT INTO public.a4 VALUES ('{a}')", "public.a4.x"),
+        ("CREATE TABLE {s}.t (id int); CREATE TABLE public.a5 (x {s}.t)", "public.a5.x"),
+        ("CREATE DOMAIN {s}.d AS int; CREATE TABLE public.a6 (x {s}.d[])", "public.a6.x"),
+        ("CREATE TABLE public.p7 (id int) PARTITION BY RANGE (id); CREATE TABLE {s}.part PARTITION OF public.p7 FOR VALUES FROM (0) TO (10); INSERT INTO public.p7 VALUES (1)", "p7"),
+    ];
+    let mut schemas = Vec::new();
+    for (i, (sql, _)) in setups.iter().enumerate() {
+        let s = format!("test_{}_gw0", stale_ns(200 + i));
+        srv.psql(
+            "tenant",
+            &format!("CREATE SCHEMA {s}; {}", sql.replace("{s}", &s)),
+        )
+        .unwrap();
+        schemas.push(s);
+    }
+    // Through the CLI with --yes: the closure is computed only inside each drop's transaction.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["sweep", "--yes", "--json", "--db"])
+        .arg(entry("tenant", &srv.conninfo("tenant")))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let r: SweepReport = serde_json::from_slice(&out.stdout).unwrap();
+    for (s, (_, named)) in schemas.iter().zip(setups) {
+        let k = r.databases[0]
+            .kept
+            .iter()
+            .find(|k| &k.schema == s)
+            .unwrap_or_else(|| panic!("{s} was not kept: {r:#?}"));
+        assert_eq!(k.reason, KeepReason::ExternalDependents);
+        assert!(
+            k.detail.iter().any(|d| d.contains(named)),
+            "{named} not named in {:?}",
+            k.detail
+        );
+        assert!(schema_exists(&srv, "tenant", s));
+    }
+    assert_eq!(
+        srv.psql("tenant", "SELECT count(*) FROM public.p7")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+}
+
+/// The plan-age rule lives in the executor, so the CLI prompt and the dashboard's `Y` share it.
+#[tokio::test]
+async fn a_plan_confirmed_too_late_runs_nothing() {
+    let srv = start_cluster(&["tenant"], ClusterOptions::default());
+    let schema = format!("test_{}_gw0", stale_ns(62));
+    create_schema(&srv, "tenant", &schema, 1);
+    let settings = settings(&[entry("tenant", &srv.conninfo("tenant"))]);
+    let rules = SweepRules::default();
+    let mut plan = discover_and_plan(&settings, &rules, DependencyCheck::AtPlan, &ProcessEnv).await;
+    assert_eq!(plan.drop_count(), 1);
+    plan.planned_at -= chrono::Duration::seconds(301);
+    let r = run_planned(&plan, &settings, &rules, &DropSettings::default()).await;
+    assert_eq!(kept(&r, "tenant", &schema), Some(KeepReason::PlanExpired));
+    assert_eq!(sweep_exit_code(&r), 4);
+    assert!(schema_exists(&srv, "tenant", &schema));
 }

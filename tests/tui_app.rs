@@ -236,7 +236,6 @@ fn unreachable_since_is_kept_until_the_database_returns() {
 fn sweep_plan(obs: Observation) -> pgswarm::domain::sweep::SweepPlan {
     pgswarm::domain::sweep::plan_sweep(
         &pgswarm::domain::snapshot::build_snapshot(obs, &Convention::default()),
-        &std::collections::HashMap::new(),
         &pgswarm::domain::sweep::SweepRules::default(),
         fixture_now() + ChronoDuration::hours(1),
     )
@@ -287,15 +286,11 @@ fn sweep_key_plans_capital_y_runs_exactly_the_plan_shown() {
         app.overlay,
         Overlay::Sweep(SweepView::Running { done: 1, .. })
     ));
-    let report = pgswarm::cmd::sweep::build_report(
+    let report = pgswarm::domain::sweep::build_report(
         &plan,
         &[],
-        false,
-        pgswarm::cmd::sweep::Timings {
-            discovery_ms: 0.0,
-            drop_ms: 0.0,
-            total_ms: 0.0,
-        },
+        pgswarm::domain::sweep::RunMode::Executed,
+        pgswarm::domain::sweep::Timings::default(),
     );
     assert_eq!(
         app.update(Event::SweepFinished(Box::new(report))),

@@ -193,7 +193,6 @@ fn sweep_plan_overlay() {
     app.update(Event::Key(crossterm::event::KeyCode::Char('S').into()));
     let plan = pgswarm::domain::sweep::plan_sweep(
         &build_snapshot(fixtures::collision(), &Convention::default()),
-        &std::collections::HashMap::new(),
         &pgswarm::domain::sweep::SweepRules::default(),
         fixture_now(),
     );
@@ -214,7 +213,6 @@ fn a_long_sweep_plan_keeps_its_confirmation_line_on_screen() {
     }
     let plan = pgswarm::domain::sweep::plan_sweep(
         &build_snapshot(obs, &Convention::default()),
-        &std::collections::HashMap::new(),
         &pgswarm::domain::sweep::SweepRules::default(),
         fixture_now() + ChronoDuration::hours(1),
     );

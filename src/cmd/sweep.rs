@@ -4,54 +4,41 @@ use crate::cmd::config::Settings;
 use crate::cmd::exit;
 use crate::cmd::report::fmt_bytes;
 use crate::domain::snapshot::build_snapshot;
-use crate::domain::sweep::{plan_sweep, KeepReason, Kept, SweepPlan, SweepRules};
+use crate::domain::sweep::DatabaseOutcome;
+use crate::domain::sweep::{
+    plan_sweep, summary_line, KeepReason, SweepPlan, SweepReport, SweepRules, SweepStatus,
+};
 use crate::pg::conninfo::Environment;
 use crate::pg::probe::{observe, open_all, ProbeOptions};
 use crate::pg::sweep::{
-    execute_plan, external_dependents, DatabaseOutcome, DropSettings, FailedDrop, Progress,
+    execute_plan, external_dependents_prepared, prepare_closure, DropSettings, Progress, SweepRun,
 };
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use futures_util::future::join_all;
+use std::collections::HashMap;
 use std::fmt::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Exit code when drops failed (or could not run) in some database.
 pub const SOME_FAILED: i32 = 4;
 
-/// `sweep --json` (schema_version 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepReport {
-    pub schema_version: u32,
-    pub dry_run: bool,
-    pub active_detection_complete: bool,
-    pub active_namespaces: Vec<String>,
-    pub unattributed_sessions: Vec<String>,
-    pub errors: Vec<crate::domain::sweep::DatabaseError>,
-    pub databases: Vec<DatabaseResult>,
-    pub timings: Timings,
+/// When the dependency closure (what `DROP SCHEMA … CASCADE` would also remove outside a schema) is
+/// computed besides inside each drop's transaction, where it always is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyCheck {
+    /// Also at discovery, so the plan a person confirms shows what will be kept and why.
+    AtPlan,
+    /// Only at drop time (`--yes`: nobody reads the plan first).
+    AtDropOnly,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatabaseResult {
-    pub name: String,
-    pub dropped: Vec<String>,
-    pub would_drop: Vec<String>,
-    pub failed: Vec<FailedDrop>,
-    pub kept: Vec<Kept>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    pub discovery_ms: f64,
-    pub drop_ms: f64,
-    pub total_ms: f64,
-}
-
-/// Discovers on read-only sessions and plans.
+/// Discovers on read-only sessions and plans. With [`DependencyCheck::AtPlan`] the closure is computed
+/// for the planned drops, one schema per statement, databases in parallel; a database whose check
+/// fails keeps all its candidates.
 pub async fn discover_and_plan(
     settings: &Settings,
     rules: &SweepRules,
+    check: DependencyCheck,
     env: &(dyn Environment + Sync),
 ) -> SweepPlan {
     let sessions = open_all(&settings.databases, &settings.session, env).await;
@@ -67,45 +54,75 @@ pub async fn discover_and_plan(
     )
     .await;
     let snap = build_snapshot(obs, &settings.convention);
-    let mut deps: HashMap<(String, String), Vec<String>> = HashMap::new();
-    let mut dep_errors = Vec::new();
-    for (t, s) in settings.databases.iter().zip(&sessions) {
-        let Ok(s) = s else { continue };
-        let names: Vec<String> = snap
-            .schemas
-            .iter()
-            .filter(|x| x.database == t.name)
-            .map(|x| x.schema.clone())
-            .collect();
-        match external_dependents(&s.client, &names).await {
-            Ok(found) => {
-                for (schema, d) in found {
-                    deps.insert((t.name.clone(), schema), d);
-                }
-            }
-            Err(e) => dep_errors.push((t.name.clone(), crate::pg::connect::describe_error(&e))),
-        }
+    let mut plan = plan_sweep(&snap, rules, Utc::now());
+    if check == DependencyCheck::AtDropOnly {
+        return plan;
     }
-    let mut plan = plan_sweep(&snap, &deps, rules, Utc::now());
-    if !dep_errors.is_empty() {
-        // Without the dependency check nothing in that database is provably safe: keep it all.
-        for (db, e) in dep_errors {
-            plan.errors.push(crate::domain::sweep::DatabaseError {
-                database: db.clone(),
-                error: format!("dependency check failed: {e}"),
-            });
-            if let Some(d) = plan.databases.iter_mut().find(|d| d.name == db) {
-                for x in d.drop.drain(..) {
-                    d.keep.push(Kept {
-                        schema: x.schema,
-                        reason: KeepReason::ActiveDetectionIncomplete,
-                        detail: vec![],
-                    });
-                }
-            }
+    let limit = settings.session.statement_timeout + Duration::from_secs(2);
+    let checks = settings.databases.iter().zip(&sessions).map(|(t, s)| {
+        let candidates: Vec<String> = plan
+            .databases
+            .iter()
+            .filter(|d| d.name == t.name)
+            .flat_map(|d| d.drop.iter().map(|x| x.schema.clone()))
+            .collect();
+        async move {
+            let found = match s {
+                Ok(s) if !candidates.is_empty() => closures(&s.client, &candidates, limit).await,
+                _ => Ok(HashMap::new()),
+            };
+            (t.name.clone(), found)
+        }
+    });
+    for (db, result) in join_all(checks).await {
+        match result {
+            Ok(found) => plan.keep_with_dependents(&db, &found),
+            // Without the dependency check nothing in that database is provably safe: keep it all.
+            Err(e) => plan.keep_all_in(
+                &db,
+                KeepReason::ActiveDetectionIncomplete,
+                format!("dependency check failed: {e}"),
+            ),
         }
     }
     plan
+}
+
+/// The closure of each schema, one bounded statement each (prepared once).
+async fn closures(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+    limit: Duration,
+) -> Result<HashMap<String, Vec<String>>, String> {
+    let describe = |e: tokio_postgres::Error| crate::pg::connect::describe_error(&e);
+    let late = || format!("no answer within {} s", limit.as_secs());
+    let stmt = tokio::time::timeout(limit, prepare_closure(client))
+        .await
+        .map_err(|_| late())?
+        .map_err(describe)?;
+    let mut found = HashMap::new();
+    for schema in schemas {
+        let one = std::slice::from_ref(schema);
+        let deps = tokio::time::timeout(limit, external_dependents_prepared(client, &stmt, one))
+            .await
+            .map_err(|_| late())?
+            .map_err(describe)?;
+        found.extend(deps);
+    }
+    Ok(found)
+}
+
+/// `: a; b; c` for a keep's detail: the first five, then how many more (the JSON has them all).
+fn fmt_detail(detail: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if detail.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(": {}", detail[..detail.len().min(SHOWN)].join("; "));
+    if detail.len() > SHOWN {
+        let _ = write!(s, "; and {} more", detail.len() - SHOWN);
+    }
+    s
 }
 
 /// The plan as text.
@@ -161,11 +178,7 @@ pub fn render_plan(plan: &SweepPlan) -> String {
             );
         }
         for k in &d.keep {
-            let detail = if k.detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", k.detail.join("; "))
-            };
+            let detail = fmt_detail(&k.detail);
             let _ = writeln!(
                 out,
                 "    keep  {:44} {}{}",
@@ -191,105 +204,47 @@ pub fn render_plan(plan: &SweepPlan) -> String {
     out
 }
 
-/// Joins the plan and what happened into the report.
-pub fn build_report(
-    plan: &SweepPlan,
-    outcomes: &[DatabaseOutcome],
-    dry_run: bool,
-    timings: Timings,
-) -> SweepReport {
-    let by_name: HashMap<&str, &DatabaseOutcome> =
-        outcomes.iter().map(|o| (o.name.as_str(), o)).collect();
-    let mut errors = plan.errors.clone();
-    let databases = plan
-        .databases
-        .iter()
-        .map(|d| {
-            let o = by_name.get(d.name.as_str());
-            if let Some(e) = o.and_then(|o| o.error.clone()) {
-                errors.push(crate::domain::sweep::DatabaseError {
-                    database: d.name.clone(),
-                    error: e,
-                });
+/// What happened to the planned drops that were not dropped, then the summary line.
+pub fn render_outcome(plan: &SweepPlan, r: &SweepReport) -> String {
+    let mut out = String::new();
+    for (p, d) in plan.databases.iter().zip(&r.databases) {
+        for f in &d.failed {
+            let _ = writeln!(
+                out,
+                "FAILED {}.{}: {} ({}, {})",
+                d.name,
+                f.schema,
+                f.error,
+                f.reason.as_str(),
+                f.sqlstate.as_deref().unwrap_or("no SQLSTATE")
+            );
+        }
+        let planned = |s: &str| p.drop.iter().any(|x| x.schema == s);
+        for k in d.kept.iter().filter(|k| planned(&k.schema)) {
+            if k.reason == KeepReason::NotConfirmed {
+                continue;
             }
-            let mut kept = d.keep.clone();
-            if let Some(o) = o {
-                kept.extend(o.kept.iter().cloned());
-            } else if !dry_run && plan.active_detection_complete {
-                // Planned, but never attempted (cancelled).
-                kept.extend(d.drop.iter().map(|x| Kept {
-                    schema: x.schema.clone(),
-                    reason: KeepReason::NotConfirmed,
-                    detail: vec![],
-                }));
-            }
-            DatabaseResult {
-                name: d.name.clone(),
-                dropped: o.map(|o| o.dropped.clone()).unwrap_or_default(),
-                would_drop: if dry_run {
-                    d.drop.iter().map(|x| x.schema.clone()).collect()
-                } else {
-                    vec![]
-                },
-                failed: o.map(|o| o.failed.clone()).unwrap_or_default(),
-                kept,
-            }
-        })
-        .collect();
-    SweepReport {
-        schema_version: 1,
-        dry_run,
-        active_detection_complete: plan.active_detection_complete,
-        active_namespaces: plan.active_namespaces.clone(),
-        unattributed_sessions: plan.unattributed_sessions.clone(),
-        errors,
-        databases,
-        timings,
+            let detail = fmt_detail(&k.detail);
+            let _ = writeln!(
+                out,
+                "KEPT   {}.{}: {}{detail}",
+                d.name,
+                k.schema,
+                k.reason.as_str()
+            );
+        }
     }
+    let _ = writeln!(out, "{}", summary_line(r));
+    out
 }
 
-/// The exit code of a sweep report.
+/// The exit code of a sweep report: 3 beats 4 (README "Exit codes").
 pub fn sweep_exit_code(r: &SweepReport) -> i32 {
-    if !r.active_detection_complete {
-        exit::UNREACHABLE
-    } else if r.databases.iter().any(|d| !d.failed.is_empty())
-        || r.databases.iter().any(|d| {
-            d.kept
-                .iter()
-                .any(|k| k.reason == KeepReason::SweepInProgress)
-        })
-    {
-        SOME_FAILED
-    } else {
-        exit::OK
+    match r.status() {
+        SweepStatus::Done => exit::OK,
+        SweepStatus::DetectionIncomplete => exit::UNREACHABLE,
+        SweepStatus::SomeFailed => SOME_FAILED,
     }
-}
-
-/// One summary line.
-pub fn summary_line(r: &SweepReport) -> String {
-    let dropped: usize = r.databases.iter().map(|d| d.dropped.len()).sum();
-    let would: usize = r.databases.iter().map(|d| d.would_drop.len()).sum();
-    let failed: usize = r.databases.iter().map(|d| d.failed.len()).sum();
-    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-    for k in r.databases.iter().flat_map(|d| &d.kept) {
-        *reasons.entry(k.reason.as_str()).or_default() += 1;
-    }
-    let kept: usize = reasons.values().sum();
-    let why: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let head = if r.dry_run {
-        format!("dry run: would drop {would}")
-    } else {
-        format!("dropped {dropped}, failed {failed}")
-    };
-    format!(
-        "{head}, kept {kept}{} in {:.1} s",
-        if why.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", why.join(", "))
-        },
-        r.timings.total_ms / 1000.0
-    )
 }
 
 /// Runs the plan with a progress bar on a terminal (hidden otherwise).
@@ -299,7 +254,7 @@ pub async fn run_plan(
     rules: &SweepRules,
     drop: &DropSettings,
     env: &(dyn Environment + Sync),
-) -> (Vec<DatabaseOutcome>, f64) {
+) -> (Vec<DatabaseOutcome>, Duration) {
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(plan.drop_count() as u64);
     bar.set_style(
@@ -310,17 +265,16 @@ pub async fn run_plan(
         Progress::Dropping { database, schema } => bar.set_message(format!("{database}.{schema}")),
         Progress::Done { .. } => bar.inc(1),
     };
-    let outcomes = execute_plan(
+    let run = SweepRun {
         plan,
-        &settings.databases,
-        &settings.session,
-        &settings.convention,
+        targets: &settings.databases,
+        session: &settings.session,
+        app_prefix: &settings.convention.app_prefix,
         rules,
         drop,
         env,
-        &progress,
-    )
-    .await;
+    };
+    let outcomes = execute_plan(&run, &progress).await;
     bar.finish_and_clear();
-    (outcomes, started.elapsed().as_secs_f64() * 1000.0)
+    (outcomes, started.elapsed())
 }

@@ -1,4 +1,4 @@
-//! The pure core: the naming convention, the snapshot model, lock graphs and (later) sweep plans.
+//! The pure core: the naming convention, the snapshot model, lock graphs, and the sweep's rules.
 //!
 //! Nothing in here does I/O, awaits, draws or reads the clock: `now` and every observation come in as
 //! values. That keeps the rules that decide what a person sees, and above all what a sweep may drop,
@@ -7,6 +7,7 @@
 pub mod fixtures;
 pub mod incremental;
 pub mod lockgraph;
+pub mod millis;
 pub mod naming;
 pub mod snapshot;
 pub mod sweep;

@@ -1,7 +1,8 @@
-//! Deciding which test schemas are stale: the fail-closed rules of the sweep, as a pure function.
+//! Deciding which test schemas are stale, and judging every step of dropping them: the fail-closed
+//! rules of the sweep, as pure functions shared by `pgswarm sweep` and the dashboard's `S` key.
 //!
 //! Dropping the wrong schema destroys a live test run, so the plan keeps everything it cannot prove
-//! stale, and says why. A schema is dropped only if all of these hold:
+//! stale, and says why. A schema is planned for dropping only if all of these hold:
 //!
 //! - the live set of namespaces is complete: every configured database answered and every server's
 //!   sessions were read (else *every* candidate is kept as `active_detection_incomplete`);
@@ -12,16 +13,23 @@
 //!   run connected only to `platform` keeps its schemas in every tenant database);
 //! - its namespace token's start time is older than `min_age` (forced namespaces have no start time:
 //!   `unknown_age`; legacy `test_gwN` names have no namespace: `legacy_name`; each only with a flag);
-//! - nothing outside the schema depends on it (`external_dependents`).
+//! - nothing outside it would be removed by `DROP SCHEMA … CASCADE` (`external_dependents`).
 //!
-//! The executor checks liveness again inside each drop's transaction (`became_live`).
+//! The executor (`pg::sweep`) asks the same questions again while it drops, and these functions
+//! judge the answers: [`plan_expired`] before it starts, [`judge_liveness`] against every configured
+//! server before the drop *and after it, before the commit*, [`judge_dependents`] inside the drop's
+//! transaction. [`build_report`] accounts for every planned schema exactly once, whatever went wrong.
 
-use crate::domain::naming::{parse_schema_name, Namespace, SchemaName};
+use crate::domain::naming::{parse_label, parse_schema_name, LabelParse, Namespace, SchemaName};
 use crate::domain::snapshot::{LabelKind, Snapshot};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
+
+/// A plan confirmed later than this after it was made is not run: it may no longer describe the
+/// databases (the CLI's confirmation prompt and the dashboard's `Y` alike).
+pub const PLAN_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Why a candidate schema is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -39,16 +47,23 @@ pub enum KeepReason {
     UnknownAge,
     /// `{prefix}_{worker}` from before namespacing.
     LegacyName,
-    /// Objects in other schemas depend on it; CASCADE would drop them too.
+    /// Objects outside the schema would be removed by `DROP SCHEMA … CASCADE`.
     ExternalDependents,
-    /// A session of its namespace connected between discovery and drop.
+    /// A session of its namespace connected between discovery and the commit of its drop.
     BecameLive,
     /// Gone before the drop (someone else dropped it).
     Vanished,
     /// Another sweep holds this database's sweep lock.
     SweepInProgress,
-    /// The plan was only planned (`--dry-run`) or not confirmed.
+    /// The plan was not confirmed (cancelled at the prompt or in the dashboard).
     NotConfirmed,
+    /// An earlier statement on this server got no answer within its client-side bound: the server's
+    /// remaining schemas are not tried.
+    ServerUnresponsive,
+    /// Never tried: the sweep's connection to this database was lost before its turn.
+    NotAttempted,
+    /// The plan was older than [`PLAN_MAX_AGE`] when it was confirmed: nothing was run.
+    PlanExpired,
 }
 
 impl KeepReason {
@@ -65,6 +80,38 @@ impl KeepReason {
             KeepReason::Vanished => "vanished",
             KeepReason::SweepInProgress => "sweep_in_progress",
             KeepReason::NotConfirmed => "not_confirmed",
+            KeepReason::ServerUnresponsive => "server_unresponsive",
+            KeepReason::NotAttempted => "not_attempted",
+            KeepReason::PlanExpired => "plan_expired",
+        }
+    }
+}
+
+/// Why a drop failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// The server answered with an error (lock timeout, statement timeout, ...): see `sqlstate`.
+    SqlError,
+    /// No answer within the client-side bound (the server-side timeout plus a margin): the
+    /// connection was abandoned before a COMMIT was sent, so the server rolls the drop back.
+    ClientTimeout,
+    /// The COMMIT was sent but its answer never came: whether the schema is gone is unknown.
+    CommitUnknown,
+    /// The connection broke (the backend was terminated, the network went away).
+    ConnectionLost,
+    /// The database could not be reached at drop time.
+    Unreachable,
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::SqlError => "sql_error",
+            FailReason::ClientTimeout => "client_timeout",
+            FailReason::CommitUnknown => "commit_unknown",
+            FailReason::ConnectionLost => "connection_lost",
+            FailReason::Unreachable => "unreachable",
         }
     }
 }
@@ -102,9 +149,20 @@ pub struct PlannedDrop {
 pub struct Kept {
     pub schema: String,
     pub reason: KeepReason,
-    /// For `external_dependents`: what depends on it.
+    /// What the reason is about: the outside objects for `external_dependents`, the sessions for
+    /// `became_live` / `unattributed_sessions`, the servers and errors for the rest.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub detail: Vec<String>,
+}
+
+impl Kept {
+    pub fn new(schema: &str, reason: KeepReason) -> Kept {
+        Kept {
+            schema: schema.to_string(),
+            reason,
+            detail: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,16 +198,50 @@ impl SweepPlan {
     pub fn keep_count(&self) -> usize {
         self.databases.iter().map(|d| d.keep.len()).sum()
     }
+
+    /// Moves the candidates of `database` that have outside dependents (`schema -> objects`) from
+    /// the drop list to the keep list.
+    pub fn keep_with_dependents(
+        &mut self,
+        database: &str,
+        dependents: &HashMap<String, Vec<String>>,
+    ) {
+        let Some(d) = self.databases.iter_mut().find(|d| d.name == database) else {
+            return;
+        };
+        let (keep, drop): (Vec<PlannedDrop>, Vec<PlannedDrop>) = d
+            .drop
+            .drain(..)
+            .partition(|x| dependents.get(&x.schema).is_some_and(|v| !v.is_empty()));
+        d.drop = drop;
+        for x in keep {
+            d.keep.push(Kept {
+                detail: dependents[&x.schema].clone(),
+                schema: x.schema,
+                reason: KeepReason::ExternalDependents,
+            });
+        }
+    }
+
+    /// Keeps every candidate of `database` (for example when its dependency check failed: without it
+    /// nothing there is provably safe).
+    pub fn keep_all_in(&mut self, database: &str, reason: KeepReason, error: String) {
+        self.errors.push(DatabaseError {
+            database: database.to_string(),
+            error,
+        });
+        if let Some(d) = self.databases.iter_mut().find(|d| d.name == database) {
+            for x in d.drop.drain(..) {
+                d.keep.push(Kept::new(&x.schema, reason));
+            }
+        }
+    }
 }
 
-/// Plans the sweep from a snapshot (the live set, the schemas) and each candidate's external
-/// dependents (`(database, schema) -> dependent object descriptions`). `now` is a parameter.
-pub fn plan_sweep(
-    snap: &Snapshot,
-    dependents: &HashMap<(String, String), Vec<String>>,
-    rules: &SweepRules,
-    now: DateTime<Utc>,
-) -> SweepPlan {
+/// Plans the sweep from a snapshot (the live set, the schemas). `now` is a parameter. Outside
+/// dependents are found by the caller for the planned drops only and applied with
+/// [`SweepPlan::keep_with_dependents`].
+pub fn plan_sweep(snap: &Snapshot, rules: &SweepRules, now: DateTime<Utc>) -> SweepPlan {
     let errors: Vec<DatabaseError> = snap
         .databases
         .iter()
@@ -182,66 +274,47 @@ pub fn plan_sweep(
     };
     let min_age = chrono::Duration::from_std(rules.min_age).unwrap_or(chrono::Duration::MAX);
 
-    let mut per_db: BTreeMap<&str, DatabasePlan> = BTreeMap::new();
-    let order: Vec<&str> = snap.databases.iter().map(|d| d.name.as_str()).collect();
-    for d in &snap.databases {
-        per_db.insert(
-            d.name.as_str(),
-            DatabasePlan {
-                name: d.name.clone(),
-                server: d.server.clone(),
-                drop: vec![],
-                keep: vec![],
-            },
-        );
-    }
+    let mut databases: Vec<DatabasePlan> = snap
+        .databases
+        .iter()
+        .map(|d| DatabasePlan {
+            name: d.name.clone(),
+            server: d.server.clone(),
+            drop: vec![],
+            keep: vec![],
+        })
+        .collect();
+    let index: HashMap<&str, usize> = snap
+        .databases
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.as_str(), i))
+        .collect();
     for s in &snap.schemas {
         // Re-parse: only the strict pattern is ever a candidate, whatever the snapshot says.
         let Some(name) = parse_schema_name(&snap.schema_prefix, &s.schema) else {
             continue;
         };
-        let Some(plan) = per_db.get_mut(s.database.as_str()) else {
+        let Some(&i) = index.get(s.database.as_str()) else {
             continue;
         };
-        let keep = |reason: KeepReason| Kept {
-            schema: s.schema.clone(),
-            reason,
-            detail: vec![],
-        };
-        let reason = if let Some(r) = blocked_globally {
-            Some(r)
-        } else {
-            match &name {
-                SchemaName::Legacy { .. } if !rules.include_legacy => Some(KeepReason::LegacyName),
-                SchemaName::Legacy { .. } => None,
-                SchemaName::Namespaced { namespace, .. } => {
-                    decide_namespaced(namespace, &active, rules, min_age, now)
-                }
+        let reason = blocked_globally.or_else(|| match &name {
+            SchemaName::Legacy { .. } if !rules.include_legacy => Some(KeepReason::LegacyName),
+            SchemaName::Legacy { .. } => None,
+            SchemaName::Namespaced { namespace, .. } => {
+                decide_namespaced(namespace, &active, rules, min_age, now)
             }
-        };
-        if let Some(r) = reason {
-            plan.keep.push(keep(r));
-            continue;
-        }
-        if let Some(deps) = dependents
-            .get(&(s.database.clone(), s.schema.clone()))
-            .filter(|d| !d.is_empty())
-        {
-            plan.keep.push(Kept {
-                schema: s.schema.clone(),
-                reason: KeepReason::ExternalDependents,
-                detail: deps.clone(),
-            });
-            continue;
-        }
-        plan.drop.push(PlannedDrop {
-            schema: s.schema.clone(),
-            namespace: name.namespace().map(|n| n.to_string()),
-            tables: s.tables,
-            bytes: s.bytes,
         });
+        match reason {
+            Some(r) => databases[i].keep.push(Kept::new(&s.schema, r)),
+            None => databases[i].drop.push(PlannedDrop {
+                schema: s.schema.clone(),
+                namespace: name.namespace().map(|n| n.to_string()),
+                tables: s.tables,
+                bytes: s.bytes,
+            }),
+        }
     }
-    let databases = order.into_iter().filter_map(|n| per_db.remove(n)).collect();
     SweepPlan {
         planned_at: now,
         active_detection_complete: complete,
@@ -268,6 +341,363 @@ fn decide_namespaced(
         None if rules.include_forced => None,
         None => Some(KeepReason::UnknownAge),
     }
+}
+
+/// `Some(age)` when a plan made at `planned_at` is too old to run at `now` ([`PLAN_MAX_AGE`]).
+pub fn plan_expired(planned_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Duration> {
+    let age = (now - planned_at).to_std().unwrap_or(Duration::ZERO);
+    (age > PLAN_MAX_AGE).then_some(age)
+}
+
+/// One configured server's answer to "which sessions carry the app prefix right now?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivenessAnswer {
+    /// How the server is named in reports.
+    pub server: String,
+    /// The `application_name`s, or why the server could not answer.
+    pub labels: Result<Vec<String>, String>,
+}
+
+/// What a check decided about one schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing stands in the way.
+    Clear,
+    /// Keep the schema, for this reason, with this detail.
+    Keep(KeepReason, Vec<String>),
+}
+
+/// Judges the answers of every configured server for a schema of `namespace` (`None`: a legacy name).
+///
+/// A session of the namespace anywhere keeps the schema (`became_live`); so does any server that
+/// could not answer (`active_detection_incomplete`: the live set is unknown, fail closed), and any
+/// session that carries the prefix but cannot be attributed (`unattributed_sessions`), unless
+/// allowed. A label is attributed by the same parser as everywhere else, which never credits a label
+/// that may have been cut to a namespace it may not belong to.
+pub fn judge_liveness(
+    app_prefix: &str,
+    namespace: Option<&str>,
+    allow_unattributed: bool,
+    answers: &[LivenessAnswer],
+) -> Verdict {
+    let mut live = Vec::new();
+    let mut unattributed = Vec::new();
+    let mut failed = Vec::new();
+    for a in answers {
+        match &a.labels {
+            Err(e) => failed.push(format!("{}: {e}", a.server)),
+            Ok(labels) => {
+                for app in labels {
+                    match parse_label(app_prefix, app) {
+                        LabelParse::Labeled(l) if Some(l.namespace.as_str()) == namespace => {
+                            live.push(format!("{} on {}", app, a.server))
+                        }
+                        LabelParse::Unattributed(why) => {
+                            unattributed.push(format!("{} on {} ({why})", app, a.server))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    if !live.is_empty() {
+        Verdict::Keep(KeepReason::BecameLive, live)
+    } else if !failed.is_empty() {
+        Verdict::Keep(KeepReason::ActiveDetectionIncomplete, failed)
+    } else if !unattributed.is_empty() && !allow_unattributed {
+        Verdict::Keep(KeepReason::UnattributedSessions, unattributed)
+    } else {
+        Verdict::Clear
+    }
+}
+
+/// Judges the outside objects `DROP SCHEMA … CASCADE` would also remove (see
+/// `pg::sweep::external_dependents`): any at all keeps the schema.
+pub fn judge_dependents(outside: &[String]) -> Verdict {
+    if outside.is_empty() {
+        Verdict::Clear
+    } else {
+        Verdict::Keep(KeepReason::ExternalDependents, outside.to_vec())
+    }
+}
+
+/// A drop that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedDrop {
+    pub schema: String,
+    pub reason: FailReason,
+    pub sqlstate: Option<String>,
+    pub error: String,
+}
+
+/// What the executor did in one database. Every planned schema of the database should appear in
+/// exactly one of `dropped`, `failed` and `kept`; [`build_report`] makes sure of it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatabaseOutcome {
+    pub name: String,
+    pub dropped: Vec<String>,
+    pub failed: Vec<FailedDrop>,
+    pub kept: Vec<Kept>,
+    pub error: Option<String>,
+    pub elapsed: Duration,
+    /// Per committed drop: from sending the last liveness check to the COMMIT's answer. A session of
+    /// the namespace that connects inside this window is not seen.
+    pub check_to_commit: Vec<Duration>,
+    /// Per committed drop: from the dependency closure's answer to sending the DROP. An outside object
+    /// that comes to depend on the schema inside this window is not seen.
+    pub dependents_to_drop: Vec<Duration>,
+}
+
+/// How a plan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// `--dry-run`: planned drops are reported as `would_drop`.
+    DryRun,
+    /// Not confirmed: planned drops are kept as `not_confirmed`.
+    Cancelled,
+    /// Run: planned drops missing from the outcomes are kept as `not_attempted`.
+    Executed,
+}
+
+/// `sweep --json` (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub schema_version: u32,
+    pub dry_run: bool,
+    pub active_detection_complete: bool,
+    pub active_namespaces: Vec<String>,
+    pub unattributed_sessions: Vec<String>,
+    pub errors: Vec<DatabaseError>,
+    pub databases: Vec<DatabaseResult>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseResult {
+    pub name: String,
+    pub dropped: Vec<String>,
+    pub would_drop: Vec<String>,
+    pub failed: Vec<FailedDrop>,
+    pub kept: Vec<Kept>,
+}
+
+/// Durations of a sweep (milliseconds in JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Timings {
+    #[serde(rename = "discovery_ms", with = "crate::domain::millis")]
+    pub discovery: Duration,
+    #[serde(rename = "drop_ms", with = "crate::domain::millis")]
+    pub drop: Duration,
+    #[serde(rename = "total_ms", with = "crate::domain::millis")]
+    pub total: Duration,
+    /// The longest window between the last liveness check and a COMMIT's answer (none committed:
+    /// `null`).
+    #[serde(
+        rename = "check_to_commit_ms_max",
+        with = "crate::domain::millis::option",
+        default
+    )]
+    pub check_to_commit_max: Option<Duration>,
+    /// The longest window between the dependency check and its DROP (`null` when nothing was
+    /// committed).
+    #[serde(
+        rename = "dependents_to_drop_ms_max",
+        with = "crate::domain::millis::option",
+        default
+    )]
+    pub dependents_to_drop_max: Option<Duration>,
+}
+
+/// Joins the plan and what happened into the report. Every planned drop ends in exactly one of
+/// `dropped`, `would_drop`, `failed` and `kept`: an outcome the executor did not report (it never got
+/// there) is `not_attempted`, and anything an outcome names that the plan did not is ignored (the
+/// executor runs only the plan; see [`SweepReport::accounting_errors`]).
+pub fn build_report(
+    plan: &SweepPlan,
+    outcomes: &[DatabaseOutcome],
+    mode: RunMode,
+    mut timings: Timings,
+) -> SweepReport {
+    let by_name: HashMap<&str, &DatabaseOutcome> =
+        outcomes.iter().map(|o| (o.name.as_str(), o)).collect();
+    let mut errors = plan.errors.clone();
+    timings.check_to_commit_max = outcomes
+        .iter()
+        .flat_map(|o| o.check_to_commit.iter().copied())
+        .max();
+    timings.dependents_to_drop_max = outcomes
+        .iter()
+        .flat_map(|o| o.dependents_to_drop.iter().copied())
+        .max();
+    let databases = plan
+        .databases
+        .iter()
+        .map(|d| {
+            let o = by_name.get(d.name.as_str()).copied();
+            if let Some(e) = o.and_then(|o| o.error.clone()) {
+                errors.push(DatabaseError {
+                    database: d.name.clone(),
+                    error: e,
+                });
+            }
+            account_database(d, o, mode)
+        })
+        .collect();
+    SweepReport {
+        schema_version: 1,
+        dry_run: mode == RunMode::DryRun,
+        active_detection_complete: plan.active_detection_complete,
+        active_namespaces: plan.active_namespaces.clone(),
+        unattributed_sessions: plan.unattributed_sessions.clone(),
+        errors,
+        databases,
+        timings,
+    }
+}
+
+fn account_database(
+    d: &DatabasePlan,
+    o: Option<&DatabaseOutcome>,
+    mode: RunMode,
+) -> DatabaseResult {
+    let mut r = DatabaseResult {
+        name: d.name.clone(),
+        dropped: vec![],
+        would_drop: vec![],
+        failed: vec![],
+        kept: d.keep.clone(),
+    };
+    for x in &d.drop {
+        let s = x.schema.as_str();
+        match mode {
+            RunMode::DryRun => r.would_drop.push(x.schema.clone()),
+            RunMode::Cancelled => r.kept.push(Kept::new(s, KeepReason::NotConfirmed)),
+            RunMode::Executed => {
+                let o = o.into_iter();
+                if o.clone().any(|o| o.dropped.iter().any(|n| n == s)) {
+                    r.dropped.push(x.schema.clone());
+                } else if let Some(f) = o.clone().flat_map(|o| &o.failed).find(|f| f.schema == s) {
+                    r.failed.push(f.clone());
+                } else if let Some(k) = o.flat_map(|o| &o.kept).find(|k| k.schema == s) {
+                    r.kept.push(k.clone());
+                } else {
+                    r.kept.push(Kept::new(s, KeepReason::NotAttempted));
+                }
+            }
+        }
+    }
+    r
+}
+
+/// How a sweep ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepStatus {
+    /// Nothing failed (also when nothing was stale, or the plan was not confirmed).
+    Done,
+    /// The live set could not be established (a database unreachable, unattributable sessions):
+    /// what that concerned was kept.
+    DetectionIncomplete,
+    /// Some drop failed or could not run (server unresponsive, another sweep, plan expired).
+    SomeFailed,
+}
+
+impl SweepReport {
+    pub fn status(&self) -> SweepStatus {
+        let kept = || self.databases.iter().flat_map(|d| &d.kept);
+        if !self.active_detection_complete
+            || kept().any(|k| {
+                matches!(
+                    k.reason,
+                    KeepReason::ActiveDetectionIncomplete | KeepReason::UnattributedSessions
+                )
+            })
+        {
+            SweepStatus::DetectionIncomplete
+        } else if self.databases.iter().any(|d| !d.failed.is_empty())
+            || kept().any(|k| {
+                matches!(
+                    k.reason,
+                    KeepReason::SweepInProgress
+                        | KeepReason::ServerUnresponsive
+                        | KeepReason::NotAttempted
+                        | KeepReason::PlanExpired
+                )
+            })
+        {
+            SweepStatus::SomeFailed
+        } else {
+            SweepStatus::Done
+        }
+    }
+
+    /// The accounting invariant, checked against the plan: every schema the plan names appears
+    /// exactly once in its database's `dropped`, `would_drop`, `failed` and `kept`, and nothing else
+    /// does. Empty when it holds.
+    pub fn accounting_errors(&self, plan: &SweepPlan) -> Vec<String> {
+        let mut errors = Vec::new();
+        for p in &plan.databases {
+            let Some(r) = self.databases.iter().find(|r| r.name == p.name) else {
+                errors.push(format!("database {} is missing from the report", p.name));
+                continue;
+            };
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            let names = r
+                .dropped
+                .iter()
+                .chain(&r.would_drop)
+                .map(String::as_str)
+                .chain(r.failed.iter().map(|f| f.schema.as_str()))
+                .chain(r.kept.iter().map(|k| k.schema.as_str()));
+            for n in names {
+                *seen.entry(n).or_default() += 1;
+            }
+            let planned: HashSet<&str> = p
+                .drop
+                .iter()
+                .map(|x| x.schema.as_str())
+                .chain(p.keep.iter().map(|k| k.schema.as_str()))
+                .collect();
+            for s in &planned {
+                match seen.get(s) {
+                    Some(1) => {}
+                    Some(n) => errors.push(format!("{}.{s} is reported {n} times", p.name)),
+                    None => errors.push(format!("{}.{s} is reported nowhere", p.name)),
+                }
+            }
+            for s in seen.keys().filter(|s| !planned.contains(*s)) {
+                errors.push(format!("{}.{s} is reported but was not planned", p.name));
+            }
+        }
+        errors
+    }
+}
+
+/// One summary line: `dropped 56, failed 0, kept 3 (live 3) in 48.2 s`.
+pub fn summary_line(r: &SweepReport) -> String {
+    let dropped: usize = r.databases.iter().map(|d| d.dropped.len()).sum();
+    let would: usize = r.databases.iter().map(|d| d.would_drop.len()).sum();
+    let failed: usize = r.databases.iter().map(|d| d.failed.len()).sum();
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in r.databases.iter().flat_map(|d| &d.kept) {
+        *reasons.entry(k.reason.as_str()).or_default() += 1;
+    }
+    let kept: usize = reasons.values().sum();
+    let why: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let head = if r.dry_run {
+        format!("dry run: would drop {would}")
+    } else {
+        format!("dropped {dropped}, failed {failed}")
+    };
+    format!(
+        "{head}, kept {kept}{} in {:.1} s",
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join(", "))
+        },
+        r.timings.total.as_secs_f64()
+    )
 }
 
 /// Quotes an identifier for SQL (`"` doubled). Names come from the catalog; this is belt and braces.

@@ -1,34 +1,64 @@
-//! Carrying out a sweep plan: exactly the schemas the plan names, each checked again right before it
-//! is dropped.
+//! Carrying out a sweep plan: exactly the schemas the plan names, each judged again while it is
+//! dropped, and committed only after the last check.
 //!
-//! - Each database is swept under a session-level advisory lock, so two sweeps never run against the
-//!   same database at once (the second reports `sweep_in_progress` and drops nothing there).
-//! - Each schema is dropped in its own transaction with `SET LOCAL lock_timeout` and
-//!   `statement_timeout`. Inside that transaction, before the drop: the schema must still exist, no
-//!   session of its namespace may be connected to this server (`became_live`), no unattributable
-//!   test session may have appeared, and nothing outside may depend on it.
-//! - A failed drop is recorded with its SQLSTATE and the sweep goes on. A schema too big for the lock
-//!   table on its own (53200) is dropped in batches of tables, each its own transaction, then the
-//!   empty schema.
-//! - Servers are swept in parallel (bounded); on one server, one drop at a time.
-//! - The sweep never cancels or terminates another session.
+//! Each schema is dropped in its own transaction:
+//!
+//! 1. every configured server is asked which test sessions are connected (in parallel, on one
+//!    autocommit "verifier" session per server); a session of the namespace, an unattributable test
+//!    session, or a server that cannot answer keeps the schema before anything is locked;
+//! 2. `BEGIN`, `SET LOCAL lock_timeout` and `statement_timeout`; the schema must still exist;
+//! 3. the dependency closure: everything `DROP SCHEMA … CASCADE` would remove, computed the way the
+//!    server's own dependency walk does it ([`external_dependents_prepared`]); anything outside the
+//!    schema keeps it (`external_dependents`, with the objects named);
+//! 4. `DROP SCHEMA … CASCADE`, which holds its locks until the transaction ends;
+//! 5. every configured server is asked again (step 1's question): a session of the namespace that
+//!    connected while the drop waited for its locks, on this server or any other, means `ROLLBACK`
+//!    (`became_live`), and so does a server that cannot answer (`active_detection_incomplete`);
+//! 6. `COMMIT`. The window between step 5's question and the COMMIT's answer is measured and reported
+//!    (`check_to_commit_ms_max`).
+//!
+//! The verifiers are separate sessions on purpose: inside a transaction PostgreSQL serves
+//! `pg_stat_activity` from a snapshot taken at its first use, so a check on the dropping session itself
+//! would not see a session that connected meanwhile.
+//!
+//! Every statement is also bounded on the client (the server-side timeout plus [`CLIENT_MARGIN`]): a
+//! server that stops answering (a frozen process cannot enforce its own `statement_timeout`) costs one
+//! bound, after which the connection is abandoned before any COMMIT (the server rolls back when it
+//! notices), the schema is `failed` (`client_timeout`) and that server's remaining schemas are kept
+//! (`server_unresponsive`).
+//!
+//! Steps 1-3 are read-only. They run on a second session while the previous schema's COMMIT runs (most
+//! of a COMMIT after a large DROP is the server removing files, after the commit has taken effect and
+//! its locks are gone), so the next DROP can follow at once; DROPs stay one at a time per server. The
+//! gap between a schema's closure and its DROP is measured and reported (`dependents_to_drop_ms_max`).
+//!
+//! Also: each database is swept under a session-level advisory lock, so two sweeps never run against the
+//! same database at once (`sweep_in_progress`); a schema too big for the lock table on its own (53200)
+//! is dropped in batches of tables, each batch checked and committed the same way; servers are swept in
+//! parallel (bounded), one drop at a time per server; the sweep never cancels or terminates another
+//! session.
 
-use crate::domain::naming::{parse_label, LabelParse};
-use crate::domain::snapshot::Convention;
-use crate::domain::sweep::{quote_ident, KeepReason, Kept, SweepPlan, SweepRules};
+use crate::domain::sweep::{
+    judge_dependents, judge_liveness, plan_expired, quote_ident, DatabaseOutcome, DatabasePlan,
+    FailReason, FailedDrop, KeepReason, Kept, LivenessAnswer, PlannedDrop, SweepPlan, SweepRules,
+    Verdict,
+};
 use crate::pg::connect::{connect, describe_error, SessionSettings};
-use crate::pg::conninfo::Environment;
-use crate::pg::probe::DbTarget;
+use crate::pg::conninfo::{Environment, Target};
+use crate::pg::probe::{server_label, DbTarget};
+use chrono::Utc;
 use futures_util::future::join_all;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 /// The advisory lock key every pgswarm sweep takes in the database it sweeps ("pgswarm" in ASCII).
 pub const SWEEP_LOCK_KEY: i64 = 0x7067_7377_6172_6d00;
+
+/// Added to the server-side timeout of a statement to bound it on the client.
+pub const CLIENT_MARGIN: Duration = Duration::from_secs(5);
 
 /// How drops are run.
 #[derive(Debug, Clone)]
@@ -39,6 +69,8 @@ pub struct DropSettings {
     pub jobs: usize,
     /// Tables per transaction when a schema is too large for the lock table on its own.
     pub batch_tables: usize,
+    /// Added to `statement_timeout` for the client-side bound of every drop statement.
+    pub client_margin: Duration,
 }
 
 impl Default for DropSettings {
@@ -48,27 +80,9 @@ impl Default for DropSettings {
             statement_timeout: Duration::from_secs(30),
             jobs: 4,
             batch_tables: 100,
+            client_margin: CLIENT_MARGIN,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedDrop {
-    pub schema: String,
-    pub sqlstate: Option<String>,
-    pub error: String,
-}
-
-/// What happened in one database.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct DatabaseOutcome {
-    pub name: String,
-    pub dropped: Vec<String>,
-    pub failed: Vec<FailedDrop>,
-    /// Kept at execution time (the plan's own keeps are reported from the plan).
-    pub kept: Vec<Kept>,
-    pub error: Option<String>,
-    pub elapsed_ms: f64,
 }
 
 /// Progress reports, for a progress bar.
@@ -85,231 +99,662 @@ pub enum Progress {
     },
 }
 
-/// Objects outside each given schema that depend on something inside it (what CASCADE would also
-/// drop). Unknown kinds of dependent count as outside: fail closed.
+/// What `DROP SCHEMA … CASCADE` would remove outside each root schema, following the server's own
+/// dependency walk (`findDependentObjects`):
 ///
-/// The schema's members are found through their dependency on the schema itself (the
-/// `pg_depend_reference_index`), not by scanning pg_class/pg_type/pg_proc by namespace, which has no
-/// index and made this check the dominant cost of a drop with 12,000 tables in the catalog.
-const DEPENDENTS_SQL: &str = "
-WITH s AS (SELECT oid, nspname FROM pg_namespace WHERE nspname = ANY($1)),
-inside AS (
-  SELECT d.classid, d.objid, s.oid AS nsp, s.nspname
-    FROM s JOIN pg_depend d
-      ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = s.oid AND d.refobjsubid = 0
-  UNION ALL SELECT 'pg_namespace'::regclass::oid, s.oid, s.oid, s.nspname FROM s
+/// - forward: everything that depends on a removed object, through every dependency type but pins
+///   (normal, auto, internal, partition, extension). A whole object reaches what depends on any of its
+///   columns; a column only what depends on that column. That is how a `public` column typed
+///   `stale.t[]` is reached: through the array type's internal dependency on `stale.t`'s row type;
+/// - backward: removing an internal part or an extension member removes its owner (and an owner
+///   outside the schema is then outside);
+/// - each object reached is located by its own namespace column, or by its table's for what has none
+///   (defaults, triggers, rules, policies). A kind not listed is outside: fail closed;
+/// - an internal part of an object located inside is inside wherever it lives: the toast table of a
+///   table, and the triggers a foreign key of the schema keeps on the table it references (`public.users`
+///   gets `RI_ConstraintTrigger_a_…` for `stale.orders.user_id`; dropping the constraint removes them,
+///   and nothing of `public.users` is lost). Toast tables and their indexes (`pg_toast`) always are;
+/// - a table of the schema that is a partition or inheritance child of a table outside is outside too:
+///   its rows belong to the outside table.
+///
+/// Returns one row per root schema and outside object: `(schema, "kind schema.name", is_part)`, where
+/// `is_part` marks a column or internal part of another outside object (left out of the names shown).
+const CLOSURE_SQL: &str = "
+WITH RECURSIVE roots AS (
+  SELECT oid AS root FROM pg_namespace WHERE nspname = ANY($1)
 ),
-deps AS (
-  SELECT i.nspname, i.nsp, d.classid, d.objid, d.objsubid,
-    CASE d.classid
-      WHEN 'pg_class'::regclass THEN (SELECT relnamespace FROM pg_class WHERE oid = d.objid)
-      WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = d.objid)
-      WHEN 'pg_proc'::regclass THEN (SELECT pronamespace FROM pg_proc WHERE oid = d.objid)
-      WHEN 'pg_constraint'::regclass THEN (SELECT connamespace FROM pg_constraint WHERE oid = d.objid)
-      WHEN 'pg_rewrite'::regclass THEN (SELECT c.relnamespace FROM pg_rewrite r
-                                         JOIN pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
-      WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_trigger t
-                                         JOIN pg_class c ON c.oid = t.tgrelid WHERE t.oid = d.objid)
+walk(root, classid, objid, objsubid) AS (
+  SELECT r.root, 'pg_namespace'::regclass::oid, r.root, 0 FROM roots r
+  UNION
+  SELECT w.root, x.classid, x.objid, x.objsubid
+  FROM walk w CROSS JOIN LATERAL (
+    SELECT d.classid, d.objid, d.objsubid FROM pg_depend d
+     WHERE d.refclassid = w.classid AND d.refobjid = w.objid
+       AND (w.objsubid = 0 OR d.refobjsubid = w.objsubid) AND d.deptype <> 'p'
+    UNION ALL
+    SELECT d.refclassid, d.refobjid, d.refobjsubid FROM pg_depend d
+     WHERE d.classid = w.classid AND d.objid = w.objid
+       AND (w.objsubid = 0 OR d.objsubid = w.objsubid) AND d.deptype IN ('i', 'e')
+  ) x
+),
+located AS (
+  SELECT w.root, w.classid, w.objid, w.objsubid,
+    CASE w.classid
+      WHEN 'pg_namespace'::regclass THEN w.objid
+      WHEN 'pg_class'::regclass THEN (
+        SELECT CASE WHEN c.relnamespace = w.root THEN w.root
+                    WHEN (SELECT n.nspname LIKE 'pg\\_toast%' FROM pg_namespace n
+                           WHERE n.oid = c.relnamespace) THEN w.root
+                    ELSE c.relnamespace END
+          FROM pg_class c WHERE c.oid = w.objid)
+      WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = w.objid)
+      WHEN 'pg_proc'::regclass THEN (SELECT pronamespace FROM pg_proc WHERE oid = w.objid)
+      WHEN 'pg_constraint'::regclass THEN
+        (SELECT connamespace FROM pg_constraint WHERE oid = w.objid)
       WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_attrdef a
-                                         JOIN pg_class c ON c.oid = a.adrelid WHERE a.oid = d.objid)
+        JOIN pg_class c ON c.oid = a.adrelid WHERE a.oid = w.objid)
+      WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_trigger t
+        JOIN pg_class c ON c.oid = t.tgrelid WHERE t.oid = w.objid)
+      WHEN 'pg_rewrite'::regclass THEN (SELECT c.relnamespace FROM pg_rewrite r
+        JOIN pg_class c ON c.oid = r.ev_class WHERE r.oid = w.objid)
       WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_policy p
-                                         JOIN pg_class c ON c.oid = p.polrelid WHERE p.oid = d.objid)
-      ELSE NULL
-    END AS dep_nsp
-  FROM pg_depend d JOIN inside i ON d.refclassid = i.classid AND d.refobjid = i.objid
-  WHERE d.deptype IN ('n', 'a', 'e')
+        JOIN pg_class c ON c.oid = p.polrelid WHERE p.oid = w.objid)
+      WHEN 'pg_statistic_ext'::regclass THEN
+        (SELECT stxnamespace FROM pg_statistic_ext WHERE oid = w.objid)
+      WHEN 'pg_operator'::regclass THEN (SELECT oprnamespace FROM pg_operator WHERE oid = w.objid)
+      WHEN 'pg_opclass'::regclass THEN (SELECT opcnamespace FROM pg_opclass WHERE oid = w.objid)
+      WHEN 'pg_opfamily'::regclass THEN (SELECT opfnamespace FROM pg_opfamily WHERE oid = w.objid)
+      WHEN 'pg_amop'::regclass THEN (SELECT f.opfnamespace FROM pg_amop a
+        JOIN pg_opfamily f ON f.oid = a.amopfamily WHERE a.oid = w.objid)
+      WHEN 'pg_amproc'::regclass THEN (SELECT f.opfnamespace FROM pg_amproc a
+        JOIN pg_opfamily f ON f.oid = a.amprocfamily WHERE a.oid = w.objid)
+      WHEN 'pg_collation'::regclass THEN
+        (SELECT collnamespace FROM pg_collation WHERE oid = w.objid)
+      WHEN 'pg_conversion'::regclass THEN
+        (SELECT connamespace FROM pg_conversion WHERE oid = w.objid)
+      WHEN 'pg_ts_config'::regclass THEN (SELECT cfgnamespace FROM pg_ts_config WHERE oid = w.objid)
+      WHEN 'pg_ts_dict'::regclass THEN (SELECT dictnamespace FROM pg_ts_dict WHERE oid = w.objid)
+      WHEN 'pg_ts_parser'::regclass THEN (SELECT prsnamespace FROM pg_ts_parser WHERE oid = w.objid)
+      WHEN 'pg_ts_template'::regclass THEN
+        (SELECT tmplnamespace FROM pg_ts_template WHERE oid = w.objid)
+      WHEN 'pg_extension'::regclass THEN (SELECT extnamespace FROM pg_extension WHERE oid = w.objid)
+      WHEN 'pg_default_acl'::regclass THEN
+        (SELECT nullif(defaclnamespace, 0) FROM pg_default_acl WHERE oid = w.objid)
+    END AS nsp
+  FROM walk w
+),
+outside AS (
+  SELECT o.* FROM located o
+   WHERE o.nsp IS DISTINCT FROM o.root
+     AND NOT EXISTS (
+       SELECT 1 FROM pg_depend d JOIN located l
+           ON l.root = o.root AND l.classid = d.refclassid AND l.objid = d.refobjid
+          AND l.nsp = l.root
+        WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'i'
+          AND (o.objsubid = 0 OR d.objsubid = o.objsubid))
 )
-SELECT DISTINCT nspname::text, pg_describe_object(classid, objid, objsubid)
-FROM deps WHERE dep_nsp IS DISTINCT FROM nsp";
+SELECT (SELECT nspname FROM pg_namespace WHERE oid = o.root)::text,
+       coalesce((SELECT i.type || ' ' || i.identity
+                   FROM pg_identify_object(o.classid, o.objid, o.objsubid) i),
+                'an object of an unknown kind'),
+       -- A column of, or an internal part of, another outside object: not worth naming on its own.
+       EXISTS (SELECT 1 FROM outside w WHERE w.root = o.root AND o.objsubid <> 0
+                  AND w.classid = o.classid AND w.objid = o.objid AND w.objsubid = 0)
+       OR EXISTS (SELECT 1 FROM pg_depend d JOIN outside w
+                    ON w.root = o.root AND w.classid = d.refclassid AND w.objid = d.refobjid
+                 WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'i')
+  FROM outside o
+UNION ALL
+SELECT (SELECT nspname FROM pg_namespace WHERE oid = l.root)::text,
+       coalesce((SELECT i.type || ' ' || i.identity
+                   FROM pg_identify_object(l.classid, l.objid, 0) i), 'a table')
+         || ' (partition or child of ' || h.inhparent::regclass::text || ')',
+       false
+  FROM located l JOIN pg_inherits h ON h.inhrelid = l.objid
+  JOIN pg_class p ON p.oid = h.inhparent
+ WHERE l.classid = 'pg_class'::regclass AND l.objsubid = 0 AND p.relnamespace <> l.root";
 
-/// External dependents of the given schemas in one database.
-pub async fn external_dependents(
-    client: &Client,
-    schemas: &[String],
-) -> Result<HashMap<String, Vec<String>>, tokio_postgres::Error> {
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    if schemas.is_empty() {
-        return Ok(out);
-    }
-    for row in client.query(DEPENDENTS_SQL, &[&schemas]).await? {
-        let desc: Option<String> = row.get(1);
-        out.entry(row.get(0))
-            .or_default()
-            .push(desc.unwrap_or_else(|| "an object of an unknown kind".into()));
-    }
-    Ok(out)
+/// The closure statement, prepared once per session (planning it costs about a third of running it).
+pub async fn prepare_closure(client: &Client) -> Result<Statement, tokio_postgres::Error> {
+    client.prepare(CLOSURE_SQL).await
 }
 
+/// The objects outside each given schema that `DROP SCHEMA … CASCADE` would also remove (see
+/// [`CLOSURE_SQL`]'s rules), sorted, per schema; schemas with none are absent. `closure` comes from
+/// [`prepare_closure`] on the same session.
+pub async fn external_dependents_prepared(
+    client: &Client,
+    closure: &Statement,
+    schemas: &[String],
+) -> Result<HashMap<String, Vec<String>>, tokio_postgres::Error> {
+    Ok(collect_dependents(
+        client.query(closure, &[&schemas]).await?,
+    ))
+}
+
+fn collect_dependents(rows: Vec<tokio_postgres::Row>) -> HashMap<String, Vec<String>> {
+    // Per schema: (the objects worth naming, the parts of those).
+    let mut found: HashMap<String, (BTreeSet<String>, BTreeSet<String>)> = HashMap::new();
+    for row in rows {
+        let entry = found.entry(row.get(0)).or_default();
+        let set = if row.get::<_, bool>(2) {
+            &mut entry.1
+        } else {
+            &mut entry.0
+        };
+        set.insert(row.get::<_, String>(1));
+    }
+    // The decision is "anything at all"; parts are named only if nothing else is.
+    found
+        .into_iter()
+        .map(|(k, (named, parts))| {
+            let shown = if named.is_empty() { parts } else { named };
+            (k, shown.into_iter().collect())
+        })
+        .collect()
+}
+
+/// Why a statement on the dropping session failed.
+#[derive(Debug, Clone)]
 struct Failure {
+    reason: FailReason,
     sqlstate: Option<String>,
     error: String,
 }
 
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failure {
-            sqlstate: e.code().map(|c| c.code().to_string()),
-            error: describe_error(&e),
+impl Failure {
+    fn into_failed(self, schema: &str) -> FailedDrop {
+        FailedDrop {
+            schema: schema.to_string(),
+            reason: self.reason,
+            sqlstate: self.sqlstate,
+            error: self.error,
         }
+    }
+}
+
+/// The dropping session: every statement bounded on the client, and the first sign that the session
+/// is no longer usable remembered.
+struct DropConn {
+    client: Client,
+    bound: Duration,
+    broken: Mutex<Option<FailReason>>,
+    closure: tokio::sync::OnceCell<Statement>,
+}
+
+impl DropConn {
+    fn broken(&self) -> Option<FailReason> {
+        *self.broken.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark(&self, reason: FailReason) {
+        let mut b = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        b.get_or_insert(reason);
+    }
+
+    async fn run<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Failure> {
+        if let Some(reason) = self.broken() {
+            return Err(Failure {
+                reason,
+                sqlstate: None,
+                error: "the session is no longer usable".into(),
+            });
+        }
+        match tokio::time::timeout(self.bound, f).await {
+            Err(_) => {
+                self.mark(FailReason::ClientTimeout);
+                Err(Failure {
+                    reason: FailReason::ClientTimeout,
+                    sqlstate: None,
+                    error: format!(
+                        "no answer within {:.0} s (statement_timeout plus a margin): the server \
+                         stopped answering; the session was abandoned",
+                        self.bound.as_secs_f64()
+                    ),
+                })
+            }
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let sqlstate = e.code().map(|c| c.code().to_string());
+                // 57P01-57P03: the backend was terminated or the server is going away.
+                let lost = e.is_closed()
+                    || self.client.is_closed()
+                    || sqlstate.as_deref().is_some_and(|c| c.starts_with("57P"));
+                let reason = if lost {
+                    self.mark(FailReason::ConnectionLost);
+                    FailReason::ConnectionLost
+                } else {
+                    FailReason::SqlError
+                };
+                Err(Failure {
+                    reason,
+                    sqlstate,
+                    error: describe_error(&e),
+                })
+            }
+        }
+    }
+
+    async fn rollback(&self) {
+        let _ = self.run(self.client.batch_execute("ROLLBACK")).await;
+    }
+
+    /// What `DROP SCHEMA … CASCADE` would remove outside `schema`, on this session.
+    async fn outside_of(&self, schema: &str) -> Result<Vec<String>, Failure> {
+        let stmt = match self.closure.get() {
+            Some(s) => s,
+            None => {
+                let s = self.run(prepare_closure(&self.client)).await?;
+                self.closure.get_or_init(|| async { s }).await
+            }
+        };
+        let schemas = [schema.to_string()];
+        let mut found = self
+            .run(external_dependents_prepared(&self.client, stmt, &schemas))
+            .await?;
+        Ok(found.remove(schema).unwrap_or_default())
+    }
+}
+
+/// One autocommit session per configured server, asked "which test sessions are connected?" before
+/// and after every drop. A server whose session breaks gets one reconnection; if that fails too, it
+/// answers with the error from then on, and every later drop is kept (fail closed).
+pub struct Verifiers {
+    list: Vec<Verifier>,
+    session: SessionSettings,
+    pattern: String,
+    bound: Duration,
+}
+
+struct Verifier {
+    server: String,
+    target: Target,
+    conn: tokio::sync::Mutex<VerifierConn>,
+}
+
+enum VerifierConn {
+    Open(Client, Statement),
+    Closed,
+    Dead(String),
+}
+
+const LIVENESS_SQL: &str = "SELECT coalesce(application_name, '') FROM pg_stat_activity \
+                            WHERE application_name LIKE $1 AND pid <> pg_backend_pid()";
+
+impl Verifiers {
+    /// One verifier per distinct server among `targets` (by host list), connected concurrently.
+    pub async fn open(
+        targets: &[DbTarget],
+        session: &SessionSettings,
+        app_prefix: &str,
+        env: &(dyn Environment + Sync),
+    ) -> Verifiers {
+        let mut by_server: BTreeMap<String, Target> = BTreeMap::new();
+        for t in targets {
+            by_server
+                .entry(server_label(&t.target))
+                .or_insert_with(|| t.target.clone());
+        }
+        let v = Verifiers {
+            list: by_server
+                .into_iter()
+                .map(|(server, target)| Verifier {
+                    server,
+                    target,
+                    conn: tokio::sync::Mutex::new(VerifierConn::Closed),
+                })
+                .collect(),
+            session: SessionSettings {
+                read_only: true,
+                ..session.clone()
+            },
+            pattern: format!("{}\\_%", like_escape(app_prefix)),
+            bound: session.statement_timeout + CLIENT_MARGIN,
+        };
+        join_all(v.list.iter().map(|x| v.ensure_open(x, env))).await;
+        v
+    }
+
+    async fn ensure_open(&self, v: &Verifier, env: &(dyn Environment + Sync)) {
+        let mut conn = v.conn.lock().await;
+        let usable = matches!(&*conn, VerifierConn::Open(c, _) if !c.is_closed());
+        if usable || matches!(&*conn, VerifierConn::Dead(_)) {
+            return;
+        }
+        let opened = async {
+            let client = connect(&v.target, &self.session, env)
+                .await
+                .map_err(|e| e.message)?;
+            let stmt = tokio::time::timeout(self.bound, client.prepare(LIVENESS_SQL))
+                .await
+                .map_err(|_| "no answer while preparing the liveness check".to_string())?
+                .map_err(|e| describe_error(&e))?;
+            Ok::<_, String>((client, stmt))
+        };
+        *conn = match opened.await {
+            Ok((c, s)) => VerifierConn::Open(c, s),
+            Err(e) => VerifierConn::Dead(e),
+        };
+    }
+
+    async fn ask_one(&self, v: &Verifier, env: &(dyn Environment + Sync)) -> LivenessAnswer {
+        self.ensure_open(v, env).await;
+        let mut conn = v.conn.lock().await;
+        let labels = match &*conn {
+            VerifierConn::Dead(e) => Err(e.clone()),
+            VerifierConn::Closed => Err("not connected".to_string()),
+            VerifierConn::Open(client, stmt) => {
+                match tokio::time::timeout(self.bound, client.query(stmt, &[&self.pattern])).await {
+                    Ok(Ok(rows)) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+                    Ok(Err(e)) => Err(describe_error(&e)),
+                    Err(_) => Err(format!(
+                        "no answer within {:.0} s",
+                        self.bound.as_secs_f64()
+                    )),
+                }
+            }
+        };
+        if labels.is_err() && matches!(&*conn, VerifierConn::Open(..)) {
+            // Next time: one reconnection attempt.
+            *conn = VerifierConn::Closed;
+        }
+        LivenessAnswer {
+            server: v.server.clone(),
+            labels,
+        }
+    }
+
+    /// Every server's answer, asked in parallel.
+    pub async fn ask(&self, env: &(dyn Environment + Sync)) -> Vec<LivenessAnswer> {
+        join_all(self.list.iter().map(|v| self.ask_one(v, env))).await
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Everything a drop needs to judge.
+struct Ctx<'a> {
+    app_prefix: &'a str,
+    rules: &'a SweepRules,
+    drop: &'a DropSettings,
+    verifiers: &'a Verifiers,
+    env: &'a (dyn Environment + Sync),
+}
+
+impl Ctx<'_> {
+    async fn liveness(&self, namespace: Option<&str>) -> Verdict {
+        let answers = self.verifiers.ask(self.env).await;
+        judge_liveness(
+            self.app_prefix,
+            namespace,
+            self.rules.allow_unattributed,
+            &answers,
+        )
     }
 }
 
 enum Attempt {
-    Dropped,
+    /// Committed.
+    Dropped(Windows),
     Kept(KeepReason, Vec<String>),
+    /// Batch mode: no tables left, the schema itself is next.
+    NoTablesLeft,
 }
 
-/// Everything a drop needs to re-check.
-struct Ctx<'a> {
-    conv: &'a Convention,
-    rules: &'a SweepRules,
-    drop: &'a DropSettings,
+#[derive(Clone, Copy)]
+enum Step {
+    /// `DROP SCHEMA … CASCADE`.
+    Whole,
+    /// Up to this many tables, for a schema too big for the lock table on its own.
+    Batch(usize),
 }
 
-async fn begin(client: &Client, d: &DropSettings) -> Result<(), Failure> {
-    client
-        .batch_execute(&format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
-            d.lock_timeout.as_millis(),
-            d.statement_timeout.as_millis()
-        ))
-        .await?;
-    Ok(())
-}
-
-/// Inside the open transaction: is the schema still safe to drop right now?
-async fn recheck(
-    client: &Client,
+/// The read-only first half of a drop's transaction: the liveness check on every server, then
+/// `BEGIN` with the timeouts, the schema still exists, and nothing outside it would go with it.
+/// `Ok(Ok(_))`: the transaction is open and the drop may follow; anything else closed it.
+async fn open_checked(
+    conn: &DropConn,
     ctx: &Ctx<'_>,
-    schema: &str,
-    namespace: Option<&str>,
-) -> Result<Option<(KeepReason, Vec<String>)>, Failure> {
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
-        .await?;
-    if exists.is_none() {
-        return Ok(Some((KeepReason::Vanished, vec![])));
+    d: &PlannedDrop,
+) -> Result<Result<Opened, Attempt>, Failure> {
+    let schema = d.schema.as_str();
+    if let Verdict::Keep(reason, detail) = ctx.liveness(d.namespace.as_deref()).await {
+        return Ok(Err(Attempt::Kept(reason, detail)));
     }
-    let pattern = format!("{}\\_%", ctx.conv.app_prefix.replace('_', "\\_"));
-    let names = client
-        .query(
-            "SELECT application_name FROM pg_stat_activity \
-             WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
-            &[&pattern],
-        )
-        .await?;
-    for row in names {
-        let app: String = row.get(0);
-        match parse_label(&ctx.conv.app_prefix, &app) {
-            LabelParse::Labeled(l) if Some(l.namespace.as_str()) == namespace => {
-                return Ok(Some((KeepReason::BecameLive, vec![app])));
-            }
-            LabelParse::Unattributed(_) if !ctx.rules.allow_unattributed => {
-                return Ok(Some((KeepReason::UnattributedSessions, vec![app])));
-            }
-            _ => {}
-        }
-    }
-    let deps = external_dependents(client, &[schema.to_string()]).await?;
-    if let Some(d) = deps.get(schema).filter(|d| !d.is_empty()) {
-        return Ok(Some((KeepReason::ExternalDependents, d.clone())));
-    }
-    Ok(None)
-}
-
-async fn drop_one(
-    client: &Client,
-    ctx: &Ctx<'_>,
-    schema: &str,
-    namespace: Option<&str>,
-) -> Result<Attempt, Failure> {
-    begin(client, ctx.drop).await?;
-    let result = async {
-        if let Some((reason, detail)) = recheck(client, ctx, schema, namespace).await? {
-            return Ok(Attempt::Kept(reason, detail));
-        }
-        client
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(schema)))
+    let c = &conn.client;
+    conn.run(c.batch_execute(&format!(
+        "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        ctx.drop.lock_timeout.as_millis(),
+        ctx.drop.statement_timeout.as_millis()
+    )))
+    .await?;
+    let checks = async {
+        let exists = conn
+            .run(c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]))
             .await?;
-        Ok(Attempt::Dropped)
-    }
-    .await;
-    match &result {
-        Ok(Attempt::Dropped) => client.batch_execute("COMMIT").await?,
-        _ => {
-            let _ = client.batch_execute("ROLLBACK").await;
+        if exists.is_none() {
+            return Ok(Err(Attempt::Kept(KeepReason::Vanished, vec![])));
         }
+        match judge_dependents(&conn.outside_of(schema).await?) {
+            Verdict::Keep(reason, detail) => Ok(Err(Attempt::Kept(reason, detail))),
+            Verdict::Clear => Ok(Ok(Opened {
+                checked: Instant::now(),
+            })),
+        }
+    };
+    let result = checks.await;
+    if !matches!(result, Ok(Ok(_))) {
+        conn.rollback().await;
     }
     result
 }
 
-/// For a schema too large for the lock table: its tables in batches, then the empty schema.
-async fn drop_in_batches(
-    client: &Client,
+/// What [`open_checked`] leaves behind when the drop may go ahead.
+struct Opened {
+    /// When the dependency closure was answered: the DROP should follow soon.
+    checked: Instant,
+}
+
+/// The middle of the transaction [`open_checked`] left open: the DROP (the whole schema or a batch
+/// of its tables), then the liveness check on every server again. `Ok(Ok(verified))`: the COMMIT may
+/// be sent; anything else rolled back.
+async fn drop_and_verify(
+    conn: &DropConn,
     ctx: &Ctx<'_>,
-    schema: &str,
-    namespace: Option<&str>,
-) -> Result<Attempt, Failure> {
-    loop {
-        begin(client, ctx.drop).await?;
-        let step = async {
-            if let Some((reason, detail)) = recheck(client, ctx, schema, namespace).await? {
-                return Ok(Some(Attempt::Kept(reason, detail)));
-            }
-            let tables = client
-                .query(
-                    "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n \
-                       ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-                       AND NOT c.relispartition \
-                     ORDER BY c.oid LIMIT $2",
-                    &[&schema, &(ctx.drop.batch_tables as i64)],
-                )
-                .await?;
-            if tables.is_empty() {
-                return Ok(None);
-            }
-            let list: Vec<String> = tables
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}.{}",
-                        quote_ident(schema),
-                        quote_ident(&r.get::<_, String>(0))
-                    )
-                })
-                .collect();
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", list.join(", ")))
-                .await?;
-            Ok(Some(Attempt::Dropped))
+    d: &PlannedDrop,
+    opened: Opened,
+    step: Step,
+) -> Result<Result<Verified, Attempt>, Failure> {
+    let c = &conn.client;
+    let mut dependents_to_drop = Duration::ZERO;
+    let dropped = async {
+        let sql = match step {
+            Step::Whole => format!("DROP SCHEMA {} CASCADE", quote_ident(&d.schema)),
+            Step::Batch(n) => match batch_sql(conn, &d.schema, n).await? {
+                Some(sql) => sql,
+                None => return Ok(Some(Attempt::NoTablesLeft)),
+            },
+        };
+        dependents_to_drop = opened.checked.elapsed();
+        conn.run(c.batch_execute(&sql)).await?;
+        Ok(None)
+    };
+    match dropped.await {
+        Err(f) => {
+            conn.rollback().await;
+            return Err(f);
         }
-        .await;
-        match step {
-            Ok(Some(Attempt::Dropped)) => client.batch_execute("COMMIT").await?,
-            Ok(None) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                // No tables left: drop what remains (sequences, types, functions) and the schema.
-                return drop_one(client, ctx, schema, namespace).await;
+        Ok(Some(a)) => {
+            conn.rollback().await;
+            return Ok(Err(a));
+        }
+        Ok(None) => {}
+    }
+    let sent = Instant::now();
+    if let Verdict::Keep(reason, detail) = ctx.liveness(d.namespace.as_deref()).await {
+        conn.rollback().await;
+        return Ok(Err(Attempt::Kept(reason, detail)));
+    }
+    Ok(Ok(Verified {
+        sent,
+        dependents_to_drop,
+    }))
+}
+
+/// A drop whose last liveness check found nobody: only the COMMIT is left.
+struct Verified {
+    /// When the last liveness check was sent.
+    sent: Instant,
+    /// From the dependency closure's answer to sending the DROP.
+    dependents_to_drop: Duration,
+}
+
+/// The two windows of a committed drop (see [`DatabaseOutcome`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Windows {
+    check_to_commit: Duration,
+    dependents_to_drop: Duration,
+}
+
+/// Sends the COMMIT; the window from the last check to its answer is the drop's unguarded window.
+async fn commit(conn: &DropConn, v: Verified) -> Result<Attempt, Failure> {
+    match conn.run(conn.client.batch_execute("COMMIT")).await {
+        Ok(()) => Ok(Attempt::Dropped(Windows {
+            check_to_commit: v.sent.elapsed(),
+            dependents_to_drop: v.dependents_to_drop,
+        })),
+        // The server answered COMMIT with an error: the drop was rolled back.
+        Err(f) if f.reason == FailReason::SqlError => Err(f),
+        Err(f) => Err(Failure {
+            reason: FailReason::CommitUnknown,
+            sqlstate: f.sqlstate,
+            error: format!(
+                "the COMMIT was sent but its answer was lost ({}); whether the schema is gone \
+                 is unknown: run the sweep again to see",
+                f.error
+            ),
+        }),
+    }
+}
+
+/// One whole transaction: check, drop, check again on every server, commit.
+async fn attempt(
+    conn: &DropConn,
+    ctx: &Ctx<'_>,
+    d: &PlannedDrop,
+    step: Step,
+) -> Result<Attempt, Failure> {
+    let opened = match open_checked(conn, ctx, d).await? {
+        Ok(o) => o,
+        Err(a) => return Ok(a),
+    };
+    match drop_and_verify(conn, ctx, d, opened, step).await? {
+        Ok(v) => commit(conn, v).await,
+        Err(a) => Ok(a),
+    }
+}
+
+async fn batch_sql(conn: &DropConn, schema: &str, n: usize) -> Result<Option<String>, Failure> {
+    let tables = conn
+        .run(conn.client.query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+               AND NOT c.relispartition ORDER BY c.oid LIMIT $2",
+            &[&schema, &(n as i64)],
+        ))
+        .await?;
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let list: Vec<String> = tables
+        .iter()
+        .map(|r| {
+            format!(
+                "{}.{}",
+                quote_ident(schema),
+                quote_ident(&r.get::<_, String>(0))
+            )
+        })
+        .collect();
+    Ok(Some(format!(
+        "DROP TABLE IF EXISTS {} CASCADE",
+        list.join(", ")
+    )))
+}
+
+/// For a schema too large for the lock table on its own (its whole DROP failed with 53200): its tables
+/// in batches, each batch its own checked transaction, then the rest of the schema.
+async fn drop_in_batches(
+    conn: &DropConn,
+    ctx: &Ctx<'_>,
+    d: &PlannedDrop,
+) -> Result<Attempt, Failure> {
+    tracing::warn!(schema = %d.schema, "out of shared memory: dropping in batches");
+    let mut batches = 0;
+    let mut worst = Windows::default();
+    let widest = |a: Windows, b: Windows| Windows {
+        check_to_commit: a.check_to_commit.max(b.check_to_commit),
+        dependents_to_drop: a.dependents_to_drop.max(b.dependents_to_drop),
+    };
+    loop {
+        match attempt(conn, ctx, d, Step::Batch(ctx.drop.batch_tables)).await? {
+            Attempt::Dropped(w) => {
+                batches += 1;
+                worst = widest(worst, w);
             }
-            Ok(Some(kept)) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Ok(kept);
+            Attempt::NoTablesLeft => {
+                return match attempt(conn, ctx, d, Step::Whole).await? {
+                    Attempt::Dropped(w) => Ok(Attempt::Dropped(widest(worst, w))),
+                    other => Ok(other),
+                }
             }
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(e);
+            Attempt::Kept(reason, mut detail) => {
+                if batches > 0 {
+                    detail.push(format!(
+                        "{batches} batch(es) of tables were already dropped before this"
+                    ));
+                }
+                return Ok(Attempt::Kept(reason, detail));
             }
         }
     }
 }
 
+/// Records `rest` as kept for `reason`.
+fn keep_rest(out: &mut DatabaseOutcome, rest: &[PlannedDrop], reason: KeepReason, detail: &str) {
+    for d in rest {
+        out.kept.push(Kept {
+            schema: d.schema.clone(),
+            reason,
+            detail: if detail.is_empty() {
+                vec![]
+            } else {
+                vec![detail.to_string()]
+            },
+        });
+    }
+}
+
+/// Sweeps one database's planned drops, in order. `unresponsive` is shared by the databases of one
+/// server: once a statement there got no answer, nothing more is tried on it.
 async fn sweep_database(
     target: &DbTarget,
-    plan: &crate::domain::sweep::DatabasePlan,
+    plan: &DatabasePlan,
     ctx: &Ctx<'_>,
     session: &SessionSettings,
-    env: &(dyn Environment + Sync),
+    unresponsive: &mut bool,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> DatabaseOutcome {
     let started = Instant::now();
@@ -317,156 +762,286 @@ async fn sweep_database(
         name: plan.name.clone(),
         ..Default::default()
     };
-    let keep_all = |out: &mut DatabaseOutcome, reason: KeepReason| {
-        for d in &plan.drop {
-            out.kept.push(Kept {
-                schema: d.schema.clone(),
-                reason,
-                detail: vec![],
-            });
-        }
-    };
-    let settings = SessionSettings {
-        read_only: false,
-        statement_timeout: ctx.drop.statement_timeout + Duration::from_secs(5),
-        ..session.clone()
-    };
-    let client = match connect(&target.target, &settings, env).await {
-        Ok(c) => c,
+    if *unresponsive {
+        let why = "an earlier statement on this server got no answer";
+        keep_rest(&mut out, &plan.drop, KeepReason::ServerUnresponsive, why);
+        return out;
+    }
+    match open_drop_sessions(target, ctx, session).await {
         Err(e) => {
-            out.error = Some(e.message);
+            out.error = Some(e.message.clone());
             for d in &plan.drop {
                 out.failed.push(FailedDrop {
                     schema: d.schema.clone(),
+                    reason: FailReason::Unreachable,
                     sqlstate: e.sqlstate.clone(),
-                    error: "database unreachable at drop time".into(),
+                    error: format!("database unreachable at drop time: {}", e.message),
                 });
             }
-            out.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            return out;
         }
-    };
-    let locked: Result<bool, _> = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK_KEY])
-        .await
-        .map(|r| r.get(0));
-    match locked {
-        Ok(true) => {}
-        Ok(false) => {
-            let holder = client
-                .query_opt(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                       AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid LIMIT 1",
-                    &[&SWEEP_LOCK_KEY],
-                )
-                .await
-                .ok()
-                .flatten()
-                .map(|r| format!(" (pid {})", r.get::<_, i32>(0)))
-                .unwrap_or_default();
-            out.error = Some(format!(
-                "another pgswarm sweep holds this database's sweep lock{holder}: nothing dropped here"
-            ));
-            keep_all(&mut out, KeepReason::SweepInProgress);
-            out.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            return out;
-        }
-        Err(e) => {
-            out.error = Some(format!(
-                "cannot take the sweep lock: {}",
-                describe_error(&e)
-            ));
-            keep_all(&mut out, KeepReason::SweepInProgress);
-            out.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            return out;
-        }
+        Ok(conns) => match take_sweep_lock(&conns[0]).await {
+            Ok(None) => {
+                run_drops(&conns, plan, ctx, &mut out, unresponsive, progress).await;
+                if conns[0].broken().is_none() {
+                    let unlock = "SELECT pg_advisory_unlock($1)";
+                    let c = &conns[0].client;
+                    let _ = conns[0].run(c.query_one(unlock, &[&SWEEP_LOCK_KEY])).await;
+                }
+            }
+            Ok(Some(holder)) => {
+                out.error = Some(format!(
+                    "another pgswarm sweep holds this database's sweep lock{holder}: nothing \
+                     dropped here"
+                ));
+                keep_rest(&mut out, &plan.drop, KeepReason::SweepInProgress, "");
+            }
+            Err(f) => {
+                let reason = if f.reason == FailReason::ClientTimeout {
+                    *unresponsive = true;
+                    KeepReason::ServerUnresponsive
+                } else {
+                    KeepReason::NotAttempted
+                };
+                out.error = Some(format!("cannot take the sweep lock: {}", f.error));
+                keep_rest(&mut out, &plan.drop, reason, &f.error);
+            }
+        },
     }
-    for d in &plan.drop {
+    out.elapsed = started.elapsed();
+    out
+}
+
+/// The dropping sessions: the first (it holds the sweep lock), and, when it connects, a second one
+/// that runs the next schema's read-only checks while the current schema commits.
+async fn open_drop_sessions(
+    target: &DbTarget,
+    ctx: &Ctx<'_>,
+    session: &SessionSettings,
+) -> Result<Vec<DropConn>, crate::pg::connect::ConnectError> {
+    let settings = SessionSettings {
+        read_only: false,
+        statement_timeout: ctx.drop.statement_timeout + CLIENT_MARGIN,
+        ..session.clone()
+    };
+    let wrap = |client| DropConn {
+        client,
+        bound: ctx.drop.statement_timeout + ctx.drop.client_margin,
+        broken: Mutex::new(None),
+        closure: tokio::sync::OnceCell::new(),
+    };
+    let (first, second) = futures_util::future::join(
+        connect(&target.target, &settings, ctx.env),
+        connect(&target.target, &settings, ctx.env),
+    )
+    .await;
+    let mut conns = vec![wrap(first?)];
+    // Without the second session the sweep is only slower.
+    conns.extend(second.ok().map(wrap));
+    Ok(conns)
+}
+
+/// Drops the planned schemas of one database in order, one DROP at a time. While a schema's COMMIT
+/// runs (most of it is the server removing files after the commit took effect), the next schema's
+/// read-only first half ([`open_checked`]) runs on the other session, so its DROP can follow at once.
+async fn run_drops(
+    conns: &[DropConn],
+    plan: &DatabasePlan,
+    ctx: &Ctx<'_>,
+    out: &mut DatabaseOutcome,
+    unresponsive: &mut bool,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) {
+    let mut ahead: Option<Result<Result<Opened, Attempt>, Failure>> = None;
+    for (i, d) in plan.drop.iter().enumerate() {
+        let conn = &conns[i % conns.len()];
+        let next = (conns.len() > 1)
+            .then(|| {
+                plan.drop
+                    .get(i + 1)
+                    .map(|n| (n, &conns[(i + 1) % conns.len()]))
+            })
+            .flatten();
         progress(Progress::Dropping {
             database: plan.name.clone(),
             schema: d.schema.clone(),
         });
-        let ns = d.namespace.as_deref();
-        let mut attempt = drop_one(&client, ctx, &d.schema, ns).await;
-        if matches!(&attempt, Err(f) if f.sqlstate.as_deref() == Some("53200")) {
-            tracing::warn!(schema = %d.schema, "out of shared memory: dropping in batches");
-            attempt = drop_in_batches(&client, ctx, &d.schema, ns).await;
-        }
-        let ok = matches!(attempt, Ok(Attempt::Dropped));
-        match attempt {
-            Ok(Attempt::Dropped) => out.dropped.push(d.schema.clone()),
-            Ok(Attempt::Kept(reason, detail)) => out.kept.push(Kept {
-                schema: d.schema.clone(),
-                reason,
-                detail,
-            }),
-            Err(f) => out.failed.push(FailedDrop {
-                schema: d.schema.clone(),
-                sqlstate: f.sqlstate,
-                error: f.error,
-            }),
-        }
+        let first = match ahead.take() {
+            Some(r) => r,
+            None => open_checked(conn, ctx, d).await,
+        };
+        let result = match first {
+            Err(f) => Err(f),
+            Ok(Err(a)) => Ok(a),
+            Ok(Ok(opened)) => match drop_and_verify(conn, ctx, d, opened, Step::Whole).await {
+                Ok(Ok(verified)) => {
+                    let (done, pre) = futures_util::future::join(commit(conn, verified), async {
+                        match next {
+                            Some((n, other)) => Some(open_checked(other, ctx, n).await),
+                            None => None,
+                        }
+                    })
+                    .await;
+                    ahead = pre;
+                    done
+                }
+                Ok(Err(a)) => Ok(a),
+                Err(f) if f.sqlstate.as_deref() == Some("53200") && conn.broken().is_none() => {
+                    drop_in_batches(conn, ctx, d).await
+                }
+                Err(f) => Err(f),
+            },
+        };
         progress(Progress::Done {
             database: plan.name.clone(),
             schema: d.schema.clone(),
-            ok,
+            ok: matches!(result, Ok(Attempt::Dropped(_))),
         });
-        if client.is_closed() {
-            out.error = Some("connection lost during the sweep".into());
-            break;
+        record(out, d, result);
+        if let Some(broken) = conns.iter().find_map(DropConn::broken) {
+            if let (Some(Ok(Ok(_))), Some((_, other))) = (&ahead, next) {
+                other.rollback().await;
+            }
+            stop_after(out, &plan.drop[i + 1..], broken, unresponsive);
+            return;
         }
     }
-    let _ = client
-        .query_one("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK_KEY])
-        .await;
-    out.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    out
 }
 
-/// Runs exactly `plan`: servers in parallel (at most `drop.jobs`), databases of one server in turn.
-#[allow(clippy::too_many_arguments)]
+fn record(out: &mut DatabaseOutcome, d: &PlannedDrop, result: Result<Attempt, Failure>) {
+    match result {
+        Ok(Attempt::Dropped(w)) => {
+            out.dropped.push(d.schema.clone());
+            out.check_to_commit.push(w.check_to_commit);
+            out.dependents_to_drop.push(w.dependents_to_drop);
+        }
+        Ok(Attempt::Kept(reason, detail)) => out.kept.push(Kept {
+            schema: d.schema.clone(),
+            reason,
+            detail,
+        }),
+        Ok(Attempt::NoTablesLeft) => out.failed.push(FailedDrop {
+            schema: d.schema.clone(),
+            reason: FailReason::SqlError,
+            sqlstate: None,
+            error: "internal: a batch step ended outside batch mode".into(),
+        }),
+        Err(f) => out.failed.push(f.into_failed(&d.schema)),
+    }
+}
+
+/// A session broke: the rest of this database is kept, and after a timeout the rest of the server.
+fn stop_after(
+    out: &mut DatabaseOutcome,
+    rest: &[PlannedDrop],
+    broken: FailReason,
+    unresponsive: &mut bool,
+) {
+    if matches!(
+        broken,
+        FailReason::ClientTimeout | FailReason::CommitUnknown
+    ) {
+        *unresponsive = true;
+        out.error = Some("the server stopped answering during the sweep".into());
+        let why = "an earlier statement on this server got no answer";
+        keep_rest(out, rest, KeepReason::ServerUnresponsive, why);
+    } else {
+        out.error = Some("connection lost during the sweep".into());
+        let why = "the sweep's connection to this database was lost";
+        keep_rest(out, rest, KeepReason::NotAttempted, why);
+    }
+}
+
+/// `Ok(None)`: taken. `Ok(Some(" (pid N)"))`: another sweep holds it.
+async fn take_sweep_lock(conn: &DropConn) -> Result<Option<String>, Failure> {
+    let c = &conn.client;
+    let taken: bool = conn
+        .run(c.query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK_KEY]))
+        .await?
+        .get(0);
+    if taken {
+        return Ok(None);
+    }
+    let holder = conn
+        .run(c.query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid LIMIT 1",
+            &[&SWEEP_LOCK_KEY],
+        ))
+        .await
+        .ok()
+        .flatten()
+        .map(|r| format!(" (pid {})", r.get::<_, i32>(0)))
+        .unwrap_or_default();
+    Ok(Some(holder))
+}
+
+/// What a sweep runs against.
+pub struct SweepRun<'a> {
+    pub plan: &'a SweepPlan,
+    /// Every configured database: liveness is checked on all their servers, not only where drops run.
+    pub targets: &'a [DbTarget],
+    pub session: &'a SessionSettings,
+    pub app_prefix: &'a str,
+    pub rules: &'a SweepRules,
+    pub drop: &'a DropSettings,
+    pub env: &'a (dyn Environment + Sync),
+}
+
+/// Runs exactly the plan: servers in parallel (at most `drop.jobs`), databases of one server in turn.
+/// A plan older than `PLAN_MAX_AGE` runs nothing (every drop kept as `plan_expired`).
 pub async fn execute_plan(
-    plan: &SweepPlan,
-    targets: &[DbTarget],
-    session: &SessionSettings,
-    conv: &Convention,
-    rules: &SweepRules,
-    drop: &DropSettings,
-    env: &(dyn Environment + Sync),
+    run: &SweepRun<'_>,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Vec<DatabaseOutcome> {
+    let plan = run.plan;
     if !plan.active_detection_complete || plan.drop_count() == 0 {
         return Vec::new();
     }
-    let ctx = Ctx { conv, rules, drop };
-    let by_name: HashMap<&str, &DbTarget> = targets.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut servers: BTreeMap<String, Vec<&crate::domain::sweep::DatabasePlan>> = BTreeMap::new();
+    if let Some(age) = plan_expired(plan.planned_at, Utc::now()) {
+        let detail = format!(
+            "the plan was {} s old when confirmed: run the sweep again",
+            age.as_secs()
+        );
+        return expire_all(plan, &detail);
+    }
+    let verifiers = Verifiers::open(run.targets, run.session, run.app_prefix, run.env).await;
+    let ctx = Ctx {
+        app_prefix: run.app_prefix,
+        rules: run.rules,
+        drop: run.drop,
+        verifiers: &verifiers,
+        env: run.env,
+    };
+    let by_name: HashMap<&str, &DbTarget> =
+        run.targets.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut servers: BTreeMap<String, Vec<&DatabasePlan>> = BTreeMap::new();
     for d in plan.databases.iter().filter(|d| !d.drop.is_empty()) {
         servers
             .entry(d.server.clone().unwrap_or_else(|| d.name.clone()))
             .or_default()
             .push(d);
     }
-    let permits = Arc::new(Semaphore::new(drop.jobs.max(1)));
+    let permits = Arc::new(Semaphore::new(run.drop.jobs.max(1)));
     let ctx = &ctx;
+    let by_name = &by_name;
     let work = servers.into_values().map(|dbs| {
         let permits = permits.clone();
-        let by_name = &by_name;
         async move {
             let _permit = permits.acquire().await.expect("semaphore never closed");
+            let mut unresponsive = false;
             let mut outcomes = Vec::new();
             for d in dbs {
-                match by_name.get(d.name.as_str()) {
+                outcomes.push(match by_name.get(d.name.as_str()) {
                     Some(t) => {
-                        outcomes.push(sweep_database(t, d, ctx, session, env, progress).await)
+                        sweep_database(t, d, ctx, run.session, &mut unresponsive, progress).await
                     }
-                    None => outcomes.push(DatabaseOutcome {
+                    None => DatabaseOutcome {
                         name: d.name.clone(),
                         error: Some("not in the configuration any more".into()),
                         ..Default::default()
-                    }),
-                }
+                    },
+                });
             }
             outcomes
         }
@@ -475,4 +1050,24 @@ pub async fn execute_plan(
     let order: Vec<&str> = plan.databases.iter().map(|d| d.name.as_str()).collect();
     all.sort_by_key(|o| order.iter().position(|n| *n == o.name));
     all
+}
+
+fn expire_all(plan: &SweepPlan, detail: &str) -> Vec<DatabaseOutcome> {
+    plan.databases
+        .iter()
+        .filter(|d| !d.drop.is_empty())
+        .map(|d| DatabaseOutcome {
+            name: d.name.clone(),
+            kept: d
+                .drop
+                .iter()
+                .map(|x| Kept {
+                    schema: x.schema.clone(),
+                    reason: KeepReason::PlanExpired,
+                    detail: vec![detail.to_string()],
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
 }

@@ -5,11 +5,11 @@
 //! so a refresh that reorders rows cannot move the cursor to another item; and for a moment after a
 //! navigation key the row order itself is frozen, so a row does not jump away under the cursor.
 
-use crate::cmd::sweep::SweepReport;
 use crate::domain::snapshot::{
     build_snapshot, merge_observations, Convention, Observation, Snapshot,
 };
 use crate::domain::sweep::SweepPlan;
+use crate::domain::sweep::SweepReport;
 use crate::pg::poller::GroupResult;
 use crate::tui::keys::{action_for, Action};
 use chrono::{DateTime, Utc};

@@ -201,6 +201,7 @@ async fn event_loop(
                             let plan = crate::cmd::sweep::discover_and_plan(
                                 &settings,
                                 &SweepRules::default(),
+                                crate::cmd::sweep::DependencyCheck::AtPlan,
                                 &ProcessEnv,
                             )
                             .await;
@@ -255,30 +256,29 @@ async fn run_sweep(
         }
     };
     let rules = SweepRules::default();
-    let outcomes = crate::pg::sweep::execute_plan(
-        &plan,
-        &settings.databases,
-        &settings.session,
-        &settings.convention,
-        &rules,
-        &crate::pg::sweep::DropSettings::default(),
-        &ProcessEnv,
-        &progress,
-    )
-    .await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let run = crate::pg::sweep::SweepRun {
+        plan: &plan,
+        targets: &settings.databases,
+        session: &settings.session,
+        app_prefix: &settings.convention.app_prefix,
+        rules: &rules,
+        drop: &crate::pg::sweep::DropSettings::default(),
+        env: &ProcessEnv,
+    };
+    let outcomes = crate::pg::sweep::execute_plan(&run, &progress).await;
+    let elapsed = started.elapsed();
     tracing::info!(
         dropped = outcomes.iter().map(|o| o.dropped.len()).sum::<usize>(),
         "sweep finished"
     );
-    let report = crate::cmd::sweep::build_report(
+    let report = crate::domain::sweep::build_report(
         &plan,
         &outcomes,
-        false,
-        crate::cmd::sweep::Timings {
-            discovery_ms: 0.0,
-            drop_ms: ms,
-            total_ms: ms,
+        crate::domain::sweep::RunMode::Executed,
+        crate::domain::sweep::Timings {
+            drop: elapsed,
+            total: elapsed,
+            ..Default::default()
         },
     );
     let _ = tx.send(Event::SweepFinished(Box::new(report)));

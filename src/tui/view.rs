@@ -1120,7 +1120,7 @@ fn sweep_lines(app: &App, theme: &Theme, view: &SweepView) -> Vec<Line<'static>>
         }
         SweepView::Finished(report) => {
             let mut out = vec![Line::styled(
-                format!(" {}", crate::cmd::sweep::summary_line(report)),
+                format!(" {}", crate::domain::sweep::summary_line(report)),
                 theme.header(),
             )];
             for d in &report.databases {

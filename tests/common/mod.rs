@@ -7,6 +7,8 @@
 //! Missing server binaries fail the test loudly with what to install.
 #![allow(dead_code)]
 
+pub mod sweep;
+
 use pgswarm::cmd::config::{resolve_settings, CliSettings, Settings};
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
 use pgswarm::pg::conninfo::ProcessEnv;
@@ -243,4 +245,133 @@ pub fn blackhole_port() -> u16 {
         }
     });
     port
+}
+
+/// A TCP proxy in front of a server that stops forwarding, in both directions and on every
+/// connection, once the client-to-server stream has carried each of `triggers` in turn (the chunk with
+/// the last one is swallowed): to the client, a server frozen mid-statement. Sockets stay open.
+pub struct FreezingProxy {
+    pub port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sockets: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl FreezingProxy {
+    pub fn start(upstream_port: u16, triggers: &[&str]) -> FreezingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let triggers: Arc<Vec<Vec<u8>>> =
+            Arc::new(triggers.iter().map(|t| t.as_bytes().to_vec()).collect());
+        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (f, s) = (frozen.clone(), sockets.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                    continue;
+                };
+                {
+                    let mut all = s.lock().unwrap();
+                    all.push(client.try_clone().unwrap());
+                    all.push(server.try_clone().unwrap());
+                }
+                let pump = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            watch: bool,
+                            frozen: Arc<AtomicBool>,
+                            seen: Arc<AtomicUsize>,
+                            triggers: Arc<Vec<Vec<u8>>>| {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let chunk = &buf[..n];
+                            if watch && !frozen.load(Ordering::SeqCst) {
+                                let i = seen.load(Ordering::SeqCst);
+                                if let Some(t) = triggers.get(i) {
+                                    if chunk.windows(t.len()).any(|w| w == t.as_slice()) {
+                                        seen.store(i + 1, Ordering::SeqCst);
+                                        if i + 1 == triggers.len() {
+                                            frozen.store(true, Ordering::SeqCst);
+                                        }
+                                    }
+                                }
+                            }
+                            if frozen.load(Ordering::SeqCst) {
+                                // Hold everything from now on; the sockets stay open.
+                                continue;
+                            }
+                            if to.write_all(chunk).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                };
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
+                    f.clone(),
+                    seen.clone(),
+                    triggers.clone(),
+                );
+                pump(
+                    server,
+                    client,
+                    false,
+                    f.clone(),
+                    seen.clone(),
+                    triggers.clone(),
+                );
+            }
+        });
+        FreezingProxy {
+            port,
+            frozen,
+            sockets,
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        for s in self.sockets.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The pid of the first session on the server labeled `application_name` that waits on a lock,
+/// waiting (bounded) until there is one.
+pub async fn wait_for_lock_waiter(admin: &Client, application_name: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = admin
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+                 AND wait_event_type = 'Lock' LIMIT 1",
+                &[&application_name],
+            )
+            .await
+            .unwrap();
+        if let Some(r) = row {
+            return r.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session labeled {application_name} started waiting on a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -11,12 +11,7 @@ fn plan(
     rules: &SweepRules,
     now: DateTime<Utc>,
 ) -> SweepPlan {
-    plan_sweep(
-        &build_snapshot(obs, &Convention::default()),
-        &HashMap::new(),
-        rules,
-        now,
-    )
+    plan_sweep(&build_snapshot(obs, &Convention::default()), rules, now)
 }
 
 fn reasons(p: &SweepPlan) -> BTreeMap<String, KeepReason> {
@@ -175,22 +170,32 @@ fn min_age_forced_and_legacy() {
 
 #[test]
 fn external_dependents_keep_a_schema() {
-    let snap = build_snapshot(fixtures::collision(), &Convention::default());
     let ns9 = fixture_namespace(9);
+    let mut p = plan(fixtures::collision(), &SweepRules::default(), later(60));
     let mut deps = HashMap::new();
     deps.insert(
-        ("platform".to_string(), format!("test_{ns9}_gw0")),
-        vec!["view public.report depends on table t".to_string()],
+        format!("test_{ns9}_gw0"),
+        vec!["view public.report".to_string()],
     );
-    let p = plan_sweep(&snap, &deps, &SweepRules::default(), later(60));
+    deps.insert("not_planned".to_string(), vec!["x".to_string()]);
+    p.keep_with_dependents("platform", &deps);
     let kept = &p.databases[0]
         .keep
         .iter()
         .find(|k| k.schema == format!("test_{ns9}_gw0"))
         .unwrap();
     assert_eq!(kept.reason, KeepReason::ExternalDependents);
-    assert_eq!(kept.detail.len(), 1);
+    assert_eq!(kept.detail, vec!["view public.report".to_string()]);
     assert_eq!(drops(&p), vec![format!("tenant_a/test_{ns9}_gw0")]);
+
+    // A failed check keeps everything in that database, and says so.
+    p.keep_all_in(
+        "tenant_a",
+        KeepReason::ActiveDetectionIncomplete,
+        "dependency check failed: x".into(),
+    );
+    assert_eq!(p.drop_count(), 0);
+    assert!(p.errors.iter().any(|e| e.database == "tenant_a"));
 }
 
 #[test]
@@ -239,4 +244,275 @@ fn odd_names_are_never_candidates_whatever_the_flags() {
 fn identifiers_are_quoted() {
     assert_eq!(quote_ident("test_a_gw0"), "\"test_a_gw0\"");
     assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+}
+
+fn answer(server: &str, labels: &[&str]) -> LivenessAnswer {
+    LivenessAnswer {
+        server: server.into(),
+        labels: Ok(labels.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+#[test]
+fn liveness_verdicts() {
+    let ns = "p1t1700000000r0000000a";
+    let other = "p2t1700000000r0000000b";
+    let quiet = [
+        answer("a:5432", &["psql", &format!("pytest_gw0_{other}")]),
+        answer("b:5432", &[]),
+    ];
+    let down = LivenessAnswer {
+        server: "b:5432".into(),
+        labels: Err("connection refused".into()),
+    };
+    let cut = "a_very_long_application_prefix_for_tests_gw3_p1t1700000000r0000";
+    let table: Vec<(&str, Vec<LivenessAnswer>, bool, Verdict)> = vec![
+        (
+            "nobody of the namespace",
+            quiet.to_vec(),
+            false,
+            Verdict::Clear,
+        ),
+        (
+            "a session of the namespace on the other server",
+            vec![
+                quiet[0].clone(),
+                answer("b:5432", &[&format!("pytest_gw1_{ns}_late")]),
+            ],
+            false,
+            Verdict::Keep(
+                KeepReason::BecameLive,
+                vec![format!("pytest_gw1_{ns}_late on b:5432")],
+            ),
+        ),
+        (
+            "a server that cannot answer",
+            vec![quiet[0].clone(), down.clone()],
+            false,
+            Verdict::Keep(
+                KeepReason::ActiveDetectionIncomplete,
+                vec!["b:5432: connection refused".into()],
+            ),
+        ),
+        (
+            "live beats incomplete: the more precise reason",
+            vec![answer("a:5432", &[&format!("pytest_master_{ns}")]), down],
+            false,
+            Verdict::Keep(
+                KeepReason::BecameLive,
+                vec![format!("pytest_master_{ns} on a:5432")],
+            ),
+        ),
+        (
+            "an unattributable test session",
+            vec![answer("a:5432", &["pytest_gw0_Bad-Name"])],
+            false,
+            Verdict::Keep(
+                KeepReason::UnattributedSessions,
+                vec![
+                    "pytest_gw0_Bad-Name on a:5432 (namespace missing or not [a-z0-9]{1,32})"
+                        .into(),
+                ],
+            ),
+        ),
+        (
+            "an unattributable test session, allowed",
+            vec![answer("a:5432", &["pytest_gw0_Bad-Name"])],
+            true,
+            Verdict::Clear,
+        ),
+    ];
+    for (what, answers, allow, want) in table {
+        assert_eq!(
+            judge_liveness("pytest", Some(ns), allow, &answers),
+            want,
+            "{what}"
+        );
+    }
+    // A label cut at 63 bytes is never credited to the namespace it starts like.
+    let long_prefix = "a_very_long_application_prefix_for_tests";
+    assert_eq!(cut.len(), 63);
+    assert!(matches!(
+        judge_liveness(
+            long_prefix,
+            Some("p1t1700000000r0000"),
+            false,
+            &[answer("a", &[cut])]
+        ),
+        Verdict::Keep(KeepReason::UnattributedSessions, _)
+    ));
+    // Legacy schemas have no namespace: only unattributed sessions and failures count.
+    assert_eq!(
+        judge_liveness("pytest", None, false, &quiet),
+        Verdict::Clear
+    );
+}
+
+#[test]
+fn dependents_and_plan_age_verdicts() {
+    assert_eq!(judge_dependents(&[]), Verdict::Clear);
+    assert_eq!(
+        judge_dependents(&["table column public.t.a".into()]),
+        Verdict::Keep(
+            KeepReason::ExternalDependents,
+            vec!["table column public.t.a".into()]
+        )
+    );
+    let t0 = fixture_now();
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    assert_eq!(plan_expired(t0, at(0)), None);
+    assert_eq!(plan_expired(t0, at(300)), None, "exactly the limit is fine");
+    assert_eq!(plan_expired(t0, at(301)), Some(Duration::from_secs(301)));
+    assert_eq!(
+        plan_expired(t0, at(-60)),
+        None,
+        "a clock behind the plan's is not an age"
+    );
+}
+
+fn two_db_plan() -> SweepPlan {
+    let drop = |s: &str| PlannedDrop {
+        schema: s.into(),
+        namespace: None,
+        tables: 1,
+        bytes: 0,
+    };
+    SweepPlan {
+        planned_at: fixture_now(),
+        active_detection_complete: true,
+        active_namespaces: vec![],
+        unattributed_sessions: vec![],
+        errors: vec![],
+        databases: vec![
+            DatabasePlan {
+                name: "a".into(),
+                server: Some("s1".into()),
+                drop: vec![drop("x1"), drop("x2"), drop("x3"), drop("x4")],
+                keep: vec![Kept::new("k1", KeepReason::Live)],
+            },
+            DatabasePlan {
+                name: "b".into(),
+                server: Some("s2".into()),
+                drop: vec![drop("y1")],
+                keep: vec![],
+            },
+        ],
+    }
+}
+
+#[test]
+fn every_planned_schema_is_accounted_for_exactly_once() {
+    let plan = two_db_plan();
+    let failed = FailedDrop {
+        schema: "x2".into(),
+        reason: FailReason::ClientTimeout,
+        sqlstate: None,
+        error: "no answer".into(),
+    };
+    // Database a: one dropped, one failed, one kept; x4 never reported. Database b: no outcome.
+    let outcomes = vec![DatabaseOutcome {
+        name: "a".into(),
+        dropped: vec!["x1".into(), "stray".into()],
+        failed: vec![failed.clone()],
+        kept: vec![Kept::new("x3", KeepReason::BecameLive)],
+        check_to_commit: vec![Duration::from_millis(3), Duration::from_millis(7)],
+        ..Default::default()
+    }];
+    let r = build_report(&plan, &outcomes, RunMode::Executed, Timings::default());
+    assert_eq!(r.accounting_errors(&plan), Vec::<String>::new());
+    let a = &r.databases[0];
+    assert_eq!(
+        a.dropped,
+        vec!["x1".to_string()],
+        "a stray outcome is ignored"
+    );
+    assert_eq!(a.failed, vec![failed]);
+    let reason =
+        |d: &DatabaseResult, s: &str| d.kept.iter().find(|k| k.schema == s).map(|k| k.reason);
+    assert_eq!(reason(a, "x3"), Some(KeepReason::BecameLive));
+    assert_eq!(reason(a, "x4"), Some(KeepReason::NotAttempted));
+    assert_eq!(reason(a, "k1"), Some(KeepReason::Live));
+    assert_eq!(
+        reason(&r.databases[1], "y1"),
+        Some(KeepReason::NotAttempted)
+    );
+    assert_eq!(
+        r.timings.check_to_commit_max,
+        Some(Duration::from_millis(7))
+    );
+    assert_eq!(r.status(), SweepStatus::SomeFailed);
+
+    let dry = build_report(&plan, &[], RunMode::DryRun, Timings::default());
+    assert_eq!(dry.accounting_errors(&plan), Vec::<String>::new());
+    assert_eq!(dry.databases[0].would_drop.len(), 4);
+    assert_eq!(dry.status(), SweepStatus::Done);
+    let cancelled = build_report(&plan, &[], RunMode::Cancelled, Timings::default());
+    assert_eq!(cancelled.accounting_errors(&plan), Vec::<String>::new());
+    assert_eq!(cancelled.status(), SweepStatus::Done);
+
+    // The checker itself catches a schema reported twice and one reported nowhere.
+    let mut broken = r.clone();
+    broken.databases[0].dropped.push("x3".into());
+    broken.databases[1].kept.clear();
+    let errs = broken.accounting_errors(&plan);
+    assert!(
+        errs.iter().any(|e| e.contains("a.x3 is reported 2 times")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("b.y1 is reported nowhere")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn sweep_status_table() {
+    let plan = two_db_plan();
+    let with = |kept: Vec<Kept>, failed: Vec<FailedDrop>| {
+        let o = DatabaseOutcome {
+            name: "b".into(),
+            kept,
+            failed,
+            ..Default::default()
+        };
+        let mut full = vec![o];
+        full.push(DatabaseOutcome {
+            name: "a".into(),
+            dropped: vec!["x1".into(), "x2".into(), "x3".into(), "x4".into()],
+            ..Default::default()
+        });
+        build_report(&plan, &full, RunMode::Executed, Timings::default()).status()
+    };
+    let k = |r| vec![Kept::new("y1", r)];
+    assert_eq!(
+        with(vec![], vec![]),
+        SweepStatus::SomeFailed,
+        "y1 not attempted"
+    );
+    for (reason, want) in [
+        (KeepReason::Vanished, SweepStatus::Done),
+        (KeepReason::BecameLive, SweepStatus::Done),
+        (KeepReason::ExternalDependents, SweepStatus::Done),
+        (
+            KeepReason::ActiveDetectionIncomplete,
+            SweepStatus::DetectionIncomplete,
+        ),
+        (
+            KeepReason::UnattributedSessions,
+            SweepStatus::DetectionIncomplete,
+        ),
+        (KeepReason::ServerUnresponsive, SweepStatus::SomeFailed),
+        (KeepReason::SweepInProgress, SweepStatus::SomeFailed),
+        (KeepReason::NotAttempted, SweepStatus::SomeFailed),
+        (KeepReason::PlanExpired, SweepStatus::SomeFailed),
+    ] {
+        assert_eq!(with(k(reason), vec![]), want, "{reason:?}");
+    }
+    let failed = FailedDrop {
+        schema: "y1".into(),
+        reason: FailReason::SqlError,
+        sqlstate: Some("55P03".into()),
+        error: "lock timeout".into(),
+    };
+    assert_eq!(with(vec![], vec![failed]), SweepStatus::SomeFailed);
 }
