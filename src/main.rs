@@ -251,13 +251,13 @@ fn run(cli: Cli) -> i32 {
             ) {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("pgswarm: error: {e}");
+                    pgswarm::cmd::print_error(&e);
                     return exit::USAGE;
                 }
             }
         }
         Err(e) => {
-            eprintln!("pgswarm: error: {e}");
+            pgswarm::cmd::print_error(&e);
             return exit::USAGE;
         }
     };
@@ -281,7 +281,7 @@ fn run(cli: Cli) -> i32 {
                     pgswarm::tui::run::run_replay(snaps, settings)
                 }
                 Err(e) => {
-                    eprintln!("pgswarm: error: {e}");
+                    pgswarm::cmd::print_error(&e);
                     exit::USAGE
                 }
             }
@@ -316,7 +316,7 @@ fn run(cli: Cli) -> i32 {
                 None => None,
                 Some(Ok(d)) => Some(d),
                 Some(Err(e)) => {
-                    eprintln!("pgswarm: error: {e}");
+                    pgswarm::cmd::print_error(&e);
                     return exit::USAGE;
                 }
             };
@@ -350,7 +350,7 @@ fn run(cli: Cli) -> i32 {
             let (snaps, bad) = match pgswarm::cmd::replay::read_recording(&path) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("pgswarm: error: {e}");
+                    pgswarm::cmd::print_error(&e);
                     return exit::USAGE;
                 }
             };
@@ -367,7 +367,7 @@ fn run(cli: Cli) -> i32 {
                 Some(t) => match pgswarm::cmd::replay::parse_at(t, first.taken_at) {
                     Ok(at) => pgswarm::cmd::replay::snapshot_at(&snaps, at),
                     Err(e) => {
-                        eprintln!("pgswarm: error: {e}");
+                        pgswarm::cmd::print_error(&e);
                         return exit::USAGE;
                     }
                 },
@@ -394,7 +394,7 @@ fn run(cli: Cli) -> i32 {
                 eprintln!(
                     "pgswarm: database {:?} unreachable: {}",
                     d.name,
-                    d.error.as_deref().unwrap_or("?")
+                    pgswarm::domain::text::sanitize(d.error.as_deref().unwrap_or("?"))
                 );
             }
             snapshot_exit_code(&snap, args.fail_on_blocked)
@@ -403,7 +403,7 @@ fn run(cli: Cli) -> i32 {
 }
 
 fn sweep_usage(msg: &str) -> i32 {
-    eprintln!("pgswarm: error: {msg}");
+    pgswarm::cmd::print_error(msg);
     exit::USAGE
 }
 
@@ -518,7 +518,7 @@ fn parse_interval(value: Option<&str>) -> Result<std::time::Duration, i32> {
             Err(exit::USAGE)
         }
         Some(Err(e)) => {
-            eprintln!("pgswarm: error: {e}");
+            pgswarm::cmd::print_error(&e);
             Err(exit::USAGE)
         }
     }

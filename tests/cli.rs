@@ -135,6 +135,64 @@ fn a_password_never_appears_in_any_output() {
     }
 }
 
+/// Issue 11, finding 4: malformed entries in every configuration source print errors that name the
+/// problem, exit 2, and never show the password (the property test covers many more shapes).
+#[test]
+fn malformed_entries_print_no_password_from_any_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        "x=postgres://alice:S3cr3tPw@db1:99999/x",
+        "x=postgres://alice:S3cr3tPw@[::1/x",
+        "x=host=db1 password='S3cr3tPw sslmode=bogus",
+        "x=host=db1 password=S3cr3tPw sslmode=bogus",
+        "x=host=db1 password=S3cr3tPw nonsense=1",
+    ];
+    for entry in entries {
+        let toml = dir.path().join("c.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "[[databases]]\nurl = \"{}\n",
+                entry.trim_start_matches("x=")
+            ),
+        )
+        .unwrap();
+        let runs: [(&str, Vec<String>, Option<String>); 3] = [
+            (
+                "--db",
+                vec!["snapshot".into(), "--db".into(), entry.into()],
+                None,
+            ),
+            (
+                "PGSWARM_DB",
+                vec!["snapshot".into()],
+                Some(format!("\"{entry}\"")),
+            ),
+            (
+                "--config",
+                vec![
+                    "snapshot".into(),
+                    "--config".into(),
+                    toml.display().to_string(),
+                ],
+                None,
+            ),
+        ];
+        for (source, args, env) in runs {
+            let mut c = pgswarm();
+            c.args(&args);
+            if let Some(v) = env {
+                c.env("PGSWARM_DB", v);
+            }
+            let out = c.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{source} {entry}: {err}");
+            assert!(!err.contains("S3cr3tPw"), "{source} leaked: {err}");
+            assert!(err.contains("pgswarm: error:"), "{source}: {err}");
+        }
+    }
+}
+
 #[test]
 fn snapshot_json_exit_codes_and_blocked() {
     let srv = Server::start(&["platform"]);

@@ -204,7 +204,7 @@ async fn record_then_replay_round_trips() {
 #[test]
 fn the_bundled_recording_is_a_real_demo_recording() {
     let (snaps, bad) =
-        pgswarm::cmd::replay::parse_recording(pgswarm::cmd::replay::BUNDLED_RECORDING);
+        pgswarm::cmd::replay::parse_recording(pgswarm::cmd::replay::BUNDLED_RECORDING).unwrap();
     assert!(bad.is_empty(), "{bad:?}");
     assert!(snaps.len() >= 5);
     assert!(snaps

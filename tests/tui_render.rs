@@ -224,3 +224,41 @@ fn a_long_sweep_plan_keeps_its_confirmation_line_on_screen() {
         assert!(t.contains("more lines"), "{t}");
     }
 }
+
+/// Issue 11, finding 5: bytes from the database never reach the terminal as they are. Every string a
+/// session carries is hostile here; no drawn cell may hold a control character or a bidi override.
+#[test]
+fn hostile_strings_from_the_database_never_reach_a_cell() {
+    let mut obs = fixtures::collision();
+    let evil = "\u{1b}]0;pwned\u{7}\u{202e}gnp.exe\u{2066}\u{9b}2J\r\nforged";
+    for s in &mut obs.sessions {
+        s.query = Some(format!("SELECT 1 {evil}"));
+        s.usename = Some(evil.into());
+        if !s.application_name.starts_with("pytest_") {
+            s.application_name = evil.into();
+        }
+        if let Some(a) = &mut s.awaited {
+            a.relation = Some(format!("public.{evil}"));
+        }
+    }
+    let mut app = app_for(Some(obs));
+    for (w, h) in [(80u16, 24u16), (120, 40), (160, 45)] {
+        let buf = render(&app, w, h, COLOR);
+        for cell in buf.content.iter() {
+            assert!(
+                !cell.symbol().chars().any(pgswarm::domain::text::is_unsafe),
+                "unsafe cell {:?} at {w}x{h}:\n{}",
+                cell.symbol(),
+                text(&buf)
+            );
+        }
+    }
+    // The session detail shows the query and the user: still nothing unsafe.
+    app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
+    app.update(Event::Key(crossterm::event::KeyCode::Enter.into()));
+    let buf = render(&app, 120, 40, COLOR);
+    assert!(buf
+        .content
+        .iter()
+        .all(|c| !c.symbol().chars().any(pgswarm::domain::text::is_unsafe)));
+}

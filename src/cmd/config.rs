@@ -6,10 +6,12 @@
 //! `platform`; `host=/tmp dbname=db` and `postgres://h/db` are unnamed and take the database name. A
 //! bare word (`--db app_test`) is a database name on the default server, as with `psql app_test`.
 //!
-//! Every error names the bad value and says how to fix it; nothing here panics on any input.
+//! Every error names the bad value and says how to fix it, with any password in it masked (see
+//! `domain::text::redact`); nothing here panics on any input.
 
 use crate::domain::naming::validate_prefix;
 use crate::domain::snapshot::Convention;
+use crate::domain::text::redact;
 use crate::pg::connect::SessionSettings;
 use crate::pg::conninfo::{
     is_keyword, is_url, parse_conninfo, parse_timeout, resolve_target, Environment,
@@ -163,17 +165,53 @@ pub fn build_target(
     Ok(DbTarget { name, target })
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+/// Parses the config file's text. A TOML error names the line and column and says what is wrong,
+/// but never quotes the line itself: it may hold a password.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+                format!(" at line {line}, column {column}")
+            })
+            .unwrap_or_default();
+        ConfigError(format!(
+            "config file {}{at}: {}",
+            path.display(),
+            e.message().trim()
+        ))
+    })
 }
 
-/// Resolves the settings: flags > environment > config file > libpq environment.
+/// Resolves the settings: flags > environment > config file > libpq environment. Every error is
+/// redacted: no password from `--db`, `PGSWARM_DB` or the config file appears in it.
 pub fn resolve_settings(cli: &CliSettings, env: &dyn Environment) -> Result<Settings, ConfigError> {
-    let file = match &cli.config {
-        Some(p) => read_file(p)?,
-        None => FileConfig::default(),
+    let text =
+        match &cli.config {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+    resolve(cli, text.as_deref(), env).map_err(|e| {
+        let mut inputs: Vec<&str> = cli.db.iter().map(String::as_str).collect();
+        inputs.extend(cli.env_db.as_deref());
+        inputs.extend(text.as_deref());
+        ConfigError(redact(&e.0, &inputs))
+    })
+}
+
+fn resolve(
+    cli: &CliSettings,
+    text: Option<&str>,
+    env: &dyn Environment,
+) -> Result<Settings, ConfigError> {
+    let file = match (&cli.config, text) {
+        (Some(p), Some(t)) => parse_file(p, t)?,
+        _ => FileConfig::default(),
     };
     let file_label = |i: usize| {
         format!(

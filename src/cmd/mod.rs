@@ -21,6 +21,15 @@ pub mod exit {
     pub const UNREACHABLE: i32 = 3;
 }
 
+/// Prints `pgswarm: error: MESSAGE` to stderr, sanitised: error messages quote values from the user
+/// and from the database, and neither may drive the terminal.
+pub fn print_error(message: impl std::fmt::Display) {
+    eprintln!(
+        "pgswarm: error: {}",
+        crate::domain::text::sanitize_lines(&message.to_string())
+    );
+}
+
 /// The multi-thread runtime every command runs on (2 workers: these machines have 2 cores). On failure
 /// the error is printed and the exit code returned.
 pub fn build_runtime() -> Result<tokio::runtime::Runtime, i32> {

@@ -3,13 +3,15 @@
 //! fallback when no PostgreSQL server binaries are installed.
 //!
 //! A corrupt or truncated line (a recorder killed mid-write, a hand edit) is reported with its line
-//! number and skipped; the rest of the recording still replays.
+//! number and skipped; the rest of the recording still replays. Input is bounded: only a regular
+//! file, streamed, each line at most [`MAX_LINE_BYTES`]; a recording of another `schema_version` is
+//! refused as a whole, with what to do.
 
 use crate::cmd::demo::DemoOptions;
 use crate::cmd::exit;
-use crate::domain::snapshot::Snapshot;
+use crate::domain::snapshot::{Snapshot, SCHEMA_VERSION};
 use chrono::{DateTime, NaiveTime, Utc};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 /// The recording shipped with pgswarm (made from `pgswarm demo`).
@@ -22,42 +24,103 @@ pub struct BadLine {
     pub error: String,
 }
 
+/// The longest line a recording may have (a snapshot of 5,000 sessions is about 3 MiB). A longer
+/// line is skipped and named, without ever being held in memory whole.
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Parses a recording from text; good snapshots in order, bad lines reported.
-pub fn parse_recording(text: &str) -> (Vec<Snapshot>, Vec<BadLine>) {
+pub fn parse_recording(text: &str) -> Result<(Vec<Snapshot>, Vec<BadLine>), String> {
+    parse_stream(text.as_bytes())
+}
+
+/// Reads a recording file: only a regular file, streamed line by line (each at most
+/// [`MAX_LINE_BYTES`]), every snapshot of the schema version this pgswarm reads.
+pub fn read_recording(path: &Path) -> Result<(Vec<Snapshot>, Vec<BadLine>), String> {
+    let cannot = |e: std::io::Error| format!("cannot read recording {}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{} is not a regular file (a directory, a pipe or a device): give the path of a \
+             recording written by `pgswarm record`",
+            path.display()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    parse_stream(std::io::BufReader::new(file))
+        .map_err(|e| format!("recording {}: {e}", path.display()))
+}
+
+/// Only what a line's version needs: cheap to parse, and it tells a newer recording from a corrupt
+/// one.
+#[derive(serde::Deserialize)]
+struct VersionProbe {
+    schema_version: u32,
+}
+
+fn parse_stream(mut reader: impl BufRead) -> Result<(Vec<Snapshot>, Vec<BadLine>), String> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+    let mut buf = Vec::new();
+    for number in 1.. {
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("read error at line {number}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            skip_rest_of_line(&mut reader)
+                .map_err(|e| format!("read error at line {number}: {e}"))?;
+            bad.push(BadLine {
+                line: number,
+                error: format!("longer than {} MiB", MAX_LINE_BYTES / (1024 * 1024)),
+            });
             continue;
         }
-        match serde_json::from_str::<Snapshot>(line) {
-            Ok(s) => good.push(s),
-            Err(e) => bad.push(BadLine {
-                line: i + 1,
-                error: e.to_string(),
-            }),
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Snapshot>(&buf) {
+            Ok(s) if s.schema_version == SCHEMA_VERSION => good.push(s),
+            Ok(s) => return Err(version_error(number, s.schema_version)),
+            Err(e) => match serde_json::from_slice::<VersionProbe>(&buf) {
+                Ok(p) if p.schema_version != SCHEMA_VERSION => {
+                    return Err(version_error(number, p.schema_version))
+                }
+                _ => bad.push(BadLine {
+                    line: number,
+                    error: e.to_string(),
+                }),
+            },
         }
     }
     good.sort_by_key(|s| s.taken_at);
-    (good, bad)
+    Ok((good, bad))
 }
 
-/// Reads a recording file.
-pub fn read_recording(path: &Path) -> Result<(Vec<Snapshot>, Vec<BadLine>), String> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read recording {}: {e}", path.display()))?;
-    let mut text = String::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        match line {
-            Ok(l) => {
-                text.push_str(&l);
-                text.push('\n');
-            }
-            // Not UTF-8: keep the line numbering, let the parser report it.
-            Err(_) => text.push_str(&format!("<line {} is not UTF-8>\n", i + 1)),
+fn version_error(line: usize, found: u32) -> String {
+    format!(
+        "line {line} has schema_version {found}, and this pgswarm reads version {SCHEMA_VERSION}: \
+         replay it with the pgswarm that recorded it"
+    )
+}
+
+/// Consumes input up to and including the next newline, holding at most one buffer of it.
+fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
         }
+        if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            reader.consume(i + 1);
+            return Ok(());
+        }
+        let n = chunk.len();
+        reader.consume(n);
     }
-    Ok(parse_recording(&text))
 }
 
 /// Prints bad lines to stderr, naming each.
@@ -113,7 +176,13 @@ pub fn fallback_to_recording(opts: &DemoOptions, base: &crate::cmd::config::Sett
          apt-get install postgresql; or set PGSWARM_PG_BINDIR). Showing the bundled recording \
          instead, marked REPLAY."
     );
-    let (snaps, bad) = parse_recording(BUNDLED_RECORDING);
+    let (snaps, bad) = match parse_recording(BUNDLED_RECORDING) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::cmd::print_error(format!("the bundled recording: {e}"));
+            return exit::USAGE;
+        }
+    };
     report_bad_lines("bundled recording", &bad);
     if snaps.is_empty() {
         eprintln!("pgswarm demo: the bundled recording is empty");
@@ -154,9 +223,47 @@ mod tests {
                 text.push_str("not json at all\n");
             }
         }
-        let (good, bad) = parse_recording(&text);
+        let (good, bad) = parse_recording(&text).unwrap();
         assert_eq!(good, s);
         assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn bounded_input_refuses_what_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory is refused at once (it used to spin while memory grew).
+        let err = read_recording(dir.path()).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        // Another schema_version is refused as a whole, with what to do, whether or not the rest of
+        // the line parses.
+        let mut future = serde_json::to_value(&snaps()[0]).unwrap();
+        future["schema_version"] = 99.into();
+        for line in [
+            future.to_string(),
+            r#"{"schema_version": 99, "something": "else"}"#.to_string(),
+        ] {
+            let err = parse_recording(&line).unwrap_err();
+            assert!(err.contains("schema_version 99"), "{err}");
+            assert!(err.contains("reads version 1"), "{err}");
+        }
+        // A line longer than the cap is named and skipped without holding it; the rest replays.
+        let path = dir.path().join("big.jsonl");
+        {
+            let mut f = std::fs::File::create(&path).unwrap();
+            let chunk = vec![b'x'; 1024 * 1024];
+            for _ in 0..(MAX_LINE_BYTES / chunk.len() + 2) {
+                f.write_all(&chunk).unwrap();
+            }
+            f.write_all(b"\n").unwrap();
+            f.write_all(serde_json::to_string(&snaps()[1]).unwrap().as_bytes())
+                .unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+        let (good, bad) = read_recording(&path).unwrap();
+        assert_eq!(good.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 1);
+        assert!(bad[0].error.contains("longer than"), "{:?}", bad[0]);
     }
 
     #[test]

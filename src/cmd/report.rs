@@ -6,6 +6,7 @@
 //! a replayed recording.
 
 use crate::domain::snapshot::{LabelKind, SchemaStatus, SessionReport, Snapshot, WaitSource};
+use crate::domain::text::{sanitize as t, sanitize_lines};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
@@ -40,7 +41,12 @@ pub fn fmt_bytes(b: i64) -> String {
 }
 
 /// How a session is named in reports: `namespace/worker[_suffix]`, else its application name.
+/// Safe to print: whatever the database said, it is one line with no control characters.
 pub fn session_label(s: &SessionReport) -> String {
+    t(&raw_session_label(s)).into_owned()
+}
+
+fn raw_session_label(s: &SessionReport) -> String {
     match s.label {
         LabelKind::Labeled => {
             let mut l = format!(
@@ -63,8 +69,10 @@ pub fn session_label(s: &SessionReport) -> String {
     }
 }
 
+/// Query text on one line, cut to `max` characters, safe to print.
 fn one_line(q: &str, max: usize) -> String {
     let flat: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = t(&flat).into_owned();
     if flat.chars().count() > max {
         let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
@@ -73,8 +81,14 @@ fn one_line(q: &str, max: usize) -> String {
     }
 }
 
-/// Renders the whole report.
+/// Renders the whole report. Every string from the database is sanitised where it is inserted, and
+/// the whole text once more at the end (see `domain::text`): printing it cannot drive a terminal.
 pub fn render_report(snap: &Snapshot) -> String {
+    let out = render_unchecked(snap);
+    sanitize_lines(&out).into_owned()
+}
+
+fn render_unchecked(snap: &Snapshot) -> String {
     let mut out = String::new();
     let servers: std::collections::BTreeSet<&str> = snap
         .databases
@@ -119,10 +133,10 @@ pub fn render_report(snap: &Snapshot) -> String {
                 d.sessions,
                 d.blocked,
                 d.latency_ms.unwrap_or(0.0),
-                d.target,
+                t(&d.target),
                 d.error
                     .as_deref()
-                    .map(|e| format!("  WARNING: {e}"))
+                    .map(|e| format!("  WARNING: {}", t(e)))
                     .unwrap_or_default(),
             );
         } else {
@@ -130,8 +144,8 @@ pub fn render_report(snap: &Snapshot) -> String {
                 out,
                 "  {:w$}  UNREACHABLE  {}: {}",
                 d.name,
-                d.target,
-                d.error.as_deref().unwrap_or("unknown error")
+                t(&d.target),
+                t(d.error.as_deref().unwrap_or("unknown error"))
             );
         }
     }
@@ -160,7 +174,7 @@ pub fn render_report(snap: &Snapshot) -> String {
     if !snap.warnings.is_empty() {
         out.push_str("\nWARNINGS\n");
         for w in &snap.warnings {
-            let _ = writeln!(out, "  - {w}");
+            let _ = writeln!(out, "  - {}", t(w));
         }
     }
     out
@@ -205,13 +219,13 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
                     .map(|a| format!(" for {}", fmt_age(a)))
                     .unwrap_or_default()
             ),
-            Some(st) => st.clone(),
+            Some(st) => t(st).into_owned(),
             None => "state unknown".into(),
         };
         let _ = writeln!(
             out,
             "  [{}] root {} {}  {}  holds up {} (depth {}){}{}",
-            tree.database,
+            t(&tree.database),
             tree.root_pid,
             who,
             state,
@@ -249,12 +263,13 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
                 .map(|e| {
                     let mode = e.lock_mode.as_deref().unwrap_or("?");
                     match (&e.relation, e.lock_type.as_deref()) {
-                        (Some(r), _) => format!("{mode} on {r}"),
+                        (Some(r), _) => format!("{mode} on {}", t(r)),
                         (None, Some("transactionid")) => format!("{mode} on a row (transactionid)"),
                         (None, Some(t)) => format!("{mode} on {t}"),
                         (None, None) => mode.to_string(),
                     }
                 })
+                .map(|w| t(&w).into_owned())
                 .unwrap_or_default();
             let flags = e
                 .map(|e| {
@@ -273,7 +288,7 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
                 "    {indent}└─ {} {}  [{}]  {}  {}{}",
                 row.pid,
                 s.map(|s| session_label(s)).unwrap_or_else(|| "?".into()),
-                s.map(|s| s.database.as_str()).unwrap_or("?"),
+                t(s.map(|s| s.database.as_str()).unwrap_or("?")),
                 wait,
                 what,
                 flags
@@ -308,9 +323,9 @@ fn render_invocations(out: &mut String, snap: &Snapshot) {
     );
     for i in &snap.invocations {
         let name = if i.forced {
-            format!("{} (forced)", i.namespace)
+            format!("{} (forced)", t(&i.namespace))
         } else {
-            i.namespace.clone()
+            t(&i.namespace).into_owned()
         };
         let age = i
             .started_at
@@ -329,9 +344,9 @@ fn render_invocations(out: &mut String, snap: &Snapshot) {
             if i.workers.is_empty() {
                 "-".into()
             } else {
-                i.workers.join(",")
+                t(&i.workers.join(",")).into_owned()
             },
-            i.databases.join(","),
+            t(&i.databases.join(",")),
             if i.cross_invocation {
                 "  COLLISION"
             } else {
@@ -346,7 +361,7 @@ fn render_schemas(out: &mut String, snap: &Snapshot) {
         let _ = writeln!(
             out,
             "\nSCHEMAS: no {}_* test schema in any reachable database",
-            snap.schema_prefix
+            t(&snap.schema_prefix)
         );
         return;
     }
@@ -371,8 +386,8 @@ fn render_schemas(out: &mut String, snap: &Snapshot) {
             out,
             "  {:9}  {:16}  {:44}  {:>6}  {:>10}",
             status_word(s.status),
-            s.database,
-            s.schema,
+            t(&s.database),
+            t(&s.schema),
             s.tables,
             if s.bytes_exact {
                 fmt_bytes(s.bytes)

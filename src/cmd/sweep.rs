@@ -8,6 +8,7 @@ use crate::domain::sweep::DatabaseOutcome;
 use crate::domain::sweep::{
     plan_sweep, summary_line, KeepReason, SweepPlan, SweepReport, SweepRules, SweepStatus,
 };
+use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::conninfo::Environment;
 use crate::pg::probe::{observe, open_all, ProbeOptions};
 use crate::pg::sweep::{
@@ -118,15 +119,23 @@ fn fmt_detail(detail: &[String]) -> String {
     if detail.is_empty() {
         return String::new();
     }
-    let mut s = format!(": {}", detail[..detail.len().min(SHOWN)].join("; "));
+    let shown: Vec<String> = detail[..detail.len().min(SHOWN)]
+        .iter()
+        .map(|d| sanitize(d).into_owned())
+        .collect();
+    let mut s = format!(": {}", shown.join("; "));
     if detail.len() > SHOWN {
         let _ = write!(s, "; and {} more", detail.len() - SHOWN);
     }
     s
 }
 
-/// The plan as text.
+/// The plan as text, sanitised (object names and errors come from the database).
 pub fn render_plan(plan: &SweepPlan) -> String {
+    sanitize_lines(&render_plan_unchecked(plan)).into_owned()
+}
+
+fn render_plan_unchecked(plan: &SweepPlan) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -145,14 +154,14 @@ pub fn render_plan(plan: &SweepPlan) -> String {
         }
     );
     for e in &plan.errors {
-        let _ = writeln!(out, "  ERROR {}: {}", e.database, e.error);
+        let _ = writeln!(out, "  ERROR {}: {}", e.database, sanitize(&e.error));
     }
     if !plan.unattributed_sessions.is_empty() {
         let _ = writeln!(
             out,
             "  {} session(s) carry the prefix but no attributable namespace: {}",
             plan.unattributed_sessions.len(),
-            plan.unattributed_sessions.join(", ")
+            sanitize(&plan.unattributed_sessions.join(", "))
         );
     }
     for d in &plan.databases {
@@ -204,8 +213,12 @@ pub fn render_plan(plan: &SweepPlan) -> String {
     out
 }
 
-/// What happened to the planned drops that were not dropped, then the summary line.
+/// What happened to the planned drops that were not dropped, then the summary line; sanitised.
 pub fn render_outcome(plan: &SweepPlan, r: &SweepReport) -> String {
+    sanitize_lines(&render_outcome_unchecked(plan, r)).into_owned()
+}
+
+fn render_outcome_unchecked(plan: &SweepPlan, r: &SweepReport) -> String {
     let mut out = String::new();
     for (p, d) in plan.databases.iter().zip(&r.databases) {
         for f in &d.failed {
@@ -214,7 +227,7 @@ pub fn render_outcome(plan: &SweepPlan, r: &SweepReport) -> String {
                 "FAILED {}.{}: {} ({}, {})",
                 d.name,
                 f.schema,
-                f.error,
+                sanitize(&f.error),
                 f.reason.as_str(),
                 f.sqlstate.as_deref().unwrap_or("no SQLSTATE")
             );

@@ -1,4 +1,5 @@
-//! The pure core: the naming convention, the snapshot model, lock graphs, and the sweep's rules.
+//! The pure core: the naming convention, the snapshot model, lock graphs, the sweep's rules, and the
+//! rules for text that reaches a person (sanitising, redaction).
 //!
 //! Nothing in here does I/O, awaits, draws or reads the clock: `now` and every observation come in as
 //! values. That keeps the rules that decide what a person sees, and above all what a sweep may drop,
@@ -11,3 +12,4 @@ pub mod millis;
 pub mod naming;
 pub mod snapshot;
 pub mod sweep;
+pub mod text;

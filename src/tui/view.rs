@@ -46,6 +46,19 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
             draw_popup(frame, theme, title, detail_lines(app, theme, key));
         }
     }
+    scrub(frame.buffer_mut());
+}
+
+/// The terminal boundary: whatever a database string carried, no drawn cell holds a character that
+/// could drive the terminal or reorder the line (`domain::text::is_unsafe`). Ratatui 0.30 already
+/// drops control and zero-width graphemes when it fills the buffer; this pass keeps the guarantee
+/// ours, whatever a later ratatui does. Such a cell shows `?`.
+fn scrub(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        if cell.symbol().chars().any(crate::domain::text::is_unsafe) {
+            cell.set_symbol("?");
+        }
+    }
 }
 
 fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'static>> {
