@@ -579,3 +579,70 @@ async fn incremental_polls_match_fresh_full_reads() {
     task.await.unwrap().1.unwrap();
     drop((a, c, d, admin));
 }
+
+/// Issue 11, finding 1: a monitoring role with nothing but CONNECT still sees who blocks whom among
+/// other roles' sessions (their wait details are hidden, `pg_locks` and `pg_blocking_pids` are not),
+/// `--fail-on-blocked` fails, and the warning says what is hidden and which grant shows it.
+#[tokio::test]
+async fn a_role_with_only_connect_still_sees_every_lock_wait() {
+    let mut srv = Server::start(&["platform"]);
+    let role = srv.create_role("bare_watcher");
+    let db = srv.dbname("platform");
+    srv.psql(
+        "platform",
+        &format!(
+            "REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC; \
+             GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\"; \
+             CREATE TABLE accounts (id int)"
+        ),
+    );
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let holder_pid = backend_pid(&holder).await;
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT count(*) FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let watcher = format!("{} user={role}", c.replace("user=postgres", ""));
+    let s = snap(&[entry("platform", &watcher)]).await;
+    assert!(s.active_detection_complete, "{:#?}", s.databases);
+    let w = session(&s, waiter_pid);
+    assert!(
+        w.insufficient_privilege,
+        "the watcher really is unprivileged"
+    );
+    assert_eq!(w.wait_event_type, None, "wait details are hidden from it");
+    assert_eq!(w.blocked_by, vec![holder_pid], "{:#?}", s.blocking);
+    assert_eq!(s.blocked_sessions(), 1);
+    let e = &s.blocking[0];
+    assert_eq!((e.blocker_pid, e.blocked_pid), (holder_pid, waiter_pid));
+    assert!(e.cross_invocation);
+    assert_eq!(e.relation.as_deref(), Some("public.accounts"));
+    assert_eq!(s.lock_trees.len(), 1);
+    let warning = s
+        .warnings
+        .iter()
+        .find(|w| w.contains("pg_read_all_stats"))
+        .expect("a privilege warning");
+    assert!(warning.contains("GRANT pg_read_all_stats"), "{warning}");
+    assert!(
+        warning.contains("Lock waits among them are still found"),
+        "{warning}"
+    );
+    // The CLI fails on the blocked session, as it would with a privileged role.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["snapshot", "--fail-on-blocked", "--db"])
+        .arg(entry("platform", &watcher))
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}

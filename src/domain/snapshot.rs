@@ -676,9 +676,12 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         warnings.insert(
             0,
             format!(
-                "{hidden_queries} sessions of other roles show <insufficient privilege>: their \
-                 state and query are hidden. Grant the monitoring role pg_read_all_stats (or \
-                 pg_monitor): GRANT pg_read_all_stats TO <role>;"
+                "{hidden_queries} sessions of other roles show <insufficient privilege>: pgswarm's \
+                 role lacks pg_read_all_stats, so their state, query, wait event and start times \
+                 are hidden (an idle-in-transaction root shows as 'state unknown'). Lock waits \
+                 among them are still found, with the locked object and the real wait time \
+                 (pg_locks, pg_blocking_pids). To see the rest: GRANT pg_read_all_stats TO <role>; \
+                 (or pg_monitor)"
             ),
         );
     }

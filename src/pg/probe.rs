@@ -170,6 +170,12 @@ pub async fn open_all(
 /// `pg_read_all_stats`, other roles' rows have a NULL `backend_type`; those with a database are
 /// client backends and are kept, shown as `<insufficient privilege>`.
 ///
+/// Such a hidden row also hides `wait_event_type`, so "is it waiting on a lock?" is asked of
+/// `pg_locks` instead, which no role filters: a row with a lock not granted gets
+/// `pg_blocking_pids()`, which any role may call. The `pg_locks` read is an uncorrelated subquery
+/// inside the `CASE`, which PostgreSQL evaluates only when a row first reaches it: with a privileged
+/// role (no hidden rows) it never runs, so the probe costs the same as before.
+///
 /// `$1` is the incremental bound (see `domain::incremental`): NULL asks for every row; otherwise idle
 /// rows whose state has not changed since `$1` are left out, and the last row (pid NULL) carries the
 /// statement time and every live `(pid, backend_start)` from the same status snapshot, read through
@@ -179,7 +185,11 @@ fn activity_sql(version_num: i32) -> String {
     "SELECT a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''), \
             host(a.client_addr), a.backend_type, a.state, a.wait_event_type, a.wait_event, a.query, \
             a.backend_start, a.xact_start, a.query_start, a.state_change, \
-            CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END, \
+            CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
+                 WHEN a.backend_type IS NULL \
+                      AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l \
+                                             WHERE NOT l.granted)) \
+                 THEN pg_blocking_pids(a.pid) END, \
             NULL::timestamptz, NULL::int4[], NULL::timestamptz[] \
      FROM pg_stat_activity a \
      WHERE a.pid <> pg_backend_pid() \
