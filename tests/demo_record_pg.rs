@@ -265,3 +265,57 @@ fn demo_refuses_databases_that_do_not_look_like_test_databases() {
         "{err}"
     );
 }
+
+/// Issue 11, finding 2: over two servers, every line of a recording lists every configured database;
+/// a line written before both servers answered is incomplete, and no live run's schema is ever
+/// called orphaned (the run's session is on the other server).
+#[tokio::test]
+async fn a_recording_over_two_servers_never_claims_more_than_it_read() {
+    use pgswarm::domain::snapshot::SchemaStatus;
+    let s1 = start_cluster(
+        &["platform"],
+        pgswarm::pg::cluster::ClusterOptions::default(),
+    );
+    let s2 = start_cluster(&["tenant"], pgswarm::pg::cluster::ClusterOptions::default());
+    let schema = format!("test_{NS_A}_gw0");
+    s1.psql("platform", &format!("CREATE SCHEMA {schema}"))
+        .unwrap();
+    let _live = connect_as(&s2.conninfo("tenant"), &format!("pytest_gw0_{NS_A}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec.jsonl");
+    let status = std::process::Command::new(bin())
+        .args(["record", "--duration", "3s", "--interval", "0.5s", "--out"])
+        .arg(&out)
+        .arg("--db")
+        .arg(entry("platform", &s1.conninfo("platform")))
+        .arg("--db")
+        .arg(entry("tenant", &s2.conninfo("tenant")))
+        .output()
+        .unwrap();
+    assert_exit(&status, 0);
+    let (snaps, bad) = pgswarm::cmd::replay::read_recording(&out).unwrap();
+    assert!(
+        bad.is_empty() && snaps.len() >= 2,
+        "{bad:?} {}",
+        snaps.len()
+    );
+    for (i, s) in snaps.iter().enumerate() {
+        let names: Vec<&str> = s.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["platform", "tenant"], "line {}", i + 1);
+        let unread = s.databases.iter().any(|d| d.not_read_yet);
+        assert!(!(unread && s.active_detection_complete), "line {}", i + 1);
+        let ours = s.schemas.iter().find(|x| x.schema == schema);
+        if let Some(x) = ours {
+            assert_ne!(x.status, SchemaStatus::Orphaned, "line {}: {s:#?}", i + 1);
+        }
+    }
+    let last = snaps.last().unwrap();
+    assert!(last.active_detection_complete);
+    assert_eq!(
+        last.schemas
+            .iter()
+            .find(|x| x.schema == schema)
+            .map(|x| x.status),
+        Some(SchemaStatus::Live)
+    );
+}

@@ -139,3 +139,64 @@ async fn exact_sizes_come_from_the_sizer_and_match_the_server() {
         p.abort();
     }
 }
+
+/// Issue 11, finding 3: after the monitor's backend is terminated, no snapshot shows the database as
+/// read and empty: the poll that failed shows the previous reading marked stale, and the next ones
+/// are fresh again.
+#[tokio::test]
+async fn no_frame_of_zeros_after_the_monitor_is_terminated() {
+    use pgswarm::domain::snapshot::Convention;
+    use pgswarm::tui::app::Aggregator;
+    let srv = Server::start(&["platform"]);
+    let c = srv.conninfo("platform");
+    let mut sessions = Vec::new();
+    for w in 0..3 {
+        sessions.push(connect_as(&c, &format!("pytest_gw{w}_{NS_A}")).await);
+    }
+    let (_control_tx, mut rx, pollers) = start_pollers(&c);
+    let mut agg = Aggregator::new(Convention::default(), vec!["platform".into()], 1);
+    let counted = |s: &pgswarm::domain::snapshot::Snapshot| {
+        s.sessions
+            .iter()
+            .filter(|x| x.namespace.as_deref() == Some(NS_A))
+            .count()
+    };
+    loop {
+        let s = agg.accept(rx.recv().await.unwrap());
+        if counted(&s) == 3 {
+            break;
+        }
+    }
+    let admin = connect_as(&c, "admin").await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'pgswarm'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (mut stale_seen, mut fresh_after) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(stale_seen && fresh_after) {
+        assert!(
+            Instant::now() < deadline,
+            "stale {stale_seen}, fresh {fresh_after}"
+        );
+        let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("polls keep coming")
+            .unwrap();
+        let s = agg.accept(r);
+        let d = &s.databases[0];
+        let looks_read = d.reachable && d.error.is_none() && d.stale_since.is_none();
+        if looks_read || d.stale_since.is_some() {
+            assert_eq!(counted(&s), 3, "a frame of zeros: {d:?}");
+        }
+        stale_seen |= d.stale_since.is_some();
+        fresh_after |= stale_seen && looks_read;
+    }
+    for p in pollers {
+        p.abort();
+    }
+}

@@ -393,3 +393,35 @@ fn replay_plays_steps_seeks_and_never_sweeps() {
     );
     assert_eq!(app.overlay, Overlay::Sweep(SweepView::Disabled));
 }
+
+/// Issue 11, finding 2: until every poller group has reported, the snapshot is not complete, names
+/// what is not read yet, and calls no schema orphaned.
+#[test]
+fn a_snapshot_before_every_group_has_answered_is_incomplete() {
+    use pgswarm::domain::snapshot::SchemaStatus;
+    use pgswarm::pg::poller::GroupResult;
+    use pgswarm::tui::app::Aggregator;
+    let mut obs = fixtures::collision();
+    // Group 0 polls `platform` only; `tenant_a` belongs to group 1, which has not answered yet.
+    obs.databases.retain(|d| d.name == "platform");
+    obs.schemas.retain(|s| s.database == "platform");
+    let names = vec!["platform".to_string(), "tenant_a".to_string()];
+    let mut agg = Aggregator::new(Convention::default(), names, 2);
+    let s = agg.accept(GroupResult {
+        group: 0,
+        observation: obs,
+        elapsed: std::time::Duration::from_millis(1),
+    });
+    assert!(!s.active_detection_complete);
+    let t = s.databases.iter().find(|d| d.name == "tenant_a").unwrap();
+    assert!(t.not_read_yet && !t.reachable);
+    assert!(s.schemas.iter().all(|x| x.status != SchemaStatus::Orphaned));
+    assert!(s
+        .warnings
+        .iter()
+        .any(|w| w.contains("not read yet") && w.contains("tenant_a")));
+    // The dashboard does not start an "unreachable since" clock for it.
+    let mut app = app_with(fixtures::empty());
+    app.update(Event::Snapshot(Box::new(s), vec![], fixture_now()));
+    assert!(!app.unreachable_since.contains_key("tenant_a"));
+}

@@ -50,6 +50,8 @@ fn database(name: &str, server: usize) -> ObservedDatabase {
             latency_ms: 1.5,
             schema_error: None,
         }),
+        stale: None,
+        not_read_yet: false,
     }
 }
 
@@ -206,6 +208,8 @@ pub fn unreachable() -> Observation {
         name: "tenant_b".into(),
         target: "ci@db1.internal:5432/tenant_b".into(),
         outcome: Err("db1.internal:5432: timed out after 5 s (connect_timeout)".into()),
+        stale: None,
+        not_read_yet: false,
     });
     o
 }

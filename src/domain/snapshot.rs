@@ -49,6 +49,32 @@ pub struct ObservedDatabase {
     /// Where it points, without any password.
     pub target: String,
     pub outcome: Result<DatabaseInfo, String>,
+    /// This poll could not read it, and what is shown is an earlier reading (see [`carry_forward`]).
+    pub stale: Option<Stale>,
+    /// No poll has read it yet (the dashboard's first seconds, a recording's first line).
+    pub not_read_yet: bool,
+}
+
+/// An earlier reading shown in place of a failed one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stale {
+    /// When the reading shown was taken.
+    pub since: DateTime<Utc>,
+    /// Why the newer read failed.
+    pub error: String,
+}
+
+impl ObservedDatabase {
+    /// A configured database no poll has read yet.
+    pub fn not_read_yet(name: &str) -> ObservedDatabase {
+        ObservedDatabase {
+            name: name.to_string(),
+            target: String::new(),
+            outcome: Err("not read yet: waiting for its first poll".into()),
+            stale: None,
+            not_read_yet: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +179,12 @@ pub struct DatabaseReport {
     pub target: String,
     pub reachable: bool,
     pub error: Option<String>,
+    /// The newest read failed; sessions and schemas shown for it were read at this time.
+    #[serde(default)]
+    pub stale_since: Option<DateTime<Utc>>,
+    /// No poll has read it yet: nothing is known about it.
+    #[serde(default)]
+    pub not_read_yet: bool,
     pub server_version: Option<String>,
     pub server: Option<String>,
     pub latency_ms: Option<f64>,
@@ -375,6 +407,96 @@ pub fn merge_observations(parts: &[&Observation], order: &[String]) -> Observati
     out
 }
 
+/// Why a configured database's reading in `obs` failed, if it did: unreachable, its server's
+/// activity scan failed, or its schema listing failed.
+fn failed_read(obs: &Observation, d: &ObservedDatabase) -> Option<String> {
+    match &d.outcome {
+        Err(e) => Some(e.clone()),
+        Ok(info) => obs
+            .servers
+            .get(info.server)
+            .and_then(|s| s.activity_error.clone())
+            .map(|e| format!("activity scan failed: {e}"))
+            .or_else(|| {
+                info.schema_error
+                    .clone()
+                    .map(|e| format!("schema listing failed: {e}"))
+            }),
+    }
+}
+
+/// A poll that could not read a database its previous poll did (the monitor's backend was
+/// terminated, a network blip) would show that database with nothing in it. Instead the previous
+/// reading is carried forward and marked stale: the database's info, its schemas, and the sessions
+/// of its server, with the failed read's error and the time the reading was taken. The snapshot built
+/// from it is incomplete (no schema is `orphaned`), and says so. Databases the previous poll could not
+/// read either stay as they are.
+pub fn carry_forward(prev: &Observation, mut next: Observation) -> Observation {
+    // Judge every database before anything is carried: carrying a server clears its scan error.
+    let failures: Vec<(usize, String)> = next
+        .databases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| failed_read(&next, d).map(|e| (i, e)))
+        .collect();
+    let mut server_map: HashMap<ServerId, ServerId> = HashMap::new();
+    for (i, error) in failures {
+        let name = next.databases[i].name.clone();
+        let Some(p) = prev.databases.iter().find(|p| p.name == name) else {
+            continue;
+        };
+        let Ok(pinfo) = &p.outcome else {
+            continue;
+        };
+        let since = p.stale.as_ref().map_or(prev.taken_at, |st| st.since);
+        let new_id = match server_map.get(&pinfo.server) {
+            Some(&id) => id,
+            None => {
+                let id = adopt_server(prev, pinfo.server, &mut next);
+                server_map.insert(pinfo.server, id);
+                id
+            }
+        };
+        if !next.schemas.iter().any(|s| s.database == name) {
+            let carried = prev.schemas.iter().filter(|s| s.database == name).cloned();
+            next.schemas.extend(carried);
+        }
+        let d = &mut next.databases[i];
+        d.outcome = Ok(DatabaseInfo {
+            server: new_id,
+            ..pinfo.clone()
+        });
+        d.stale = Some(Stale { since, error });
+    }
+    next
+}
+
+/// Brings a server of `prev` and its sessions into `next` (replacing a failed scan of the same
+/// server, matched by key), and returns its id in `next`.
+fn adopt_server(prev: &Observation, id: ServerId, next: &mut Observation) -> ServerId {
+    let server = &prev.servers[id];
+    let new_id = match next.servers.iter().position(|s| s.key == server.key) {
+        Some(i) => {
+            // Its scan failed this time: the sessions shown are the previous ones.
+            next.servers[i].activity_error = None;
+            next.servers[i].now = server.now;
+            next.sessions.retain(|s| s.server != i);
+            i
+        }
+        None => {
+            next.servers.push(server.clone());
+            next.servers.len() - 1
+        }
+    };
+    let carried = prev.sessions.iter().filter(|s| s.server == id).map(|s| {
+        let mut s = s.clone();
+        s.server = new_id;
+        s
+    });
+    next.sessions.extend(carried);
+    new_id
+}
+
 /// Builds the snapshot. Pure: same observation, same snapshot. Takes the observation by value so
 /// the session strings move into the report instead of being copied (this is the dashboard's hot
 /// path: 5,000 sessions per poll).
@@ -571,8 +693,39 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         .filter_map(namespace_of)
         .map(str::to_owned)
         .collect();
-    let complete = obs.databases.iter().all(|d| d.outcome.is_ok())
+    let complete = obs
+        .databases
+        .iter()
+        .all(|d| d.outcome.is_ok() && d.stale.is_none())
         && obs.servers.iter().all(|s| s.activity_error.is_none());
+    let not_read: Vec<&str> = obs
+        .databases
+        .iter()
+        .filter(|d| d.not_read_yet)
+        .map(|d| d.name.as_str())
+        .collect();
+    if !not_read.is_empty() {
+        warnings.push(format!(
+            "not read yet (waiting for the first poll): {}",
+            not_read.join(", ")
+        ));
+    }
+    let stale: Vec<String> = obs
+        .databases
+        .iter()
+        .filter_map(|d| {
+            let st = d.stale.as_ref()?;
+            Some(format!(
+                "{} (shown as read at {}; the newer read failed: {})",
+                d.name,
+                st.since.format("%H:%M:%S UTC"),
+                st.error
+            ))
+        })
+        .collect();
+    if !stale.is_empty() {
+        warnings.push(format!("stale: {}", stale.join("; ")));
+    }
     if !complete {
         warnings.push(
             "the live set is incomplete (a database or server could not be read): schemas without \
@@ -728,22 +881,27 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         .into_iter()
         .map(|d| {
             let (n, blocked) = per_db.get(d.name.as_str()).copied().unwrap_or_default();
+            let stale_since = d.stale.as_ref().map(|st| st.since);
             match d.outcome {
                 Ok(info) => {
                     let server = &servers[info.server];
-                    let error = server
-                        .activity_error
-                        .clone()
-                        .map(|e| format!("activity scan failed: {e}"))
-                        .or_else(|| {
-                            info.schema_error
-                                .map(|e| format!("schema listing failed: {e}"))
-                        });
+                    let error = d.stale.map(|st| st.error).or_else(|| {
+                        server
+                            .activity_error
+                            .clone()
+                            .map(|e| format!("activity scan failed: {e}"))
+                            .or_else(|| {
+                                info.schema_error
+                                    .map(|e| format!("schema listing failed: {e}"))
+                            })
+                    });
                     DatabaseReport {
                         name: d.name,
                         target: d.target,
-                        reachable: true,
+                        reachable: stale_since.is_none(),
                         error,
+                        stale_since,
+                        not_read_yet: false,
                         server_version: Some(info.server_version),
                         server: Some(server.label.clone()),
                         latency_ms: Some(info.latency_ms),
@@ -756,6 +914,8 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
                     target: d.target,
                     reachable: false,
                     error: Some(e),
+                    stale_since,
+                    not_read_yet: d.not_read_yet,
                     server_version: None,
                     server: None,
                     latency_ms: None,

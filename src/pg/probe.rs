@@ -604,6 +604,8 @@ pub async fn observe(
                 name: t.name.clone(),
                 target: t.target.display(),
                 outcome,
+                stale: None,
+                not_read_yet: false,
             }
         })
         .collect();

@@ -6,7 +6,8 @@
 //! navigation key the row order itself is frozen, so a row does not jump away under the cursor.
 
 use crate::domain::snapshot::{
-    build_snapshot, merge_observations, Convention, Observation, Snapshot,
+    build_snapshot, carry_forward, merge_observations, Convention, Observation, ObservedDatabase,
+    Snapshot,
 };
 use crate::domain::sweep::SweepPlan;
 use crate::domain::sweep::SweepReport;
@@ -303,24 +304,37 @@ impl Aggregator {
         }
     }
 
-    /// Takes one group's result and returns the snapshot of everything known now.
+    /// Takes one group's result and returns the snapshot of everything known now: a database whose
+    /// newest read failed shows its previous reading, marked stale (`carry_forward`), and one no
+    /// group has reported yet is marked not read yet, so the snapshot is never complete before
+    /// every configured database has answered.
     pub fn accept(&mut self, result: GroupResult) -> Snapshot {
-        if self.groups.len() == 1 {
-            // One group: nothing to merge with and no copy to keep.
-            let mut obs = result.observation;
-            obs.databases.sort_by_key(|d| {
-                self.order
-                    .iter()
-                    .position(|n| *n == d.name)
-                    .unwrap_or(usize::MAX)
-            });
-            return build_snapshot(obs, &self.convention);
+        let g = result.group.min(self.groups.len() - 1);
+        let next = match &self.groups[g] {
+            Some(prev) => carry_forward(prev, result.observation),
+            None => result.observation,
+        };
+        let mut merged = if self.groups.len() == 1 {
+            // One group: nothing to merge; the copy kept is what the next poll may carry forward.
+            let copy = next.clone();
+            self.groups[g] = Some(next);
+            copy
+        } else {
+            self.groups[g] = Some(next);
+            let parts: Vec<&Observation> = self.groups.iter().flatten().collect();
+            merge_observations(&parts, &self.order)
+        };
+        for name in &self.order {
+            if !merged.databases.iter().any(|d| &d.name == name) {
+                merged.databases.push(ObservedDatabase::not_read_yet(name));
+            }
         }
-        if let Some(slot) = self.groups.get_mut(result.group) {
-            *slot = Some(result.observation);
-        }
-        let parts: Vec<&Observation> = self.groups.iter().flatten().collect();
-        let merged = merge_observations(&parts, &self.order);
+        merged.databases.sort_by_key(|d| {
+            self.order
+                .iter()
+                .position(|n| *n == d.name)
+                .unwrap_or(usize::MAX)
+        });
         build_snapshot(merged, &self.convention)
     }
 }
@@ -530,7 +544,7 @@ impl App {
     }
 
     fn track_reachability(&mut self, snap: &Snapshot) {
-        for d in &snap.databases {
+        for d in snap.databases.iter().filter(|d| !d.not_read_yet) {
             if d.reachable {
                 self.unreachable_since.remove(&d.name);
             } else {

@@ -139,7 +139,25 @@ fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'static>> {
         let mut cell = vec![Span::styled(name.clone(), theme.header())];
         match report {
             None => cell.push(Span::styled(" …", theme.dim())),
+            Some(d) if d.not_read_yet => cell.push(Span::styled(" … not read yet", theme.dim())),
+            Some(d) if d.stale_since.is_some() => {
+                let at = d
+                    .stale_since
+                    .map(|t| {
+                        t.with_timezone(&app.utc_offset)
+                            .format("%H:%M:%S")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                cell.push(Span::styled(
+                    format!(" ⟳ stale, as of {at}"),
+                    theme.warning(),
+                ));
+            }
             Some(d) if !d.reachable => cell.push(Span::styled(" ✗ unreachable", theme.bad())),
+            Some(d) if d.error.is_some() => {
+                cell.push(Span::styled(" ⚠ read failed", theme.warning()));
+            }
             Some(d) => {
                 cell.push(Span::styled(" ✓", theme.ok()));
                 let ms = app.probe_ms.get(name).copied().or(d.latency_ms);
@@ -186,7 +204,11 @@ fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let Some(s) = &app.model.snapshot else {
         return out;
     };
-    for d in s.databases.iter().filter(|d| !d.reachable) {
+    for d in s
+        .databases
+        .iter()
+        .filter(|d| !d.reachable && !d.not_read_yet)
+    {
         let since = app
             .unreachable_since
             .get(&d.name)
@@ -197,8 +219,13 @@ fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
                 )
             })
             .unwrap_or_default();
+        let what = if d.stale_since.is_some() {
+            "shown as last read; unreadable"
+        } else {
+            "unreachable"
+        };
         out.push(Line::from(vec![
-            Span::styled(format!(" {} unreachable{since}: ", d.name), theme.bad()),
+            Span::styled(format!(" {} {what}{since}: ", d.name), theme.bad()),
             Span::raw(d.error.clone().unwrap_or_default()),
         ]));
     }

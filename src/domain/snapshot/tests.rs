@@ -19,6 +19,8 @@ fn db(name: &str, server: ServerId) -> ObservedDatabase {
             latency_ms: 1.0,
             schema_error: None,
         }),
+        stale: None,
+        not_read_yet: false,
     }
 }
 
@@ -345,4 +347,72 @@ fn merge_keeps_config_order_and_counts_a_shared_server_once() {
     assert_eq!(server_of("b_db"), server_of("c_db"));
     assert_ne!(server_of("a_db"), server_of("b_db"));
     assert_eq!(m.schemas.len(), 3);
+}
+
+/// Issue 11, finding 3: a read that fails after a good one shows the good one, marked stale, never a
+/// database with nothing in it; a repeated failure keeps the first time; recovery clears it.
+#[test]
+fn a_failed_read_carries_the_previous_one_forward_marked_stale() {
+    use crate::domain::fixtures;
+    let prev = fixtures::collision();
+    let good = build_snapshot(prev.clone(), &Convention::default());
+    assert!(good.active_detection_complete);
+
+    // The next poll: the server's activity scan failed and the schema listing too.
+    let mut next = prev.clone();
+    next.taken_at = prev.taken_at + chrono::Duration::seconds(1);
+    next.sessions.clear();
+    next.schemas.clear();
+    next.servers[0].activity_error = Some("terminating connection (SQLSTATE 57P01)".into());
+    let carried = carry_forward(&prev, next.clone());
+    let s = build_snapshot(carried.clone(), &Convention::default());
+    assert_eq!(s.sessions.len(), good.sessions.len(), "no frame of zeros");
+    assert_eq!(s.schemas.len(), good.schemas.len());
+    assert!(!s.active_detection_complete);
+    assert!(s.schemas.iter().all(|x| x.status != SchemaStatus::Orphaned));
+    for d in &s.databases {
+        assert_eq!(d.stale_since, Some(prev.taken_at), "{d:?}");
+        assert!(!d.reachable);
+        assert!(d.error.as_deref().unwrap().contains("57P01"));
+    }
+    assert!(s.warnings.iter().any(|w| w.starts_with("stale:")));
+
+    // Unreachable on the next poll too: still the first reading's time.
+    let mut again = next.clone();
+    again.taken_at = next.taken_at + chrono::Duration::seconds(1);
+    for d in &mut again.databases {
+        d.outcome = Err("connection refused".into());
+    }
+    again.servers.clear();
+    let s2 = build_snapshot(carry_forward(&carried, again), &Convention::default());
+    assert_eq!(s2.sessions.len(), good.sessions.len());
+    assert!(s2
+        .databases
+        .iter()
+        .all(|d| d.stale_since == Some(prev.taken_at)));
+    assert!(s2
+        .databases
+        .iter()
+        .all(|d| d.error.as_deref() == Some("connection refused")));
+
+    // A good read replaces it all.
+    let mut fresh = prev.clone();
+    fresh.taken_at = prev.taken_at + chrono::Duration::seconds(3);
+    let s3 = build_snapshot(carry_forward(&carried, fresh), &Convention::default());
+    assert!(s3.active_detection_complete);
+    assert!(s3
+        .databases
+        .iter()
+        .all(|d| d.stale_since.is_none() && d.reachable));
+}
+
+/// With nothing to carry (the very first poll failed), the failure shows as it is.
+#[test]
+fn nothing_to_carry_forward_is_left_as_it_is() {
+    use crate::domain::fixtures;
+    let prev = fixtures::unreachable();
+    let next = fixtures::unreachable();
+    let s = build_snapshot(carry_forward(&prev, next), &Convention::default());
+    let b = s.databases.iter().find(|d| d.name == "tenant_b").unwrap();
+    assert!(!b.reachable && b.stale_since.is_none());
 }
