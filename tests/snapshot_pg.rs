@@ -646,3 +646,143 @@ async fn a_role_with_only_connect_still_sees_every_lock_wait() {
     holder.batch_execute("ROLLBACK").await.unwrap();
     task.await.unwrap().1.unwrap();
 }
+
+/// Issue 11, finding 7: R blocks A and B (both wait for t1), and C waits behind both A and B (they
+/// hold t2 in share mode): C sits twice in R's tree. It is drawn in full once and referred to
+/// once; the tree's depth is the deepest row drawn, in JSON and text alike; siblings and children
+/// are drawn apart.
+#[tokio::test]
+async fn a_waiter_with_two_blockers_in_one_tree_is_drawn_once() {
+    let srv = Server::start(&["platform"]);
+    srv.psql(
+        "platform",
+        "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int)",
+    );
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let r = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    r.batch_execute("BEGIN; LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let r_pid = backend_pid(&r).await;
+    let mut tasks = Vec::new();
+    let mut pids = Vec::new();
+    for w in ["gw1", "gw2"] {
+        let a = connect_as(&c, &format!("pytest_{w}_{NS_B}")).await;
+        a.batch_execute("BEGIN; LOCK TABLE t2 IN ACCESS SHARE MODE")
+            .await
+            .unwrap();
+        let pid = backend_pid(&a).await;
+        tasks.push(spawn_blocking_query(a, "SELECT count(*) FROM t1"));
+        wait_until_lock_wait(&admin, pid).await;
+        pids.push(pid);
+    }
+    let cw = connect_as(&c, &format!("pytest_gw3_{NS_C}")).await;
+    let c_pid = backend_pid(&cw).await;
+    let c_task = spawn_blocking_query(cw, "TRUNCATE t2");
+    wait_until_lock_wait(&admin, c_pid).await;
+
+    let s = snap(&[entry("platform", &c)]).await;
+    assert_eq!(s.lock_trees.len(), 1, "{:#?}", s.lock_trees);
+    let tree = &s.lock_trees[0];
+    assert_eq!(tree.root_pid, r_pid);
+    assert_eq!(tree.victims, 3);
+    let c_rows: Vec<bool> = tree
+        .rows
+        .iter()
+        .filter(|x| x.pid == c_pid)
+        .map(|x| x.reference)
+        .collect();
+    assert_eq!(c_rows, vec![false, true], "{:#?}", tree.rows);
+    assert_eq!(tree.depth, tree.rows.iter().map(|x| x.depth).max().unwrap());
+    assert_eq!(tree.depth, 2);
+    let text = pgswarm::cmd::report::render_report(&s);
+    assert!(text.contains("├─ "), "{text}");
+    assert!(text.contains("└─ "), "{text}");
+    assert!(text.contains("↳ also waits for"), "{text}");
+    assert!(text.contains(&format!("↳ {c_pid} ")), "{text}");
+    assert!(text.contains("(depth 2)"), "{text}");
+
+    r.batch_execute("ROLLBACK").await.unwrap();
+    for t in tasks {
+        let (a, res) = t.await.unwrap();
+        res.unwrap();
+        a.batch_execute("ROLLBACK").await.unwrap();
+    }
+    c_task.await.unwrap().1.unwrap();
+}
+
+/// Issue 11, finding 8: a row-lock wait names its table and row (it awaits the holder's transaction,
+/// which names neither); the one queued behind it too; every edge says what the blocker holds; the
+/// same words in JSON and text.
+#[tokio::test]
+async fn row_lock_waits_name_their_table_and_the_holders_mode() {
+    let srv = Server::start(&["platform"]);
+    srv.psql(
+        "platform",
+        "CREATE TABLE accounts (id int PRIMARY KEY, v int); INSERT INTO accounts VALUES (1, 0); \
+         CREATE TABLE orders (id int)",
+    );
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute(
+            "BEGIN; UPDATE accounts SET v = 1 WHERE id = 1; \
+             LOCK TABLE orders IN ACCESS EXCLUSIVE MODE",
+        )
+        .await
+        .unwrap();
+    let holder_pid = backend_pid(&holder).await;
+    let mut tasks = Vec::new();
+    let mut waiters = Vec::new();
+    for (w, sql) in [
+        ("gw1", "UPDATE accounts SET v = 2 WHERE id = 1"),
+        ("gw2", "UPDATE accounts SET v = 3 WHERE id = 1"),
+        ("gw3", "INSERT INTO orders VALUES (1)"),
+    ] {
+        let client = connect_as(&c, &format!("pytest_{w}_{NS_B}")).await;
+        let pid = backend_pid(&client).await;
+        tasks.push(spawn_blocking_query(client, sql));
+        wait_until_lock_wait(&admin, pid).await;
+        waiters.push(pid);
+    }
+    let s = snap(&[entry("platform", &c)]).await;
+    let edge = |blocker: i32, blocked: i32| {
+        s.blocking
+            .iter()
+            .find(|e| e.blocker_pid == blocker && e.blocked_pid == blocked)
+            .unwrap_or_else(|| panic!("no edge {blocker} -> {blocked}: {:#?}", s.blocking))
+    };
+    // The first row waiter awaits the holder's transaction: table and row come from its tuple lock.
+    let first = edge(holder_pid, waiters[0]);
+    assert_eq!(first.lock_type.as_deref(), Some("transactionid"));
+    assert_eq!(first.relation.as_deref(), Some("public.accounts"));
+    assert_eq!(first.row.as_deref(), Some("(0,1)"));
+    assert_eq!(first.blocker_mode.as_deref(), Some("ExclusiveLock"));
+    assert_eq!(
+        first.wait,
+        "row (0,1) of public.accounts · its open transaction holds the row"
+    );
+    // The second queues for the tuple behind the first, which holds it.
+    let second = edge(waiters[0], waiters[1]);
+    assert_eq!(second.lock_type.as_deref(), Some("tuple"));
+    assert_eq!(
+        second.wait,
+        "row (0,1) of public.accounts · it holds Exclusive"
+    );
+    // A relation wait says what the holder holds.
+    let third = edge(holder_pid, waiters[2]);
+    assert_eq!(
+        third.wait,
+        "RowExclusive on public.orders · it holds AccessExclusive"
+    );
+    let text = pgswarm::cmd::report::render_report(&s);
+    for e in [first, second, third] {
+        assert!(text.contains(&e.wait), "{} missing from:\n{text}", e.wait);
+    }
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    for t in tasks {
+        t.await.unwrap().1.unwrap();
+    }
+}

@@ -5,6 +5,7 @@
 //! says its unit. A pure function of the [`Snapshot`], so the same text comes out of a live poll and of
 //! a replayed recording.
 
+use crate::domain::lockgraph::tree_prefixes;
 use crate::domain::snapshot::{LabelKind, SchemaStatus, SessionReport, Snapshot, WaitSource};
 use crate::domain::text::{sanitize as t, sanitize_lines};
 use std::collections::{BTreeMap, HashMap};
@@ -244,14 +245,33 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
         {
             let _ = writeln!(out, "      query: {}", one_line(q, 100));
         }
+        let depths: Vec<usize> = tree.rows.iter().map(|r| r.depth).collect();
+        let prefixes = tree_prefixes(&depths);
         let mut stack: Vec<i32> = Vec::new();
-        for row in tree.rows.iter().skip(1) {
+        for (row, prefix) in tree.rows.iter().zip(&prefixes).skip(1) {
             stack.truncate(row.depth - 1);
             let parent = stack.last().copied().unwrap_or(tree.root_pid);
             stack.push(row.pid);
             let s = sessions.get(&(tree.server.as_str(), row.pid));
+            let label = s.map(|s| session_label(s)).unwrap_or_else(|| "?".into());
+            if row.reference {
+                let _ = writeln!(
+                    out,
+                    "    {prefix}↳ {} {label}  (drawn above; it also waits for {parent})",
+                    row.pid
+                );
+                continue;
+            }
             let e = edges.get(&(tree.server.as_str(), parent, row.pid));
-            let indent = "   ".repeat(row.depth - 1);
+            let also: Vec<String> = s
+                .map(|s| {
+                    s.blocked_by
+                        .iter()
+                        .filter(|&&b| b != parent)
+                        .map(|b| b.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
             let wait = e
                 .and_then(|e| e.waiting_s.map(|w| (w, e.wait_source)))
                 .map(|(w, src)| match src {
@@ -259,35 +279,25 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
                     _ => format!("waits {}", fmt_age(w)),
                 })
                 .unwrap_or_else(|| "waits".into());
-            let what = e
-                .map(|e| {
-                    let mode = e.lock_mode.as_deref().unwrap_or("?");
-                    match (&e.relation, e.lock_type.as_deref()) {
-                        (Some(r), _) => format!("{mode} on {}", t(r)),
-                        (None, Some("transactionid")) => format!("{mode} on a row (transactionid)"),
-                        (None, Some(t)) => format!("{mode} on {t}"),
-                        (None, None) => mode.to_string(),
-                    }
-                })
-                .map(|w| t(&w).into_owned())
-                .unwrap_or_default();
+            let what = e.map(|e| t(&e.wait).into_owned()).unwrap_or_default();
             let flags = e
                 .map(|e| {
                     let mut f = String::new();
                     if e.cross_invocation {
                         f.push_str("  CROSS-INVOCATION");
                     }
-                    if e.queued_behind {
-                        f.push_str("  (queued behind a waiter)");
-                    }
                     f
                 })
                 .unwrap_or_default();
+            let also = if also.is_empty() {
+                String::new()
+            } else {
+                format!("  ↳ also waits for {}", also.join(", "))
+            };
             let _ = writeln!(
                 out,
-                "    {indent}└─ {} {}  [{}]  {}  {}{}",
+                "    {prefix}{} {label}  [{}]  {}  {}{}{also}",
                 row.pid,
-                s.map(|s| session_label(s)).unwrap_or_else(|| "?".into()),
                 t(s.map(|s| s.database.as_str()).unwrap_or("?")),
                 wait,
                 what,

@@ -91,6 +91,7 @@ fn waiting(
         relation: Some(rel.into()),
         waitstart: Some(at(secs)),
         object: format!("relation:{rel}"),
+        ..Default::default()
     });
     s
 }

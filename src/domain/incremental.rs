@@ -353,6 +353,7 @@ mod tests {
             relation: Some(rel.into()),
             waitstart: Some(t(5)),
             object: format!("relation:{rel}"),
+            ..Default::default()
         }
     }
 

@@ -20,7 +20,8 @@ pub struct Root<K> {
     pub key: K,
     /// Distinct sessions held up, directly or through others.
     pub victims: usize,
-    /// Longest chain below the root (1 = only direct waiters).
+    /// The deepest row of the tree as drawn ([`LockGraph::expand`]; 1 = only direct waiters). The
+    /// one definition of depth: the JSON, the text report and the dashboard all show this.
     pub depth: usize,
     /// No true root exists for this group (everything in it waits for something else): the key is the
     /// smallest member of the cycle.
@@ -32,6 +33,9 @@ pub struct Root<K> {
 pub struct TreeRow<K> {
     pub key: K,
     pub depth: usize,
+    /// This session is drawn in full on an earlier row of the same tree (it waits for several
+    /// blockers, or closes a cycle): this row only refers to it and is not expanded.
+    pub reference: bool,
 }
 
 /// The analysed graph.
@@ -104,7 +108,7 @@ impl<K: Ord + Clone> LockGraph<K> {
         Root {
             key: key.clone(),
             victims,
-            depth: self.depth_below(key),
+            depth: self.expand(key).iter().map(|r| r.depth).max().unwrap_or(0),
             in_cycle,
         }
     }
@@ -131,28 +135,9 @@ impl<K: Ord + Clone> LockGraph<K> {
         seen
     }
 
-    /// Longest simple path below `key` by BFS layers over distinct nodes (bounded by node count).
-    fn depth_below(&self, key: &K) -> usize {
-        let mut depth = 0;
-        let mut seen: BTreeSet<&K> = BTreeSet::from([key]);
-        let mut layer: Vec<&K> = vec![key];
-        // BFS layers give the shortest distance to each node; the deepest layer is the chain length
-        // a person reads in the tree, which is what this reports.
-        while !layer.is_empty() {
-            let mut next = Vec::new();
-            for k in layer {
-                for c in self.children.get(k).into_iter().flatten() {
-                    if seen.insert(c) {
-                        next.push(c);
-                    }
-                }
-            }
-            if !next.is_empty() {
-                depth += 1;
-            }
-            layer = next;
-        }
-        depth
+    /// The blockers of `key` (empty for a root).
+    pub fn blockers_of(&self, key: &K) -> impl Iterator<Item = &K> {
+        self.parents.get(key).into_iter().flatten()
     }
 
     pub fn roots(&self) -> &[Root<K>] {
@@ -182,33 +167,76 @@ impl<K: Ord + Clone> LockGraph<K> {
             .map(|r| &r.key)
     }
 
-    /// Expands one root into display rows, depth first. A waiter blocked by several blockers appears
-    /// under each; a node already on the current path is not expanded again (cycles), and the whole
-    /// expansion stops at [`MAX_TREE_ROWS`].
+    /// Expands one root into display rows, depth first. Each session is drawn in full once, at its
+    /// first place in that order; a waiter with several blockers (or a session that closes a cycle)
+    /// appears again under its other blockers as a [`TreeRow::reference`] row, not expanded. So the
+    /// expansion is linear in the edges, and stops at [`MAX_TREE_ROWS`] anyway.
     pub fn expand(&self, root: &K) -> Vec<TreeRow<K>> {
         let mut rows = Vec::new();
-        let mut path: Vec<K> = Vec::new();
-        self.expand_into(root, 0, &mut path, &mut rows);
+        let mut drawn: BTreeSet<K> = BTreeSet::new();
+        // An explicit stack (children pushed in reverse, to pop in order): no recursion depth limit.
+        let mut stack: Vec<(K, usize)> = vec![(root.clone(), 0)];
+        while let Some((key, depth)) = stack.pop() {
+            if rows.len() >= MAX_TREE_ROWS {
+                break;
+            }
+            let reference = !drawn.insert(key.clone());
+            rows.push(TreeRow {
+                key: key.clone(),
+                depth,
+                reference,
+            });
+            if !reference {
+                for c in self.children.get(&key).into_iter().flatten().rev() {
+                    stack.push((c.clone(), depth + 1));
+                }
+            }
+        }
         rows
     }
+}
 
-    fn expand_into(&self, key: &K, depth: usize, path: &mut Vec<K>, rows: &mut Vec<TreeRow<K>>) {
-        if rows.len() >= MAX_TREE_ROWS {
-            return;
+/// The box-drawing prefix of each row of an expanded tree, from the rows' depths in order (depth
+/// first, root at 0): `├─ ` for a row with a later sibling, `└─ ` for the last one, and `│  ` under
+/// an ancestor that has a later sibling, so siblings read apart from children. The root's prefix
+/// is empty. Pure and shared by the text report and (with [`compact_prefixes`]) the dashboard.
+pub fn tree_prefixes(depths: &[usize]) -> Vec<String> {
+    prefixes(depths, ["│  ", "   ", "├─ ", "└─ "])
+}
+
+/// [`tree_prefixes`] two columns per level, for the dashboard's narrow panes.
+pub fn compact_prefixes(depths: &[usize]) -> Vec<String> {
+    prefixes(depths, ["│ ", "  ", "├ ", "└ "])
+}
+
+fn prefixes(depths: &[usize], [bar, blank, tee, elbow]: [&str; 4]) -> Vec<String> {
+    // Walking backwards: whether a later sibling exists at each depth under the current parent.
+    let mut has_next = vec![false; depths.len()];
+    let mut later: Vec<bool> = Vec::new();
+    for (i, &d) in depths.iter().enumerate().rev() {
+        if later.len() <= d {
+            later.resize(d + 1, false);
         }
-        rows.push(TreeRow {
-            key: key.clone(),
-            depth,
-        });
-        if path.contains(key) {
-            return;
-        }
-        path.push(key.clone());
-        for c in self.children.get(key).into_iter().flatten() {
-            self.expand_into(c, depth + 1, path, rows);
-        }
-        path.pop();
+        has_next[i] = later[d];
+        later[d] = true;
+        later.truncate(d + 1);
     }
+    // Walking forwards: the nearest row at each shallower depth is that row's ancestor.
+    let mut ancestors: Vec<usize> = Vec::new();
+    let mut out = Vec::with_capacity(depths.len());
+    for (i, &d) in depths.iter().enumerate() {
+        ancestors.truncate(d);
+        let mut p = String::new();
+        if d > 0 {
+            for &a in ancestors.iter().skip(1) {
+                p.push_str(if has_next[a] { bar } else { blank });
+            }
+            p.push_str(if has_next[i] { tee } else { elbow });
+        }
+        out.push(p);
+        ancestors.push(i);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -234,6 +262,7 @@ mod tests {
         assert_eq!(g.root_of(&9), None);
         let rows: Vec<(i32, usize)> = g.expand(&1).into_iter().map(|r| (r.key, r.depth)).collect();
         assert_eq!(rows, vec![(1, 0), (2, 1), (3, 2)]);
+        assert!(g.expand(&1).iter().all(|r| !r.reference));
     }
 
     #[test]
@@ -244,6 +273,51 @@ mod tests {
         assert_eq!(keys, vec![10, 20]);
         assert_eq!(g.expand(&10).len(), 2);
         assert_eq!(g.expand(&20).len(), 2);
+    }
+
+    /// Issue 11, finding 7: a waiter blocked twice inside one tree is drawn in full once; the other
+    /// place refers to it; depth is the deepest row drawn.
+    #[test]
+    fn a_waiter_with_two_blockers_in_one_tree_is_drawn_in_full_once() {
+        // 1 blocks 2 and 3; 2 and 3 both block 4; 4 blocks 5.
+        let g = LockGraph::build([(1, 2), (1, 3), (2, 4), (3, 4), (4, 5)]);
+        let rows: Vec<(i32, usize, bool)> = g
+            .expand(&1)
+            .into_iter()
+            .map(|r| (r.key, r.depth, r.reference))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (1, 0, false),
+                (2, 1, false),
+                (4, 2, false),
+                (5, 3, false),
+                (3, 1, false),
+                (4, 2, true),
+            ]
+        );
+        assert_eq!(g.roots()[0].depth, 3);
+        assert_eq!(g.roots()[0].victims, 4);
+        let mut blockers: Vec<i32> = g.blockers_of(&4).copied().collect();
+        blockers.sort();
+        assert_eq!(blockers, vec![2, 3]);
+    }
+
+    #[test]
+    fn prefixes_tell_siblings_from_children() {
+        // root; a (children a1, a2 (child a2x)); b (child b1)
+        let depths = [0, 1, 2, 2, 3, 1, 2];
+        assert_eq!(
+            tree_prefixes(&depths),
+            vec!["", "├─ ", "│  ├─ ", "│  └─ ", "│     └─ ", "└─ ", "   └─ ",]
+        );
+        assert_eq!(
+            compact_prefixes(&depths),
+            vec!["", "├ ", "│ ├ ", "│ └ ", "│   └ ", "└ ", "  └ "]
+        );
+        assert_eq!(tree_prefixes(&[0]), vec![""]);
+        assert!(tree_prefixes(&[]).is_empty());
     }
 
     #[test]
@@ -282,6 +356,19 @@ mod tests {
                 let rows = g.expand(&r.key);
                 prop_assert!(!rows.is_empty() && rows.len() <= MAX_TREE_ROWS);
                 prop_assert_eq!(rows[0].depth, 0);
+                // One definition of depth; every session drawn in full exactly once; a row's
+                // depth is its parent's plus one.
+                prop_assert_eq!(r.depth, rows.iter().map(|x| x.depth).max().unwrap());
+                let full: Vec<u8> = rows.iter().filter(|x| !x.reference).map(|x| x.key).collect();
+                let unique: std::collections::BTreeSet<u8> = full.iter().copied().collect();
+                prop_assert_eq!(full.len(), unique.len());
+                let mut descendants = g.descendants(&r.key);
+                descendants.insert(r.key);
+                prop_assert_eq!(unique, descendants);
+                for w in rows.windows(2) {
+                    prop_assert!(w[1].depth <= w[0].depth + 1);
+                }
+                prop_assert_eq!(tree_prefixes(&rows.iter().map(|x| x.depth).collect::<Vec<_>>()).len(), rows.len());
             }
         }
     }

@@ -100,15 +100,22 @@ pub struct ObservedServer {
 }
 
 /// The lock a blocked session is waiting for (its one `pg_locks` row with `granted = false`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AwaitedLock {
     pub lock_type: String,
     pub mode: String,
-    /// `schema.table` when resolvable, else `database:oid`.
+    /// `schema.table` when resolvable, else `database:oid`. For a row-lock wait (which awaits the
+    /// holder's `transactionid`), the table of the row the waiter queued for.
     pub relation: Option<String>,
+    /// `(page,tuple)` of the row, for row-lock waits.
+    pub row: Option<String>,
     pub waitstart: Option<DateTime<Utc>>,
     /// Identity of the locked object, to tell a queued-behind-another-waiter (soft) block.
     pub object: String,
+    /// What else names the object: `transaction 1234`, `virtual transaction 7/12`, `classid/objid`.
+    pub detail: Option<String>,
+    /// The modes other sessions hold on this very object: `(pid, mode)`.
+    pub held: Vec<(i32, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -282,6 +289,71 @@ pub struct BlockingEdge {
     /// The blocker holds nothing that conflicts yet: it is itself queued for the same object, ahead of
     /// the blocked session (a "soft" block, e.g. readers queued behind waiting DDL).
     pub queued_behind: bool,
+    /// The mode the blocker holds on the awaited object, when it holds one.
+    #[serde(default)]
+    pub blocker_mode: Option<String>,
+    /// `(page,tuple)` of the row, for a row-lock wait.
+    #[serde(default)]
+    pub row: Option<String>,
+    /// What the wait is about, in the words every surface uses ([`describe_wait`]).
+    #[serde(default)]
+    pub wait: String,
+}
+
+/// `AccessExclusive` for `AccessExclusiveLock`.
+pub fn short_mode(mode: &str) -> &str {
+    mode.strip_suffix("Lock").unwrap_or(mode)
+}
+
+/// What a wait is about and what the blocker has, in one phrase shared by the dashboard, the text
+/// report and the JSON (`blocking[].wait`):
+///
+/// - `RowExclusive on public.orders · it holds AccessExclusive`
+/// - `row (0,3) of public.accounts · its open transaction holds the row` (a row-lock wait: the waiter
+///   awaits the holder's transaction; the table comes from the tuple lock it queued with)
+/// - `row (0,3) of public.accounts · queued behind it` (a soft block: the blocker waits too)
+/// - `end of virtual transaction 7/12`, `advisory lock 0/42`, `Share on transaction 1234`
+pub fn describe_wait(
+    lock_type: Option<&str>,
+    mode: Option<&str>,
+    relation: Option<&str>,
+    row: Option<&str>,
+    detail: Option<&str>,
+    blocker_mode: Option<&str>,
+    queued_behind: bool,
+) -> String {
+    let mode = mode.map(short_mode).unwrap_or("?");
+    let row_of = |rel: &str| match row {
+        Some(r) => format!("row {r} of {rel}"),
+        None => format!("a row of {rel}"),
+    };
+    let what = match (lock_type.unwrap_or(""), relation) {
+        ("transactionid" | "tuple", Some(rel)) => row_of(rel),
+        ("transactionid", None) => match detail {
+            Some(d) => format!("a row ({d})"),
+            None => "a row".to_string(),
+        },
+        ("relation", Some(rel)) => format!("{mode} on {rel}"),
+        ("extend", Some(rel)) => format!("extending {rel}"),
+        ("page", Some(rel)) => format!("a page of {rel}"),
+        ("virtualxid", _) => format!("end of {}", detail.unwrap_or("a transaction")),
+        ("advisory", _) => format!("advisory lock {}", detail.unwrap_or("?")),
+        ("object", _) => format!("{mode} on object {}", detail.unwrap_or("?")),
+        ("", Some(rel)) => format!("{mode} on {rel}"),
+        ("", None) => mode.to_string(),
+        (t, Some(rel)) => format!("{mode} {t} on {rel}"),
+        (t, None) => format!("{mode} on {t}"),
+    };
+    let who = if queued_behind {
+        " · queued behind it".to_string()
+    } else {
+        match (lock_type, blocker_mode) {
+            (Some("transactionid"), Some(_)) => " · its open transaction holds the row".to_string(),
+            (_, Some(m)) => format!(" · it holds {}", short_mode(m)),
+            _ => String::new(),
+        }
+    };
+    format!("{what}{who}")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,10 +367,12 @@ pub struct LockTree {
     pub root_idle_in_transaction: bool,
     pub root_xact_age_s: Option<f64>,
     pub victims: usize,
+    /// The deepest row in `rows` (1 = only direct waiters).
     pub depth: usize,
     pub in_cycle: bool,
     pub cross_invocation: bool,
-    /// The tree, depth first: a waiter blocked by several blockers appears under each.
+    /// The tree, depth first. Each session is drawn in full once; under its other blockers it
+    /// appears as a `reference` row.
     pub rows: Vec<TreeRowReport>,
 }
 
@@ -306,6 +380,9 @@ pub struct LockTree {
 pub struct TreeRowReport {
     pub pid: i32,
     pub depth: usize,
+    /// Drawn in full on an earlier row of this tree; this row only refers to it.
+    #[serde(default)]
+    pub reference: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -603,6 +680,19 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
                 .root_of(&(s.server, b))
                 .map(|(_, pid)| *pid)
                 .unwrap_or(b);
+            let awaited = s.awaited.as_ref();
+            let blocker_mode = awaited
+                .and_then(|a| a.held.iter().find(|(pid, _)| *pid == b))
+                .map(|(_, m)| m.clone());
+            let wait = describe_wait(
+                awaited.map(|a| a.lock_type.as_str()),
+                awaited.map(|a| a.mode.as_str()),
+                awaited.and_then(|a| a.relation.as_deref()),
+                awaited.and_then(|a| a.row.as_deref()),
+                awaited.and_then(|a| a.detail.as_deref()),
+                blocker_mode.as_deref(),
+                queued_behind,
+            );
             blocking.push(BlockingEdge {
                 database: session_db[i].clone(),
                 server: server_label(s.server),
@@ -621,6 +711,9 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
                 root_pid: root,
                 blocker_state: blocker_session.and_then(|o| o.state.clone()),
                 queued_behind,
+                blocker_mode,
+                row: awaited.and_then(|a| a.row.clone()),
+                wait,
             });
         }
     }
@@ -682,6 +775,7 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
                     .map(|r| TreeRowReport {
                         pid: r.key.1,
                         depth: r.depth,
+                        reference: r.reference,
                     })
                     .collect(),
             }

@@ -209,6 +209,17 @@ pub fn activity_sql_for_bench() -> String {
     activity_sql(150000)
 }
 
+/// One lock-manager snapshot (`pg_locks`, materialized once), filtered to the waiters and their
+/// blockers, and three kinds of row from it:
+///
+/// - `awaits`: each waiter's lock not granted (a process waits for at most one);
+/// - `row`: each waiter's granted `tuple` lock. A row-lock wait shows as a wait for the holder's
+///   `transactionid`, which names no table; the waiter has queued for the row first, so its tuple
+///   lock says which table (and which row) the wait is about;
+/// - `held`: each mode a blocker holds on the very object a waiter awaits (joined on one text key,
+///   so the planner can hash it: a DDL holder may hold thousands of locks).
+///
+/// `$1` is the waiters and their blockers, `$2` the waiters.
 fn locks_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
         "l.waitstart"
@@ -216,11 +227,29 @@ fn locks_sql(version_num: i32) -> String {
         "NULL::timestamptz"
     };
     format!(
-        "SELECT l.pid, l.locktype, l.mode, l.database, d.datname::text, l.relation, l.page, \
-                l.tuple, l.virtualxid, l.transactionid::text, l.classid, l.objid, l.objsubid, \
-                {waitstart} \
-         FROM pg_locks l LEFT JOIN pg_database d ON d.oid = l.database \
-         WHERE NOT l.granted AND l.pid = ANY($1)"
+        "WITH l AS MATERIALIZED ( \
+           SELECT l.pid, l.locktype, l.mode, l.granted, l.database, l.relation, l.page, l.tuple, \
+                  {waitstart} AS waitstart, \
+                  format('%s:%s:%s:%s:%s:%s:%s:%s:%s:%s', l.locktype, l.database, l.relation, \
+                         l.page, l.tuple, l.virtualxid, l.transactionid, l.classid, l.objid, \
+                         l.objsubid) AS obj, \
+                  l.transactionid::text AS xid, l.virtualxid, l.classid, l.objid \
+           FROM pg_locks l WHERE l.pid = ANY($1)) \
+         SELECT 'awaits', w.pid, w.locktype, w.mode, w.database, d.datname::text, w.relation, \
+                w.page, w.tuple, w.waitstart, w.obj, NULL::int4, w.xid, w.virtualxid, w.classid, \
+                w.objid \
+           FROM l w LEFT JOIN pg_database d ON d.oid = w.database \
+          WHERE NOT w.granted AND w.pid = ANY($2) \
+         UNION ALL \
+         SELECT 'row', t.pid, t.locktype, t.mode, t.database, d.datname::text, t.relation, t.page, \
+                t.tuple, NULL, t.obj, NULL, NULL, NULL, NULL, NULL \
+           FROM l t LEFT JOIN pg_database d ON d.oid = t.database \
+          WHERE t.granted AND t.locktype = 'tuple' AND t.pid = ANY($2) \
+         UNION ALL \
+         SELECT 'held', w.pid, h.locktype, h.mode, NULL, NULL, NULL, NULL, NULL, NULL, h.obj, h.pid, \
+                NULL, NULL, NULL, NULL \
+           FROM l w JOIN l h ON h.obj = w.obj \
+          WHERE NOT w.granted AND h.granted AND h.pid <> w.pid AND w.pid = ANY($2)"
     )
 }
 
@@ -325,21 +354,32 @@ fn lock(cache: &Mutex<ProbeCache>) -> std::sync::MutexGuard<'_, ProbeCache> {
     })
 }
 
-/// The raw awaited-lock row before relation names are resolved.
+/// A lock row before relation names are resolved (see [`locks_sql`] for the kinds).
 struct RawLock {
+    kind: String,
     pid: i32,
     lock_type: String,
     mode: String,
     database: Option<u32>,
     datname: Option<String>,
     relation: Option<u32>,
+    /// `(page,tuple)` of a row.
+    row: Option<String>,
     object: String,
     waitstart: Option<DateTime<Utc>>,
+    /// For `held`: who holds it.
+    holder: Option<i32>,
+    /// What else names the awaited object, for the words: transaction id, virtual xid, class/object.
+    xid: Option<String>,
+    virtualxid: Option<String>,
+    classid: Option<u32>,
+    objid: Option<u32>,
 }
 
 async fn read_awaited_locks(
     session: &DbSession,
-    pids: &[i32],
+    waiters: &[i32],
+    blockers: &[i32],
     limit: Duration,
 ) -> Result<Vec<RawLock>, String> {
     lock(&session.cache).counters.lock_reads += 1;
@@ -348,34 +388,29 @@ async fn read_awaited_locks(
         .locks_stmt
         .get_or_try_init(|| bounded(limit, session.client.prepare(&sql)))
         .await?;
-    let rows = bounded(limit, session.client.query(stmt, &[&pids])).await?;
+    let all: Vec<i32> = waiters.iter().chain(blockers).copied().collect();
+    let rows = bounded(limit, session.client.query(stmt, &[&all, &waiters])).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
-            let lock_type: String = row.get(1);
-            let database: Option<u32> = row.get(3);
-            let relation: Option<u32> = row.get(5);
-            let object = format!(
-                "{lock_type}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}:{:?}",
-                database,
-                relation,
-                row.get::<_, Option<i32>>(6),
-                row.get::<_, Option<i16>>(7),
-                row.get::<_, Option<String>>(8),
-                row.get::<_, Option<String>>(9),
-                row.get::<_, Option<u32>>(10),
-                row.get::<_, Option<u32>>(11),
-                row.get::<_, Option<i16>>(12),
-            );
+            let page: Option<i32> = row.get(7);
+            let tuple: Option<i16> = row.get(8);
             RawLock {
-                pid: row.get(0),
-                mode: row.get(2),
-                datname: row.get(4),
-                lock_type,
-                database,
-                relation,
-                object,
-                waitstart: row.get(13),
+                kind: row.get(0),
+                pid: row.get(1),
+                lock_type: row.get(2),
+                mode: row.get(3),
+                database: row.get(4),
+                datname: row.get(5),
+                relation: row.get(6),
+                row: page.zip(tuple).map(|(p, t)| format!("({p},{t})")),
+                waitstart: row.get(9),
+                object: row.get(10),
+                holder: row.get(11),
+                xid: row.get(12),
+                virtualxid: row.get(13),
+                classid: row.get(14),
+                objid: row.get(15),
             }
         })
         .collect())
@@ -648,19 +683,28 @@ async fn attach_locks(
         .filter(|s| !s.blocked_by.is_empty())
         .map(|s| s.pid)
         .collect();
-    let Ok(locks) = read_awaited_locks(via, &blocked, limit).await else {
+    let mut blockers: Vec<i32> = act
+        .sessions
+        .iter()
+        .flat_map(|s| s.blocked_by.iter().copied())
+        .collect();
+    blockers.sort_unstable();
+    blockers.dedup();
+    let Ok(locks) = read_awaited_locks(via, &blocked, &blockers, limit).await else {
         return;
     };
     // Resolve relation OIDs in the database each relation lives in (0 = shared catalog: any will do).
+    let db_key = |l: &RawLock| {
+        if l.database == Some(0) {
+            None
+        } else {
+            l.datname.clone()
+        }
+    };
     let mut wanted: BTreeMap<Option<String>, Vec<u32>> = BTreeMap::new();
     for l in &locks {
         if let Some(rel) = l.relation {
-            let key = if l.database == Some(0) {
-                None
-            } else {
-                l.datname.clone()
-            };
-            wanted.entry(key).or_default().push(rel);
+            wanted.entry(db_key(l)).or_default().push(rel);
         }
     }
     let mut names: HashMap<(Option<String>, u32), String> = HashMap::new();
@@ -678,36 +722,67 @@ async fn attach_locks(
             }
         }
     }
-    let by_pid: HashMap<i32, RawLock> = locks.into_iter().map(|l| (l.pid, l)).collect();
-    for s in &mut act.sessions {
-        let Some(l) = by_pid.get(&s.pid) else {
-            continue;
-        };
-        let relation = l.relation.map(|oid| {
-            let key = if l.database == Some(0) {
-                None
-            } else {
-                l.datname.clone()
-            };
-            names.get(&(key, oid)).cloned().unwrap_or_else(|| {
+    let relation_of = |l: &RawLock| {
+        l.relation.map(|oid| {
+            names.get(&(db_key(l), oid)).cloned().unwrap_or_else(|| {
                 // Not in a configured database: say where it is instead of guessing.
                 format!("{}:{oid}", l.datname.as_deref().unwrap_or("?"))
             })
-        });
-        s.awaited = Some(AwaitedLock {
-            lock_type: l.lock_type.clone(),
-            mode: l.mode.clone(),
-            relation,
-            waitstart: l.waitstart,
-            object: l.object.clone(),
-        });
+        })
+    };
+    let mut awaited: HashMap<i32, AwaitedLock> = HashMap::new();
+    for l in locks.iter().filter(|l| l.kind == "awaits") {
+        awaited.insert(
+            l.pid,
+            AwaitedLock {
+                lock_type: l.lock_type.clone(),
+                mode: l.mode.clone(),
+                relation: relation_of(l),
+                row: l.row.clone(),
+                waitstart: l.waitstart,
+                object: l.object.clone(),
+                detail: lock_detail(l),
+                held: Vec::new(),
+            },
+        );
     }
-    let awaited: HashMap<i32, AwaitedLock> = act
-        .sessions
-        .iter()
-        .filter_map(|s| s.awaited.clone().map(|a| (s.pid, a)))
-        .collect();
+    for l in &locks {
+        let Some(a) = awaited.get_mut(&l.pid) else {
+            continue;
+        };
+        match l.kind.as_str() {
+            // A row-lock wait (on the holder's transaction) is about the row it queued for.
+            "row" if a.relation.is_none() => {
+                a.relation = relation_of(l);
+                a.row = l.row.clone();
+            }
+            "held" => {
+                if let Some(holder) = l.holder {
+                    a.held.push((holder, l.mode.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    for s in &mut act.sessions {
+        s.awaited = awaited.get(&s.pid).cloned();
+    }
     lock(&via.cache).locks.store(&act.sessions, &awaited);
+}
+
+/// What else names an awaited object that is not a relation or a row.
+fn lock_detail(l: &RawLock) -> Option<String> {
+    match l.lock_type.as_str() {
+        "transactionid" => l.xid.as_ref().map(|x| format!("transaction {x}")),
+        "virtualxid" => l
+            .virtualxid
+            .as_ref()
+            .map(|v| format!("virtual transaction {v}")),
+        "advisory" | "object" | "userlock" => {
+            l.classid.zip(l.objid).map(|(c, o)| format!("{c}/{o}"))
+        }
+        _ => None,
+    }
 }
 
 /// Connects to every target, polls once and closes: what `pgswarm snapshot` does.

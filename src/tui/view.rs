@@ -577,6 +577,7 @@ fn lock_row_line(
     tree_idx: usize,
     row_idx: usize,
     parent: Option<i32>,
+    prefix: &str,
 ) -> Line<'static> {
     let tree = &snap.lock_trees[tree_idx];
     let row = &tree.rows[row_idx];
@@ -618,15 +619,22 @@ fn lock_row_line(
         }
         return Line::from(spans);
     }
+    if row.reference {
+        return Line::from(vec![
+            Span::styled(format!("{prefix}↳ "), theme.dim()),
+            Span::styled(format!("{} ", row.pid), theme.header()),
+            Span::raw(format!("{label} ")),
+            Span::styled("(drawn above; also waits here)", theme.dim()),
+        ]);
+    }
     let edge = parent.and_then(|p| {
         app.model
             .edge_index
             .get(&(tree.server.clone(), p, row.pid))
             .map(|&i| &snap.blocking[i])
     });
-    let indent = "  ".repeat(row.depth - 1);
     let mut spans = vec![
-        Span::styled(format!("{indent}└ "), theme.dim()),
+        Span::styled(prefix.to_string(), theme.dim()),
         Span::styled(format!("{} ", row.pid), theme.header()),
     ];
     if edge.is_some_and(|e| e.cross_invocation) {
@@ -643,23 +651,25 @@ fn lock_row_line(
             })
             .unwrap_or_default();
         spans.push(Span::styled(format!("{wait} "), theme.blocked()));
-        let mode = e
-            .lock_mode
-            .as_deref()
-            .map(|m| m.trim_end_matches("Lock"))
-            .unwrap_or("?");
-        let on = e
-            .relation
-            .clone()
-            .or_else(|| e.lock_type.clone())
-            .unwrap_or_default();
-        spans.push(Span::raw(format!("{mode} {on}")));
-        if e.queued_behind {
-            spans.push(Span::styled(" (queued)", theme.dim()));
-        }
+        spans.push(Span::raw(e.wait.clone()));
         if e.cross_invocation {
             spans.push(Span::styled(" COLLISION", theme.collision()));
         }
+    }
+    let also: Vec<String> = session
+        .map(|s| {
+            s.blocked_by
+                .iter()
+                .filter(|&&b| Some(b) != parent)
+                .map(|b| b.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !also.is_empty() {
+        spans.push(Span::styled(
+            format!(" ↳ also waits for {}", also.join(", ")),
+            theme.dim(),
+        ));
     }
     Line::from(spans)
 }
@@ -679,6 +689,18 @@ fn draw_locks(
     }
     let height = area.height.saturating_sub(2) as usize;
     let (start, end) = window(selected, rows.len(), height);
+    // Box-drawing prefixes, once per tree on screen.
+    let mut prefixes: std::collections::HashMap<usize, Vec<String>> = Default::default();
+    for r in &rows[start..end] {
+        prefixes.entry(r.tree).or_insert_with(|| {
+            let depths: Vec<usize> = snap.lock_trees[r.tree]
+                .rows
+                .iter()
+                .map(|x| x.depth)
+                .collect();
+            crate::domain::lockgraph::compact_prefixes(&depths)
+        });
+    }
     let lines: Vec<Line> = rows[start..end]
         .iter()
         .enumerate()
@@ -687,7 +709,8 @@ fn draw_locks(
                 RowKey::Lock { parent, .. } => *parent,
                 _ => None,
             };
-            let line = lock_row_line(app, snap, theme, r.tree, r.row, parent);
+            let prefix = prefixes[&r.tree][r.row].as_str();
+            let line = lock_row_line(app, snap, theme, r.tree, r.row, parent, prefix);
             if Some(start + i) == selected {
                 line.patch_style(theme.selected())
             } else {
@@ -880,15 +903,6 @@ fn session_detail(snap: &Snapshot, s: &SessionReport, theme: &Theme) -> Vec<Line
     if !s.blocked_by.is_empty() {
         out.push(Line::styled(" waits for", theme.blocked()));
         out.push(kv(
-            "  lock",
-            format!(
-                "{} {} on {}",
-                s.lock_mode.as_deref().unwrap_or("?"),
-                s.lock_type.as_deref().unwrap_or(""),
-                s.relation.as_deref().unwrap_or("-")
-            ),
-        ));
-        out.push(kv(
             "  for",
             s.waiting_s
                 .map(|w| match s.wait_source {
@@ -897,22 +911,23 @@ fn session_detail(snap: &Snapshot, s: &SessionReport, theme: &Theme) -> Vec<Line
                 })
                 .unwrap_or_else(|| "?".into()),
         ));
-        out.push(kv(
-            "  blocked by",
-            s.blocked_by
+        // One line per blocker, in the words the lock tree and the text report use.
+        for e in snap
+            .blocking
+            .iter()
+            .filter(|e| e.blocked_pid == s.pid && e.server == s.server)
+        {
+            let who = snap
+                .sessions
                 .iter()
-                .map(|p| {
-                    let who = snap
-                        .sessions
-                        .iter()
-                        .find(|x| x.pid == *p && x.server == s.server)
-                        .map(session_label)
-                        .unwrap_or_default();
-                    format!("{p} {who}")
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        ));
+                .find(|x| x.pid == e.blocker_pid && x.server == s.server)
+                .map(session_label)
+                .unwrap_or_default();
+            out.push(kv(
+                &format!("  by {}", e.blocker_pid),
+                format!("{who}: {}", e.wait),
+            ));
+        }
     }
     if !s.blocking.is_empty() {
         out.push(kv(

@@ -43,6 +43,7 @@ fn lock(mode: &str, rel: &str, waitstart: Option<i64>) -> AwaitedLock {
         relation: Some(rel.into()),
         waitstart: waitstart.map(t),
         object: format!("relation:{rel}"),
+        ..Default::default()
     }
 }
 
@@ -415,4 +416,109 @@ fn nothing_to_carry_forward_is_left_as_it_is() {
     let s = build_snapshot(carry_forward(&prev, next), &Convention::default());
     let b = s.databases.iter().find(|d| d.name == "tenant_b").unwrap();
     assert!(!b.reachable && b.stale_since.is_none());
+}
+
+/// lock type, mode, relation, row, detail, blocker's mode, queued, the phrase
+type WaitCase<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    bool,
+    &'a str,
+);
+
+/// Issue 11, finding 8: one phrase per wait, naming what it is about and what the blocker holds.
+#[test]
+fn waits_are_named_in_one_phrase() {
+    let cases: &[WaitCase] = &[
+        (
+            "relation",
+            "RowExclusiveLock",
+            Some("public.orders"),
+            None,
+            None,
+            Some("AccessExclusiveLock"),
+            false,
+            "RowExclusive on public.orders · it holds AccessExclusive",
+        ),
+        (
+            "transactionid",
+            "ShareLock",
+            Some("public.accounts"),
+            Some("(0,3)"),
+            Some("transaction 741"),
+            Some("ExclusiveLock"),
+            false,
+            "row (0,3) of public.accounts · its open transaction holds the row",
+        ),
+        (
+            "transactionid",
+            "ShareLock",
+            None,
+            None,
+            Some("transaction 741"),
+            Some("ExclusiveLock"),
+            false,
+            "a row (transaction 741) · its open transaction holds the row",
+        ),
+        (
+            "tuple",
+            "ExclusiveLock",
+            Some("public.accounts"),
+            Some("(0,3)"),
+            None,
+            Some("ExclusiveLock"),
+            false,
+            "row (0,3) of public.accounts · it holds Exclusive",
+        ),
+        (
+            "relation",
+            "AccessShareLock",
+            Some("public.t"),
+            None,
+            None,
+            None,
+            true,
+            "AccessShare on public.t · queued behind it",
+        ),
+        (
+            "virtualxid",
+            "ShareLock",
+            None,
+            None,
+            Some("virtual transaction 7/12"),
+            Some("ExclusiveLock"),
+            false,
+            "end of virtual transaction 7/12 · it holds Exclusive",
+        ),
+        (
+            "advisory",
+            "ExclusiveLock",
+            None,
+            None,
+            Some("0/42"),
+            Some("ExclusiveLock"),
+            false,
+            "advisory lock 0/42 · it holds Exclusive",
+        ),
+        (
+            "relation",
+            "AccessShareLock",
+            Some("platform:16384"),
+            None,
+            None,
+            None,
+            false,
+            "AccessShare on platform:16384",
+        ),
+    ];
+    for (t, m, rel, row, detail, held, queued, want) in cases {
+        assert_eq!(
+            describe_wait(Some(t), Some(m), *rel, *row, *detail, *held, *queued),
+            *want
+        );
+    }
 }
