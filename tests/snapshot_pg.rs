@@ -786,3 +786,70 @@ async fn row_lock_waits_name_their_table_and_the_holders_mode() {
         t.await.unwrap().1.unwrap();
     }
 }
+
+/// Issue 11, finding 5, against a real server: a table whose quoted name carries an OSC title
+/// sequence and a query text with a screen-clearing CSI reach `snapshot` and `sweep` text output as
+/// visible escapes only; the JSON keeps the raw bytes.
+#[tokio::test]
+async fn terminal_control_bytes_from_the_database_never_reach_the_terminal() {
+    let srv = Server::start(&["platform"]);
+    let evil = "evil\u{1b}]0;pwned\u{7}\u{202e}t";
+    srv.psql("platform", &format!("CREATE TABLE \"{evil}\" (id int)"));
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{evil}\" IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let pid = backend_pid(&waiter).await;
+    let sql: &'static str =
+        Box::leak(format!("SELECT count(*) /* \u{1b}[2J */ FROM \"{evil}\"").into_boxed_str());
+    let task = spawn_blocking_query(waiter, sql);
+    wait_until_lock_wait(&admin, pid).await;
+    // A stale schema with an outside view of that name, for the sweep's dependency detail.
+    let stale = "test_p4242t1700000000r0000beef_gw0";
+    srv.psql(
+        "platform",
+        &format!(
+            "CREATE SCHEMA {stale}; CREATE TABLE {stale}.t (id int); \
+             CREATE VIEW \"view{evil}\" AS SELECT * FROM {stale}.t"
+        ),
+    );
+    let bin = env!("CARGO_BIN_EXE_pgswarm");
+    let db = entry("platform", &c);
+    for args in [
+        vec!["snapshot", "--db", db.as_str()],
+        vec!["sweep", "--dry-run", "--db", db.as_str()],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && pgswarm::domain::text::is_unsafe(c))
+            .collect();
+        assert!(bad.is_empty(), "{args:?} printed {bad:?}:\n{text}");
+        assert!(
+            text.contains("\\x1b]0;pwned"),
+            "{args:?} shows the escape:\n{text}"
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["snapshot", "--json", "--db", &db])
+        .output()
+        .unwrap();
+    let s: pgswarm::domain::snapshot::Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s.blocking[0].relation.as_deref(),
+        Some(format!("public.{evil}").as_str()),
+        "JSON keeps the raw name"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}
