@@ -20,7 +20,7 @@ mod load;
 
 use chrono::Utc;
 use load::{client, Load, SEED};
-use pgswarm::cmd::config::build_target;
+use pgswarm::pg::config::build_target;
 use pgswarm::pg::connect::SessionSettings;
 use pgswarm::pg::conninfo::ProcessEnv;
 use pgswarm::pg::probe::{observe, open_all, ProbeOptions};

@@ -2,9 +2,9 @@
 //! the library.
 
 use clap::{Args, Parser, Subcommand};
-use pgswarm::cmd::config::{parse_duration, resolve_settings, CliSettings};
 use pgswarm::cmd::exit;
 use pgswarm::cmd::snapshot::{render_snapshot, snapshot_exit_code, take_snapshot};
+use pgswarm::pg::config::{parse_duration, resolve_settings, CliSettings};
 use pgswarm::pg::conninfo::ProcessEnv;
 use pgswarm::tui::app::{INTERVAL_MAX, INTERVAL_MIN};
 use pgswarm::tui::run::run_dashboard;
@@ -125,8 +125,8 @@ Examples:
   pgswarm sweep --dry-run --db platform=postgres://ci@db1/platform_test --db tenant=postgres://ci@db2/tenant_test
   pgswarm sweep --yes --json --config pgswarm.toml > sweep.json
 
-Exit codes: 0 done, no failure (also when nothing was stale); 2 usage error; 3 detection incomplete,
-nothing dropped; 4 some drops failed (or another sweep held a database).";
+Exit codes: 0 done, no failure (also when nothing was stale); 2 usage error; 3 the live set could not
+be established, nothing dropped; 4 some drops failed or could not run (see docs/sweep.md).";
 
 #[derive(Args, Debug)]
 struct SweepArgs {
@@ -407,9 +407,10 @@ fn sweep_usage(msg: &str) -> i32 {
     exit::USAGE
 }
 
-async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -> i32 {
+async fn run_sweep(settings: &pgswarm::pg::config::Settings, args: SweepArgs) -> i32 {
     use pgswarm::cmd::sweep::*;
     use pgswarm::domain::sweep::{build_report, RunMode, Timings};
+    use pgswarm::pg::sweep::{discover_and_plan, DependencyCheck};
     use std::io::IsTerminal;
     if settings.read_only {
         return sweep_usage("read-only mode (--read-only or read_only in the config): sweep refuses to drop anything");
@@ -423,6 +424,11 @@ async fn run_sweep(settings: &pgswarm::cmd::config::Settings, args: SweepArgs) -
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return sweep_usage(&e),
     };
+    // PostgreSQL takes at most INT_MAX milliseconds (about 24.8 days) for either.
+    let most = std::time::Duration::from_millis(i32::MAX as u64);
+    if lock_timeout > most || statement_timeout > most {
+        return sweep_usage("--lock-timeout and --statement-timeout must be at most 24 days: PostgreSQL refuses longer timeouts");
+    }
     if lock_timeout.is_zero() || statement_timeout.is_zero() {
         return sweep_usage("--lock-timeout and --statement-timeout must be positive: a drop must never wait forever");
     }

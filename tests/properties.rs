@@ -1,10 +1,10 @@
 //! Property tests: the parsers round-trip valid input and never panic on any input.
 
-use pgswarm::cmd::config::{split_entry, split_env_entries};
 use pgswarm::domain::naming::{
     parse_label, parse_schema_name, Label, LabelParse, Namespace, SchemaName, Worker,
     MAX_NAME_BYTES,
 };
+use pgswarm::pg::config::{split_entry, split_env_entries};
 use pgswarm::pg::conninfo::{match_passfile, parse_conninfo};
 use proptest::prelude::*;
 
@@ -112,7 +112,7 @@ proptest! {
         let _ = split_env_entries(&s);
         let _ = match_passfile(&s, ["a", "b", "c", "d"]);
         let _ = Namespace::parse(&s).map(|n| n.token());
-        let _ = toml::from_str::<pgswarm::cmd::config::FileConfig>(&s);
+        let _ = toml::from_str::<pgswarm::pg::config::FileConfig>(&s);
     }
 
     #[test]
@@ -126,7 +126,7 @@ proptest! {
 /// in any of the three sources (`--db`, `PGSWARM_DB`, the config file). Checked on the start and the
 /// end of the password, so that a secret cut short by a separator inside it cannot leak its tail.
 mod redaction {
-    use pgswarm::cmd::config::{resolve_settings, CliSettings};
+    use pgswarm::pg::config::{resolve_settings, CliSettings};
     use pgswarm::pg::conninfo::Environment;
     use proptest::prelude::*;
     use std::path::PathBuf;

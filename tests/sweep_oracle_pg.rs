@@ -27,9 +27,9 @@ mod common;
 
 use common::sweep::*;
 use common::*;
-use pgswarm::cmd::sweep::DependencyCheck;
 use pgswarm::domain::sweep::{KeepReason, SweepReport, SweepRules};
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
+use pgswarm::pg::sweep::DependencyCheck;
 use pgswarm::pg::sweep::DropSettings;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::Client;
@@ -113,8 +113,9 @@ struct Graph {
     objects: Vec<Tracked>,
     /// Tables whose rows are counted before and after the sweep.
     tables: Vec<Table>,
-    /// Stale schemas something outside refers to (or that hold a member of an outside table).
-    entangled: BTreeSet<usize>,
+    /// Stale schemas something outside refers to (or that hold a member of an outside table), with
+    /// the schemas that refer to them.
+    entangled: BTreeMap<usize, BTreeSet<usize>>,
 }
 
 #[derive(Clone)]
@@ -125,6 +126,9 @@ struct Builder {
     tables: Vec<Table>,
     bool_fns: Vec<Func>,
     trigger_fns: Vec<Func>,
+    /// Operator families and classes (btree, int4).
+    families: Vec<Func>,
+    classes: Vec<Func>,
     next: usize,
 }
 
@@ -163,7 +167,7 @@ impl Builder {
     /// Records that an object belonging to `owner` refers to something in `target`.
     fn refer(&mut self, owner: usize, target: usize) {
         if owner != target && self.g.schemas[target].1 == SchemaKind::Stale {
-            self.g.entangled.insert(target);
+            self.g.entangled.entry(target).or_default().insert(owner);
         }
     }
 
@@ -214,7 +218,7 @@ impl Builder {
         let n = self.name();
         let qn = self.q(s, &n);
         let sn = self.schema_name(s).to_string();
-        match self.rng.below(22) {
+        match self.rng.below(25) {
             0 => {
                 self.sql(format!("CREATE TYPE {qn} AS ENUM ('a', 'b')"));
                 self.types.push(TypeRef {
@@ -474,6 +478,47 @@ impl Builder {
                 self.sql(format!("CREATE STATISTICS {qn} ON id, v FROM {table}"));
                 self.track(s, "statistics object", vec![sn, n], vec![]);
             }
+            22 => {
+                self.sql(format!("CREATE OPERATOR FAMILY {qn} USING btree"));
+                self.families.push(Func {
+                    schema: s,
+                    name: n.clone(),
+                });
+                self.track(s, "operator family", vec!["btree".into(), sn, n], vec![]);
+            }
+            23 => {
+                // An operator class for int4 in a random earlier family: its operators and support
+                // function become members of that family, wherever the family lives.
+                let Some(f) = self.rng.pick(&self.families).cloned() else {
+                    return;
+                };
+                self.refer(s, f.schema);
+                self.refer(f.schema, s);
+                let family = self.q(f.schema, &f.name);
+                self.sql(format!(
+                    "CREATE OPERATOR CLASS {qn} FOR TYPE int4 USING btree FAMILY {family} AS \
+                     OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, \
+                     FUNCTION 1 btint4cmp(int4, int4)"
+                ));
+                self.classes.push(Func {
+                    schema: s,
+                    name: n.clone(),
+                });
+                self.track(s, "operator class", vec!["btree".into(), sn, n], vec![]);
+            }
+            24 => {
+                let (Some(t), Some(c)) = (
+                    self.table_of(&[TableKind::Plain]),
+                    self.rng.pick(&self.classes).cloned(),
+                ) else {
+                    return;
+                };
+                self.refer(t.schema, c.schema);
+                let (table, class) = (self.q(t.schema, &t.name), self.q(c.schema, &c.name));
+                self.sql(format!("CREATE INDEX {n} ON {table} (v {class})"));
+                let ts = self.schema_name(t.schema).to_string();
+                self.track(t.schema, "index", vec![ts, n], vec![]);
+            }
             _ => {
                 let (Some(t), Some(t2)) = (
                     self.table_of(&[TableKind::Plain]),
@@ -537,12 +582,14 @@ async fn generate(seed: u64, c: &Client) -> (Graph, usize) {
             statements: vec![],
             objects: vec![],
             tables: vec![],
-            entangled: BTreeSet::new(),
+            entangled: BTreeMap::new(),
         },
         types: vec![],
         tables: vec![],
         bool_fns: vec![],
         trigger_fns: vec![],
+        families: vec![],
+        classes: vec![],
         next: 0,
     };
     for (name, kind) in b.g.schemas.clone() {
@@ -676,15 +723,19 @@ async fn check_graph(srv: &TempCluster, seed: u64, totals: &mut Totals) -> Resul
         let schema: Option<String> = row.get(2);
         let identity: String = row.get(3);
         let names: Vec<String> = row.get(4);
+        // Members of an operator family are addressed {access method, schema, family, number}.
+        let by_address = if kind.ends_with("of access method") {
+            names.get(1).cloned()
+        } else {
+            names
+                .first()
+                .map(|n| n.split('.').next().unwrap_or(n).to_string())
+        };
         let belongs = owner_of_internal
             .get(&objid)
             .cloned()
             .or(schema)
-            .or_else(|| {
-                names
-                    .first()
-                    .map(|n| n.split('.').next().unwrap_or(n).to_string())
-            });
+            .or(by_address);
         let ok = match belongs.as_deref() {
             Some("pg_toast") => true,
             Some(s) => dropped.contains(s),
@@ -727,14 +778,24 @@ async fn check_graph(srv: &TempCluster, seed: u64, totals: &mut Totals) -> Resul
         }
     }
 
-    // 3. Precision: the right schemas go, for the right reasons.
+    // 3. Precision: the right schemas go, for the right reasons. A stale schema something refers to
+    // is kept, unless every schema that referred to it was dropped first (then, at its turn,
+    // nothing outside depended on it any more: the oracle above checks nothing was lost).
     let reason = |s: &str| result.kept.iter().find(|k| k.schema == s).map(|k| k.reason);
+    let gone_first = |referrers: &BTreeSet<usize>| {
+        referrers
+            .iter()
+            .all(|&r| dropped.contains(g.schemas[r].0.as_str()))
+    };
     for (i, (name, kind)) in g.schemas.iter().enumerate() {
         let want = match kind {
             SchemaKind::Public => continue,
             SchemaKind::Live => Some(KeepReason::Live),
-            SchemaKind::Stale if g.entangled.contains(&i) => Some(KeepReason::ExternalDependents),
-            SchemaKind::Stale => None,
+            SchemaKind::Stale => match g.entangled.get(&i) {
+                Some(r) if gone_first(r) && dropped.contains(name.as_str()) => None,
+                Some(_) => Some(KeepReason::ExternalDependents),
+                None => None,
+            },
         };
         let got = if dropped.contains(name.as_str()) {
             None
@@ -794,7 +855,11 @@ async fn run_graphs(count: u64) {
         rejected: 0,
     };
     let mut failures = Vec::new();
-    for seed in 1..=count {
+    let seeds: Vec<u64> = match std::env::var("PGSWARM_ORACLE_SEED") {
+        Ok(one) => vec![one.parse().expect("PGSWARM_ORACLE_SEED is a number")],
+        Err(_) => (1..=count).collect(),
+    };
+    for seed in seeds {
         if let Err(e) = check_graph(&srv, seed, &mut totals).await {
             failures.push(e);
         }
@@ -811,8 +876,10 @@ async fn run_graphs(count: u64) {
         totals.kept_live
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // Not vacuous: both outcomes happened.
-    assert!(totals.schemas_dropped > 0 && totals.kept_external > 0);
+    // Not vacuous: both outcomes happened (over the whole set; one seed may show only one).
+    if std::env::var("PGSWARM_ORACLE_SEED").is_err() {
+        assert!(totals.schemas_dropped > 0 && totals.kept_external > 0);
+    }
 }
 
 #[tokio::test]

@@ -4,10 +4,11 @@ mod common;
 
 use common::sweep::*;
 use common::*;
-use pgswarm::cmd::sweep::{discover_and_plan, sweep_exit_code, DependencyCheck};
+use pgswarm::cmd::sweep::sweep_exit_code;
 use pgswarm::domain::sweep::{KeepReason, SweepReport, SweepRules};
 use pgswarm::pg::cluster::ClusterOptions;
 use pgswarm::pg::conninfo::ProcessEnv;
+use pgswarm::pg::sweep::{discover_and_plan, DependencyCheck};
 use pgswarm::pg::sweep::{DropSettings, SWEEP_LOCK_KEY};
 use std::time::{Duration, Instant};
 
@@ -535,4 +536,55 @@ async fn a_plan_confirmed_too_late_runs_nothing() {
     assert_eq!(kept(&r, "tenant", &schema), Some(KeepReason::PlanExpired));
     assert_eq!(sweep_exit_code(&r), 4);
     assert!(schema_exists(&srv, "tenant", &schema));
+}
+
+/// Found by a black-box attack: an operator class of a stale schema that belongs to a `public`
+/// operator family adds members to that family; dropping the class removes them and breaks a
+/// `public` index that uses the family. The schema is kept, and the index still works.
+#[tokio::test]
+async fn an_operator_class_in_a_public_family_keeps_its_schema() {
+    let srv = start_cluster(&["tenant"], ClusterOptions::default());
+    let s = format!("test_{}_gw0", stale_ns(63));
+    srv.psql(
+        "tenant",
+        &format!(
+            "CREATE OPERATOR FAMILY public.fam_pub USING btree; CREATE SCHEMA {s}; \
+             CREATE OPERATOR CLASS {s}.oc FOR TYPE int USING btree FAMILY public.fam_pub AS \
+               OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, \
+               FUNCTION 1 btint4cmp(int, int); \
+             CREATE OPERATOR CLASS public.oc2 FOR TYPE int USING btree FAMILY public.fam_pub AS \
+               STORAGE int; \
+             CREATE TABLE public.opc_t (x int); CREATE INDEX opc_idx ON public.opc_t (x public.oc2)"
+        ),
+    )
+    .unwrap();
+    let settings = settings(&[entry("tenant", &srv.conninfo("tenant"))]);
+    for check in [DependencyCheck::AtPlan, DependencyCheck::AtDropOnly] {
+        let r = sweep_with(
+            &settings,
+            &SweepRules::default(),
+            &DropSettings::default(),
+            check,
+        )
+        .await;
+        assert_eq!(
+            kept(&r, "tenant", &s),
+            Some(KeepReason::ExternalDependents),
+            "{check:?}: {r:#?}"
+        );
+    }
+    srv.psql("tenant", "INSERT INTO public.opc_t VALUES (1), (2)")
+        .unwrap();
+}
+
+#[test]
+fn timeouts_postgresql_would_refuse_are_usage_errors() {
+    for flag in ["--statement-timeout", "--lock-timeout"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+            .args(["sweep", "--dry-run", flag, "100000h", "--db", "x=dbname=x"])
+            .output()
+            .unwrap();
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("24 days"));
+    }
 }

@@ -5,9 +5,9 @@
 //! with a platform and three tenant databases, and is stopped and removed on exit, on Ctrl-C, on
 //! SIGTERM, and (through the cluster's watchdog) even after a panic or a kill.
 
-use crate::cmd::config::{build_target, Settings};
 use crate::cmd::exit;
 use crate::pg::cluster::{ClusterOptions, TempCluster};
+use crate::pg::config::{build_target, Settings};
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::probe::DbTarget;
 use crate::pg::simulator::{SimConfig, Simulator};

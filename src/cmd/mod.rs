@@ -1,7 +1,6 @@
 //! The non-interactive subcommands: the same domain and pg code as the dashboard, output as text or
 //! JSON, results mapped to documented exit codes.
 
-pub mod config;
 pub mod demo;
 pub mod record;
 pub mod replay;

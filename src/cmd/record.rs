@@ -2,9 +2,9 @@
 //! `--max-bytes`. Appending to an existing file is safe (each line is one write); an outage is
 //! recorded as snapshots whose databases are unreachable, never as a gap.
 
-use crate::cmd::config::Settings;
 use crate::cmd::exit;
 use crate::cmd::replay::append_snapshot;
+use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::poller::{group_targets, spawn_pollers, PollControl};
 use crate::tui::app::Aggregator;

@@ -138,7 +138,7 @@ pub fn report_bad_lines(source: &str, bad: &[BadLine]) {
 pub fn parse_at(s: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
     if let Some(offset) = t.strip_prefix('+') {
-        let d = crate::cmd::config::parse_duration("--at", offset).map_err(|e| e.0)?;
+        let d = crate::pg::config::parse_duration("--at", offset).map_err(|e| e.0)?;
         return Ok(start + chrono::Duration::from_std(d).map_err(|e| e.to_string())?);
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
@@ -170,7 +170,7 @@ pub fn append_snapshot(out: &mut std::fs::File, snap: &Snapshot) -> std::io::Res
 }
 
 /// Without server binaries the demo says how to install them and replays the bundled recording.
-pub fn fallback_to_recording(opts: &DemoOptions, base: &crate::cmd::config::Settings) -> i32 {
+pub fn fallback_to_recording(opts: &DemoOptions, base: &crate::pg::config::Settings) -> i32 {
     eprintln!(
         "pgswarm demo: to run the live demo, install the PostgreSQL server binaries (Debian/Ubuntu: \
          apt-get install postgresql; or set PGSWARM_PG_BINDIR). Showing the bundled recording \

@@ -1,9 +1,9 @@
 //! `pgswarm snapshot`: one poll of every configured database, as a report or one JSON document.
 
-use crate::cmd::config::Settings;
 use crate::cmd::exit;
 use crate::cmd::report::render_report;
 use crate::domain::snapshot::{build_snapshot, Snapshot};
+use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
 use crate::pg::probe::{observe_once, ProbeOptions};
 

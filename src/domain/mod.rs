@@ -6,6 +6,7 @@
 //! testable in microseconds and identical across the CLI, the dashboard and replay.
 
 pub mod fixtures;
+pub mod format;
 pub mod incremental;
 pub mod lockgraph;
 pub mod millis;

@@ -20,7 +20,9 @@
 //! server before the drop *and after it, before the commit*, [`judge_dependents`] inside the drop's
 //! transaction. [`build_report`] accounts for every planned schema exactly once, whatever went wrong.
 
-use crate::domain::naming::{parse_label, parse_schema_name, LabelParse, Namespace, SchemaName};
+use crate::domain::naming::{
+    parse_label, parse_schema_name, LabelParse, Namespace, SchemaName, Worker,
+};
 use crate::domain::snapshot::{LabelKind, Snapshot};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -145,6 +147,22 @@ pub struct PlannedDrop {
     pub bytes: i64,
 }
 
+impl PlannedDrop {
+    /// Whose schema it is, for the liveness checks: its namespace, or for a legacy
+    /// `{prefix}_{worker}` name its worker (an unparsable name has no owner to ask about).
+    pub fn owner(&self) -> Option<Owner<'_>> {
+        match &self.namespace {
+            Some(ns) => Some(Owner::Namespace(ns)),
+            None => self
+                .schema
+                .rsplit('_')
+                .next()
+                .and_then(Worker::parse)
+                .map(Owner::Legacy),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
     pub schema: String,
@@ -265,6 +283,13 @@ pub fn plan_sweep(snap: &Snapshot, rules: &SweepRules, now: DateTime<Utc>) -> Sw
         .filter(|s| s.label == LabelKind::Unattributed)
         .map(|s| s.application_name.clone())
         .collect();
+    // Before namespacing, a worker's sessions were labeled `{app_prefix}_{worker}`: such a session
+    // still owns the legacy schema `{schema_prefix}_{worker}`.
+    let legacy_live: BTreeSet<Worker> = snap
+        .sessions
+        .iter()
+        .filter_map(|s| legacy_worker(&snap.app_prefix, &s.application_name))
+        .collect();
     let blocked_globally = if !complete {
         Some(KeepReason::ActiveDetectionIncomplete)
     } else if !unattributed.is_empty() && !rules.allow_unattributed {
@@ -300,6 +325,7 @@ pub fn plan_sweep(snap: &Snapshot, rules: &SweepRules, now: DateTime<Utc>) -> Sw
         };
         let reason = blocked_globally.or_else(|| match &name {
             SchemaName::Legacy { .. } if !rules.include_legacy => Some(KeepReason::LegacyName),
+            SchemaName::Legacy { worker } if legacy_live.contains(worker) => Some(KeepReason::Live),
             SchemaName::Legacy { .. } => None,
             SchemaName::Namespaced { namespace, .. } => {
                 decide_namespaced(namespace, &active, rules, min_age, now)
@@ -349,6 +375,14 @@ pub fn plan_expired(planned_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Dur
     (age > PLAN_MAX_AGE).then_some(age)
 }
 
+/// The worker of a legacy label `{app_prefix}_{worker}` (from before namespacing), if it is one.
+pub fn legacy_worker(app_prefix: &str, application_name: &str) -> Option<Worker> {
+    let rest = application_name
+        .strip_prefix(app_prefix)?
+        .strip_prefix('_')?;
+    Worker::parse(rest)
+}
+
 /// One configured server's answer to "which sessions carry the app prefix right now?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LivenessAnswer {
@@ -356,6 +390,13 @@ pub struct LivenessAnswer {
     pub server: String,
     /// The `application_name`s, or why the server could not answer.
     pub labels: Result<Vec<String>, String>,
+}
+
+/// Whose schema it is: a namespace's, or (a legacy `{prefix}_{worker}` name) a worker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    Namespace(&'a str),
+    Legacy(Worker),
 }
 
 /// What a check decided about one schema.
@@ -376,10 +417,18 @@ pub enum Verdict {
 /// that may have been cut to a namespace it may not belong to.
 pub fn judge_liveness(
     app_prefix: &str,
-    namespace: Option<&str>,
+    owner: Owner<'_>,
     allow_unattributed: bool,
     answers: &[LivenessAnswer],
 ) -> Verdict {
+    let namespace = match owner {
+        Owner::Namespace(ns) => Some(ns),
+        Owner::Legacy(_) => None,
+    };
+    let legacy = match owner {
+        Owner::Legacy(w) => Some(w),
+        Owner::Namespace(_) => None,
+    };
     let mut live = Vec::new();
     let mut unattributed = Vec::new();
     let mut failed = Vec::new();
@@ -391,6 +440,11 @@ pub fn judge_liveness(
                     match parse_label(app_prefix, app) {
                         LabelParse::Labeled(l) if Some(l.namespace.as_str()) == namespace => {
                             live.push(format!("{} on {}", app, a.server))
+                        }
+                        LabelParse::Unattributed(_)
+                            if legacy.is_some() && legacy_worker(app_prefix, app) == legacy =>
+                        {
+                            live.push(format!("{} on {} (legacy label)", app, a.server))
                         }
                         LabelParse::Unattributed(why) => {
                             unattributed.push(format!("{} on {} ({why})", app, a.server))
@@ -444,8 +498,9 @@ pub struct DatabaseOutcome {
     /// Per committed drop: from sending the last liveness check to the COMMIT's answer. A session of
     /// the namespace that connects inside this window is not seen.
     pub check_to_commit: Vec<Duration>,
-    /// Per committed drop: from the dependency closure's answer to sending the DROP. An outside object
-    /// that comes to depend on the schema inside this window is not seen.
+    /// Per committed drop: from the dependency closure's answer to the DROP's answer (an upper
+    /// bound). An outside object that comes to depend on the schema's types or functions inside this
+    /// window is not seen (its tables are locked before the closure).
     pub dependents_to_drop: Vec<Duration>,
 }
 
@@ -595,26 +650,31 @@ fn account_database(
 pub enum SweepStatus {
     /// Nothing failed (also when nothing was stale, or the plan was not confirmed).
     Done,
-    /// The live set could not be established (a database unreachable, unattributable sessions):
-    /// what that concerned was kept.
+    /// The live set could not be established (a database unreachable, unattributable sessions), and
+    /// so nothing was dropped.
     DetectionIncomplete,
-    /// Some drop failed or could not run (server unresponsive, another sweep, plan expired).
+    /// Some drop failed or could not run (server unresponsive, another sweep, plan expired), or the
+    /// live set was lost partway, after something had been dropped.
     SomeFailed,
 }
 
 impl SweepReport {
     pub fn status(&self) -> SweepStatus {
         let kept = || self.databases.iter().flat_map(|d| &d.kept);
-        if !self.active_detection_complete
-            || kept().any(|k| {
-                matches!(
-                    k.reason,
-                    KeepReason::ActiveDetectionIncomplete | KeepReason::UnattributedSessions
-                )
-            })
-        {
+        let failed = || self.databases.iter().flat_map(|d| &d.failed);
+        // A COMMIT whose answer was lost may have dropped its schema.
+        let maybe_dropped = self.databases.iter().any(|d| !d.dropped.is_empty())
+            || failed().any(|f| f.reason == FailReason::CommitUnknown);
+        let detection_lost = kept().any(|k| {
+            matches!(
+                k.reason,
+                KeepReason::ActiveDetectionIncomplete | KeepReason::UnattributedSessions
+            )
+        });
+        if !self.active_detection_complete || (detection_lost && !maybe_dropped) {
             SweepStatus::DetectionIncomplete
-        } else if self.databases.iter().any(|d| !d.failed.is_empty())
+        } else if detection_lost
+            || failed().next().is_some()
             || kept().any(|k| {
                 matches!(
                     k.reason,

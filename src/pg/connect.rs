@@ -38,6 +38,8 @@ pub struct SessionSettings {
     pub lock_timeout: Duration,
     /// `default_transaction_read_only=on`: discovery can never write, even by mistake.
     pub read_only: bool,
+    /// `idle_in_transaction_session_timeout`; `None`: twice `statement_timeout`.
+    pub idle_in_transaction: Option<Duration>,
 }
 
 impl Default for SessionSettings {
@@ -48,6 +50,7 @@ impl Default for SessionSettings {
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(1),
             read_only: true,
+            idle_in_transaction: None,
         }
     }
 }
@@ -95,7 +98,9 @@ fn options_string(target: &Target, s: &SessionSettings) -> String {
         s.statement_timeout.as_millis(),
         s.lock_timeout.as_millis(),
         // An abandoned pgswarm transaction must never become the idle-in-transaction blocker.
-        (s.statement_timeout * 2).as_millis()
+        s.idle_in_transaction
+            .unwrap_or(s.statement_timeout * 2)
+            .as_millis()
     );
     if s.read_only {
         o.push_str(" -c default_transaction_read_only=on");

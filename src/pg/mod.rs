@@ -3,6 +3,7 @@
 //! domain values and decides nothing: what is blocked, live or stale is decided in `domain`.
 
 pub mod cluster;
+pub mod config;
 pub mod connect;
 pub mod conninfo;
 pub mod poller;

@@ -166,7 +166,8 @@ pub async fn open_all(
     .await
 }
 
-/// Client backends and autovacuum workers (autovacuum can hold a lock DDL waits for). Without
+/// Client backends, autovacuum workers (autovacuum can hold a lock DDL waits for) and walsenders (a
+/// replication connection can carry a test label, and then belongs to the live set). Without
 /// `pg_read_all_stats`, other roles' rows have a NULL `backend_type`; those with a database are
 /// client backends and are kept, shown as `<insufficient privilege>`.
 ///
@@ -193,7 +194,7 @@ fn activity_sql(version_num: i32) -> String {
             NULL::timestamptz, NULL::int4[], NULL::timestamptz[] \
      FROM pg_stat_activity a \
      WHERE a.pid <> pg_backend_pid() \
-       AND (a.backend_type IN ('client backend', 'autovacuum worker') \
+       AND (a.backend_type IN ('client backend', 'autovacuum worker', 'walsender') \
             OR (a.backend_type IS NULL AND a.datname IS NOT NULL)) \
        AND ($1::timestamptz IS NULL OR a.state IS DISTINCT FROM 'idle' OR a.state_change >= $1) \
      UNION ALL \

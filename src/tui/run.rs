@@ -7,8 +7,8 @@
 //! The terminal is always given back: on `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP, and on a panic in any
 //! thread or task (the hook restores the terminal, prints the report after that, and exits).
 
-use crate::cmd::config::Settings;
 use crate::domain::sweep::SweepRules;
+use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::poller::{group_targets, spawn_pollers, PollControl};
 use crate::tui::app::{probe_latencies, Aggregator, App, Effect, Event};
@@ -198,10 +198,10 @@ async fn event_loop(
                     Effect::PlanSweep => {
                         let (settings, tx) = (settings.clone(), events_tx.clone());
                         tokio::spawn(async move {
-                            let plan = crate::cmd::sweep::discover_and_plan(
+                            let plan = crate::pg::sweep::discover_and_plan(
                                 &settings,
                                 &SweepRules::default(),
-                                crate::cmd::sweep::DependencyCheck::AtPlan,
+                                crate::pg::sweep::DependencyCheck::AtPlan,
                                 &ProcessEnv,
                             )
                             .await;
@@ -234,7 +234,7 @@ async fn event_loop(
 
 /// Runs exactly the confirmed plan, reporting progress as events.
 async fn run_sweep(
-    settings: crate::cmd::config::Settings,
+    settings: crate::pg::config::Settings,
     plan: crate::domain::sweep::SweepPlan,
     tx: mpsc::UnboundedSender<Event>,
 ) {

@@ -6,7 +6,7 @@
 //! panes stack and the focused one gets most of the room. Only the visible rows of a pane are built,
 //! so a frame costs the same with 50 or 5,000 sessions.
 
-use crate::cmd::report::{fmt_age, fmt_bytes, session_label};
+use crate::domain::format::{fmt_age, fmt_bytes, session_label};
 use crate::domain::snapshot::{SchemaStatus, SessionReport, Snapshot, WaitSource};
 use crate::tui::app::{App, Overlay, Pane, RowKey, SweepView};
 use crate::tui::keys::{footer_hints, BINDINGS};

@@ -9,8 +9,8 @@
 
 pub mod sweep;
 
-use pgswarm::cmd::config::{resolve_settings, CliSettings, Settings};
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
+use pgswarm::pg::config::{resolve_settings, CliSettings, Settings};
 use pgswarm::pg::conninfo::ProcessEnv;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

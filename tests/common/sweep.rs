@@ -1,14 +1,15 @@
 //! Sweep helpers shared by the sweep tests: stale namespaces, schemas with tables, and a sweep run
 //! through the library that checks the accounting invariant on every report it returns.
 
-use pgswarm::cmd::config::Settings;
-use pgswarm::cmd::sweep::{discover_and_plan, run_plan, DependencyCheck};
+use pgswarm::cmd::sweep::run_plan;
 use pgswarm::domain::sweep::{
     build_report, KeepReason, RunMode, SweepPlan, SweepReport, SweepRules, Timings,
 };
 use pgswarm::pg::cluster::TempCluster;
+use pgswarm::pg::config::Settings;
 use pgswarm::pg::conninfo::ProcessEnv;
 use pgswarm::pg::sweep::DropSettings;
+use pgswarm::pg::sweep::{discover_and_plan, DependencyCheck};
 use std::time::Instant;
 
 /// A namespace whose token says it started in 2023: old enough for any --min-age.

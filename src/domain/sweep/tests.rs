@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::fixtures::{self, fixture_namespace, fixture_now};
+use crate::domain::naming::Worker;
 use crate::domain::snapshot::{build_snapshot, Convention, ObservedSchema, ObservedSession};
 
 fn later(mins: i64) -> DateTime<Utc> {
@@ -163,9 +164,22 @@ fn min_age_forced_and_legacy() {
         include_legacy: true,
         ..Default::default()
     };
-    let d = drops(&plan(obs, &forced, later(60)));
+    let d = drops(&plan(obs.clone(), &forced, later(60)));
     assert!(d.contains(&"platform/test_mydebug_gw0".to_string()));
     assert!(d.contains(&"platform/test_gw0".to_string()));
+
+    // A session with the legacy label of worker gw0 owns test_gw0, even with unattributed sessions
+    // allowed (found by a black-box attack).
+    let mut s = obs.sessions[4].clone();
+    s.pid = 7777;
+    s.application_name = "pytest_gw0".into();
+    obs.sessions.push(s);
+    let all = SweepRules {
+        allow_unattributed: true,
+        ..forced
+    };
+    let p = plan(obs, &all, later(60));
+    assert_eq!(reasons(&p)["platform/test_gw0"], KeepReason::Live);
 }
 
 #[test]
@@ -324,7 +338,7 @@ fn liveness_verdicts() {
     ];
     for (what, answers, allow, want) in table {
         assert_eq!(
-            judge_liveness("pytest", Some(ns), allow, &answers),
+            judge_liveness("pytest", Owner::Namespace(ns), allow, &answers),
             want,
             "{what}"
         );
@@ -335,15 +349,25 @@ fn liveness_verdicts() {
     assert!(matches!(
         judge_liveness(
             long_prefix,
-            Some("p1t1700000000r0000"),
+            Owner::Namespace("p1t1700000000r0000"),
             false,
             &[answer("a", &[cut])]
         ),
         Verdict::Keep(KeepReason::UnattributedSessions, _)
     ));
-    // Legacy schemas have no namespace: only unattributed sessions and failures count.
+    // Legacy schemas have no namespace: their worker's legacy label keeps them, even when
+    // unattributed sessions are allowed (found by a black-box attack).
     assert_eq!(
-        judge_liveness("pytest", None, false, &quiet),
+        judge_liveness("pytest", Owner::Legacy(Worker::Gw(0)), false, &quiet),
+        Verdict::Clear
+    );
+    let legacy = [answer("a:5432", &["pytest_gw0"])];
+    assert!(matches!(
+        judge_liveness("pytest", Owner::Legacy(Worker::Gw(0)), true, &legacy),
+        Verdict::Keep(KeepReason::BecameLive, _)
+    ));
+    assert_eq!(
+        judge_liveness("pytest", Owner::Legacy(Worker::Gw(1)), true, &legacy),
         Verdict::Clear
     );
 }
@@ -489,18 +513,17 @@ fn sweep_status_table() {
         SweepStatus::SomeFailed,
         "y1 not attempted"
     );
+    // Database a dropped everything: the live set lost later (y1) is "some failed", since exit 3
+    // promises that nothing was dropped.
     for (reason, want) in [
         (KeepReason::Vanished, SweepStatus::Done),
         (KeepReason::BecameLive, SweepStatus::Done),
         (KeepReason::ExternalDependents, SweepStatus::Done),
         (
             KeepReason::ActiveDetectionIncomplete,
-            SweepStatus::DetectionIncomplete,
+            SweepStatus::SomeFailed,
         ),
-        (
-            KeepReason::UnattributedSessions,
-            SweepStatus::DetectionIncomplete,
-        ),
+        (KeepReason::UnattributedSessions, SweepStatus::SomeFailed),
         (KeepReason::ServerUnresponsive, SweepStatus::SomeFailed),
         (KeepReason::SweepInProgress, SweepStatus::SomeFailed),
         (KeepReason::NotAttempted, SweepStatus::SomeFailed),
@@ -515,4 +538,21 @@ fn sweep_status_table() {
         error: "lock timeout".into(),
     };
     assert_eq!(with(vec![], vec![failed]), SweepStatus::SomeFailed);
+
+    // Nothing dropped anywhere and the live set lost: exit 3's "nothing dropped" holds.
+    let lost = |name: &str, schemas: &[&str], reason| DatabaseOutcome {
+        name: name.into(),
+        kept: schemas.iter().map(|s| Kept::new(s, reason)).collect(),
+        ..Default::default()
+    };
+    let none = vec![
+        lost(
+            "a",
+            &["x1", "x2", "x3", "x4"],
+            KeepReason::ActiveDetectionIncomplete,
+        ),
+        lost("b", &["y1"], KeepReason::UnattributedSessions),
+    ];
+    let r = build_report(&plan, &none, RunMode::Executed, Timings::default());
+    assert_eq!(r.status(), SweepStatus::DetectionIncomplete);
 }

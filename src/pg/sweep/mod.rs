@@ -38,17 +38,24 @@
 //! parallel (bounded), one drop at a time per server; the sweep never cancels or terminates another
 //! session.
 
+mod closure;
+mod discover;
+mod verify;
+
+pub use closure::{external_dependents_prepared, prepare_closure};
+pub use discover::{discover_and_plan, DependencyCheck};
+pub use verify::Verifiers;
+
 use crate::domain::sweep::{
     judge_dependents, judge_liveness, plan_expired, quote_ident, DatabaseOutcome, DatabasePlan,
-    FailReason, FailedDrop, KeepReason, Kept, LivenessAnswer, PlannedDrop, SweepPlan, SweepRules,
-    Verdict,
+    FailReason, FailedDrop, KeepReason, Kept, PlannedDrop, SweepPlan, SweepRules, Verdict,
 };
 use crate::pg::connect::{connect, describe_error, SessionSettings};
-use crate::pg::conninfo::{Environment, Target};
-use crate::pg::probe::{server_label, DbTarget};
+use crate::pg::conninfo::Environment;
+use crate::pg::probe::DbTarget;
 use chrono::Utc;
 use futures_util::future::join_all;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -97,161 +104,6 @@ pub enum Progress {
         schema: String,
         ok: bool,
     },
-}
-
-/// What `DROP SCHEMA … CASCADE` would remove outside each root schema, following the server's own
-/// dependency walk (`findDependentObjects`):
-///
-/// - forward: everything that depends on a removed object, through every dependency type but pins
-///   (normal, auto, internal, partition, extension). A whole object reaches what depends on any of its
-///   columns; a column only what depends on that column. That is how a `public` column typed
-///   `stale.t[]` is reached: through the array type's internal dependency on `stale.t`'s row type;
-/// - backward: removing an internal part or an extension member removes its owner (and an owner
-///   outside the schema is then outside);
-/// - each object reached is located by its own namespace column, or by its table's for what has none
-///   (defaults, triggers, rules, policies). A kind not listed is outside: fail closed;
-/// - an internal part of an object located inside is inside wherever it lives: the toast table of a
-///   table, and the triggers a foreign key of the schema keeps on the table it references (`public.users`
-///   gets `RI_ConstraintTrigger_a_…` for `stale.orders.user_id`; dropping the constraint removes them,
-///   and nothing of `public.users` is lost). Toast tables and their indexes (`pg_toast`) always are;
-/// - a table of the schema that is a partition or inheritance child of a table outside is outside too:
-///   its rows belong to the outside table.
-///
-/// Returns one row per root schema and outside object: `(schema, "kind schema.name", is_part)`, where
-/// `is_part` marks a column or internal part of another outside object (left out of the names shown).
-const CLOSURE_SQL: &str = "
-WITH RECURSIVE roots AS (
-  SELECT oid AS root FROM pg_namespace WHERE nspname = ANY($1)
-),
-walk(root, classid, objid, objsubid) AS (
-  SELECT r.root, 'pg_namespace'::regclass::oid, r.root, 0 FROM roots r
-  UNION
-  SELECT w.root, x.classid, x.objid, x.objsubid
-  FROM walk w CROSS JOIN LATERAL (
-    SELECT d.classid, d.objid, d.objsubid FROM pg_depend d
-     WHERE d.refclassid = w.classid AND d.refobjid = w.objid
-       AND (w.objsubid = 0 OR d.refobjsubid = w.objsubid) AND d.deptype <> 'p'
-    UNION ALL
-    SELECT d.refclassid, d.refobjid, d.refobjsubid FROM pg_depend d
-     WHERE d.classid = w.classid AND d.objid = w.objid
-       AND (w.objsubid = 0 OR d.objsubid = w.objsubid) AND d.deptype IN ('i', 'e')
-  ) x
-),
-located AS (
-  SELECT w.root, w.classid, w.objid, w.objsubid,
-    CASE w.classid
-      WHEN 'pg_namespace'::regclass THEN w.objid
-      WHEN 'pg_class'::regclass THEN (
-        SELECT CASE WHEN c.relnamespace = w.root THEN w.root
-                    WHEN (SELECT n.nspname LIKE 'pg\\_toast%' FROM pg_namespace n
-                           WHERE n.oid = c.relnamespace) THEN w.root
-                    ELSE c.relnamespace END
-          FROM pg_class c WHERE c.oid = w.objid)
-      WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = w.objid)
-      WHEN 'pg_proc'::regclass THEN (SELECT pronamespace FROM pg_proc WHERE oid = w.objid)
-      WHEN 'pg_constraint'::regclass THEN
-        (SELECT connamespace FROM pg_constraint WHERE oid = w.objid)
-      WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_attrdef a
-        JOIN pg_class c ON c.oid = a.adrelid WHERE a.oid = w.objid)
-      WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_trigger t
-        JOIN pg_class c ON c.oid = t.tgrelid WHERE t.oid = w.objid)
-      WHEN 'pg_rewrite'::regclass THEN (SELECT c.relnamespace FROM pg_rewrite r
-        JOIN pg_class c ON c.oid = r.ev_class WHERE r.oid = w.objid)
-      WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_policy p
-        JOIN pg_class c ON c.oid = p.polrelid WHERE p.oid = w.objid)
-      WHEN 'pg_statistic_ext'::regclass THEN
-        (SELECT stxnamespace FROM pg_statistic_ext WHERE oid = w.objid)
-      WHEN 'pg_operator'::regclass THEN (SELECT oprnamespace FROM pg_operator WHERE oid = w.objid)
-      WHEN 'pg_opclass'::regclass THEN (SELECT opcnamespace FROM pg_opclass WHERE oid = w.objid)
-      WHEN 'pg_opfamily'::regclass THEN (SELECT opfnamespace FROM pg_opfamily WHERE oid = w.objid)
-      WHEN 'pg_amop'::regclass THEN (SELECT f.opfnamespace FROM pg_amop a
-        JOIN pg_opfamily f ON f.oid = a.amopfamily WHERE a.oid = w.objid)
-      WHEN 'pg_amproc'::regclass THEN (SELECT f.opfnamespace FROM pg_amproc a
-        JOIN pg_opfamily f ON f.oid = a.amprocfamily WHERE a.oid = w.objid)
-      WHEN 'pg_collation'::regclass THEN
-        (SELECT collnamespace FROM pg_collation WHERE oid = w.objid)
-      WHEN 'pg_conversion'::regclass THEN
-        (SELECT connamespace FROM pg_conversion WHERE oid = w.objid)
-      WHEN 'pg_ts_config'::regclass THEN (SELECT cfgnamespace FROM pg_ts_config WHERE oid = w.objid)
-      WHEN 'pg_ts_dict'::regclass THEN (SELECT dictnamespace FROM pg_ts_dict WHERE oid = w.objid)
-      WHEN 'pg_ts_parser'::regclass THEN (SELECT prsnamespace FROM pg_ts_parser WHERE oid = w.objid)
-      WHEN 'pg_ts_template'::regclass THEN
-        (SELECT tmplnamespace FROM pg_ts_template WHERE oid = w.objid)
-      WHEN 'pg_extension'::regclass THEN (SELECT extnamespace FROM pg_extension WHERE oid = w.objid)
-      WHEN 'pg_default_acl'::regclass THEN
-        (SELECT nullif(defaclnamespace, 0) FROM pg_default_acl WHERE oid = w.objid)
-    END AS nsp
-  FROM walk w
-),
-outside AS (
-  SELECT o.* FROM located o
-   WHERE o.nsp IS DISTINCT FROM o.root
-     AND NOT EXISTS (
-       SELECT 1 FROM pg_depend d JOIN located l
-           ON l.root = o.root AND l.classid = d.refclassid AND l.objid = d.refobjid
-          AND l.nsp = l.root
-        WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'i'
-          AND (o.objsubid = 0 OR d.objsubid = o.objsubid))
-)
-SELECT (SELECT nspname FROM pg_namespace WHERE oid = o.root)::text,
-       coalesce((SELECT i.type || ' ' || i.identity
-                   FROM pg_identify_object(o.classid, o.objid, o.objsubid) i),
-                'an object of an unknown kind'),
-       -- A column of, or an internal part of, another outside object: not worth naming on its own.
-       EXISTS (SELECT 1 FROM outside w WHERE w.root = o.root AND o.objsubid <> 0
-                  AND w.classid = o.classid AND w.objid = o.objid AND w.objsubid = 0)
-       OR EXISTS (SELECT 1 FROM pg_depend d JOIN outside w
-                    ON w.root = o.root AND w.classid = d.refclassid AND w.objid = d.refobjid
-                 WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'i')
-  FROM outside o
-UNION ALL
-SELECT (SELECT nspname FROM pg_namespace WHERE oid = l.root)::text,
-       coalesce((SELECT i.type || ' ' || i.identity
-                   FROM pg_identify_object(l.classid, l.objid, 0) i), 'a table')
-         || ' (partition or child of ' || h.inhparent::regclass::text || ')',
-       false
-  FROM located l JOIN pg_inherits h ON h.inhrelid = l.objid
-  JOIN pg_class p ON p.oid = h.inhparent
- WHERE l.classid = 'pg_class'::regclass AND l.objsubid = 0 AND p.relnamespace <> l.root";
-
-/// The closure statement, prepared once per session (planning it costs about a third of running it).
-pub async fn prepare_closure(client: &Client) -> Result<Statement, tokio_postgres::Error> {
-    client.prepare(CLOSURE_SQL).await
-}
-
-/// The objects outside each given schema that `DROP SCHEMA … CASCADE` would also remove (see
-/// [`CLOSURE_SQL`]'s rules), sorted, per schema; schemas with none are absent. `closure` comes from
-/// [`prepare_closure`] on the same session.
-pub async fn external_dependents_prepared(
-    client: &Client,
-    closure: &Statement,
-    schemas: &[String],
-) -> Result<HashMap<String, Vec<String>>, tokio_postgres::Error> {
-    Ok(collect_dependents(
-        client.query(closure, &[&schemas]).await?,
-    ))
-}
-
-fn collect_dependents(rows: Vec<tokio_postgres::Row>) -> HashMap<String, Vec<String>> {
-    // Per schema: (the objects worth naming, the parts of those).
-    let mut found: HashMap<String, (BTreeSet<String>, BTreeSet<String>)> = HashMap::new();
-    for row in rows {
-        let entry = found.entry(row.get(0)).or_default();
-        let set = if row.get::<_, bool>(2) {
-            &mut entry.1
-        } else {
-            &mut entry.0
-        };
-        set.insert(row.get::<_, String>(1));
-    }
-    // The decision is "anything at all"; parts are named only if nothing else is.
-    found
-        .into_iter()
-        .map(|(k, (named, parts))| {
-            let shown = if named.is_empty() { parts } else { named };
-            (k, shown.into_iter().collect())
-        })
-        .collect()
 }
 
 /// Why a statement on the dropping session failed.
@@ -359,131 +211,6 @@ impl DropConn {
     }
 }
 
-/// One autocommit session per configured server, asked "which test sessions are connected?" before
-/// and after every drop. A server whose session breaks gets one reconnection; if that fails too, it
-/// answers with the error from then on, and every later drop is kept (fail closed).
-pub struct Verifiers {
-    list: Vec<Verifier>,
-    session: SessionSettings,
-    pattern: String,
-    bound: Duration,
-}
-
-struct Verifier {
-    server: String,
-    target: Target,
-    conn: tokio::sync::Mutex<VerifierConn>,
-}
-
-enum VerifierConn {
-    Open(Client, Statement),
-    Closed,
-    Dead(String),
-}
-
-const LIVENESS_SQL: &str = "SELECT coalesce(application_name, '') FROM pg_stat_activity \
-                            WHERE application_name LIKE $1 AND pid <> pg_backend_pid()";
-
-impl Verifiers {
-    /// One verifier per distinct server among `targets` (by host list), connected concurrently.
-    pub async fn open(
-        targets: &[DbTarget],
-        session: &SessionSettings,
-        app_prefix: &str,
-        env: &(dyn Environment + Sync),
-    ) -> Verifiers {
-        let mut by_server: BTreeMap<String, Target> = BTreeMap::new();
-        for t in targets {
-            by_server
-                .entry(server_label(&t.target))
-                .or_insert_with(|| t.target.clone());
-        }
-        let v = Verifiers {
-            list: by_server
-                .into_iter()
-                .map(|(server, target)| Verifier {
-                    server,
-                    target,
-                    conn: tokio::sync::Mutex::new(VerifierConn::Closed),
-                })
-                .collect(),
-            session: SessionSettings {
-                read_only: true,
-                ..session.clone()
-            },
-            pattern: format!("{}\\_%", like_escape(app_prefix)),
-            bound: session.statement_timeout + CLIENT_MARGIN,
-        };
-        join_all(v.list.iter().map(|x| v.ensure_open(x, env))).await;
-        v
-    }
-
-    async fn ensure_open(&self, v: &Verifier, env: &(dyn Environment + Sync)) {
-        let mut conn = v.conn.lock().await;
-        let usable = matches!(&*conn, VerifierConn::Open(c, _) if !c.is_closed());
-        if usable || matches!(&*conn, VerifierConn::Dead(_)) {
-            return;
-        }
-        let opened = async {
-            let client = connect(&v.target, &self.session, env)
-                .await
-                .map_err(|e| e.message)?;
-            let stmt = tokio::time::timeout(self.bound, client.prepare(LIVENESS_SQL))
-                .await
-                .map_err(|_| "no answer while preparing the liveness check".to_string())?
-                .map_err(|e| describe_error(&e))?;
-            Ok::<_, String>((client, stmt))
-        };
-        *conn = match opened.await {
-            Ok((c, s)) => VerifierConn::Open(c, s),
-            Err(e) => VerifierConn::Dead(e),
-        };
-    }
-
-    async fn ask_one(&self, v: &Verifier, env: &(dyn Environment + Sync)) -> LivenessAnswer {
-        self.ensure_open(v, env).await;
-        let mut conn = v.conn.lock().await;
-        let labels = match &*conn {
-            VerifierConn::Dead(e) => Err(e.clone()),
-            VerifierConn::Closed => Err("not connected".to_string()),
-            VerifierConn::Open(client, stmt) => {
-                match tokio::time::timeout(self.bound, client.query(stmt, &[&self.pattern])).await {
-                    Ok(Ok(rows)) => Ok(rows.iter().map(|r| r.get(0)).collect()),
-                    Ok(Err(e)) => Err(describe_error(&e)),
-                    Err(_) => Err(format!(
-                        "no answer within {:.0} s",
-                        self.bound.as_secs_f64()
-                    )),
-                }
-            }
-        };
-        if labels.is_err() && matches!(&*conn, VerifierConn::Open(..)) {
-            // Next time: one reconnection attempt.
-            *conn = VerifierConn::Closed;
-        }
-        LivenessAnswer {
-            server: v.server.clone(),
-            labels,
-        }
-    }
-
-    /// Every server's answer, asked in parallel.
-    pub async fn ask(&self, env: &(dyn Environment + Sync)) -> Vec<LivenessAnswer> {
-        join_all(self.list.iter().map(|v| self.ask_one(v, env))).await
-    }
-}
-
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Everything a drop needs to judge.
 struct Ctx<'a> {
     app_prefix: &'a str,
@@ -494,11 +221,20 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn liveness(&self, namespace: Option<&str>) -> Verdict {
+    /// Asks every configured server and judges the answers for `d`'s owner.
+    async fn liveness(&self, d: &PlannedDrop) -> Verdict {
         let answers = self.verifiers.ask(self.env).await;
+        let Some(owner) = d.owner() else {
+            // A planned name the executor cannot attribute: never drop it (the planner does not
+            // plan such names; this is a second line).
+            return Verdict::Keep(
+                KeepReason::UnattributedSessions,
+                vec![format!("cannot tell whose schema {} is", d.schema)],
+            );
+        };
         judge_liveness(
             self.app_prefix,
-            namespace,
+            owner,
             self.rules.allow_unattributed,
             &answers,
         )
@@ -521,21 +257,34 @@ enum Step {
     Batch(usize),
 }
 
-/// The read-only first half of a drop's transaction: the liveness check on every server, then
-/// `BEGIN` with the timeouts, the schema still exists, and nothing outside it would go with it.
-/// `Ok(Ok(_))`: the transaction is open and the drop may follow; anything else closed it.
+/// The first half of a drop's transaction: the liveness check on every server, then `BEGIN` with
+/// the timeouts, the schema still exists, its relations locked (for a whole-schema drop), and nothing
+/// outside it would go with it. `Ok(Ok(_))`: the transaction is open and the drop may follow;
+/// anything else closed it.
+///
+/// The locks come before the dependency closure on purpose: a DROP that had to wait for a lock
+/// would find, once it got it, whatever came to depend on the schema's tables meanwhile, and CASCADE
+/// would remove it unseen. Holding `ACCESS EXCLUSIVE` on every table and view of the schema first,
+/// nothing new can start depending on them (creating a view, a foreign key or a column that uses
+/// them takes a conflicting lock), and the closure sees everything that already does. Types and
+/// functions cannot be locked that way (PostgreSQL takes no lock when an object comes to depend on
+/// one); the gap between the closure and the DROP is measured (`dependents_to_drop`).
 async fn open_checked(
     conn: &DropConn,
     ctx: &Ctx<'_>,
     d: &PlannedDrop,
+    step: Step,
 ) -> Result<Result<Opened, Attempt>, Failure> {
     let schema = d.schema.as_str();
-    if let Verdict::Keep(reason, detail) = ctx.liveness(d.namespace.as_deref()).await {
+    if let Verdict::Keep(reason, detail) = ctx.liveness(d).await {
         return Ok(Err(Attempt::Kept(reason, detail)));
     }
     let c = &conn.client;
+    // synchronous_commit = local: a COMMIT never waits for a standby (a missing one would hold it
+    // indefinitely, past statement_timeout, with the window to the last check wide open).
     conn.run(c.batch_execute(&format!(
-        "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; \
+         SET LOCAL synchronous_commit = local",
         ctx.drop.lock_timeout.as_millis(),
         ctx.drop.statement_timeout.as_millis()
     )))
@@ -546,6 +295,9 @@ async fn open_checked(
             .await?;
         if exists.is_none() {
             return Ok(Err(Attempt::Kept(KeepReason::Vanished, vec![])));
+        }
+        if matches!(step, Step::Whole) {
+            lock_relations(conn, schema).await?;
         }
         match judge_dependents(&conn.outside_of(schema).await?) {
             Verdict::Keep(reason, detail) => Ok(Err(Attempt::Kept(reason, detail))),
@@ -559,6 +311,34 @@ async fn open_checked(
         conn.rollback().await;
     }
     result
+}
+
+/// `LOCK TABLE` every table and view of the schema in `ACCESS EXCLUSIVE` mode, in one statement
+/// (waiting, like the DROP would, up to `lock_timeout` each). Materialized views cannot be locked this
+/// way (PostgreSQL refuses): one created on them meanwhile is in the measured gap, like types.
+async fn lock_relations(conn: &DropConn, schema: &str) -> Result<(), Failure> {
+    let rows = conn
+        .run(conn.client.query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v') ORDER BY c.oid",
+            &[&schema],
+        ))
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}.{}",
+                quote_ident(schema),
+                quote_ident(&r.get::<_, String>(0))
+            )
+        })
+        .collect();
+    let sql = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list.join(", "));
+    conn.run(conn.client.batch_execute(&sql)).await
 }
 
 /// What [`open_checked`] leaves behind when the drop may go ahead.
@@ -587,8 +367,9 @@ async fn drop_and_verify(
                 None => return Ok(Some(Attempt::NoTablesLeft)),
             },
         };
-        dependents_to_drop = opened.checked.elapsed();
         conn.run(c.batch_execute(&sql)).await?;
+        // Up to the DROP's answer: when inside the statement it read the catalog is not known.
+        dependents_to_drop = opened.checked.elapsed();
         Ok(None)
     };
     match dropped.await {
@@ -603,7 +384,7 @@ async fn drop_and_verify(
         Ok(None) => {}
     }
     let sent = Instant::now();
-    if let Verdict::Keep(reason, detail) = ctx.liveness(d.namespace.as_deref()).await {
+    if let Verdict::Keep(reason, detail) = ctx.liveness(d).await {
         conn.rollback().await;
         return Ok(Err(Attempt::Kept(reason, detail)));
     }
@@ -617,7 +398,7 @@ async fn drop_and_verify(
 struct Verified {
     /// When the last liveness check was sent.
     sent: Instant,
-    /// From the dependency closure's answer to sending the DROP.
+    /// From the dependency closure's answer to the DROP's answer (an upper bound of the gap).
     dependents_to_drop: Duration,
 }
 
@@ -656,7 +437,7 @@ async fn attempt(
     d: &PlannedDrop,
     step: Step,
 ) -> Result<Attempt, Failure> {
-    let opened = match open_checked(conn, ctx, d).await? {
+    let opened = match open_checked(conn, ctx, d, step).await? {
         Ok(o) => o,
         Err(a) => return Ok(a),
     };
@@ -818,9 +599,13 @@ async fn open_drop_sessions(
     ctx: &Ctx<'_>,
     session: &SessionSettings,
 ) -> Result<Vec<DropConn>, crate::pg::connect::ConnectError> {
+    let statement_bound = ctx.drop.statement_timeout + ctx.drop.client_margin;
     let settings = SessionSettings {
         read_only: false,
-        statement_timeout: ctx.drop.statement_timeout + CLIENT_MARGIN,
+        statement_timeout: statement_bound,
+        // A dropping session waits in its open transaction for the liveness answers, and (the
+        // pipelined one) for the previous schema's DROP, checks and COMMIT: never cut it short.
+        idle_in_transaction: Some(statement_bound * 6),
         ..session.clone()
     };
     let wrap = |client| DropConn {
@@ -867,7 +652,7 @@ async fn run_drops(
         });
         let first = match ahead.take() {
             Some(r) => r,
-            None => open_checked(conn, ctx, d).await,
+            None => open_checked(conn, ctx, d, Step::Whole).await,
         };
         let result = match first {
             Err(f) => Err(f),
@@ -876,7 +661,9 @@ async fn run_drops(
                 Ok(Ok(verified)) => {
                     let (done, pre) = futures_util::future::join(commit(conn, verified), async {
                         match next {
-                            Some((n, other)) => Some(open_checked(other, ctx, n).await),
+                            Some((n, other)) => {
+                                Some(open_checked(other, ctx, n, Step::Whole).await)
+                            }
                             None => None,
                         }
                     })
@@ -898,10 +685,21 @@ async fn run_drops(
         });
         record(out, d, result);
         if let Some(broken) = conns.iter().find_map(DropConn::broken) {
-            if let (Some(Ok(Ok(_))), Some((_, other))) = (&ahead, next) {
-                other.rollback().await;
+            // The next schema's first half may already have an outcome: it is that schema's.
+            let mut rest = &plan.drop[i + 1..];
+            match (ahead.take(), next) {
+                (Some(Ok(Ok(_))), Some((_, other))) => other.rollback().await,
+                (Some(Ok(Err(a))), Some((n, _))) => {
+                    record(out, n, Ok(a));
+                    rest = &rest[1..];
+                }
+                (Some(Err(f)), Some((n, _))) => {
+                    record(out, n, Err(f));
+                    rest = &rest[1..];
+                }
+                _ => {}
             }
-            stop_after(out, &plan.drop[i + 1..], broken, unresponsive);
+            stop_after(out, rest, broken, unresponsive);
             return;
         }
     }
@@ -1005,7 +803,21 @@ pub async fn execute_plan(
         );
         return expire_all(plan, &detail);
     }
-    let verifiers = Verifiers::open(run.targets, run.session, run.app_prefix, run.env).await;
+    // The liveness questions are bounded like the drop's own statements (and no longer than the
+    // monitor's): the drop waits for them inside its open transaction.
+    let verify_bound = run
+        .session
+        .statement_timeout
+        .min(run.drop.statement_timeout)
+        + run.drop.client_margin;
+    let verifiers = Verifiers::open(
+        run.targets,
+        run.session,
+        run.app_prefix,
+        verify_bound,
+        run.env,
+    )
+    .await;
     let ctx = Ctx {
         app_prefix: run.app_prefix,
         rules: run.rules,

@@ -1,0 +1,92 @@
+//! How values read as text: ages, sizes, session names, query text on one line. Pure, shared by the
+//! text report, the sweep output and the dashboard, so a number or a name reads the same everywhere,
+//! and everything from the database passes the sanitiser (`domain::text`) on its way.
+
+use crate::domain::snapshot::{LabelKind, SessionReport};
+use crate::domain::text::sanitize as t;
+
+/// `42.0s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn fmt_age(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".into();
+    }
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{secs:.1}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `512 B`, `8.0 KiB`, `1.2 MiB`.
+pub fn fmt_bytes(b: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b.max(0) as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// How a session is named in reports: `namespace/worker[_suffix]`, else its application name.
+/// Safe to print: whatever the database said, it is one line with no control characters.
+pub fn session_label(s: &SessionReport) -> String {
+    t(&raw_session_label(s)).into_owned()
+}
+
+fn raw_session_label(s: &SessionReport) -> String {
+    match s.label {
+        LabelKind::Labeled => {
+            let mut l = format!(
+                "{}/{}",
+                s.namespace.as_deref().unwrap_or("?"),
+                s.worker.as_deref().unwrap_or("?")
+            );
+            if let Some(suffix) = &s.suffix {
+                l.push('_');
+                l.push_str(suffix);
+                if s.suffix_maybe_truncated {
+                    l.push('…');
+                }
+            }
+            l
+        }
+        LabelKind::Unattributed => format!("{:?} (unattributed)", s.application_name),
+        LabelKind::Unlabeled if s.application_name.is_empty() => "(no application_name)".into(),
+        LabelKind::Unlabeled => format!("{:?} (unlabeled)", s.application_name),
+    }
+}
+
+/// Query text on one line, cut to `max` characters, safe to print.
+pub fn one_line(q: &str, max: usize) -> String {
+    let flat: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = t(&flat).into_owned();
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes() {
+        assert_eq!(fmt_age(4.26), "4.3s");
+        assert_eq!(fmt_age(245.0), "4m05s");
+        assert_eq!(fmt_age(7380.0), "2h03m");
+        assert_eq!(fmt_age(f64::NAN), "?");
+        assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_bytes(1536 * 1024), "1.5 MiB");
+    }
+}
