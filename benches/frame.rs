@@ -10,14 +10,17 @@ use chrono::Duration as ChronoDuration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use pgswarm::domain::aggregate::Aggregator;
 use pgswarm::domain::fixtures::{fixture_now, synthetic};
 use pgswarm::domain::snapshot::Convention;
 use pgswarm::pg::poller::GroupResult;
-use pgswarm::tui::app::{probe_latencies, Aggregator, App, Event};
+use pgswarm::pg::stream::latencies as probe_latencies;
+use pgswarm::tui::app::{App, Event};
 use pgswarm::tui::theme::Theme;
 use pgswarm::tui::view::draw;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -58,12 +61,12 @@ fn measure(label: &str, sessions: usize, invocations: usize, dbs: usize, w: u16,
         // Off the UI thread in the dashboard: poll result -> snapshot.
         let t = Instant::now();
         let latencies = probe_latencies(&result);
-        let snap = aggregator.accept(result);
+        let snap = aggregator.accept(result.group, result.observation);
         aggregate.push(t.elapsed());
         // On the UI thread: rows for the panes (filter, order, selection), then one frame.
         let now = fixture_now() + ChronoDuration::seconds(i as i64);
         let t = Instant::now();
-        app.update(Event::Snapshot(Box::new(snap), latencies, now));
+        app.update(Event::Snapshot(Arc::new(snap), latencies, now));
         ui.push(t.elapsed());
         let t = Instant::now();
         terminal.draw(|f| draw(f, &app, &theme)).expect("draw");

@@ -203,8 +203,11 @@ async fn record_then_replay_round_trips() {
 
 #[test]
 fn the_bundled_recording_is_a_real_demo_recording() {
-    let (snaps, bad) =
-        pgswarm::cmd::replay::parse_recording(pgswarm::cmd::replay::BUNDLED_RECORDING).unwrap();
+    let (snaps, bad) = pgswarm::cmd::recording::parse_recording(
+        "bundled",
+        pgswarm::cmd::recording::BUNDLED_RECORDING,
+    )
+    .unwrap();
     assert!(bad.is_empty(), "{bad:?}");
     assert!(snaps.len() >= 5);
     assert!(snaps
@@ -293,7 +296,7 @@ async fn a_recording_over_two_servers_never_claims_more_than_it_read() {
         .output()
         .unwrap();
     assert_exit(&status, 0);
-    let (snaps, bad) = pgswarm::cmd::replay::read_recording(&out).unwrap();
+    let (snaps, bad) = pgswarm::cmd::recording::read_recording(&out).unwrap();
     assert!(
         bad.is_empty() && snaps.len() >= 2,
         "{bad:?} {}",

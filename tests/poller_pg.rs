@@ -145,8 +145,8 @@ async fn exact_sizes_come_from_the_sizer_and_match_the_server() {
 /// are fresh again.
 #[tokio::test]
 async fn no_frame_of_zeros_after_the_monitor_is_terminated() {
+    use pgswarm::domain::aggregate::Aggregator;
     use pgswarm::domain::snapshot::Convention;
-    use pgswarm::tui::app::Aggregator;
     let srv = Server::start(&["platform"]);
     let c = srv.conninfo("platform");
     let mut sessions = Vec::new();
@@ -162,7 +162,10 @@ async fn no_frame_of_zeros_after_the_monitor_is_terminated() {
             .count()
     };
     loop {
-        let s = agg.accept(rx.recv().await.unwrap());
+        let s = {
+            let r = rx.recv().await.unwrap();
+            agg.accept(r.group, r.observation)
+        };
         if counted(&s) == 3 {
             break;
         }
@@ -187,7 +190,7 @@ async fn no_frame_of_zeros_after_the_monitor_is_terminated() {
             .await
             .expect("polls keep coming")
             .unwrap();
-        let s = agg.accept(r);
+        let s = agg.accept(r.group, r.observation);
         let d = &s.databases[0];
         let looks_read = d.reachable && d.error.is_none() && d.stale_since.is_none();
         if looks_read || d.stale_since.is_some() {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use pgswarm::cmd::snapshot::{snapshot_exit_code, take_snapshot};
+use pgswarm::cmd::snapshot::{snapshot_exit, take_snapshot};
 use pgswarm::domain::snapshot::{LabelKind, SchemaStatus, Snapshot, WaitSource};
 use pgswarm::pg::cluster::ClusterOptions;
 use pgswarm::pg::conninfo::ProcessEnv;
@@ -74,8 +74,8 @@ async fn cross_invocation_holder_and_waiter() {
     assert_eq!((b.blocked, b.pid), (1, Some(4200)));
     // pgswarm's own sessions never show up.
     assert!(s.sessions.iter().all(|x| x.application_name != "pgswarm"));
-    assert_eq!(snapshot_exit_code(&s, true), 1);
-    assert_eq!(snapshot_exit_code(&s, false), 0);
+    assert_eq!(snapshot_exit(&s, true).code(), 1);
+    assert_eq!(snapshot_exit(&s, false).code(), 0);
 
     holder.batch_execute("ROLLBACK").await.unwrap();
     let (_, r) = task.await.unwrap();
@@ -345,7 +345,7 @@ async fn unreachable_database_is_reported_and_the_rest_still_polled() {
         .iter()
         .find(|x| x.namespace.as_deref() == Some(NS_B));
     assert_eq!(orphan.unwrap().status, SchemaStatus::Unknown, "fail closed");
-    assert_eq!(snapshot_exit_code(&s, false), 3);
+    assert_eq!(snapshot_exit(&s, false).code(), 3);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ mod common;
 
 use common::sweep::*;
 use common::*;
-use pgswarm::cmd::sweep::sweep_exit_code;
+use pgswarm::cmd::sweep::sweep_exit;
 use pgswarm::domain::sweep::{KeepReason, SweepReport, SweepRules};
 use pgswarm::pg::cluster::ClusterOptions;
 use pgswarm::pg::conninfo::ProcessEnv;
@@ -29,7 +29,7 @@ async fn live_run_on_one_server_keeps_its_schemas_on_the_other_crashed_run_loses
         entry("tenant_b", &s2.conninfo("tenant_b")),
     ]);
     let r = sweep(&settings, &SweepRules::default(), &DropSettings::default()).await;
-    assert_eq!(sweep_exit_code(&r), 0, "{r:#?}");
+    assert_eq!(sweep_exit(&r).code(), 0, "{r:#?}");
     for (srv, db) in [(&s1, "platform"), (&s2, "tenant_a"), (&s2, "tenant_b")] {
         assert_eq!(dropped(&r, db), vec![format!("test_{dead}_gw0")]);
         assert_eq!(
@@ -132,7 +132,7 @@ async fn the_seed_backlog_drops_cleanly_one_schema_per_transaction() {
     eprintln!("swept 56 schemas in {:?}", t.elapsed());
     assert_eq!(dropped(&r, "tenant").len(), 56, "{r:#?}");
     assert!(r.databases[0].failed.is_empty());
-    assert_eq!(sweep_exit_code(&r), 0);
+    assert_eq!(sweep_exit(&r).code(), 0);
     assert!(schemas.iter().all(|s| !schema_exists(&srv, "tenant", s)));
 }
 
@@ -212,7 +212,7 @@ async fn a_locked_table_fails_its_drop_after_the_lock_timeout_and_the_rest_go_on
         dropped(&r, "tenant"),
         vec![names[0].clone(), names[2].clone()]
     );
-    assert_eq!(sweep_exit_code(&r), 4);
+    assert_eq!(sweep_exit(&r).code(), 4);
     // The sweep never cancels or terminates anyone: the holder's transaction is still usable.
     holder
         .batch_execute("SELECT 1; COMMIT")
@@ -352,7 +352,7 @@ async fn a_second_sweep_on_the_same_database_drops_nothing_there() {
         r.errors.iter().any(|e| e.error.contains("sweep lock")),
         "{r:#?}"
     );
-    assert_eq!(sweep_exit_code(&r), 4);
+    assert_eq!(sweep_exit(&r).code(), 4);
     assert!(schema_exists(&srv, "tenant", &schema));
 }
 
@@ -534,7 +534,7 @@ async fn a_plan_confirmed_too_late_runs_nothing() {
     plan.planned_at -= chrono::Duration::seconds(301);
     let r = run_planned(&plan, &settings, &rules, &DropSettings::default()).await;
     assert_eq!(kept(&r, "tenant", &schema), Some(KeepReason::PlanExpired));
-    assert_eq!(sweep_exit_code(&r), 4);
+    assert_eq!(sweep_exit(&r).code(), 4);
     assert!(schema_exists(&srv, "tenant", &schema));
 }
 

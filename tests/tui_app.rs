@@ -245,11 +245,11 @@ fn sweep_plan(obs: Observation) -> pgswarm::domain::sweep::SweepPlan {
 fn sweep_key_plans_capital_y_runs_exactly_the_plan_shown() {
     use pgswarm::tui::app::SweepView;
     let mut app = app_with(fixtures::collision());
-    assert_eq!(app.update(ch('S')), vec![Effect::PlanSweep]);
+    assert_eq!(app.update(ch('S')), vec![Effect::PlanSweep(1)]);
     assert_eq!(app.overlay, Overlay::Sweep(SweepView::Planning));
     let plan = sweep_plan(fixtures::collision());
     assert_eq!(plan.drop_count(), 2);
-    app.update(Event::SweepPlanned(Box::new(plan.clone())));
+    app.update(Event::SweepPlanned(1, Box::new(plan.clone())));
     assert_eq!(
         app.overlay,
         Overlay::Sweep(SweepView::Plan(Box::new(plan.clone())))
@@ -266,8 +266,8 @@ fn sweep_key_plans_capital_y_runs_exactly_the_plan_shown() {
     assert_eq!(app.update(ch('y')), vec![]);
     assert_eq!(app.overlay, Overlay::None);
 
-    app.update(ch('S'));
-    app.update(Event::SweepPlanned(Box::new(plan.clone())));
+    assert_eq!(app.update(ch('S')), vec![Effect::PlanSweep(2)]);
+    app.update(Event::SweepPlanned(2, Box::new(plan.clone())));
     assert_eq!(
         app.update(ch('Y')),
         vec![Effect::RunSweep(Box::new(plan.clone()))]
@@ -318,7 +318,7 @@ fn sweep_is_disabled_read_only_and_refused_on_an_incomplete_plan() {
     app.update(ch('S'));
     let plan = sweep_plan(fixtures::unreachable());
     assert!(!plan.active_detection_complete);
-    app.update(Event::SweepPlanned(Box::new(plan)));
+    app.update(Event::SweepPlanned(1, Box::new(plan)));
     assert_eq!(
         app.update(ch('Y')),
         vec![],
@@ -327,12 +327,29 @@ fn sweep_is_disabled_read_only_and_refused_on_an_incomplete_plan() {
     assert_eq!(app.overlay, Overlay::None);
 
     // A plan that arrives after the user cancelled is not shown.
-    app.update(ch('S'));
+    assert_eq!(app.update(ch('S')), vec![Effect::PlanSweep(2)]);
     app.update(key(KeyCode::Esc));
-    app.update(Event::SweepPlanned(Box::new(sweep_plan(
-        fixtures::collision(),
-    ))));
+    app.update(Event::SweepPlanned(
+        2,
+        Box::new(sweep_plan(fixtures::collision())),
+    ));
     assert_eq!(app.overlay, Overlay::None);
+
+    // A plan from an earlier request never stands in for the one the user is waiting for.
+    assert_eq!(app.update(ch('S')), vec![Effect::PlanSweep(3)]);
+    app.update(Event::SweepPlanned(
+        2,
+        Box::new(sweep_plan(fixtures::collision())),
+    ));
+    assert_eq!(app.overlay, Overlay::Sweep(SweepView::Planning));
+    // While one discovery runs, pressing S again waits for it rather than starting another.
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.update(ch('S')), vec![]);
+    app.update(Event::SweepPlanned(
+        3,
+        Box::new(sweep_plan(fixtures::collision())),
+    ));
+    assert!(matches!(app.overlay, Overlay::Sweep(SweepView::Plan(_))));
 }
 
 fn recording(n: usize) -> Vec<pgswarm::domain::snapshot::Snapshot> {
@@ -398,20 +415,15 @@ fn replay_plays_steps_seeks_and_never_sweeps() {
 /// what is not read yet, and calls no schema orphaned.
 #[test]
 fn a_snapshot_before_every_group_has_answered_is_incomplete() {
+    use pgswarm::domain::aggregate::Aggregator;
     use pgswarm::domain::snapshot::SchemaStatus;
-    use pgswarm::pg::poller::GroupResult;
-    use pgswarm::tui::app::Aggregator;
     let mut obs = fixtures::collision();
     // Group 0 polls `platform` only; `tenant_a` belongs to group 1, which has not answered yet.
     obs.databases.retain(|d| d.name == "platform");
     obs.schemas.retain(|s| s.database == "platform");
     let names = vec!["platform".to_string(), "tenant_a".to_string()];
     let mut agg = Aggregator::new(Convention::default(), names, 2);
-    let s = agg.accept(GroupResult {
-        group: 0,
-        observation: obs,
-        elapsed: std::time::Duration::from_millis(1),
-    });
+    let s = agg.accept(0, obs);
     assert!(!s.active_detection_complete);
     let t = s.databases.iter().find(|d| d.name == "tenant_a").unwrap();
     assert!(t.not_read_yet && !t.reachable);
@@ -422,6 +434,10 @@ fn a_snapshot_before_every_group_has_answered_is_incomplete() {
         .any(|w| w.contains("not read yet") && w.contains("tenant_a")));
     // The dashboard does not start an "unreachable since" clock for it.
     let mut app = app_with(fixtures::empty());
-    app.update(Event::Snapshot(Box::new(s), vec![], fixture_now()));
+    app.update(Event::Snapshot(
+        std::sync::Arc::new(s),
+        vec![],
+        fixture_now(),
+    ));
     assert!(!app.unreachable_since.contains_key("tenant_a"));
 }

@@ -24,7 +24,10 @@ fn app_for(obs: Option<Observation>) -> App {
     let now = fixture_now() + ChronoDuration::seconds(1);
     let mut app = App::new(Convention::default(), names, 1, Duration::from_secs(1), now);
     if let Some(o) = obs {
-        app.show_snapshot(build_snapshot(o, &Convention::default()));
+        app.show_snapshot(std::sync::Arc::new(build_snapshot(
+            o,
+            &Convention::default(),
+        )));
     }
     app
 }
@@ -196,7 +199,7 @@ fn sweep_plan_overlay() {
         &pgswarm::domain::sweep::SweepRules::default(),
         fixture_now(),
     );
-    app.update(Event::SweepPlanned(Box::new(plan)));
+    app.update(Event::SweepPlanned(1, Box::new(plan)));
     let buf = render(&app, 120, 40, COLOR);
     insta::assert_snapshot!("sweep_plan_120x40", text(&buf));
     let (x, y) = find(&buf, "Y (capital)")[0];
@@ -217,7 +220,7 @@ fn a_long_sweep_plan_keeps_its_confirmation_line_on_screen() {
         fixture_now() + ChronoDuration::hours(1),
     );
     assert!(plan.drop_count() > 100);
-    app.update(Event::SweepPlanned(Box::new(plan)));
+    app.update(Event::SweepPlanned(1, Box::new(plan)));
     for (w, h) in [(80, 24), (120, 40)] {
         let t = text(&render(&app, w, h, COLOR));
         assert!(t.contains("Y (capital) drops exactly these"), "{t}");

@@ -5,7 +5,9 @@
 //! with a platform and three tenant databases, and is stopped and removed on exit, on Ctrl-C, on
 //! SIGTERM, and (through the cluster's watchdog) even after a panic or a kill.
 
-use crate::cmd::exit;
+use crate::cmd::cli::DemoArgs;
+use crate::cmd::recording::{parse_recording, report_bad_lines, BUNDLED_RECORDING};
+use crate::cmd::{CmdError, Exit};
 use crate::pg::cluster::{ClusterOptions, TempCluster};
 use crate::pg::config::{build_target, Settings};
 use crate::pg::conninfo::ProcessEnv;
@@ -22,18 +24,6 @@ pub const DEMO_DATABASES: [&str; 4] = [
     "tenant_c_test",
 ];
 
-/// What the demo should do.
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// Run only the simulator (no dashboard) until interrupted.
-    pub no_tui: bool,
-    /// Existing databases to simulate against (instead of a private server).
-    pub databases: Vec<DbTarget>,
-    /// Accept database names that do not look like test databases.
-    pub force: bool,
-    pub interval: Duration,
-}
-
 /// Database names the simulator may write to without `--force`.
 pub fn looks_like_test_database(name: &str) -> bool {
     let n = name.to_lowercase();
@@ -46,115 +36,161 @@ fn say(msg: &str) {
     eprintln!("pgswarm demo: {msg}");
 }
 
-/// Runs the demo; returns the exit code.
-pub fn run_demo(opts: DemoOptions, base: &Settings) -> i32 {
-    let runtime = match crate::cmd::build_runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+/// Runs the demo: on its own private server, or (`own_databases`) on the configured databases.
+pub fn run(
+    runtime: &tokio::runtime::Runtime,
+    base: &Settings,
+    args: &DemoArgs,
+    own_databases: bool,
+) -> Result<Exit, CmdError> {
     // Keep the cluster alive until the very end of this function.
-    let mut _cluster: Option<TempCluster> = None;
-    let databases = if opts.databases.is_empty() {
+    let mut cluster: Option<TempCluster> = None;
+    let databases = if own_databases {
+        if let Some(bad) = base
+            .databases
+            .iter()
+            .find(|d| !args.force && !looks_like_test_database(&d.target.dbname))
+        {
+            return Err(CmdError::Usage(format!(
+                "refusing to simulate test runs in database {:?}: its name does not look like a \
+                 test database (expected it to contain 'test', 'demo', 'tmp' or 'scratch'). Pass \
+                 --force if it really is a throwaway database.",
+                bad.target.dbname
+            )));
+        }
+        base.databases.clone()
+    } else {
         say("starting a private PostgreSQL server (it is removed on exit)…");
-        let cluster = match TempCluster::start(&ClusterOptions {
+        match TempCluster::start(&ClusterOptions {
             databases: DEMO_DATABASES.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("pgswarm demo: {e}");
-                return crate::cmd::replay::fallback_to_recording(&opts, base);
+            Ok(c) => {
+                let targets = demo_targets(&c)?;
+                cluster = Some(c);
+                targets
             }
-        };
-        let targets: Result<Vec<DbTarget>, _> = DEMO_DATABASES
-            .iter()
-            .map(|d| build_target(Some(d), &cluster.conninfo(d), "demo", &ProcessEnv))
-            .collect();
-        _cluster = Some(cluster);
-        match targets {
-            Ok(t) => t,
             Err(e) => {
-                eprintln!("pgswarm demo: {e}");
-                return exit::USAGE;
+                say(&e.to_string());
+                return fallback_to_recording(runtime, args, base);
             }
         }
-    } else {
-        if let Some(bad) = opts
-            .databases
-            .iter()
-            .find(|d| !opts.force && !looks_like_test_database(&d.target.dbname))
-        {
-            eprintln!(
-                "pgswarm demo: refusing to simulate test runs in database {:?}: its name does not \
-                 look like a test database (expected it to contain 'test', 'demo', 'tmp' or \
-                 'scratch'). Pass --force if it really is a throwaway database.",
-                bad.target.dbname
-            );
-            return exit::USAGE;
-        }
-        opts.databases.clone()
     };
     if databases.len() < 2 {
-        eprintln!("pgswarm demo: give at least two databases (a platform and a tenant)");
-        return exit::USAGE;
+        return Err(CmdError::Usage(
+            "the demo needs at least two databases (a platform and a tenant)".into(),
+        ));
     }
+    let settings = Settings {
+        databases,
+        ..base.clone()
+    };
+    let result = simulate(runtime, &settings, args);
+    if let Some(c) = cluster.take() {
+        say("stopping the private server…");
+        c.stop();
+    }
+    result
+}
 
+fn demo_targets(cluster: &TempCluster) -> Result<Vec<DbTarget>, CmdError> {
+    Ok(DEMO_DATABASES
+        .iter()
+        .map(|d| build_target(Some(d), &cluster.conninfo(d), "demo", &ProcessEnv))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The simulated swarm, with the dashboard (or, with `--no-tui`, until interrupted).
+fn simulate(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    args: &DemoArgs,
+) -> Result<Exit, CmdError> {
     let sim = Arc::new(Simulator {
-        databases: databases.clone(),
-        convention: base.convention.clone(),
+        databases: settings.databases.clone(),
+        convention: settings.convention.clone(),
         config: SimConfig::default(),
         env: Arc::new(ProcessEnv),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     say("starting the simulated swarm (3 invocations, a debug run, a crashed run, incidents every few seconds)…");
     let sim_task = runtime.spawn(Arc::clone(&sim).run(stop_rx));
-
-    let settings = Settings {
-        databases,
-        ..base.clone()
-    };
-    let code = if opts.no_tui {
+    let result = if args.no_tui {
         say("simulator running; watch it from another terminal with:");
-        let args: Vec<String> = settings
-            .databases
-            .iter()
-            .map(|d| {
-                format!(
-                    "--db '{}=host={} port={} user={} dbname={}'",
-                    d.name,
-                    host_of(d),
-                    d.target.hosts[0].1,
-                    d.target.user,
-                    d.target.dbname
-                )
-            })
-            .collect();
-        eprintln!("  pgswarm {}", args.join(" "));
+        eprintln!("  pgswarm {}", watch_args(settings).join(" "));
         say("Ctrl-C or SIGTERM stops it and removes the server.");
-        runtime.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).expect("signal handler");
-            let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        });
-        exit::OK
+        runtime.block_on(wait_for_a_signal());
+        Ok(Exit::Ok)
     } else {
         // Give the swarm a moment so the first frame already shows it.
-        runtime.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
-        crate::tui::run::run_dashboard_on(&runtime, settings, opts.interval)
+        runtime.block_on(async { tokio::time::sleep(FIRST_FRAME_DELAY).await });
+        crate::tui::run::run_dashboard(runtime, settings.clone(), args.interval.interval)
+            .map(|()| Exit::Ok)
+            .map_err(CmdError::from)
     };
     let _ = stop_tx.send(true);
-    let _ =
-        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), sim_task).await });
-    runtime.shutdown_timeout(Duration::from_millis(500));
-    if let Some(c) = _cluster.take() {
-        say("stopping the private server…");
-        c.stop();
+    // Timers are created inside the runtime: building one outside its context panics.
+    let _ = runtime.block_on(async { tokio::time::timeout(SIMULATOR_STOP, sim_task).await });
+    result
+}
+
+/// How long the swarm runs before the first frame, so that frame already shows it.
+const FIRST_FRAME_DELAY: Duration = Duration::from_secs(2);
+/// How long the simulator may take to end its sessions on exit.
+const SIMULATOR_STOP: Duration = Duration::from_secs(5);
+
+async fn wait_for_a_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
-    code
+}
+
+/// `--db` arguments that point another pgswarm at the demo's databases.
+fn watch_args(settings: &Settings) -> Vec<String> {
+    settings
+        .databases
+        .iter()
+        .map(|d| {
+            format!(
+                "--db '{}=host={} port={} user={} dbname={}'",
+                d.name,
+                host_of(d),
+                d.target.hosts[0].1,
+                d.target.user,
+                d.target.dbname
+            )
+        })
+        .collect()
+}
+
+/// Without server binaries the demo says how to install them and replays the bundled recording.
+fn fallback_to_recording(
+    runtime: &tokio::runtime::Runtime,
+    args: &DemoArgs,
+    base: &Settings,
+) -> Result<Exit, CmdError> {
+    say(
+        "to run the live demo, install the PostgreSQL server binaries (Debian/Ubuntu: apt-get \
+         install postgresql; or set PGSWARM_PG_BINDIR). Showing the bundled recording instead, \
+         marked REPLAY.",
+    );
+    if args.no_tui {
+        return Err(CmdError::Usage(
+            "demo --no-tui needs a server to simulate against; nothing to do".into(),
+        ));
+    }
+    let (snaps, bad) = parse_recording("the bundled recording", BUNDLED_RECORDING)?;
+    report_bad_lines("bundled recording", &bad);
+    crate::tui::run::run_replay(runtime, snaps, base.clone())?;
+    Ok(Exit::Ok)
 }
 
 fn host_of(d: &DbTarget) -> String {

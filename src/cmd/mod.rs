@@ -1,23 +1,63 @@
-//! The non-interactive subcommands: the same domain and pg code as the dashboard, output as text or
-//! JSON, results mapped to documented exit codes.
+//! The subcommands: the same domain, pg and tui code, output as text or JSON, results mapped to the
+//! documented exit codes. `main` parses the command line and calls [`run`]; each subcommand lives in
+//! its own module and returns an [`Exit`] or a [`CmdError`].
 
+pub mod cli;
 pub mod demo;
 pub mod record;
+pub mod recording;
 pub mod replay;
 pub mod report;
 pub mod snapshot;
 pub mod sweep;
+pub mod watch;
 
-/// Documented exit codes (README "Exit codes").
-pub mod exit {
+use crate::pg::config::{resolve_offline, resolve_settings, CliSettings, ConfigError, Settings};
+use crate::pg::conninfo::ProcessEnv;
+use cli::{Cli, Command, WatchArgs};
+
+/// The documented exit codes (README, "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
     /// Done; nothing to report as a failure.
-    pub const OK: i32 = 0;
+    Ok = 0,
     /// `--fail-on-blocked` and some session is blocked.
-    pub const BLOCKED: i32 = 1;
-    /// Usage or configuration error: the message names the bad value.
-    pub const USAGE: i32 = 2;
+    Blocked = 1,
+    /// Usage or configuration error: the message names the bad value; nothing was touched.
+    Usage = 2,
     /// Some configured database (or a server's activity) could not be read; the rest is reported.
-    pub const UNREACHABLE: i32 = 3;
+    /// For `sweep`: the live set could not be established, and nothing was dropped.
+    Unreachable = 3,
+    /// `sweep`: some drop failed or could not run.
+    SomeFailed = 4,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Why a subcommand could not do its job: each maps to an exit code, and its message is printed
+/// (sanitised) by [`print_error`].
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Recording(#[from] recording::RecordingError),
+    #[error(transparent)]
+    Dashboard(#[from] crate::tui::run::TuiError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl CmdError {
+    pub fn exit(&self) -> Exit {
+        Exit::Usage
+    }
 }
 
 /// Prints `pgswarm: error: MESSAGE` to stderr, sanitised: error messages quote values from the user
@@ -29,15 +69,50 @@ pub fn print_error(message: impl std::fmt::Display) {
     );
 }
 
-/// The multi-thread runtime every command runs on (2 workers: these machines have 2 cores). On failure
-/// the error is printed and the exit code returned.
-pub fn build_runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
-            exit::USAGE
-        })
+/// Writes to stdout; a closed pipe (`| head`) is success, not an error.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => print_error(format!("cannot write output: {e}")),
+    }
+}
+
+fn cli_settings(cli: &Cli) -> CliSettings {
+    let g = &cli.global;
+    CliSettings {
+        db: g.db.clone(),
+        env_db: std::env::var("PGSWARM_DB").ok(),
+        config: g.config.clone(),
+        app_prefix: g.app_prefix.clone(),
+        schema_prefix: g.schema_prefix.clone(),
+        connect_timeout: g.connect_timeout.clone(),
+        read_only: g.read_only,
+    }
+}
+
+/// Runs the parsed command line on `runtime` (the one runtime of the process).
+pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError> {
+    let given = cli_settings(&cli);
+    let settings = || -> Result<Settings, CmdError> { Ok(resolve_settings(&given, &ProcessEnv)?) };
+    // Replays and a demo on its own server need no database: only the convention matters.
+    let offline = || -> Result<Settings, CmdError> { Ok(resolve_offline(&given)?) };
+    let command = cli.command.unwrap_or(Command::Watch(WatchArgs {
+        replay: None,
+        interval: cli.interval,
+    }));
+    match command {
+        Command::Watch(WatchArgs {
+            replay: Some(path), ..
+        }) => replay::watch(runtime, &path, offline()?),
+        Command::Watch(args) => watch::run(runtime, settings()?, args.interval.interval),
+        Command::Snapshot(args) if args.replay.is_some() => replay::snapshot(&args),
+        Command::Snapshot(args) => snapshot::run(runtime, &settings()?, &args),
+        Command::Sweep(args) => sweep::run(runtime, &settings()?, &args),
+        Command::Record(args) => record::run(runtime, &settings()?, &args),
+        Command::Demo(args) if given.db.is_empty() => demo::run(runtime, &offline()?, &args, false),
+        Command::Demo(args) => demo::run(runtime, &settings()?, &args, true),
+    }
 }

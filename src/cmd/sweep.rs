@@ -1,19 +1,117 @@
 //! `pgswarm sweep`: plan on read-only sessions, show the plan, confirm, drop exactly that plan.
 
-use crate::cmd::exit;
+use crate::cmd::cli::SweepArgs;
+use crate::cmd::{emit, CmdError, Exit};
 use crate::domain::format::fmt_bytes;
 use crate::domain::sweep::{
-    summary_line, DatabaseOutcome, KeepReason, SweepPlan, SweepReport, SweepRules, SweepStatus,
+    build_report, summary_line, DatabaseOutcome, KeepReason, RunMode, SweepPlan, SweepReport,
+    SweepRules, SweepStatus, Timings,
 };
 use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::config::Settings;
-use crate::pg::conninfo::Environment;
-use crate::pg::sweep::{execute_plan, DropSettings, Progress, SweepRun};
+use crate::pg::conninfo::{Environment, ProcessEnv};
+use crate::pg::sweep::{
+    discover_and_plan, execute_plan, DependencyCheck, DropSettings, Progress, SweepRun,
+};
 use std::fmt::Write;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-/// Exit code when drops failed (or could not run) in some database.
-pub const SOME_FAILED: i32 = 4;
+/// Plans, shows the plan, asks (on a terminal) or takes `--yes`, drops exactly the plan, reports.
+pub fn run(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    args: &SweepArgs,
+) -> Result<Exit, CmdError> {
+    if settings.read_only {
+        return Err(CmdError::Usage(
+            "read-only mode (--read-only or read_only in the config): sweep refuses to drop \
+             anything"
+                .into(),
+        ));
+    }
+    if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
+        return Err(CmdError::Usage(
+            "stdin is not a terminal, so pgswarm cannot ask before dropping: check with \
+             --dry-run, then pass --yes"
+                .into(),
+        ));
+    }
+    let rules = SweepRules {
+        min_age: args.min_age,
+        include_forced: args.include_forced,
+        include_legacy: args.include_legacy,
+        allow_unattributed: args.allow_unattributed,
+    };
+    let drop = DropSettings {
+        lock_timeout: args.lock_timeout,
+        statement_timeout: args.statement_timeout,
+        jobs: usize::from(args.jobs),
+        ..Default::default()
+    };
+    let report = runtime.block_on(plan_confirm_run(settings, args, &rules, &drop));
+    Ok(sweep_exit(&report))
+}
+
+async fn plan_confirm_run(
+    settings: &Settings,
+    args: &SweepArgs,
+    rules: &SweepRules,
+    drop: &DropSettings,
+) -> SweepReport {
+    let started = Instant::now();
+    // With --yes nobody reads the plan before it runs: the dependency closure is computed once,
+    // inside each drop's transaction, where it decides anyway.
+    let check = if args.yes && !args.dry_run {
+        DependencyCheck::AtDropOnly
+    } else {
+        DependencyCheck::AtPlan
+    };
+    let plan = discover_and_plan(settings, rules, check, &ProcessEnv).await;
+    let discovery = started.elapsed();
+    if !args.json {
+        emit(&render_plan(&plan));
+    }
+    let proceed = plan.active_detection_complete && plan.drop_count() > 0 && !args.dry_run;
+    let confirmed = proceed && (args.yes || confirm_on_terminal(plan.drop_count()));
+    let (outcomes, drop_time) = if confirmed {
+        // The executor refuses a plan older than PLAN_MAX_AGE (a slow answer at the prompt).
+        run_plan(&plan, settings, rules, drop, &ProcessEnv).await
+    } else {
+        (Vec::new(), Duration::ZERO)
+    };
+    let mode = match (args.dry_run, confirmed) {
+        (true, _) => RunMode::DryRun,
+        (false, true) => RunMode::Executed,
+        (false, false) => RunMode::Cancelled,
+    };
+    let timings = Timings {
+        discovery,
+        drop: drop_time,
+        total: started.elapsed(),
+        ..Default::default()
+    };
+    let report = build_report(&plan, &outcomes, mode, timings);
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&report).expect("report serializes");
+        text.push('\n');
+        emit(&text);
+    } else {
+        emit(&render_outcome(&plan, &report));
+    }
+    report
+}
+
+/// Asks on the terminal; anything but "yes" cancels.
+fn confirm_on_terminal(drops: usize) -> bool {
+    eprint!("Drop {drops} schemas? Type 'yes' to proceed: ");
+    let mut answer = String::new();
+    let ok = std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes";
+    if !ok {
+        eprintln!("cancelled: nothing dropped");
+    }
+    ok
+}
 
 /// `: a; b; c` for a keep's detail: the first five, then how many more (the JSON has them all).
 fn fmt_detail(detail: &[String]) -> String {
@@ -153,12 +251,12 @@ fn render_outcome_unchecked(plan: &SweepPlan, r: &SweepReport) -> String {
     out
 }
 
-/// The exit code of a sweep report: 3 beats 4 (README "Exit codes").
-pub fn sweep_exit_code(r: &SweepReport) -> i32 {
+/// The exit code of a sweep report (docs/sweep.md, "Exit codes").
+pub fn sweep_exit(r: &SweepReport) -> Exit {
     match r.status() {
-        SweepStatus::Done => exit::OK,
-        SweepStatus::DetectionIncomplete => exit::UNREACHABLE,
-        SweepStatus::SomeFailed => SOME_FAILED,
+        SweepStatus::Done => Exit::Ok,
+        SweepStatus::DetectionIncomplete => Exit::Unreachable,
+        SweepStatus::SomeFailed => Exit::SomeFailed,
     }
 }
 

@@ -5,6 +5,7 @@
 //! values. That keeps the rules that decide what a person sees, and above all what a sweep may drop,
 //! testable in microseconds and identical across the CLI, the dashboard and replay.
 
+pub mod aggregate;
 pub mod fixtures;
 pub mod format;
 pub mod incremental;

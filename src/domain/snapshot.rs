@@ -177,7 +177,47 @@ pub struct Snapshot {
     pub blocking: Vec<BlockingEdge>,
     pub lock_trees: Vec<LockTree>,
     pub schemas: Vec<SchemaReport>,
+    /// What limits the picture, in words.
     pub warnings: Vec<String>,
+    /// The stable code of each warning, in the same order: what scripts (and pgswarm itself)
+    /// decide on, never the words.
+    #[serde(default)]
+    pub warning_codes: Vec<WarningCode>,
+}
+
+/// What a warning is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningCode {
+    /// The monitoring role cannot see other roles' state and queries (`pg_read_all_stats`).
+    InsufficientPrivilege,
+    /// Some configured database has not been read yet.
+    NotReadYet,
+    /// Some database shows an earlier reading because the newest one failed.
+    Stale,
+    /// The live set of namespaces is incomplete: no schema is called orphaned.
+    DetectionIncomplete,
+    /// Sessions carry the prefix but cannot be attributed to a namespace.
+    Unattributed,
+}
+
+/// How a configured database was read in this snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadStatus {
+    /// Sessions and schemas were read.
+    #[default]
+    Read,
+    /// It could not be reached.
+    Unreachable,
+    /// Its server's sessions could not be read.
+    ActivityFailed,
+    /// Its sessions were read, its test schemas not.
+    SchemasFailed,
+    /// The newest read failed; an earlier reading is shown (`stale_since`).
+    Stale,
+    /// No poll has read it yet.
+    NotReadYet,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +225,9 @@ pub struct DatabaseReport {
     pub name: String,
     pub target: String,
     pub reachable: bool,
+    /// How it was read (what the exit code of `snapshot` decides on).
+    #[serde(default)]
+    pub read: ReadStatus,
     pub error: Option<String>,
     /// The newest read failed; sessions and schemas shown for it were read at this time.
     #[serde(default)]
@@ -578,7 +621,7 @@ fn adopt_server(prev: &Observation, id: ServerId, next: &mut Observation) -> Ser
 /// the session strings move into the report instead of being copied (this is the dashboard's hot
 /// path: 5,000 sessions per poll).
 pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<(WarningCode, String)> = Vec::new();
 
     // Configured database name per (server, datname), first configuration wins.
     let mut configured: HashMap<(ServerId, &str), &str> = HashMap::new();
@@ -799,9 +842,12 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         .map(|d| d.name.as_str())
         .collect();
     if !not_read.is_empty() {
-        warnings.push(format!(
-            "not read yet (waiting for the first poll): {}",
-            not_read.join(", ")
+        warnings.push((
+            WarningCode::NotReadYet,
+            format!(
+                "not read yet (waiting for the first poll): {}",
+                not_read.join(", ")
+            ),
         ));
     }
     let stale: Vec<String> = obs
@@ -818,23 +864,28 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         })
         .collect();
     if !stale.is_empty() {
-        warnings.push(format!("stale: {}", stale.join("; ")));
+        warnings.push((WarningCode::Stale, format!("stale: {}", stale.join("; "))));
     }
     if !complete {
-        warnings.push(
+        warnings.push((
+            WarningCode::DetectionIncomplete,
             "the live set is incomplete (a database or server could not be read): schemas without \
              a visible session are reported 'unknown', not 'orphaned'"
                 .to_string(),
-        );
+        ));
     }
     let unattributed = parsed
         .iter()
         .filter(|p| matches!(p, LabelParse::Unattributed(_)))
         .count();
     if unattributed > 0 {
-        warnings.push(format!(
-            "{unattributed} sessions carry the '{}_' prefix but cannot be attributed to a namespace",
-            conv.app_prefix
+        warnings.push((
+            WarningCode::Unattributed,
+            format!(
+                "{unattributed} sessions carry the '{}_' prefix but cannot be attributed to a \
+                 namespace",
+                conv.app_prefix
+            ),
         ));
     }
     let waits: Vec<(Option<f64>, Option<WaitSource>)> = obs.sessions.iter().map(wait_of).collect();
@@ -922,13 +973,16 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
     if hidden_queries > 0 {
         warnings.insert(
             0,
-            format!(
+            (
+                WarningCode::InsufficientPrivilege,
+                format!(
                 "{hidden_queries} sessions of other roles show <insufficient privilege>: pgswarm's \
                  role lacks pg_read_all_stats, so their state, query, wait event and start times \
                  are hidden (an idle-in-transaction root shows as 'state unknown'). Lock waits \
                  among them are still found, with the locked object and the real wait time \
                  (pg_locks, pg_blocking_pids). To see the rest: GRANT pg_read_all_stats TO <role>; \
                  (or pg_monitor)"
+            ),
             ),
         );
     }
@@ -979,6 +1033,15 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
             match d.outcome {
                 Ok(info) => {
                     let server = &servers[info.server];
+                    let read = if stale_since.is_some() {
+                        ReadStatus::Stale
+                    } else if server.activity_error.is_some() {
+                        ReadStatus::ActivityFailed
+                    } else if info.schema_error.is_some() {
+                        ReadStatus::SchemasFailed
+                    } else {
+                        ReadStatus::Read
+                    };
                     let error = d.stale.map(|st| st.error).or_else(|| {
                         server
                             .activity_error
@@ -989,7 +1052,9 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
                                     .map(|e| format!("schema listing failed: {e}"))
                             })
                     });
+
                     DatabaseReport {
+                        read,
                         name: d.name,
                         target: d.target,
                         reachable: stale_since.is_none(),
@@ -1004,6 +1069,11 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
                     }
                 }
                 Err(e) => DatabaseReport {
+                    read: if d.not_read_yet {
+                        ReadStatus::NotReadYet
+                    } else {
+                        ReadStatus::Unreachable
+                    },
                     name: d.name,
                     target: d.target,
                     reachable: false,
@@ -1032,7 +1102,8 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         blocking,
         lock_trees,
         schemas,
-        warnings,
+        warning_codes: warnings.iter().map(|(c, _)| *c).collect(),
+        warnings: warnings.into_iter().map(|(_, w)| w).collect(),
     }
 }
 

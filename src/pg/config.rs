@@ -189,6 +189,21 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 /// Resolves the settings: flags > environment > config file > libpq environment. Every error is
 /// redacted: no password from `--db`, `PGSWARM_DB` or the config file appears in it.
 pub fn resolve_settings(cli: &CliSettings, env: &dyn Environment) -> Result<Settings, ConfigError> {
+    resolve_redacted(cli, env, true)
+}
+
+/// The settings of a command that touches no configured database (a replay, the demo on its own
+/// server): the convention and the safety switch, and no database, not even from the libpq
+/// environment.
+pub fn resolve_offline(cli: &CliSettings) -> Result<Settings, ConfigError> {
+    resolve_redacted(cli, &crate::pg::conninfo::ProcessEnv, false)
+}
+
+fn resolve_redacted(
+    cli: &CliSettings,
+    env: &dyn Environment,
+    with_databases: bool,
+) -> Result<Settings, ConfigError> {
     let text =
         match &cli.config {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
@@ -196,7 +211,7 @@ pub fn resolve_settings(cli: &CliSettings, env: &dyn Environment) -> Result<Sett
             })?),
             None => None,
         };
-    resolve(cli, text.as_deref(), env).map_err(|e| {
+    resolve(cli, text.as_deref(), env, with_databases).map_err(|e| {
         let mut inputs: Vec<&str> = cli.db.iter().map(String::as_str).collect();
         inputs.extend(cli.env_db.as_deref());
         inputs.extend(text.as_deref());
@@ -208,11 +223,25 @@ fn resolve(
     cli: &CliSettings,
     text: Option<&str>,
     env: &dyn Environment,
+    with_databases: bool,
 ) -> Result<Settings, ConfigError> {
     let file = match (&cli.config, text) {
         (Some(p), Some(t)) => parse_file(p, t)?,
         _ => FileConfig::default(),
     };
+    let databases = if with_databases {
+        resolve_databases(cli, &file, env)?
+    } else {
+        Vec::new()
+    };
+    finish(cli, file, databases, env)
+}
+
+fn resolve_databases(
+    cli: &CliSettings,
+    file: &FileConfig,
+    env: &dyn Environment,
+) -> Result<Vec<DbTarget>, ConfigError> {
     let file_label = |i: usize| {
         format!(
             "config file {} databases[{i}]",
@@ -268,7 +297,16 @@ fn resolve(
             )));
         }
     }
+    Ok(databases)
+}
 
+/// The convention, the connect timeout and the safety switch.
+fn finish(
+    cli: &CliSettings,
+    file: FileConfig,
+    databases: Vec<DbTarget>,
+    env: &dyn Environment,
+) -> Result<Settings, ConfigError> {
     let app_prefix = cli
         .app_prefix
         .clone()

@@ -9,4 +9,5 @@ pub mod conninfo;
 pub mod poller;
 pub mod probe;
 pub mod simulator;
+pub mod stream;
 pub mod sweep;

@@ -5,10 +5,8 @@
 //! so a refresh that reorders rows cannot move the cursor to another item; and for a moment after a
 //! navigation key the row order itself is frozen, so a row does not jump away under the cursor.
 
-use crate::domain::snapshot::{
-    build_snapshot, carry_forward, merge_observations, Convention, Observation, ObservedDatabase,
-    Snapshot,
-};
+use crate::domain::aggregate::Aggregator;
+use crate::domain::snapshot::{Convention, Snapshot};
 use crate::domain::sweep::SweepPlan;
 use crate::domain::sweep::SweepReport;
 use crate::pg::poller::GroupResult;
@@ -16,6 +14,7 @@ use crate::tui::keys::{action_for, Action};
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the row order stays frozen after a navigation key.
@@ -96,8 +95,9 @@ pub enum Event {
     /// A raw poll result: aggregated inline (tests; see [`Aggregator`]).
     Poll(GroupResult, DateTime<Utc>),
     /// A snapshot already built off the UI thread, with per-database probe latencies.
-    Snapshot(Box<Snapshot>, Vec<(String, f64)>, DateTime<Utc>),
-    SweepPlanned(Box<SweepPlan>),
+    Snapshot(Arc<Snapshot>, Vec<(String, Duration)>, DateTime<Utc>),
+    /// The plan of sweep discovery request `.0`.
+    SweepPlanned(u64, Box<SweepPlan>),
     SweepProgress {
         done: usize,
         current: Option<String>,
@@ -110,8 +110,9 @@ pub enum Effect {
     Quit,
     Refresh,
     SetInterval(Duration),
-    /// Discover and plan a sweep (off the UI thread); answer with [`Event::SweepPlanned`].
-    PlanSweep,
+    /// Discover and plan a sweep (off the UI thread) as request `.0`; answer with
+    /// [`Event::SweepPlanned`] carrying the same number.
+    PlanSweep(u64),
     /// Run exactly this plan; answer with progress and [`Event::SweepFinished`].
     RunSweep(Box<SweepPlan>),
 }
@@ -127,7 +128,8 @@ pub struct LockRow {
 /// What the view draws: the snapshot and its rows after filter and order.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
-    pub snapshot: Option<Snapshot>,
+    /// Shared with the aggregator (and a recorder): installing or rebuilding never copies it.
+    pub snapshot: Option<Arc<Snapshot>>,
     /// Index into `snapshot.invocations`, `None` for the other-sessions group.
     pub invocations: Vec<(RowKey, Option<usize>)>,
     pub locks: Vec<LockRow>,
@@ -151,7 +153,7 @@ fn matches_filter(filter: &str, fields: &[Option<&str>]) -> bool {
 
 impl Model {
     /// Builds the rows of every pane from a snapshot and a filter.
-    pub fn build(snapshot: Snapshot, filter: &str) -> Model {
+    pub fn build(snapshot: Arc<Snapshot>, filter: &str) -> Model {
         let session_index: HashMap<(String, i32), usize> = snapshot
             .sessions
             .iter()
@@ -286,73 +288,30 @@ impl Model {
     }
 }
 
-/// Turns per-group poll results into snapshots. Runs in its own task when the dashboard runs (so the
-/// UI thread never builds snapshots), and inline when tests feed [`Event::Poll`].
-#[derive(Debug, Clone)]
-pub struct Aggregator {
-    convention: Convention,
-    order: Vec<String>,
-    groups: Vec<Option<Observation>>,
-}
-
-impl Aggregator {
-    pub fn new(convention: Convention, order: Vec<String>, group_count: usize) -> Self {
-        Aggregator {
-            convention,
-            order,
-            groups: vec![None; group_count.max(1)],
-        }
-    }
-
-    /// Takes one group's result and returns the snapshot of everything known now: a database whose
-    /// newest read failed shows its previous reading, marked stale (`carry_forward`), and one no
-    /// group has reported yet is marked not read yet, so the snapshot is never complete before
-    /// every configured database has answered.
-    pub fn accept(&mut self, result: GroupResult) -> Snapshot {
-        let g = result.group.min(self.groups.len() - 1);
-        let next = match &self.groups[g] {
-            Some(prev) => carry_forward(prev, result.observation),
-            None => result.observation,
-        };
-        let mut merged = if self.groups.len() == 1 {
-            // One group: nothing to merge; the copy kept is what the next poll may carry forward.
-            let copy = next.clone();
-            self.groups[g] = Some(next);
-            copy
-        } else {
-            self.groups[g] = Some(next);
-            let parts: Vec<&Observation> = self.groups.iter().flatten().collect();
-            merge_observations(&parts, &self.order)
-        };
-        for name in &self.order {
-            if !merged.databases.iter().any(|d| &d.name == name) {
-                merged.databases.push(ObservedDatabase::not_read_yet(name));
+/// Events queued while the loop was busy, as the loop applies them: only the newest snapshot is
+/// kept (building a model for one that is replaced at once is wasted work on the UI thread); the
+/// latencies of the dropped ones still count; every other event keeps its order.
+pub fn coalesce(batch: Vec<Event>) -> Vec<Event> {
+    let newest = batch.iter().rposition(|e| matches!(e, Event::Snapshot(..)));
+    let mut latencies = Vec::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, e) in batch.into_iter().enumerate() {
+        match e {
+            Event::Snapshot(snap, l, at) if Some(i) == newest => {
+                latencies.extend(l);
+                out.push(Event::Snapshot(snap, std::mem::take(&mut latencies), at));
             }
+            Event::Snapshot(_, l, _) => latencies.extend(l),
+            other => out.push(other),
         }
-        merged.databases.sort_by_key(|d| {
-            self.order
-                .iter()
-                .position(|n| *n == d.name)
-                .unwrap_or(usize::MAX)
-        });
-        build_snapshot(merged, &self.convention)
     }
-}
-
-/// Per-database probe latency carried with a snapshot (from the group that polled it).
-pub fn probe_latencies(result: &GroupResult) -> Vec<(String, f64)> {
-    result
-        .observation
-        .databases
-        .iter()
-        .map(|d| (d.name.clone(), result.elapsed.as_secs_f64() * 1000.0))
-        .collect()
+    out
 }
 
 /// Replaying a recording: the recorded clock advances with real time times `speed` while playing.
 #[derive(Debug, Clone)]
 pub struct Replay {
-    pub snapshots: std::sync::Arc<Vec<Snapshot>>,
+    pub snapshots: Arc<[Arc<Snapshot>]>,
     pub pos: usize,
     pub playing: bool,
     pub speed: f64,
@@ -374,9 +333,9 @@ pub struct App {
     pub model: Model,
     /// A newer snapshot arrived while paused.
     pub stale_while_paused: bool,
-    pending: Option<Snapshot>,
+    pending: Option<Arc<Snapshot>>,
     /// How long the last poll of each database's server group took.
-    pub probe_ms: HashMap<String, f64>,
+    pub probe_time: HashMap<String, Duration>,
     pub unreachable_since: HashMap<String, DateTime<Utc>>,
     pub last_good_poll: Option<DateTime<Utc>>,
     pub interval: Duration,
@@ -393,6 +352,9 @@ pub struct App {
     pub read_only: bool,
     /// Set when replaying a recording instead of polling.
     pub replay: Option<Replay>,
+    /// Sweep discovery requests made so far, and the one under way.
+    sweep_requests: u64,
+    sweep_in_flight: Option<u64>,
     /// Clock times on screen are shown at this offset (the local one when running).
     pub utc_offset: chrono::FixedOffset,
     pub quit: bool,
@@ -415,7 +377,7 @@ impl App {
             model: Model::default(),
             stale_while_paused: false,
             pending: None,
-            probe_ms: HashMap::new(),
+            probe_time: HashMap::new(),
             unreachable_since: HashMap::new(),
             last_good_poll: None,
             interval,
@@ -430,6 +392,8 @@ impl App {
             now,
             read_only: false,
             replay: None,
+            sweep_requests: 0,
+            sweep_in_flight: None,
             utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
             quit: false,
         }
@@ -437,16 +401,14 @@ impl App {
 
     /// A dashboard that replays `snapshots` (sorted by time, at least one). Nothing touches a database.
     pub fn new_replay(convention: Convention, snapshots: Vec<Snapshot>, now: DateTime<Utc>) -> App {
-        let first = snapshots
-            .first()
-            .cloned()
-            .expect("a recording has a snapshot");
+        let snapshots: Arc<[Arc<Snapshot>]> = snapshots.into_iter().map(Arc::new).collect();
+        let first = Arc::clone(snapshots.first().expect("a recording has a snapshot"));
         let names = first.databases.iter().map(|d| d.name.clone()).collect();
         let mut app = App::new(convention, names, 1, Duration::from_secs(1), now);
         app.read_only = true;
         app.replay = Some(Replay {
             clock: first.taken_at,
-            snapshots: std::sync::Arc::new(snapshots),
+            snapshots,
             pos: 0,
             playing: true,
             speed: 1.0,
@@ -471,7 +433,7 @@ impl App {
         }
         if pos != r.pos || self.model.snapshot.is_none() {
             r.pos = pos;
-            let snap = r.snapshots[pos].clone();
+            let snap = Arc::clone(&r.snapshots[pos]);
             self.show_snapshot(snap);
         }
     }
@@ -513,7 +475,7 @@ impl App {
     }
 
     /// Shows a snapshot directly (replay, tests).
-    pub fn show_snapshot(&mut self, snapshot: Snapshot) {
+    pub fn show_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.track_reachability(&snapshot);
         self.install(snapshot);
     }
@@ -564,7 +526,7 @@ impl App {
         }
     }
 
-    fn install(&mut self, snapshot: Snapshot) {
+    fn install(&mut self, snapshot: Arc<Snapshot>) {
         let mut model = Model::build(snapshot, &self.filter);
         if let Some((until, orders)) = &self.frozen {
             if self.now < *until {
@@ -605,27 +567,30 @@ impl App {
                 vec![]
             }
             Event::Poll(result, now) => {
-                let latencies = probe_latencies(&result);
-                let snap = self.aggregator.accept(result);
-                self.update(Event::Snapshot(Box::new(snap), latencies, now))
+                let latencies = crate::pg::stream::latencies(&result);
+                let snap = self.aggregator.accept(result.group, result.observation);
+                self.update(Event::Snapshot(Arc::new(snap), latencies, now))
             }
             Event::Snapshot(snap, latencies, now) => {
                 self.now = now;
-                self.probe_ms.extend(latencies);
+                self.probe_time.extend(latencies);
                 self.track_reachability(&snap);
                 if self.paused {
                     self.stale_while_paused = true;
                     // Keep the newest snapshot for when the display resumes.
-                    self.pending = Some(*snap);
+                    self.pending = Some(snap);
                 } else {
-                    self.install(*snap);
+                    self.install(snap);
                 }
                 vec![]
             }
-            Event::SweepPlanned(plan) => {
-                // Only if the user is still waiting for it.
-                if self.overlay == Overlay::Sweep(SweepView::Planning) {
-                    self.overlay = Overlay::Sweep(SweepView::Plan(plan));
+            Event::SweepPlanned(request, plan) => {
+                // Only the discovery in flight counts, and only if the user still waits for it.
+                if self.sweep_in_flight == Some(request) {
+                    self.sweep_in_flight = None;
+                    if self.overlay == Overlay::Sweep(SweepView::Planning) {
+                        self.overlay = Overlay::Sweep(SweepView::Plan(plan));
+                    }
                 }
                 vec![]
             }
@@ -712,7 +677,12 @@ impl App {
                     self.overlay = Overlay::Sweep(SweepView::Disabled);
                 } else {
                     self.overlay = Overlay::Sweep(SweepView::Planning);
-                    return vec![Effect::PlanSweep];
+                    // One discovery at a time: pressing S again waits for the one under way.
+                    if self.sweep_in_flight.is_none() {
+                        self.sweep_requests += 1;
+                        self.sweep_in_flight = Some(self.sweep_requests);
+                        return vec![Effect::PlanSweep(self.sweep_requests)];
+                    }
                 }
             }
             Action::Up => self.move_selection(-1),

@@ -1,17 +1,23 @@
-//! The dashboard's event loop: the only code that touches the terminal, signals and pollers.
+//! The dashboard's event loop: the only code that touches the terminal, signals and the snapshot
+//! stream.
 //!
-//! Three sources feed one channel: a thread reading terminal input, the poller tasks, and a clock.
-//! The loop applies events to [`App`], coalesces whatever queued up meanwhile into one frame, and
-//! carries out effects (refresh now, new interval) by messages. It never awaits a database.
+//! Three sources feed the loop: a thread reading terminal input, the snapshot stream (`pg::stream`:
+//! pollers and aggregator, off this loop), and a clock. The loop applies events to [`App`], coalesces
+//! whatever queued up meanwhile into one frame (only the newest snapshot becomes a model), and carries
+//! out effects (refresh now, new interval, plan or run a sweep) by messages. It never awaits a
+//! database.
 //!
 //! The terminal is always given back: on `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP, and on a panic in any
 //! thread or task (the hook restores the terminal, prints the report after that, and exits).
 
-use crate::domain::sweep::SweepRules;
+use crate::domain::snapshot::Snapshot;
+use crate::domain::sweep::{build_report, RunMode, SweepPlan, SweepRules, Timings};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
-use crate::pg::poller::{group_targets, spawn_pollers, PollControl};
-use crate::tui::app::{probe_latencies, Aggregator, App, Effect, Event};
+use crate::pg::stream::SnapshotStream;
+use crate::pg::sweep::SweepRun;
+use crate::pg::sweep::{discover_and_plan, execute_plan, DependencyCheck, DropSettings, Progress};
+use crate::tui::app::{coalesce, App, Effect, Event};
 use crate::tui::theme::Theme;
 use crate::tui::view::draw;
 use chrono::Utc;
@@ -20,7 +26,28 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+/// The clock of the live dashboard: ages and "last poll" move on between polls.
+pub const LIVE_TICK: Duration = Duration::from_secs(1);
+/// The clock of a replay: the recorded time advances smoothly while playing.
+pub const REPLAY_TICK: Duration = Duration::from_millis(250);
+/// How often the input thread checks whether the dashboard is gone.
+const INPUT_POLL: Duration = Duration::from_millis(250);
+
+/// Why the dashboard could not run or stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error("the dashboard needs a terminal (stdout is not one). {hint}")]
+    NoTerminal { hint: &'static str },
+    #[error("cannot set up the terminal: {0}")]
+    Setup(std::io::Error),
+    #[error("terminal error: {error}{}", log.as_ref().map(|p| format!(" (log: {})", p.display())).unwrap_or_default())]
+    Terminal {
+        error: std::io::Error,
+        log: Option<PathBuf>,
+    },
+}
 
 /// Where the dashboard logs: `$XDG_STATE_HOME/pgswarm/pgswarm.log` (else `~/.local/state/...`).
 pub fn log_path() -> Option<PathBuf> {
@@ -59,23 +86,12 @@ fn install_panic_hook() {
     }));
 }
 
-/// Runs the dashboard until the user quits. Returns the exit code.
-pub fn run_dashboard(settings: Settings, interval: Duration) -> i32 {
-    let runtime = match crate::cmd::build_runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let code = run_dashboard_on(&runtime, settings, interval);
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    code
-}
-
-/// Runs the dashboard on an existing runtime (the demo runs its simulator on the same one).
-pub fn run_dashboard_on(
+/// Runs the live dashboard on `runtime` until the user quits.
+pub fn run_dashboard(
     runtime: &tokio::runtime::Runtime,
     settings: Settings,
     interval: Duration,
-) -> i32 {
+) -> Result<(), TuiError> {
     with_terminal(
         "For scripts and pipes use `pgswarm snapshot` (or `pgswarm snapshot --json`).",
         |terminal| {
@@ -85,37 +101,33 @@ pub fn run_dashboard_on(
     )
 }
 
+/// Replays a recording in the dashboard: no pollers, no database, the sweep disabled.
+pub fn run_replay(
+    runtime: &tokio::runtime::Runtime,
+    snapshots: Vec<Snapshot>,
+    settings: Settings,
+) -> Result<(), TuiError> {
+    with_terminal(
+        "For a recorded moment as text or JSON use `pgswarm snapshot --replay FILE --at TIME`.",
+        |terminal| runtime.block_on(replay_loop(terminal, snapshots, settings)),
+    )
+}
+
 /// Takes the terminal, runs `body`, and always gives the terminal back: the one place that sets
-/// up logging, the panic hook and raw mode, and maps the outcome to an exit code.
+/// up logging, the panic hook and raw mode.
 fn with_terminal(
-    no_tty_hint: &str,
+    no_tty_hint: &'static str,
     body: impl FnOnce(&mut ratatui::DefaultTerminal) -> std::io::Result<()>,
-) -> i32 {
+) -> Result<(), TuiError> {
     if !std::io::stdout().is_terminal() {
-        eprintln!("pgswarm: the dashboard needs a terminal (stdout is not one). {no_tty_hint}");
-        return crate::cmd::exit::USAGE;
+        return Err(TuiError::NoTerminal { hint: no_tty_hint });
     }
     let log = init_logging();
     install_panic_hook();
-    let mut terminal = match ratatui::try_init() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("pgswarm: error: cannot set up the terminal: {e}");
-            return crate::cmd::exit::USAGE;
-        }
-    };
+    let mut terminal = ratatui::try_init().map_err(TuiError::Setup)?;
     let result = body(&mut terminal);
     ratatui::restore();
-    match result {
-        Ok(()) => crate::cmd::exit::OK,
-        Err(e) => {
-            eprintln!("pgswarm: terminal error: {e}");
-            if let Some(p) = log {
-                eprintln!("pgswarm: log: {}", p.display());
-            }
-            crate::cmd::exit::USAGE
-        }
-    }
+    result.map_err(|error| TuiError::Terminal { error, log })
 }
 
 async fn event_loop(
@@ -124,12 +136,12 @@ async fn event_loop(
     interval: Duration,
 ) -> std::io::Result<()> {
     let theme = Theme::from_env();
+    let mut stream = SnapshotStream::spawn(&settings, interval, Arc::new(ProcessEnv));
     let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
-    let groups = group_targets(&settings.databases).len();
     let mut app = App::new(
         settings.convention.clone(),
         names,
-        groups,
+        stream.groups(),
         interval,
         Utc::now(),
     );
@@ -137,48 +149,20 @@ async fn event_loop(
     app.read_only = settings.read_only;
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let (control_tx, control_rx) = watch::channel(PollControl {
-        interval,
-        refresh_seq: 0,
-    });
-    let (poll_tx, mut polls) = mpsc::unbounded_channel::<crate::pg::poller::GroupResult>();
-    let pollers = spawn_pollers(
-        &settings.databases,
-        &settings.session,
-        &settings.convention.schema_prefix,
-        Arc::new(ProcessEnv),
-        control_rx,
-        poll_tx,
-    );
-
-    // Snapshots are built here, off the UI loop: the loop only builds rows and draws.
-    let mut aggregator =
-        Aggregator::new(settings.convention.clone(), app.databases.clone(), groups);
-    let snapshot_tx = events_tx.clone();
-    let aggregator_task = tokio::spawn(async move {
-        while let Some(result) = polls.recv().await {
-            let latencies = probe_latencies(&result);
-            let snap = aggregator.accept(result);
-            let event = Event::Snapshot(Box::new(snap), latencies, Utc::now());
-            if snapshot_tx.send(event).is_err() {
-                return;
-            }
-        }
-    });
-
     spawn_input_thread(events_tx.clone());
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    let mut clock = tokio::time::interval(LIVE_TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     terminal.draw(|f| draw(f, &app, &theme))?;
     loop {
         let first = tokio::select! {
             Some(e) = events.recv() => e,
+            Some(u) = stream.updates.recv() => Event::Snapshot(u.snapshot, u.latencies, u.at),
             _ = clock.tick() => Event::Tick(Utc::now()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -189,30 +173,12 @@ async fn event_loop(
         while let Ok(e) = events.try_recv() {
             batch.push(e);
         }
-        for event in batch {
+        while let Ok(u) = stream.updates.try_recv() {
+            batch.push(Event::Snapshot(u.snapshot, u.latencies, u.at));
+        }
+        for event in coalesce(batch) {
             for effect in app.update(event) {
-                match effect {
-                    Effect::Quit => {}
-                    Effect::Refresh => control_tx.send_modify(|c| c.refresh_seq += 1),
-                    Effect::SetInterval(d) => control_tx.send_modify(|c| c.interval = d),
-                    Effect::PlanSweep => {
-                        let (settings, tx) = (settings.clone(), events_tx.clone());
-                        tokio::spawn(async move {
-                            let plan = crate::pg::sweep::discover_and_plan(
-                                &settings,
-                                &SweepRules::default(),
-                                crate::pg::sweep::DependencyCheck::AtPlan,
-                                &ProcessEnv,
-                            )
-                            .await;
-                            let _ = tx.send(Event::SweepPlanned(Box::new(plan)));
-                        });
-                    }
-                    Effect::RunSweep(plan) => {
-                        let (settings, tx) = (settings.clone(), events_tx.clone());
-                        tokio::spawn(run_sweep(settings, *plan, tx));
-                    }
-                }
+                carry_out(effect, &stream, &settings, &events_tx);
             }
         }
         if let Some(old) = app.retired.take() {
@@ -225,29 +191,48 @@ async fn event_loop(
         terminal.draw(|f| draw(f, &app, &theme))?;
     }
     tracing::info!("dashboard stopping");
-    aggregator_task.abort();
-    for p in pollers {
-        p.abort();
-    }
     Ok(())
 }
 
-/// Runs exactly the confirmed plan, reporting progress as events.
-async fn run_sweep(
-    settings: crate::pg::config::Settings,
-    plan: crate::domain::sweep::SweepPlan,
-    tx: mpsc::UnboundedSender<Event>,
+/// Carries out one effect of the app, off the UI loop.
+fn carry_out(
+    effect: Effect,
+    stream: &SnapshotStream,
+    settings: &Settings,
+    events: &mpsc::UnboundedSender<Event>,
 ) {
+    match effect {
+        Effect::Quit => {}
+        Effect::Refresh => stream.refresh(),
+        Effect::SetInterval(d) => stream.set_interval(d),
+        Effect::PlanSweep(request) => {
+            let (settings, tx) = (settings.clone(), events.clone());
+            tokio::spawn(async move {
+                let rules = SweepRules::default();
+                let check = DependencyCheck::AtPlan;
+                let plan = discover_and_plan(&settings, &rules, check, &ProcessEnv).await;
+                let _ = tx.send(Event::SweepPlanned(request, Box::new(plan)));
+            });
+        }
+        Effect::RunSweep(plan) => {
+            let (settings, tx) = (settings.clone(), events.clone());
+            tokio::spawn(run_sweep(settings, *plan, tx));
+        }
+    }
+}
+
+/// Runs exactly the confirmed plan, reporting progress as events.
+async fn run_sweep(settings: Settings, plan: SweepPlan, tx: mpsc::UnboundedSender<Event>) {
     let started = std::time::Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let progress = |p: crate::pg::sweep::Progress| match p {
-        crate::pg::sweep::Progress::Dropping { database, schema } => {
+    let progress = |p: Progress| match p {
+        Progress::Dropping { database, schema } => {
             let _ = tx.send(Event::SweepProgress {
                 done: done.load(std::sync::atomic::Ordering::Relaxed),
                 current: Some(format!("{database}.{schema}")),
             });
         }
-        crate::pg::sweep::Progress::Done { .. } => {
+        Progress::Done { .. } => {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let _ = tx.send(Event::SweepProgress {
                 done: n,
@@ -256,55 +241,33 @@ async fn run_sweep(
         }
     };
     let rules = SweepRules::default();
-    let run = crate::pg::sweep::SweepRun {
+    let run = SweepRun {
         plan: &plan,
         targets: &settings.databases,
         session: &settings.session,
         app_prefix: &settings.convention.app_prefix,
         rules: &rules,
-        drop: &crate::pg::sweep::DropSettings::default(),
+        drop: &DropSettings::default(),
         env: &ProcessEnv,
     };
-    let outcomes = crate::pg::sweep::execute_plan(&run, &progress).await;
+    let outcomes = execute_plan(&run, &progress).await;
     let elapsed = started.elapsed();
     tracing::info!(
         dropped = outcomes.iter().map(|o| o.dropped.len()).sum::<usize>(),
         "sweep finished"
     );
-    let report = crate::domain::sweep::build_report(
-        &plan,
-        &outcomes,
-        crate::domain::sweep::RunMode::Executed,
-        crate::domain::sweep::Timings {
-            drop: elapsed,
-            total: elapsed,
-            ..Default::default()
-        },
-    );
-    let _ = tx.send(Event::SweepFinished(Box::new(report)));
-}
-
-/// Replays a recording in the dashboard: no pollers, no database, the sweep disabled.
-pub fn run_replay(snapshots: Vec<crate::domain::snapshot::Snapshot>, settings: Settings) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgswarm: error: cannot start the async runtime: {e}");
-            return crate::cmd::exit::USAGE;
-        }
+    let timings = Timings {
+        drop: elapsed,
+        total: elapsed,
+        ..Default::default()
     };
-    with_terminal(
-        "For a recorded moment as text or JSON use `pgswarm snapshot --replay FILE --at TIME`.",
-        |terminal| runtime.block_on(replay_loop(terminal, snapshots, settings)),
-    )
+    let report = build_report(&plan, &outcomes, RunMode::Executed, timings);
+    let _ = tx.send(Event::SweepFinished(Box::new(report)));
 }
 
 async fn replay_loop(
     terminal: &mut ratatui::DefaultTerminal,
-    snapshots: Vec<crate::domain::snapshot::Snapshot>,
+    snapshots: Vec<Snapshot>,
     settings: Settings,
 ) -> std::io::Result<()> {
     let theme = Theme::from_env();
@@ -312,7 +275,7 @@ async fn replay_loop(
     app.utc_offset = *chrono::Local::now().offset();
     let (tx, mut events) = mpsc::unbounded_channel::<Event>();
     spawn_input_thread(tx);
-    let mut clock = tokio::time::interval(Duration::from_millis(250));
+    let mut clock = tokio::time::interval(REPLAY_TICK);
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -335,7 +298,7 @@ async fn replay_loop(
 /// Terminal input on its own thread (crossterm's read blocks); ends when the receiver is gone.
 fn spawn_input_thread(input_tx: mpsc::UnboundedSender<Event>) {
     std::thread::spawn(move || loop {
-        match ct::poll(Duration::from_millis(250)) {
+        match ct::poll(INPUT_POLL) {
             Ok(true) => match ct::read() {
                 Ok(ct::Event::Key(k)) if k.kind == KeyEventKind::Press => {
                     if input_tx.send(Event::Key(k)).is_err() {

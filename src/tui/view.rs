@@ -160,7 +160,11 @@ fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'static>> {
             }
             Some(d) => {
                 cell.push(Span::styled(" ✓", theme.ok()));
-                let ms = app.probe_ms.get(name).copied().or(d.latency_ms);
+                let ms = app
+                    .probe_time
+                    .get(name)
+                    .map(|t| t.as_secs_f64() * 1000.0)
+                    .or(d.latency_ms);
                 if let Some(ms) = ms {
                     cell.push(Span::raw(format!(" {ms:.0}ms")));
                 }
@@ -229,8 +233,8 @@ fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
             Span::raw(d.error.clone().unwrap_or_default()),
         ]));
     }
-    for w in &s.warnings {
-        if w.contains("pg_read_all_stats") {
+    for code in &s.warning_codes {
+        if *code == crate::domain::snapshot::WarningCode::InsufficientPrivilege {
             out.push(Line::styled(
                 " some sessions show <insufficient privilege>: GRANT pg_read_all_stats (or pg_monitor) TO the monitoring role",
                 theme.warning(),

@@ -1,0 +1,274 @@
+//! The command line: what each subcommand takes, with durations parsed into `Duration`s by the
+//! argument parser itself (a bad value is a usage error naming it, before anything connects).
+//!
+//! Options that say where the databases are and how their names read (`--db`, `--config`, the
+//! prefixes, `--connect-timeout`, `--read-only`) apply to every subcommand; the others belong to the
+//! subcommands that use them. Help text wraps at the terminal width (or 80 columns in a pipe), so the
+//! examples are kept short enough to survive it.
+
+use crate::pg::config::parse_duration;
+use crate::tui::app::{INTERVAL_MAX, INTERVAL_MIN};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  pgswarm demo
+  pgswarm --db platform=postgres://db1/platform_test \\
+          --db tenant=postgres://db2/tenant_test
+  pgswarm snapshot --json --config pgswarm.toml | jq .blocking
+  PGSWARM_DB='postgres://db1/a_test postgres://db2/b_test' \\
+    pgswarm snapshot --fail-on-blocked
+  pgswarm sweep --dry-run --config pgswarm.toml
+
+Databases: --db [NAME=]CONNINFO (repeatable), else PGSWARM_DB (entries
+separated by spaces), else `databases` in --config, else one database from
+the libpq environment (PGHOST, PGDATABASE, ...). CONNINFO is a postgres://
+URL or a libpq key=value string; NAME defaults to the database name.
+
+Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked; 2 usage or
+configuration error; 3 some database could not be read (the rest is still
+reported); 4 (sweep) some drops failed or could not run.";
+
+/// Lock triage and fail-closed schema sweeping for parallel test runs on shared PostgreSQL.
+#[derive(Parser, Debug)]
+#[command(name = "pgswarm", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// For the dashboard when no subcommand is given.
+    #[command(flatten)]
+    pub interval: IntervalArg,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where the databases are and how test names read: every subcommand takes these.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// A database: [NAME=]CONNINFO (repeatable)
+    #[arg(
+        long = "db",
+        value_name = "[NAME=]CONNINFO",
+        global = true,
+        help_heading = "Databases"
+    )]
+    pub db: Vec<String>,
+    /// TOML file with `databases = [{ name, url }]` and the options below
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PGSWARM_CONFIG",
+        global = true,
+        help_heading = "Databases"
+    )]
+    pub config: Option<PathBuf>,
+    /// Bound on every connection attempt, TCP and startup together [default: 5s]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "PGSWARM_CONNECT_TIMEOUT",
+        global = true,
+        help_heading = "Databases"
+    )]
+    pub connect_timeout: Option<String>,
+    /// Prefix of test application_names: PREFIX_WORKER_NAMESPACE[_SUFFIX] [default: pytest]
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "PGSWARM_APP_PREFIX",
+        global = true,
+        help_heading = "Naming convention"
+    )]
+    pub app_prefix: Option<String>,
+    /// Prefix of test schemas: PREFIX_NAMESPACE_WORKER [default: test]
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "PGSWARM_SCHEMA_PREFIX",
+        global = true,
+        help_heading = "Naming convention"
+    )]
+    pub schema_prefix: Option<String>,
+    /// Never drop anything: `sweep` refuses and the dashboard's sweep key is disabled
+    #[arg(long, global = true, help_heading = "Safety")]
+    pub read_only: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The live dashboard (the default without a command): invocations, lock trees, schemas
+    Watch(WatchArgs),
+    /// Poll every configured database once: lock trees, invocations, schemas (text or --json)
+    Snapshot(SnapshotArgs),
+    /// Drop stale test schemas, fail-closed: plan, confirm, drop one schema per transaction
+    #[command(after_help = SWEEP_HELP)]
+    Sweep(SweepArgs),
+    /// A private PostgreSQL with a simulated agent swarm and real incidents, in the dashboard
+    Demo(DemoArgs),
+    /// Write one snapshot per tick as JSON Lines (for replay and incident review)
+    Record(RecordArgs),
+}
+
+/// `--interval`: 0.25 s to 60 s.
+#[derive(Args, Debug, Clone)]
+pub struct IntervalArg {
+    /// Refresh interval, 0.25s to 60s
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "PGSWARM_INTERVAL",
+        default_value = "1s",
+        value_parser = interval
+    )]
+    pub interval: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Replay a recording instead of polling (space play/pause, . , step, + - speed, [ ] seek)
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    #[command(flatten)]
+    pub interval: IntervalArg,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Run only the simulator (no dashboard) until interrupted
+    #[arg(long)]
+    pub no_tui: bool,
+    /// With --db: simulate against databases whose names do not look like test databases
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub interval: IntervalArg,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// The JSON Lines file to append to
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Stop after this long (default: until Ctrl-C or SIGTERM)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Stop once the file reaches this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+    #[command(flatten)]
+    pub interval: IntervalArg,
+}
+
+const SWEEP_HELP: &str = "\
+A schema is dropped only if the live set of namespaces was read from EVERY
+configured database, no session of its namespace is connected anywhere, its
+namespace token is older than --min-age, and nothing outside it would be
+removed with it. Everything else is kept, with the reason in the output.
+
+Examples:
+  pgswarm sweep --dry-run --config pgswarm.toml
+  pgswarm sweep --yes --json --config pgswarm.toml > sweep.json
+
+Exit codes: 0 done, no failure (also when nothing was stale); 2 usage error;
+3 the live set could not be established, nothing dropped; 4 some drops
+failed or could not run. Guarantees and JSON: docs/sweep.md.";
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Plan only: show what would be dropped and why the rest is kept
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Drop without asking (required when stdin is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+    /// Print one JSON document (fields in docs/sweep.md)
+    #[arg(long)]
+    pub json: bool,
+    /// Keep namespaces whose token is younger than this
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    pub min_age: Duration,
+    /// Also drop forced (debug) namespaces, whose age is unknown
+    #[arg(long)]
+    pub include_forced: bool,
+    /// Also drop legacy {prefix}_gwN schemas, whose owner is unknown
+    #[arg(long)]
+    pub include_legacy: bool,
+    /// Sweep even when a session carries the prefix but no attributable namespace
+    #[arg(long)]
+    pub allow_unattributed: bool,
+    /// lock_timeout of each drop transaction
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = server_timeout)]
+    pub lock_timeout: Duration,
+    /// statement_timeout of each drop transaction
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = server_timeout)]
+    pub statement_timeout: Duration,
+    /// Servers swept in parallel (one drop at a time per server)
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Print the state recorded in FILE (with --at) instead of polling
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// With --replay: RFC 3339 time, HH:MM:SS (UTC) or +90s from the start [default: the end]
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub at: Option<String>,
+    /// Print one JSON document (fields in docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when any session is blocked
+    #[arg(long)]
+    pub fail_on_blocked: bool,
+}
+
+/// A duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration("duration", s).map_err(|e| e.to_string())
+}
+
+/// A refresh interval, 0.25 s to 60 s.
+fn interval(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if (INTERVAL_MIN..=INTERVAL_MAX).contains(&d) => Ok(d),
+        _ => Err(format!("use 0.25s to 60s, not {s:?}")),
+    }
+}
+
+/// A timeout PostgreSQL accepts: positive (a drop must never wait forever) and at most
+/// INT_MAX milliseconds (about 24.8 days).
+fn server_timeout(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() {
+        Err("must be positive: a drop must never wait forever".into())
+    } else if d > Duration::from_millis(i32::MAX as u64) {
+        Err("must be at most 24 days: PostgreSQL refuses longer timeouts".into())
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_parsed_and_bounded() {
+        assert_eq!(interval("500ms"), Ok(Duration::from_millis(500)));
+        assert!(interval("0.1s").is_err());
+        assert!(interval("2m").is_err());
+        assert_eq!(server_timeout("30s"), Ok(Duration::from_secs(30)));
+        assert!(server_timeout("0s").unwrap_err().contains("positive"));
+        assert!(server_timeout("100000h").unwrap_err().contains("24 days"));
+        assert!(duration("soon").unwrap_err().contains("\"soon\""));
+    }
+}

@@ -1,0 +1,111 @@
+//! The snapshot stream: pollers (one task per server group) and the aggregator (one task), as the
+//! dashboard and `record` both run them. A caller gets finished snapshots, shared (`Arc`), and never
+//! builds one on its own thread: the dashboard's UI loop only builds rows and draws, and the recorder
+//! only writes.
+
+use crate::domain::aggregate::Aggregator;
+use crate::domain::snapshot::Snapshot;
+use crate::pg::config::Settings;
+use crate::pg::conninfo::Environment;
+use crate::pg::poller::{group_targets, spawn_pollers, GroupResult, PollControl};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// One finished snapshot with what it took.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub snapshot: Arc<Snapshot>,
+    /// How long the poll of each database's server group took.
+    pub latencies: Vec<(String, Duration)>,
+    pub at: DateTime<Utc>,
+}
+
+/// The running stream; its tasks stop when it is dropped.
+pub struct SnapshotStream {
+    pub updates: mpsc::UnboundedReceiver<Update>,
+    control: watch::Sender<PollControl>,
+    tasks: Vec<JoinHandle<()>>,
+    groups: usize,
+}
+
+impl SnapshotStream {
+    /// Starts the pollers and the aggregator on the current runtime.
+    pub fn spawn(
+        settings: &Settings,
+        interval: Duration,
+        env: Arc<dyn Environment + Send + Sync>,
+    ) -> SnapshotStream {
+        let (control, control_rx) = watch::channel(PollControl {
+            interval,
+            refresh_seq: 0,
+        });
+        let (poll_tx, mut polls) = mpsc::unbounded_channel::<GroupResult>();
+        let mut tasks = spawn_pollers(
+            &settings.databases,
+            &settings.session,
+            &settings.convention.schema_prefix,
+            env,
+            control_rx,
+            poll_tx,
+        );
+        let groups = group_targets(&settings.databases).len();
+        let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
+        let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
+        let (tx, updates) = mpsc::unbounded_channel();
+        tasks.push(tokio::spawn(async move {
+            while let Some(result) = polls.recv().await {
+                let latencies = latencies(&result);
+                let snapshot = Arc::new(aggregator.accept(result.group, result.observation));
+                let update = Update {
+                    snapshot,
+                    latencies,
+                    at: Utc::now(),
+                };
+                if tx.send(update).is_err() {
+                    return;
+                }
+            }
+        }));
+        SnapshotStream {
+            updates,
+            control,
+            tasks,
+            groups,
+        }
+    }
+
+    /// Poller groups (one per server): a recorder writes at most one merged snapshot per interval.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Polls every group now.
+    pub fn refresh(&self) {
+        self.control.send_modify(|c| c.refresh_seq += 1);
+    }
+
+    pub fn set_interval(&self, interval: Duration) {
+        self.control.send_modify(|c| c.interval = interval);
+    }
+}
+
+impl Drop for SnapshotStream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The poll time of each database of a group's result (they were polled together).
+pub fn latencies(result: &GroupResult) -> Vec<(String, Duration)> {
+    result
+        .observation
+        .databases
+        .iter()
+        .map(|d| (d.name.clone(), result.elapsed))
+        .collect()
+}
