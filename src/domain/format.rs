@@ -76,6 +76,11 @@ pub fn one_line(q: &str, max: usize) -> String {
     }
 }
 
+/// `12ms`: a duration rounded to the nearest millisecond.
+pub fn fmt_ms(d: std::time::Duration) -> String {
+    format!("{}ms", (d.as_micros() + 500) / 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +93,7 @@ mod tests {
         assert_eq!(fmt_age(f64::NAN), "?");
         assert_eq!(fmt_bytes(512), "512 B");
         assert_eq!(fmt_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(fmt_ms(std::time::Duration::from_micros(12_499)), "12ms");
+        assert_eq!(fmt_ms(std::time::Duration::from_micros(12_500)), "13ms");
     }
 }

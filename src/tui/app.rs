@@ -151,6 +151,112 @@ fn matches_filter(filter: &str, fields: &[Option<&str>]) -> bool {
         .any(|v| v.to_lowercase().contains(&f))
 }
 
+/// Invocations matching the filter (namespace, worker or database), then one row for the sessions
+/// no invocation owns, if any matches.
+fn invocation_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, Option<usize>)> {
+    let mut rows: Vec<(RowKey, Option<usize>)> = snapshot
+        .invocations
+        .iter()
+        .enumerate()
+        .filter(|(_, inv)| {
+            let mut fields: Vec<Option<&str>> = vec![Some(inv.namespace.as_str())];
+            fields.extend(inv.workers.iter().map(|w| Some(w.as_str())));
+            fields.extend(inv.databases.iter().map(|d| Some(d.as_str())));
+            matches_filter(filter, &fields)
+        })
+        .map(|(i, inv)| (RowKey::Invocation(inv.namespace.clone()), Some(i)))
+        .collect();
+    let others = snapshot.sessions.iter().any(|s| {
+        s.namespace.is_none()
+            && matches_filter(
+                filter,
+                &[Some(s.application_name.as_str()), Some(s.database.as_str())],
+            )
+    });
+    if others {
+        rows.push((RowKey::OtherSessions, None));
+    }
+    rows
+}
+
+/// Every row of every lock tree with a member matching the filter (a tree is shown whole), each
+/// keyed by its place: server, root, parent and pid.
+fn lock_rows(
+    snapshot: &Snapshot,
+    filter: &str,
+    session_index: &HashMap<(String, i32), usize>,
+) -> Vec<LockRow> {
+    let mut locks = Vec::new();
+    for (t, tree) in snapshot.lock_trees.iter().enumerate() {
+        let session_matches = |pid: i32| {
+            session_index
+                .get(&(tree.server.clone(), pid))
+                .map(|&i| {
+                    let s = &snapshot.sessions[i];
+                    matches_filter(
+                        filter,
+                        &[
+                            s.namespace.as_deref(),
+                            s.worker.as_deref(),
+                            Some(s.application_name.as_str()),
+                            Some(s.database.as_str()),
+                        ],
+                    )
+                })
+                .unwrap_or(filter.is_empty())
+        };
+        if !tree.rows.iter().any(|r| session_matches(r.pid)) {
+            continue;
+        }
+        let mut stack: Vec<i32> = Vec::new();
+        for (r, row) in tree.rows.iter().enumerate() {
+            stack.truncate(row.depth);
+            let parent = stack.last().copied();
+            stack.push(row.pid);
+            locks.push(LockRow {
+                key: RowKey::Lock {
+                    server: tree.server.clone(),
+                    root: tree.root_pid,
+                    parent,
+                    pid: row.pid,
+                },
+                tree: t,
+                row: r,
+            });
+        }
+    }
+    locks
+}
+
+/// Schemas matching the filter (name, database, namespace or worker).
+fn schema_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, usize)> {
+    snapshot
+        .schemas
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            matches_filter(
+                filter,
+                &[
+                    Some(s.schema.as_str()),
+                    Some(s.database.as_str()),
+                    s.namespace.as_deref(),
+                    Some(s.worker.as_str()),
+                ],
+            )
+        })
+        .map(|(i, s)| {
+            (
+                RowKey::Schema {
+                    database: s.database.clone(),
+                    schema: s.schema.clone(),
+                },
+                i,
+            )
+        })
+        .collect()
+}
+
 impl Model {
     /// Builds the rows of every pane from a snapshot and a filter.
     pub fn build(snapshot: Arc<Snapshot>, filter: &str) -> Model {
@@ -166,102 +272,11 @@ impl Model {
             .enumerate()
             .map(|(i, e)| ((e.server.clone(), e.blocker_pid, e.blocked_pid), i))
             .collect();
-
-        let mut invocations: Vec<(RowKey, Option<usize>)> = snapshot
-            .invocations
-            .iter()
-            .enumerate()
-            .filter(|(_, inv)| {
-                let mut fields: Vec<Option<&str>> = vec![Some(inv.namespace.as_str())];
-                fields.extend(inv.workers.iter().map(|w| Some(w.as_str())));
-                fields.extend(inv.databases.iter().map(|d| Some(d.as_str())));
-                matches_filter(filter, &fields)
-            })
-            .map(|(i, inv)| (RowKey::Invocation(inv.namespace.clone()), Some(i)))
-            .collect();
-        let others = snapshot.sessions.iter().any(|s| {
-            s.namespace.is_none()
-                && matches_filter(
-                    filter,
-                    &[Some(s.application_name.as_str()), Some(s.database.as_str())],
-                )
-        });
-        if others {
-            invocations.push((RowKey::OtherSessions, None));
-        }
-
-        let mut locks = Vec::new();
-        for (t, tree) in snapshot.lock_trees.iter().enumerate() {
-            let session_matches = |pid: i32| {
-                session_index
-                    .get(&(tree.server.clone(), pid))
-                    .map(|&i| {
-                        let s = &snapshot.sessions[i];
-                        matches_filter(
-                            filter,
-                            &[
-                                s.namespace.as_deref(),
-                                s.worker.as_deref(),
-                                Some(s.application_name.as_str()),
-                                Some(s.database.as_str()),
-                            ],
-                        )
-                    })
-                    .unwrap_or(filter.is_empty())
-            };
-            // A tree is shown whole when any of its members matches.
-            if !tree.rows.iter().any(|r| session_matches(r.pid)) {
-                continue;
-            }
-            let mut stack: Vec<i32> = Vec::new();
-            for (r, row) in tree.rows.iter().enumerate() {
-                stack.truncate(row.depth);
-                let parent = stack.last().copied();
-                stack.push(row.pid);
-                locks.push(LockRow {
-                    key: RowKey::Lock {
-                        server: tree.server.clone(),
-                        root: tree.root_pid,
-                        parent,
-                        pid: row.pid,
-                    },
-                    tree: t,
-                    row: r,
-                });
-            }
-        }
-
-        let schemas = snapshot
-            .schemas
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                matches_filter(
-                    filter,
-                    &[
-                        Some(s.schema.as_str()),
-                        Some(s.database.as_str()),
-                        s.namespace.as_deref(),
-                        Some(s.worker.as_str()),
-                    ],
-                )
-            })
-            .map(|(i, s)| {
-                (
-                    RowKey::Schema {
-                        database: s.database.clone(),
-                        schema: s.schema.clone(),
-                    },
-                    i,
-                )
-            })
-            .collect();
-
         Model {
+            invocations: invocation_rows(&snapshot, filter),
+            locks: lock_rows(&snapshot, filter, &session_index),
+            schemas: schema_rows(&snapshot, filter),
             snapshot: Some(snapshot),
-            invocations,
-            locks,
-            schemas,
             session_index,
             edge_index,
         }
@@ -616,32 +631,7 @@ impl App {
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         if self.filter_editing {
-            match key.code {
-                KeyCode::Enter => self.filter_editing = false,
-                KeyCode::Esc => {
-                    self.filter_editing = false;
-                    self.filter.clear();
-                    self.rebuild();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                    self.rebuild();
-                }
-                KeyCode::Char(c) if !c.is_control() && self.filter.chars().count() < 64 => {
-                    self.filter.push(c);
-                    self.rebuild();
-                }
-                _ => {}
-            }
-            if key.code == KeyCode::Char('c')
-                && key
-                    .modifiers
-                    .contains(crossterm::event::KeyModifiers::CONTROL)
-            {
-                self.quit = true;
-                return vec![Effect::Quit];
-            }
-            return vec![];
+            return self.on_filter_key(key);
         }
         if let Overlay::Sweep(view) = &self.overlay {
             return self.on_sweep_key(key, view.clone());
@@ -653,54 +643,73 @@ impl App {
             return vec![];
         }
         if self.overlay != Overlay::None {
-            // In an overlay only closing, quitting and help make sense.
-            return match action {
-                Action::Quit => {
-                    self.quit = true;
-                    vec![Effect::Quit]
-                }
-                Action::Back | Action::Detail | Action::Help => {
-                    self.overlay = Overlay::None;
-                    vec![]
-                }
-                _ => vec![],
-            };
+            return self.on_overlay_action(action);
         }
+        self.on_action(action)
+    }
+
+    /// Keys while the filter is being typed: text edits it, Enter keeps it, Esc clears it.
+    fn on_filter_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        match key.code {
+            KeyCode::Enter => self.filter_editing = false,
+            KeyCode::Esc => {
+                self.filter_editing = false;
+                self.filter.clear();
+                self.rebuild();
+            }
+            KeyCode::Backspace => {
+                self.filter.pop();
+                self.rebuild();
+            }
+            KeyCode::Char(c) if !c.is_control() && self.filter.chars().count() < 64 => {
+                self.filter.push(c);
+                self.rebuild();
+            }
+            _ => {}
+        }
+        if key.code == KeyCode::Char('c')
+            && key
+                .modifiers
+                .contains(crossterm::event::KeyModifiers::CONTROL)
+        {
+            self.quit = true;
+            return vec![Effect::Quit];
+        }
+        vec![]
+    }
+
+    /// In the help or detail overlay only closing, quitting and help make sense.
+    fn on_overlay_action(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Quit => {
+                self.quit = true;
+                vec![Effect::Quit]
+            }
+            Action::Back | Action::Detail | Action::Help => {
+                self.overlay = Overlay::None;
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// An action on the panes (no overlay open).
+    fn on_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::Quit => {
                 self.quit = true;
                 return vec![Effect::Quit];
             }
             Action::Help => self.overlay = Overlay::Help,
-            Action::Sweep => {
-                if self.read_only {
-                    self.overlay = Overlay::Sweep(SweepView::Disabled);
-                } else {
-                    self.overlay = Overlay::Sweep(SweepView::Planning);
-                    // One discovery at a time: pressing S again waits for the one under way.
-                    if self.sweep_in_flight.is_none() {
-                        self.sweep_requests += 1;
-                        self.sweep_in_flight = Some(self.sweep_requests);
-                        return vec![Effect::PlanSweep(self.sweep_requests)];
-                    }
-                }
-            }
+            Action::Sweep => return self.start_sweep(),
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::PageUp => self.move_selection(-(PAGE as isize)),
             Action::PageDown => self.move_selection(PAGE as isize),
             Action::Top => self.move_selection(isize::MIN / 2),
             Action::Bottom => self.move_selection(isize::MAX / 2),
-            Action::NextPane | Action::PrevPane => {
-                let i = self.focus.index();
-                let n = Pane::ALL.len();
-                let next = if action == Action::NextPane {
-                    (i + 1) % n
-                } else {
-                    (i + n - 1) % n
-                };
-                self.focus = Pane::ALL[next];
-            }
+            Action::NextPane => self.cycle_focus(1),
+            Action::PrevPane => self.cycle_focus(Pane::ALL.len() - 1),
             Action::Detail => {
                 if let Some(k) = self.selected_key(self.focus) {
                     self.overlay = Overlay::Detail(k);
@@ -713,15 +722,7 @@ impl App {
                 }
             }
             Action::Filter => self.filter_editing = true,
-            Action::Pause => {
-                self.paused = !self.paused;
-                if !self.paused {
-                    self.stale_while_paused = false;
-                    if let Some(s) = self.pending.take() {
-                        self.install(s);
-                    }
-                }
-            }
+            Action::Pause => self.toggle_pause(),
             Action::Refresh => return vec![Effect::Refresh],
             // Replay keys do nothing on a live dashboard.
             Action::PlayPause
@@ -729,20 +730,59 @@ impl App {
             | Action::StepBack
             | Action::SeekForward
             | Action::SeekBack => {}
-            Action::Faster | Action::Slower => {
-                let ms = self.interval.as_millis() as u64;
-                let next = if action == Action::Faster {
-                    INTERVAL_STEPS_MS.iter().rev().find(|&&s| s < ms)
-                } else {
-                    INTERVAL_STEPS_MS.iter().find(|&&s| s > ms)
-                };
-                if let Some(&s) = next {
-                    self.interval = Duration::from_millis(s).clamp(INTERVAL_MIN, INTERVAL_MAX);
-                    return vec![Effect::SetInterval(self.interval)];
-                }
-            }
+            Action::Faster => return self.step_interval(true),
+            Action::Slower => return self.step_interval(false),
         }
         vec![]
+    }
+
+    /// `S`: the plan overlay, and a discovery unless one is already under way (its plan will fill
+    /// the overlay).
+    fn start_sweep(&mut self) -> Vec<Effect> {
+        if self.read_only {
+            self.overlay = Overlay::Sweep(SweepView::Disabled);
+            return vec![];
+        }
+        self.overlay = Overlay::Sweep(SweepView::Planning);
+        if self.sweep_in_flight.is_some() {
+            return vec![];
+        }
+        self.sweep_requests += 1;
+        self.sweep_in_flight = Some(self.sweep_requests);
+        vec![Effect::PlanSweep(self.sweep_requests)]
+    }
+
+    fn cycle_focus(&mut self, by: usize) {
+        let n = Pane::ALL.len();
+        self.focus = Pane::ALL[(self.focus.index() + by) % n];
+    }
+
+    /// Pausing freezes the display; resuming shows the newest snapshot that arrived meanwhile.
+    fn toggle_pause(&mut self) {
+        self.paused = !self.paused;
+        if !self.paused {
+            self.stale_while_paused = false;
+            if let Some(s) = self.pending.take() {
+                self.install(s);
+            }
+        }
+    }
+
+    /// `+`/`-`: the next refresh interval on the ladder, within the bounds.
+    fn step_interval(&mut self, faster: bool) -> Vec<Effect> {
+        let ms = self.interval.as_millis() as u64;
+        let next = if faster {
+            INTERVAL_STEPS_MS.iter().rev().find(|&&s| s < ms)
+        } else {
+            INTERVAL_STEPS_MS.iter().find(|&&s| s > ms)
+        };
+        match next {
+            Some(&s) => {
+                self.interval = Duration::from_millis(s).clamp(INTERVAL_MIN, INTERVAL_MAX);
+                vec![Effect::SetInterval(self.interval)]
+            }
+            None => vec![],
+        }
     }
 
     /// Keys while the sweep overlay is open: capital `Y` runs the plan shown, anything else cancels.

@@ -31,6 +31,13 @@ pub enum Action {
     Quit,
 }
 
+/// Which footer: the live dashboard's or a replay's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footer {
+    Live,
+    Replay,
+}
+
 /// One binding: the keys, how the footer and help name them, and what they do.
 pub struct Binding {
     pub keys: &'static [KeyCode],
@@ -39,8 +46,8 @@ pub struct Binding {
     pub short: &'static str,
     pub help: &'static str,
     pub action: Action,
-    /// Shown in the footer (the rest only in the help overlay).
-    pub footer: bool,
+    /// The footers it is shown in (every binding is in the help overlay).
+    pub footer: &'static [Footer],
 }
 
 pub const BINDINGS: &[Binding] = &[
@@ -50,7 +57,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "quit",
         help: "quit (also Ctrl-C)",
         action: Action::Quit,
-        footer: true,
+        footer: &[Footer::Live, Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char('?')],
@@ -58,7 +65,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "help",
         help: "this help",
         action: Action::Help,
-        footer: true,
+        footer: &[Footer::Live],
     },
     Binding {
         keys: &[KeyCode::Up, KeyCode::Char('k')],
@@ -66,7 +73,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "up",
         help: "previous row",
         action: Action::Up,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Down, KeyCode::Char('j')],
@@ -74,7 +81,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "down",
         help: "next row",
         action: Action::Down,
-        footer: true,
+        footer: &[Footer::Live],
     },
     Binding {
         keys: &[KeyCode::PageUp],
@@ -82,7 +89,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "page up",
         help: "page up",
         action: Action::PageUp,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::PageDown],
@@ -90,7 +97,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "page down",
         help: "page down",
         action: Action::PageDown,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Home, KeyCode::Char('g')],
@@ -98,7 +105,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "top",
         help: "first row",
         action: Action::Top,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::End, KeyCode::Char('G')],
@@ -106,7 +113,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "bottom",
         help: "last row",
         action: Action::Bottom,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Tab],
@@ -114,7 +121,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "pane",
         help: "next pane (Shift-Tab: previous)",
         action: Action::NextPane,
-        footer: true,
+        footer: &[Footer::Live, Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::BackTab],
@@ -122,7 +129,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "pane",
         help: "previous pane",
         action: Action::PrevPane,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Enter],
@@ -130,7 +137,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "detail",
         help: "details of the selected row",
         action: Action::Detail,
-        footer: true,
+        footer: &[Footer::Live, Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Esc],
@@ -138,7 +145,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "back",
         help: "back / clear filter",
         action: Action::Back,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Char('/')],
@@ -146,7 +153,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "filter",
         help: "filter by namespace, worker, application name or database",
         action: Action::Filter,
-        footer: true,
+        footer: &[Footer::Live, Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char('p')],
@@ -154,7 +161,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "pause",
         help: "pause / resume the display",
         action: Action::Pause,
-        footer: true,
+        footer: &[Footer::Live],
     },
     Binding {
         keys: &[KeyCode::Char('r')],
@@ -162,7 +169,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "refresh",
         help: "refresh now",
         action: Action::Refresh,
-        footer: true,
+        footer: &[Footer::Live],
     },
     Binding {
         keys: &[KeyCode::Char('S')],
@@ -170,7 +177,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "sweep",
         help: "sweep stale schemas: shows the plan; capital Y runs exactly that plan",
         action: Action::Sweep,
-        footer: true,
+        footer: &[Footer::Live],
     },
     Binding {
         keys: &[KeyCode::Char(' ')],
@@ -178,7 +185,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "play",
         help: "replay: play / pause",
         action: Action::PlayPause,
-        footer: false,
+        footer: &[Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char('.')],
@@ -186,7 +193,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "step",
         help: "replay: next snapshot",
         action: Action::StepForward,
-        footer: false,
+        footer: &[Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char(',')],
@@ -194,7 +201,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "back",
         help: "replay: previous snapshot",
         action: Action::StepBack,
-        footer: false,
+        footer: &[Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char(']')],
@@ -202,7 +209,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "+1m",
         help: "replay: seek one minute forward",
         action: Action::SeekForward,
-        footer: false,
+        footer: &[Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char('[')],
@@ -210,7 +217,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "-1m",
         help: "replay: seek one minute back",
         action: Action::SeekBack,
-        footer: false,
+        footer: &[Footer::Replay],
     },
     Binding {
         keys: &[KeyCode::Char('+'), KeyCode::Char('=')],
@@ -218,7 +225,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "faster",
         help: "refresh faster (replay: play faster)",
         action: Action::Faster,
-        footer: false,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Char('-')],
@@ -226,7 +233,7 @@ pub const BINDINGS: &[Binding] = &[
         short: "slower",
         help: "refresh slower (replay: play slower)",
         action: Action::Slower,
-        footer: false,
+        footer: &[],
     },
 ];
 
@@ -241,11 +248,11 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         .map(|b| b.action)
 }
 
-/// `q quit  ? help  ...` from the bindings marked for the footer.
-pub fn footer_hints() -> Vec<(&'static str, &'static str)> {
+/// `q quit  ? help  ...` from the bindings marked for this footer.
+pub fn footer_hints(mode: Footer) -> Vec<(&'static str, &'static str)> {
     BINDINGS
         .iter()
-        .filter(|b| b.footer)
+        .filter(|b| b.footer.contains(&mode))
         .map(|b| (b.label, b.short))
         .collect()
 }
@@ -267,5 +274,28 @@ mod tests {
         assert_eq!(action_for(&ctrl_c), Some(Action::Quit));
         let j = KeyEvent::new(KeyCode::Char('j'), KeyModifiers::NONE);
         assert_eq!(action_for(&j), Some(Action::Down));
+    }
+
+    #[test]
+    fn each_footer_shows_only_keys_that_act_in_its_mode() {
+        use Action::*;
+        let replay_only = [PlayPause, StepForward, StepBack, SeekForward, SeekBack];
+        let live_only = [Pause, Refresh, Sweep];
+        for b in BINDINGS {
+            if b.footer.contains(&Footer::Live) {
+                assert!(!replay_only.contains(&b.action), "{}", b.label);
+            }
+            if b.footer.contains(&Footer::Replay) {
+                assert!(!live_only.contains(&b.action), "{}", b.label);
+            }
+        }
+        let replay: Vec<_> = footer_hints(Footer::Replay)
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        assert!(
+            replay.contains(&"q") && replay.contains(&"space"),
+            "{replay:?}"
+        );
     }
 }

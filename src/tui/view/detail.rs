@@ -1,0 +1,247 @@
+//! The detail overlay (Enter): everything known about the selected session, invocation or schema,
+//! in full (the panes abbreviate).
+
+use crate::domain::format::{fmt_age, fmt_bytes, session_label};
+use crate::domain::snapshot::{
+    InvocationReport, SchemaReport, SchemaStatus, SessionReport, Snapshot, WaitSource,
+};
+use crate::tui::app::{App, RowKey};
+use crate::tui::theme::Theme;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+
+pub(super) fn detail_lines(app: &App, theme: &Theme, key: &RowKey) -> Vec<Line<'static>> {
+    let Some(snap) = &app.model.snapshot else {
+        return vec![Line::raw(" no data yet")];
+    };
+    let gone = || {
+        vec![Line::styled(
+            " no longer present in the latest poll",
+            theme.dim(),
+        )]
+    };
+    match key {
+        RowKey::Lock { server, pid, .. } => app
+            .model
+            .session_index
+            .get(&(server.clone(), *pid))
+            .map(|&i| session_detail(snap, &snap.sessions[i], theme))
+            .unwrap_or_else(gone),
+        RowKey::Invocation(ns) => snap
+            .invocations
+            .iter()
+            .find(|i| &i.namespace == ns)
+            .map(|inv| invocation_detail(snap, inv, theme))
+            .unwrap_or_else(gone),
+        RowKey::OtherSessions => snap
+            .sessions
+            .iter()
+            .filter(|s| s.namespace.is_none())
+            .map(|s| {
+                Line::raw(format!(
+                    " {:>7} {:<28} {:<12} {}",
+                    s.pid,
+                    session_label(s),
+                    s.database,
+                    s.state.as_deref().unwrap_or("-")
+                ))
+            })
+            .collect(),
+        RowKey::Schema { database, schema } => snap
+            .schemas
+            .iter()
+            .find(|s| &s.database == database && &s.schema == schema)
+            .map(schema_detail)
+            .unwrap_or_else(gone),
+    }
+}
+
+fn kv(k: &str, v: impl Into<String>) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(
+            format!(" {k:<18}"),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(v.into()),
+    ])
+}
+
+fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn session_detail(snap: &Snapshot, s: &SessionReport, theme: &Theme) -> Vec<Line<'static>> {
+    let mut out = vec![
+        kv("pid", s.pid.to_string()),
+        kv("application_name", s.application_name.clone()),
+        kv(
+            "invocation",
+            s.namespace.clone().unwrap_or_else(|| "-".into()),
+        ),
+        kv(
+            "worker / suffix",
+            format!(
+                "{} / {}{}",
+                s.worker.as_deref().unwrap_or("-"),
+                s.suffix.as_deref().unwrap_or("-"),
+                if s.suffix_maybe_truncated {
+                    " (cut)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        kv("database", format!("{} on {}", s.database, s.server)),
+        kv("user", s.usename.clone().unwrap_or_else(|| "-".into())),
+        kv("state", s.state.clone().unwrap_or_else(|| "-".into())),
+        kv(
+            "wait",
+            format!(
+                "{} {}",
+                s.wait_event_type.as_deref().unwrap_or("-"),
+                s.wait_event.as_deref().unwrap_or("")
+            ),
+        ),
+        kv("backend_start", ts(s.backend_start)),
+        kv("xact_start", ts(s.xact_start)),
+        kv("query_start", ts(s.query_start)),
+        kv("state_change", ts(s.state_change)),
+    ];
+    if !s.blocked_by.is_empty() {
+        out.extend(wait_lines(snap, s, theme));
+    }
+    if !s.blocking.is_empty() {
+        out.push(kv(
+            "blocks",
+            s.blocking
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    out.push(Line::styled(
+        " query",
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
+    for l in s.query.as_deref().unwrap_or("-").lines() {
+        out.push(Line::raw(format!("   {l}")));
+    }
+    out
+}
+
+/// How long a blocked session has waited, and one line per blocker in the words the lock tree and
+/// the text report use.
+fn wait_lines(snap: &Snapshot, s: &SessionReport, theme: &Theme) -> Vec<Line<'static>> {
+    let mut out = vec![Line::styled(" waits for", theme.blocked())];
+    out.push(kv(
+        "  for",
+        s.waiting_s
+            .map(|w| match s.wait_source {
+                Some(WaitSource::QueryStart) => format!("≤{} (since query start)", fmt_age(w)),
+                _ => fmt_age(w),
+            })
+            .unwrap_or_else(|| "?".into()),
+    ));
+    for e in snap
+        .blocking
+        .iter()
+        .filter(|e| e.blocked_pid == s.pid && e.server == s.server)
+    {
+        let who = snap
+            .sessions
+            .iter()
+            .find(|x| x.pid == e.blocker_pid && x.server == s.server)
+            .map(session_label)
+            .unwrap_or_default();
+        out.push(kv(
+            &format!("  by {}", e.blocker_pid),
+            format!("{who}: {}", e.wait),
+        ));
+    }
+    out
+}
+
+fn invocation_detail(snap: &Snapshot, inv: &InvocationReport, theme: &Theme) -> Vec<Line<'static>> {
+    let mut out = vec![
+        kv("namespace", inv.namespace.clone()),
+        kv(
+            "runner",
+            match (inv.pid, inv.started_at) {
+                (Some(p), Some(t)) => format!("pid {p}, started {}", ts(Some(t))),
+                _ => "forced namespace: runner and age unknown".into(),
+            },
+        ),
+        kv("workers", inv.workers.join(", ")),
+        kv("databases", inv.databases.join(", ")),
+        kv(
+            "sessions",
+            format!(
+                "{} ({} blocked, {} blocking)",
+                inv.sessions, inv.blocked, inv.blocking
+            ),
+        ),
+        kv(
+            "schemas",
+            format!("{} ({})", inv.schemas, fmt_bytes(inv.schema_bytes)),
+        ),
+        Line::raw(""),
+    ];
+    for s in snap
+        .sessions
+        .iter()
+        .filter(|s| s.namespace.as_deref() == Some(inv.namespace.as_str()))
+    {
+        let style = if !s.blocked_by.is_empty() {
+            theme.blocked()
+        } else {
+            Style::new()
+        };
+        out.push(Line::styled(
+            format!(
+                " {:>7} {:<8} {:<12} {:<20} {}",
+                s.pid,
+                s.worker.as_deref().unwrap_or("-"),
+                s.database,
+                s.state.as_deref().unwrap_or("-"),
+                s.query
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            style,
+        ));
+    }
+    out
+}
+
+fn schema_detail(s: &SchemaReport) -> Vec<Line<'static>> {
+    let why = match s.status {
+        SchemaStatus::Live => "its invocation has a session on a polled server",
+        SchemaStatus::Orphaned => "no session of its invocation anywhere, every database read",
+        SchemaStatus::Legacy => "pre-namespace name: its owner cannot be known",
+        SchemaStatus::Unknown => "no session seen, but a database could not be read",
+    };
+    vec![
+        kv("schema", s.schema.clone()),
+        kv("database", s.database.clone()),
+        kv(
+            "namespace",
+            s.namespace.clone().unwrap_or_else(|| "-".into()),
+        ),
+        kv("worker", s.worker.clone()),
+        kv("tables", s.tables.to_string()),
+        kv(
+            "size",
+            format!(
+                "{}{}",
+                fmt_bytes(s.bytes),
+                if s.bytes_exact { "" } else { " (estimate)" }
+            ),
+        ),
+        kv("status", format!("{:?}: {why}", s.status).to_lowercase()),
+    ]
+}

@@ -1,0 +1,251 @@
+//! The strips around the panes: the header (state, counts, one cell per configured database), the
+//! notices under it (unreachable databases, missing privileges) and the footer of key hints.
+
+use crate::domain::format::fmt_ms;
+use crate::domain::snapshot::{DatabaseReport, WarningCode};
+use crate::tui::app::App;
+use crate::tui::keys::{footer_hints, Footer};
+use crate::tui::theme::Theme;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+
+/// At most this many lines of database cells under the status line.
+const MAX_DATABASE_LINES: usize = 3;
+
+pub(super) fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(status_spans(app, theme))];
+    let cells: Vec<Vec<Span<'static>>> = app
+        .databases
+        .iter()
+        .map(|name| {
+            let report = app
+                .model
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.databases.iter().find(|d| &d.name == name));
+            database_cell(app, theme, name, report)
+        })
+        .collect();
+    lines.extend(wrap_cells(cells, theme, width));
+    lines
+}
+
+/// The first header line: mode (live, paused, replay), refresh interval, counts, last poll.
+fn status_spans(app: &App, theme: &Theme) -> Vec<Span<'static>> {
+    let mut first = vec![Span::styled(" pgswarm ", theme.title())];
+    if let Some(r) = &app.replay {
+        first.push(Span::styled(
+            format!(
+                "REPLAY {} {} ×{} ({}/{}) ",
+                r.clock
+                    .with_timezone(&app.utc_offset)
+                    .format("%Y-%m-%d %H:%M:%S"),
+                if r.playing { "▶" } else { "⏸" },
+                r.speed,
+                r.pos + 1,
+                r.snapshots.len()
+            ),
+            theme.warning().add_modifier(Modifier::BOLD),
+        ));
+    } else if app.paused {
+        first.push(Span::styled(
+            if app.stale_while_paused {
+                "⏸ PAUSED (newer data waiting) "
+            } else {
+                "⏸ PAUSED "
+            },
+            theme.warning().add_modifier(Modifier::BOLD),
+        ));
+    } else {
+        first.push(Span::styled("● live ", theme.ok()));
+    }
+    first.push(Span::raw(format!(
+        "every {}",
+        humantime::format_duration(app.interval)
+    )));
+    if let Some(s) = &app.model.snapshot {
+        let collisions = s.blocking.iter().filter(|e| e.cross_invocation).count();
+        first.push(Span::raw(format!(" · {} sessions · ", s.sessions.len())));
+        let blocked = s.blocked_sessions();
+        let style = if blocked > 0 {
+            theme.blocked()
+        } else {
+            Style::new()
+        };
+        first.push(Span::styled(format!("{blocked} blocked"), style));
+        if collisions > 0 {
+            first.push(Span::raw(" · "));
+            first.push(Span::styled(
+                format!(
+                    "!! {collisions} collision{}",
+                    if collisions == 1 { "" } else { "s" }
+                ),
+                theme.collision(),
+            ));
+        }
+    }
+    first.push(match app.last_good_poll {
+        Some(t) => Span::styled(
+            format!(
+                " · last poll {}",
+                t.with_timezone(&app.utc_offset).format("%H:%M:%S")
+            ),
+            theme.dim(),
+        ),
+        None => Span::styled(" · waiting for the first poll…", theme.dim()),
+    });
+    first
+}
+
+/// One configured database: how it was read, its probe time, sessions and blocked sessions.
+fn database_cell(
+    app: &App,
+    theme: &Theme,
+    name: &str,
+    report: Option<&DatabaseReport>,
+) -> Vec<Span<'static>> {
+    let mut cell = vec![Span::styled(name.to_string(), theme.header())];
+    match report {
+        None => cell.push(Span::styled(" …", theme.dim())),
+        Some(d) if d.not_read_yet => cell.push(Span::styled(" … not read yet", theme.dim())),
+        Some(d) if d.stale_since.is_some() => {
+            let at = d
+                .stale_since
+                .map(|t| {
+                    t.with_timezone(&app.utc_offset)
+                        .format("%H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            cell.push(Span::styled(
+                format!(" ⟳ stale, as of {at}"),
+                theme.warning(),
+            ));
+        }
+        Some(d) if !d.reachable => cell.push(Span::styled(" ✗ unreachable", theme.bad())),
+        Some(d) if d.error.is_some() => {
+            cell.push(Span::styled(" ⚠ read failed", theme.warning()));
+        }
+        Some(d) => {
+            cell.push(Span::styled(" ✓", theme.ok()));
+            // The dashboard's own measurement of the whole poll, else the identity query's.
+            let took = match app.probe_time.get(name) {
+                Some(t) => Some(fmt_ms(*t)),
+                None => d.latency_ms.map(|ms| format!("{ms:.0}ms")),
+            };
+            if let Some(took) = took {
+                cell.push(Span::raw(format!(" {took}")));
+            }
+            cell.push(Span::raw(format!(" {}s", d.sessions)));
+            if d.blocked > 0 {
+                cell.push(Span::styled(format!(" {}b", d.blocked), theme.blocked()));
+            }
+        }
+    }
+    cell
+}
+
+/// Cells side by side separated by `│`, wrapped to the width, at most [`MAX_DATABASE_LINES`].
+fn wrap_cells(cells: Vec<Vec<Span<'static>>>, theme: &Theme, width: u16) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let mut line: Vec<Span<'static>> = vec![Span::raw(" ")];
+    let mut used = 1usize;
+    for cell in cells {
+        let w: usize = cell
+            .iter()
+            .map(|s| s.content.chars().count())
+            .sum::<usize>()
+            + 3;
+        if used + w > width as usize && used > 1 {
+            lines.push(Line::from(std::mem::take(&mut line)));
+            line = vec![Span::raw(" ")];
+            used = 1;
+            if lines.len() == MAX_DATABASE_LINES {
+                break;
+            }
+        }
+        used += w;
+        line.extend(cell);
+        line.push(Span::styled(" │ ", theme.dim()));
+    }
+    if line.len() > 1 && lines.len() < MAX_DATABASE_LINES {
+        line.pop();
+        lines.push(Line::from(line));
+    }
+    lines
+}
+
+pub(super) fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
+    let mut out = Vec::new();
+    let Some(s) = &app.model.snapshot else {
+        return out;
+    };
+    for d in s
+        .databases
+        .iter()
+        .filter(|d| !d.reachable && !d.not_read_yet)
+    {
+        let since = app
+            .unreachable_since
+            .get(&d.name)
+            .map(|t| {
+                format!(
+                    " since {}",
+                    t.with_timezone(&app.utc_offset).format("%H:%M:%S")
+                )
+            })
+            .unwrap_or_default();
+        let what = if d.stale_since.is_some() {
+            "shown as last read; unreadable"
+        } else {
+            "unreachable"
+        };
+        out.push(Line::from(vec![
+            Span::styled(format!(" {} {what}{since}: ", d.name), theme.bad()),
+            Span::raw(d.error.clone().unwrap_or_default()),
+        ]));
+    }
+    if s.warning_codes
+        .contains(&WarningCode::InsufficientPrivilege)
+    {
+        out.push(Line::styled(
+            " some sessions show <insufficient privilege>: GRANT pg_read_all_stats (or pg_monitor) TO the monitoring role",
+            theme.warning(),
+        ));
+    }
+    if out.len() > 3 {
+        let more = out.len() - 2;
+        out.truncate(2);
+        out.push(Line::styled(format!(" … {more} more notices"), theme.dim()));
+    }
+    out
+}
+
+/// Key hints from the key map (`keys::BINDINGS`), for live or replay mode; the filter being edited
+/// replaces them.
+pub(super) fn footer_line(app: &App, theme: &Theme) -> Line<'static> {
+    if app.filter_editing {
+        return Line::from(vec![
+            Span::styled(" filter: ", theme.header()),
+            Span::raw(format!("{}▏", app.filter)),
+            Span::styled("  Enter keep · Esc clear", theme.dim()),
+        ]);
+    }
+    let mut spans = Vec::new();
+    if !app.filter.is_empty() {
+        spans.push(Span::styled(
+            format!(" filter: {} (Esc clears) ", app.filter),
+            theme.warning(),
+        ));
+    }
+    let mode = if app.replay.is_some() {
+        Footer::Replay
+    } else {
+        Footer::Live
+    };
+    for (key, what) in footer_hints(mode) {
+        spans.push(Span::styled(format!(" {key}"), theme.header()));
+        spans.push(Span::styled(format!(" {what} "), theme.dim()));
+    }
+    Line::from(spans)
+}

@@ -1,0 +1,159 @@
+//! The invocations pane: one row per namespace (live, crashed, colliding), then the sessions no
+//! invocation owns.
+
+use super::cells::short_namespace;
+use super::{empty, pane_block, window};
+use crate::domain::format::fmt_age;
+use crate::domain::snapshot::{InvocationReport, SessionReport, Snapshot};
+use crate::tui::app::{App, Pane};
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::Span;
+use ratatui::widgets::{Cell, Row, Table};
+use ratatui::Frame;
+
+/// Below this width generated namespaces show as `p10001…1eef` (a full one needs 26 columns).
+const NARROW: u16 = 66;
+/// From this width the runner pid gets its own column.
+const WIDE: u16 = 76;
+
+pub(super) fn draw(
+    frame: &mut Frame,
+    app: &App,
+    snap: &Snapshot,
+    theme: &Theme,
+    area: Rect,
+    selected: Option<usize>,
+) {
+    let rows = &app.model.invocations;
+    let block = pane_block(app, theme, Pane::Invocations, rows.len());
+    if rows.is_empty() {
+        return empty(
+            frame,
+            block,
+            theme,
+            "no test sessions and no test schemas",
+            area,
+        );
+    }
+    let height = area.height.saturating_sub(3) as usize;
+    let (start, end) = window(selected, rows.len(), height);
+    let (narrow, wide) = (area.width < NARROW, area.width >= WIDE);
+    let body: Vec<Row> = rows[start..end]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, idx))| {
+            let row = match idx {
+                Some(idx) => invocation_row(app, theme, &snap.invocations[*idx], narrow, wide),
+                None => others_row(snap, theme, wide),
+            };
+            if Some(start + i) == selected {
+                row.style(theme.selected())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let (titles, widths) = columns(wide);
+    let table = Table::new(body, widths)
+        .header(Row::new(titles).style(theme.header()))
+        .column_spacing(1)
+        .block(block);
+    frame.render_widget(table, area);
+}
+
+fn columns(wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
+    let mut titles = vec!["", "NAMESPACE", "AGE"];
+    let mut widths = vec![
+        Constraint::Length(2),
+        Constraint::Min(12),
+        Constraint::Length(7),
+    ];
+    if wide {
+        titles.push("PID");
+        widths.push(Constraint::Length(7));
+    }
+    titles.extend(["WRK", "SESS", "DBS", "BLKD", "BLKG", "SCH"]);
+    widths.extend([
+        Constraint::Length(3),
+        Constraint::Length(4),
+        Constraint::Length(3),
+        Constraint::Length(4),
+        Constraint::Length(4),
+        Constraint::Length(3),
+    ]);
+    (titles, widths)
+}
+
+fn invocation_row(
+    app: &App,
+    theme: &Theme,
+    inv: &InvocationReport,
+    narrow: bool,
+    wide: bool,
+) -> Row<'static> {
+    let marker = if inv.cross_invocation {
+        Span::styled("!!", theme.collision())
+    } else if inv.live {
+        Span::styled("● ", theme.live())
+    } else {
+        Span::styled("○ ", theme.dim())
+    };
+    let ns = if narrow {
+        short_namespace(&inv.namespace)
+    } else {
+        inv.namespace.clone()
+    };
+    let name = if inv.forced { format!("{ns}*") } else { ns };
+    let age = inv
+        .started_at
+        .map(|t| fmt_age((app.now - t).num_milliseconds() as f64 / 1000.0))
+        .unwrap_or_else(|| "?".into());
+    let style = if inv.cross_invocation {
+        theme.collision()
+    } else if inv.blocked > 0 {
+        theme.blocked()
+    } else {
+        Style::new()
+    };
+    let mut cells = vec![Cell::from(marker), Cell::from(name), Cell::from(age)];
+    if wide {
+        cells.push(Cell::from(
+            inv.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ));
+    }
+    Row::new(cells.into_iter().chain([
+        Cell::from(inv.workers.len().to_string()),
+        Cell::from(inv.sessions.to_string()),
+        Cell::from(inv.databases.len().to_string()),
+        Cell::from(inv.blocked.to_string()),
+        Cell::from(inv.blocking.to_string()),
+        Cell::from(inv.schemas.to_string()),
+    ]))
+    .style(style)
+}
+
+/// The sessions without a namespace, as one dim row.
+fn others_row(snap: &Snapshot, theme: &Theme, wide: bool) -> Row<'static> {
+    let others: Vec<&SessionReport> = snap
+        .sessions
+        .iter()
+        .filter(|s| s.namespace.is_none())
+        .collect();
+    let blocked = others.iter().filter(|s| !s.blocked_by.is_empty()).count();
+    let blocking = others.iter().filter(|s| !s.blocking.is_empty()).count();
+    let mut cells = vec![Cell::from("  "), Cell::from("(unlabeled)"), Cell::from("")];
+    if wide {
+        cells.push(Cell::from(""));
+    }
+    Row::new(cells.into_iter().chain([
+        Cell::from(""),
+        Cell::from(others.len().to_string()),
+        Cell::from(""),
+        Cell::from(blocked.to_string()),
+        Cell::from(blocking.to_string()),
+        Cell::from(""),
+    ]))
+    .style(theme.dim())
+}

@@ -1,0 +1,177 @@
+//! Drawing. Takes `&App` and draws; never changes state, never waits for anything.
+//!
+//! Layout: a header strip (one cell per configured database, refresh state, last good poll), notices
+//! (unreachable databases, missing privileges), the three panes and a footer of key hints generated
+//! from the key map. From 120x30 up the invocation and lock panes sit side by side; below that the
+//! panes stack and the focused one gets most of the room. Only the visible rows of a pane are built,
+//! so a frame costs the same with 50 or 5,000 sessions.
+//!
+//! One file per part of the screen: `header` (header, notices, footer), a file per pane
+//! (`invocations`, `locks`, `schemas`), and the overlays (`popup` with help, `detail`, `sweep`).
+//! `cells` holds the compact forms of names and sizes the narrow columns share.
+
+mod cells;
+mod detail;
+mod header;
+mod invocations;
+mod locks;
+mod popup;
+mod schemas;
+mod sweep;
+
+use crate::tui::app::{App, Overlay, Pane, RowKey};
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Span;
+use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::Frame;
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
+    let area = frame.area();
+    let header = header::header_lines(app, theme, area.width);
+    let notices = header::notice_lines(app, theme);
+    let [header_area, notice_area, body, footer] = Layout::vertical([
+        Constraint::Length(header.len() as u16),
+        Constraint::Length(notices.len() as u16),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(header), header_area);
+    frame.render_widget(Paragraph::new(notices), notice_area);
+    draw_body(frame, app, theme, body);
+    frame.render_widget(Paragraph::new(header::footer_line(app, theme)), footer);
+    match &app.overlay {
+        Overlay::None => {}
+        Overlay::Help => popup::draw_popup(frame, theme, "Keys", popup::help_lines(theme)),
+        Overlay::Sweep(view) => {
+            popup::draw_popup(frame, theme, "Sweep", sweep::sweep_lines(app, theme, view))
+        }
+        Overlay::Detail(key) => {
+            let title = match key {
+                RowKey::Invocation(_) | RowKey::OtherSessions => "Invocation",
+                RowKey::Lock { .. } => "Session",
+                RowKey::Schema { .. } => "Schema",
+            };
+            popup::draw_popup(frame, theme, title, detail::detail_lines(app, theme, key));
+        }
+    }
+    scrub(frame.buffer_mut());
+}
+
+/// The terminal boundary: whatever a database string carried, no drawn cell holds a character that
+/// could drive the terminal or reorder the line (`domain::text::is_unsafe`). Ratatui 0.30 already
+/// drops control and zero-width graphemes when it fills the buffer; this pass keeps the guarantee
+/// ours, whatever a later ratatui does. Such a cell shows `?`.
+fn scrub(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        if cell.symbol().chars().any(crate::domain::text::is_unsafe) {
+            cell.set_symbol("?");
+        }
+    }
+}
+
+fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    if app.loading() {
+        let text = format!(
+            "connecting to {} database{}…",
+            app.databases.len(),
+            if app.databases.len() == 1 { "" } else { "s" }
+        );
+        frame.render_widget(
+            Paragraph::new(text).block(
+                Block::new()
+                    .borders(Borders::ALL)
+                    .border_style(theme.border()),
+            ),
+            area,
+        );
+        return;
+    }
+    if area.width >= 120 && area.height >= 26 {
+        // Lock trees get the full width: their lines carry the most.
+        let [top, bottom] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(area);
+        let [left, right] =
+            Layout::horizontal([Constraint::Length(66), Constraint::Fill(1)]).areas(top);
+        draw_pane(frame, app, theme, Pane::Invocations, left);
+        draw_pane(frame, app, theme, Pane::Schemas, right);
+        draw_pane(frame, app, theme, Pane::Locks, bottom);
+    } else {
+        let areas = Layout::vertical(stacked(app, area.height)).split(area);
+        for (i, p) in Pane::ALL.into_iter().enumerate() {
+            draw_pane(frame, app, theme, p, areas[i]);
+        }
+    }
+}
+
+/// Stacked panes: unfocused panes take what their rows need up to a cap (lock trees get the
+/// largest), the focused pane takes the rest.
+fn stacked(app: &App, body: u16) -> [Constraint; 3] {
+    Pane::ALL.map(|p| {
+        if p == app.focus {
+            return Constraint::Fill(1);
+        }
+        let (rows, chrome) = match p {
+            Pane::Invocations => (app.model.invocations.len(), 3),
+            Pane::Locks => (app.model.locks.len(), 2),
+            Pane::Schemas => (app.model.schemas.len(), 3),
+        };
+        let cap = match p {
+            Pane::Locks => (body * 2 / 5).max(4),
+            _ => (body / 4).max(4),
+        };
+        Constraint::Length((rows.max(1) as u16 + chrome).min(cap))
+    })
+}
+
+fn draw_pane(frame: &mut Frame, app: &App, theme: &Theme, pane: Pane, area: Rect) {
+    let Some(snap) = &app.model.snapshot else {
+        return;
+    };
+    let selected = app.selected_index(pane).filter(|_| app.focus == pane);
+    match pane {
+        Pane::Invocations => invocations::draw(frame, app, snap, theme, area, selected),
+        Pane::Locks => locks::draw(frame, app, snap, theme, area, selected),
+        Pane::Schemas => schemas::draw(frame, app, snap, theme, area, selected),
+    }
+}
+
+/// The first visible row so that `selected` is on screen.
+fn window(selected: Option<usize>, len: usize, height: usize) -> (usize, usize) {
+    if height == 0 || len == 0 {
+        return (0, 0);
+    }
+    let sel = selected.unwrap_or(0).min(len - 1);
+    let start = sel
+        .saturating_sub(height - 1)
+        .min(len.saturating_sub(height));
+    (start, (start + height).min(len))
+}
+
+fn pane_block(app: &App, theme: &Theme, pane: Pane, count: usize) -> Block<'static> {
+    let focused = app.focus == pane;
+    Block::new()
+        .borders(Borders::ALL)
+        .border_style(if focused {
+            theme.focused_border()
+        } else {
+            theme.border()
+        })
+        .title(Span::styled(
+            format!(" {} ({count}) ", pane.title()),
+            if focused {
+                theme.title()
+            } else {
+                theme.header()
+            },
+        ))
+}
+
+fn empty(frame: &mut Frame, block: Block<'static>, theme: &Theme, text: &str, area: Rect) {
+    frame.render_widget(
+        Paragraph::new(Span::styled(text.to_string(), theme.dim())).block(block),
+        area,
+    );
+}
