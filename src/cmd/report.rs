@@ -7,9 +7,12 @@
 
 use crate::domain::format::{fmt_age, fmt_bytes, one_line, session_label};
 use crate::domain::lockgraph::tree_prefixes;
-use crate::domain::snapshot::{LabelKind, SchemaStatus, SessionReport, Snapshot, WaitSource};
+use crate::domain::snapshot::{
+    BlockingEdge, LabelKind, LockTree, SchemaStatus, SessionReport, Snapshot, TreeRowReport,
+    WaitSource,
+};
 use crate::domain::text::{sanitize as t, sanitize_lines};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
 /// Renders the whole report. Every string from the database is sanitised where it is inserted, and
@@ -21,7 +24,31 @@ pub fn render_report(snap: &Snapshot) -> String {
 
 fn render_unchecked(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let servers: std::collections::BTreeSet<&str> = snap
+    render_title(&mut out, snap);
+    render_databases(&mut out, snap);
+    render_trees(&mut out, snap);
+    render_invocations(&mut out, snap);
+    render_schemas(&mut out, snap);
+    render_others(&mut out, snap);
+    if !snap.warnings.is_empty() {
+        out.push_str("\nWARNINGS\n");
+        for w in &snap.warnings {
+            let _ = writeln!(out, "  - {}", t(w));
+        }
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn render_title(out: &mut String, snap: &Snapshot) {
+    let servers: BTreeSet<&str> = snap
         .databases
         .iter()
         .filter_map(|d| d.server.as_deref())
@@ -32,9 +59,9 @@ fn render_unchecked(snap: &Snapshot) -> String {
         "pgswarm snapshot {} · {} database{} on {} server{}{} · {} sessions · {} blocked",
         snap.taken_at.format("%Y-%m-%d %H:%M:%S UTC"),
         snap.databases.len(),
-        if snap.databases.len() == 1 { "" } else { "s" },
+        plural(snap.databases.len()),
         servers.len(),
-        if servers.len() == 1 { "" } else { "s" },
+        plural(servers.len()),
         if unreachable > 0 {
             format!(" ({unreachable} UNREACHABLE)")
         } else {
@@ -43,7 +70,9 @@ fn render_unchecked(snap: &Snapshot) -> String {
         snap.sessions.len(),
         snap.blocked_sessions()
     );
+}
 
+fn render_databases(out: &mut String, snap: &Snapshot) {
     out.push_str("\nDATABASES\n");
     let w = snap
         .databases
@@ -80,35 +109,33 @@ fn render_unchecked(snap: &Snapshot) -> String {
             );
         }
     }
+}
 
-    render_trees(&mut out, snap);
-    render_invocations(&mut out, snap);
-    render_schemas(&mut out, snap);
-
+fn render_others(out: &mut String, snap: &Snapshot) {
     let others: Vec<&SessionReport> = snap
         .sessions
         .iter()
         .filter(|s| s.label != LabelKind::Labeled)
         .collect();
-    if !others.is_empty() {
-        let involved = others
-            .iter()
-            .filter(|s| !s.blocked_by.is_empty() || !s.blocking.is_empty())
-            .count();
-        let _ = writeln!(
-            out,
-            "\nOTHER SESSIONS: {} not labeled by the convention ({} involved in locks, shown above)",
-            others.len(),
-            involved
-        );
+    if others.is_empty() {
+        return;
     }
-    if !snap.warnings.is_empty() {
-        out.push_str("\nWARNINGS\n");
-        for w in &snap.warnings {
-            let _ = writeln!(out, "  - {}", t(w));
-        }
-    }
-    out
+    let involved = others
+        .iter()
+        .filter(|s| !s.blocked_by.is_empty() || !s.blocking.is_empty())
+        .count();
+    let _ = writeln!(
+        out,
+        "\nOTHER SESSIONS: {} not labeled by the convention ({} involved in locks, shown above)",
+        others.len(),
+        involved
+    );
+}
+
+/// Sessions and edges by their place, for drawing trees.
+struct TreeIndex<'a> {
+    sessions: HashMap<(&'a str, i32), &'a SessionReport>,
+    edges: HashMap<(&'a str, i32, i32), &'a BlockingEdge>,
 }
 
 fn render_trees(out: &mut String, snap: &Snapshot) {
@@ -121,60 +148,25 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
         out,
         "\nLOCK TREES ({} root{}, {} blocked, {} cross-invocation edge{})",
         snap.lock_trees.len(),
-        if snap.lock_trees.len() == 1 { "" } else { "s" },
+        plural(snap.lock_trees.len()),
         snap.blocked_sessions(),
         collisions,
-        if collisions == 1 { "" } else { "s" }
+        plural(collisions)
     );
-    let sessions: HashMap<(&str, i32), &SessionReport> = snap
-        .sessions
-        .iter()
-        .map(|s| ((s.server.as_str(), s.pid), s))
-        .collect();
-    let edges: HashMap<(&str, i32, i32), &crate::domain::snapshot::BlockingEdge> = snap
-        .blocking
-        .iter()
-        .map(|e| ((e.server.as_str(), e.blocker_pid, e.blocked_pid), e))
-        .collect();
+    let index = TreeIndex {
+        sessions: snap
+            .sessions
+            .iter()
+            .map(|s| ((s.server.as_str(), s.pid), s))
+            .collect(),
+        edges: snap
+            .blocking
+            .iter()
+            .map(|e| ((e.server.as_str(), e.blocker_pid, e.blocked_pid), e))
+            .collect(),
+    };
     for tree in &snap.lock_trees {
-        let root = sessions.get(&(tree.server.as_str(), tree.root_pid));
-        let who = match (tree.root_pid, root) {
-            (0, _) => "prepared transaction (pid 0)".to_string(),
-            (_, Some(s)) => session_label(s),
-            (_, None) => "(session not visible)".to_string(),
-        };
-        let state = match &tree.root_state {
-            Some(st) if tree.root_idle_in_transaction => format!(
-                "IDLE IN TRANSACTION{}",
-                tree.root_xact_age_s
-                    .map(|a| format!(" for {}", fmt_age(a)))
-                    .unwrap_or_default()
-            ),
-            Some(st) => t(st).into_owned(),
-            None => "state unknown".into(),
-        };
-        let _ = writeln!(
-            out,
-            "  [{}] root {} {}  {}  holds up {} (depth {}){}{}",
-            t(&tree.database),
-            tree.root_pid,
-            who,
-            state,
-            tree.victims,
-            tree.depth,
-            if tree.cross_invocation {
-                "  COLLISION between invocations"
-            } else {
-                ""
-            },
-            if tree.in_cycle { "  (cycle)" } else { "" },
-        );
-        if let Some(q) = root
-            .and_then(|s| s.query.as_deref())
-            .filter(|q| !q.is_empty())
-        {
-            let _ = writeln!(out, "      query: {}", one_line(q, 100));
-        }
+        render_root(out, tree, &index);
         let depths: Vec<usize> = tree.rows.iter().map(|r| r.depth).collect();
         let prefixes = tree_prefixes(&depths);
         let mut stack: Vec<i32> = Vec::new();
@@ -182,59 +174,109 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
             stack.truncate(row.depth - 1);
             let parent = stack.last().copied().unwrap_or(tree.root_pid);
             stack.push(row.pid);
-            let s = sessions.get(&(tree.server.as_str(), row.pid));
-            let label = s.map(|s| session_label(s)).unwrap_or_else(|| "?".into());
-            if row.reference {
-                let _ = writeln!(
-                    out,
-                    "    {prefix}↳ {} {label}  (drawn above; it also waits for {parent})",
-                    row.pid
-                );
-                continue;
-            }
-            let e = edges.get(&(tree.server.as_str(), parent, row.pid));
-            let also: Vec<String> = s
-                .map(|s| {
-                    s.blocked_by
-                        .iter()
-                        .filter(|&&b| b != parent)
-                        .map(|b| b.to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let wait = e
-                .and_then(|e| e.waiting_s.map(|w| (w, e.wait_source)))
-                .map(|(w, src)| match src {
-                    Some(WaitSource::QueryStart) => format!("waits ≤{}", fmt_age(w)),
-                    _ => format!("waits {}", fmt_age(w)),
-                })
-                .unwrap_or_else(|| "waits".into());
-            let what = e.map(|e| t(&e.wait).into_owned()).unwrap_or_default();
-            let flags = e
-                .map(|e| {
-                    let mut f = String::new();
-                    if e.cross_invocation {
-                        f.push_str("  CROSS-INVOCATION");
-                    }
-                    f
-                })
-                .unwrap_or_default();
-            let also = if also.is_empty() {
-                String::new()
-            } else {
-                format!("  ↳ also waits for {}", also.join(", "))
-            };
-            let _ = writeln!(
-                out,
-                "    {prefix}{} {label}  [{}]  {}  {}{}{also}",
-                row.pid,
-                t(s.map(|s| s.database.as_str()).unwrap_or("?")),
-                wait,
-                what,
-                flags
-            );
+            render_waiter(out, tree, &index, row, prefix, parent);
         }
     }
+}
+
+/// `  [db] root PID LABEL  STATE  holds up N (depth D)  COLLISION…`, then its query.
+fn render_root(out: &mut String, tree: &LockTree, index: &TreeIndex) {
+    let root = index.sessions.get(&(tree.server.as_str(), tree.root_pid));
+    let who = match (tree.root_pid, root) {
+        (0, _) => "prepared transaction (pid 0)".to_string(),
+        (_, Some(s)) => session_label(s),
+        (_, None) => "(session not visible)".to_string(),
+    };
+    let state = match &tree.root_state {
+        Some(_) if tree.root_idle_in_transaction => format!(
+            "IDLE IN TRANSACTION{}",
+            tree.root_xact_age_s
+                .map(|a| format!(" for {}", fmt_age(a)))
+                .unwrap_or_default()
+        ),
+        Some(st) => t(st).into_owned(),
+        None => "state unknown".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  [{}] root {} {}  {}  holds up {} (depth {}){}{}",
+        t(&tree.database),
+        tree.root_pid,
+        who,
+        state,
+        tree.victims,
+        tree.depth,
+        if tree.cross_invocation {
+            "  COLLISION between invocations"
+        } else {
+            ""
+        },
+        if tree.in_cycle { "  (cycle)" } else { "" },
+    );
+    if let Some(q) = root
+        .and_then(|s| s.query.as_deref())
+        .filter(|q| !q.is_empty())
+    {
+        let _ = writeln!(out, "      query: {}", one_line(q, 100));
+    }
+}
+
+/// One waiter under `parent`: how long it waits, for what, and whom else it waits for.
+fn render_waiter(
+    out: &mut String,
+    tree: &LockTree,
+    index: &TreeIndex,
+    row: &TreeRowReport,
+    prefix: &str,
+    parent: i32,
+) {
+    let s = index.sessions.get(&(tree.server.as_str(), row.pid));
+    let label = s.map(|s| session_label(s)).unwrap_or_else(|| "?".into());
+    if row.reference {
+        let _ = writeln!(
+            out,
+            "    {prefix}↳ {} {label}  (drawn above; it also waits for {parent})",
+            row.pid
+        );
+        return;
+    }
+    let e = index.edges.get(&(tree.server.as_str(), parent, row.pid));
+    let also: Vec<String> = s
+        .map(|s| {
+            s.blocked_by
+                .iter()
+                .filter(|&&b| b != parent)
+                .map(|b| b.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let wait = e
+        .and_then(|e| e.waiting_s.map(|w| (w, e.wait_source)))
+        .map(|(w, src)| match src {
+            Some(WaitSource::QueryStart) => format!("waits ≤{}", fmt_age(w)),
+            _ => format!("waits {}", fmt_age(w)),
+        })
+        .unwrap_or_else(|| "waits".into());
+    let what = e.map(|e| t(&e.wait).into_owned()).unwrap_or_default();
+    let flags = if e.is_some_and(|e| e.cross_invocation) {
+        "  CROSS-INVOCATION"
+    } else {
+        ""
+    };
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!("  ↳ also waits for {}", also.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "    {prefix}{} {label}  [{}]  {}  {}{}{also}",
+        row.pid,
+        t(s.map(|s| s.database.as_str()).unwrap_or("?")),
+        wait,
+        what,
+        flags
+    );
 }
 
 fn render_invocations(out: &mut String, snap: &Snapshot) {

@@ -142,6 +142,87 @@ struct GroupPoller {
 
 type Pending = Option<JoinHandle<Result<DbSession, String>>>;
 
+/// The monitor sessions of one group, with their reconnects: a session that fails or closes is
+/// reopened in the background with jittered backoff, never holding up a poll.
+struct Connections {
+    sessions: Vec<Result<DbSession, String>>,
+    pending: Vec<Pending>,
+    backoff: Vec<Backoff>,
+    retry_at: Vec<Option<Instant>>,
+}
+
+impl Connections {
+    /// Starts connecting to every target of the group.
+    fn start(poller: &GroupPoller) -> Self {
+        let n = poller.targets.len();
+        Connections {
+            sessions: (0..n).map(|_| Err("connecting…".to_string())).collect(),
+            pending: (0..n).map(|i| Some(poller.spawn_connect(i))).collect(),
+            backoff: (0..n)
+                .map(|i| {
+                    Backoff::new(std::process::id() as u64 * 7919 + (poller.group * 31 + i) as u64)
+                })
+                .collect(),
+            retry_at: vec![None; n],
+        }
+    }
+
+    /// Waits (bounded) for the first connection attempts, so the first poll does not show a false
+    /// "unreachable".
+    async fn await_first(&mut self, limit: Duration) {
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            if let Some(h) = p.take() {
+                self.sessions[i] = match tokio::time::timeout(limit, h).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(format!("connection task failed: {e}")),
+                    Err(_) => Err("timed out connecting".into()),
+                };
+            }
+        }
+    }
+
+    /// Takes in finished reconnects and starts the ones that are due.
+    async fn tend(&mut self, poller: &GroupPoller) {
+        for i in 0..self.sessions.len() {
+            if self.pending[i].as_ref().is_some_and(|h| h.is_finished()) {
+                let h = self.pending[i].take().expect("checked");
+                self.sessions[i] = match h.await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("connection task failed: {e}")),
+                };
+                let name = &poller.targets[i].name;
+                match &self.sessions[i] {
+                    Ok(_) => {
+                        self.backoff[i].reset();
+                        self.retry_at[i] = None;
+                        tracing::info!(database = %name, "connected");
+                    }
+                    Err(e) => {
+                        self.retry_at[i] = Some(Instant::now() + self.backoff[i].next_delay());
+                        tracing::warn!(database = %name, error = %e, "connect failed");
+                    }
+                }
+            }
+            let down = self.sessions[i].is_err();
+            let due = self.retry_at[i].is_none_or(|t| Instant::now() >= t);
+            if down && self.pending[i].is_none() && due {
+                self.pending[i] = Some(poller.spawn_connect(i));
+            }
+        }
+    }
+
+    /// Sessions closed under us (terminated backend, network loss) reconnect at once.
+    fn drop_closed(&mut self, poller: &GroupPoller) {
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            if matches!(s, Ok(db) if db.client.is_closed()) {
+                tracing::warn!(database = %poller.targets[i].name, "monitor session closed; reconnecting");
+                *s = Err("monitor connection lost; reconnecting".into());
+                self.retry_at[i] = None;
+            }
+        }
+    }
+}
+
 impl GroupPoller {
     fn spawn_connect(&self, i: usize) -> JoinHandle<Result<DbSession, String>> {
         let target = self.targets[i].target.clone();
@@ -155,14 +236,7 @@ impl GroupPoller {
         mut control: watch::Receiver<PollControl>,
         tx: mpsc::UnboundedSender<GroupResult>,
     ) {
-        let n = self.targets.len();
-        let mut sessions: Vec<Result<DbSession, String>> =
-            (0..n).map(|_| Err("connecting…".to_string())).collect();
-        let mut pending: Vec<Pending> = (0..n).map(|i| Some(self.spawn_connect(i))).collect();
-        let mut backoff: Vec<Backoff> = (0..n)
-            .map(|i| Backoff::new(std::process::id() as u64 * 7919 + (self.group * 31 + i) as u64))
-            .collect();
-        let mut retry_at: Vec<Option<Instant>> = vec![None; n];
+        let mut conns = Connections::start(&self);
         let sizes: Sizes = Arc::default();
         let _sizer = AbortOnDrop(tokio::spawn(sizer(
             self.targets.clone(),
@@ -171,77 +245,25 @@ impl GroupPoller {
             self.env.clone(),
             sizes.clone(),
         )));
-
-        // The first poll waits (bounded) for the first connection attempts, so the screen does not
-        // start with a false "unreachable".
-        for (i, p) in pending.iter_mut().enumerate() {
-            if let Some(h) = p.take() {
-                let limit = self.session.connect_timeout + Duration::from_secs(1);
-                match tokio::time::timeout(limit, h).await {
-                    Ok(Ok(r)) => sessions[i] = r,
-                    Ok(Err(e)) => sessions[i] = Err(format!("connection task failed: {e}")),
-                    Err(_) => sessions[i] = Err("timed out connecting".into()),
-                }
-            }
-        }
-
+        conns
+            .await_first(self.session.connect_timeout + FIRST_CONNECT_SLACK)
+            .await;
+        let opts = ProbeOptions {
+            schema_prefix: self.schema_prefix.clone(),
+            exact_sizes: false,
+        };
         loop {
             let started = Instant::now();
-            // Collect finished reconnects; start due ones in the background.
-            for i in 0..n {
-                if pending[i].as_ref().is_some_and(|h| h.is_finished()) {
-                    let h = pending[i].take().expect("checked");
-                    sessions[i] = match h.await {
-                        Ok(r) => r,
-                        Err(e) => Err(format!("connection task failed: {e}")),
-                    };
-                    match &sessions[i] {
-                        Ok(_) => {
-                            backoff[i].reset();
-                            retry_at[i] = None;
-                            tracing::info!(database = %self.targets[i].name, "connected");
-                        }
-                        Err(e) => {
-                            retry_at[i] = Some(Instant::now() + backoff[i].next_delay());
-                            tracing::warn!(database = %self.targets[i].name, error = %e, "connect failed");
-                        }
-                    }
-                }
-                let down = sessions[i].is_err();
-                let due = retry_at[i].is_none_or(|t| Instant::now() >= t);
-                if down && pending[i].is_none() && due {
-                    pending[i] = Some(self.spawn_connect(i));
-                }
-            }
-
-            let opts = ProbeOptions {
-                schema_prefix: self.schema_prefix.clone(),
-                exact_sizes: false,
-            };
+            conns.tend(&self).await;
             let mut obs = observe(
                 &self.targets,
-                &sessions,
+                &conns.sessions,
                 &opts,
                 self.session.statement_timeout,
             )
             .await;
-            {
-                let sizes = sizes.lock().unwrap_or_else(|p| p.into_inner());
-                for s in &mut obs.schemas {
-                    if let Some(b) = sizes.get(&s.database).and_then(|d| d.get(&s.schema)) {
-                        s.bytes = *b;
-                        s.bytes_exact = true;
-                    }
-                }
-            }
-            // Sessions closed under us (terminated backend, network loss) reconnect at once.
-            for (i, s) in sessions.iter_mut().enumerate() {
-                if matches!(s, Ok(db) if db.client.is_closed()) {
-                    tracing::warn!(database = %self.targets[i].name, "monitor session closed; reconnecting");
-                    *s = Err("monitor connection lost; reconnecting".into());
-                    retry_at[i] = None;
-                }
-            }
+            apply_exact_sizes(&sizes, &mut obs);
+            conns.drop_closed(&self);
             let result = GroupResult {
                 group: self.group,
                 observation: obs,
@@ -259,6 +281,20 @@ impl GroupPoller {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How much longer than the connect timeout the first poll waits for the first connections.
+const FIRST_CONNECT_SLACK: Duration = Duration::from_secs(1);
+
+/// Exact sizes from the sizer replace the planner's estimates where known.
+fn apply_exact_sizes(sizes: &Sizes, obs: &mut crate::domain::snapshot::Observation) {
+    let sizes = sizes.lock().unwrap_or_else(|p| p.into_inner());
+    for s in &mut obs.schemas {
+        if let Some(b) = sizes.get(&s.database).and_then(|d| d.get(&s.schema)) {
+            s.bytes = *b;
+            s.bytes_exact = true;
         }
     }
 }

@@ -519,7 +519,8 @@ async fn read_exact_sizes(
         .collect())
 }
 
-/// Polls every configured database once over already-open sessions (`None`/`Err` = unreachable).
+/// Polls every configured database once over already-open sessions (`Err` = unreachable): one
+/// activity scan per server, then its lock details, and every database's schemas, all at once.
 pub async fn observe(
     targets: &[DbTarget],
     sessions: &[Result<DbSession, String>],
@@ -527,115 +528,51 @@ pub async fn observe(
     limit: Duration,
 ) -> Observation {
     let taken_at = Utc::now();
-
-    // Group reachable databases by server.
-    let mut server_of: Vec<Option<ServerId>> = vec![None; targets.len()];
-    let mut server_members: Vec<Vec<usize>> = Vec::new();
-    let mut server_keys: BTreeMap<&str, ServerId> = BTreeMap::new();
-    for (i, s) in sessions.iter().enumerate() {
-        if let Ok(s) = s {
-            let next = server_members.len();
-            let id = *server_keys.entry(s.server_key.as_str()).or_insert(next);
-            if id == next {
-                server_members.push(Vec::new());
-            }
-            server_members[id].push(i);
-            server_of[i] = Some(id);
-        }
-    }
-
-    // Per server: activity (falling back to another database of the same server), then locks.
-    let server_work = server_members
+    let grouping = ServerGrouping::of(sessions);
+    let server_work = grouping
+        .members
         .iter()
         .enumerate()
-        .map(|(id, members)| async move {
-            let mut last_err = String::new();
-            for &i in members {
-                let Ok(s) = &sessions[i] else { continue };
-                match read_activity(s, id, limit).await {
-                    Ok(act) => return (Ok(act), i),
-                    Err(e) => last_err = format!("{}: {e}", targets[i].name),
-                }
-            }
-            (Err(last_err), members[0])
-        });
+        .map(|(id, members)| read_server(targets, sessions, id, members, limit, taken_at));
     let schema_work = sessions.iter().enumerate().map(|(i, s)| async move {
         match s {
             Ok(s) => Some(read_schemas(s, &targets[i].name, opts, limit).await),
             Err(_) => None,
         }
     });
-    let (activities, schema_results) =
+    let (read, schema_results) =
         futures_util::future::join(join_all(server_work), join_all(schema_work)).await;
 
     let mut servers = Vec::new();
     let mut all_sessions = Vec::new();
-    let lock_work = activities.into_iter().enumerate().map(|(id, (act, via))| {
-        let members = &server_members[id];
-        let label = server_label(&targets[members[0]].target);
-        let key = sessions[members[0]]
-            .as_ref()
-            .map(|s| s.server_key.clone())
-            .unwrap_or_default();
-        async move {
-            match act {
-                Err(e) => (
-                    ObservedServer {
-                        key: key.clone(),
-                        label,
-                        now: taken_at,
-                        activity_error: Some(e),
-                    },
-                    Vec::new(),
-                ),
-                Ok(mut act) => {
-                    let session = sessions[via].as_ref().expect("activity came from it");
-                    attach_locks(&mut act, session, members, sessions, limit).await;
-                    (
-                        ObservedServer {
-                            key: key.clone(),
-                            label,
-                            now: act.now,
-                            activity_error: None,
-                        },
-                        act.sessions,
-                    )
-                }
-            }
-        }
-    });
-    for (server, sess) in join_all(lock_work).await {
+    for (server, observed) in read {
         servers.push(server);
-        all_sessions.extend(sess);
+        all_sessions.extend(observed);
     }
-
     let mut schemas = Vec::new();
     let databases = targets
         .iter()
         .zip(sessions)
         .zip(schema_results)
         .enumerate()
-        .map(|(i, ((t, s), sch))| {
-            let outcome = match s {
-                Err(e) => Err(e.clone()),
-                Ok(s) => {
-                    let schema_error = match sch {
-                        Some(Ok(v)) => {
-                            schemas.extend(v);
-                            None
-                        }
-                        Some(Err(e)) => Some(e),
-                        None => None,
-                    };
-                    Ok(DatabaseInfo {
-                        server: server_of[i].expect("reachable has a server"),
-                        server_version: s.version.clone(),
-                        datname: s.datname.clone(),
-                        latency_ms: s.latency_ms,
-                        schema_error,
-                    })
+        .map(|(i, ((t, s), listed))| {
+            let outcome = s.as_ref().map_err(Clone::clone).map(|s| {
+                let schema_error = match listed {
+                    Some(Ok(v)) => {
+                        schemas.extend(v);
+                        None
+                    }
+                    Some(Err(e)) => Some(e),
+                    None => None,
+                };
+                DatabaseInfo {
+                    server: grouping.server_of[i].expect("a reachable database has a server"),
+                    server_version: s.version.clone(),
+                    datname: s.datname.clone(),
+                    latency_ms: s.latency_ms,
+                    schema_error,
                 }
-            };
+            });
             ObservedDatabase {
                 name: t.name.clone(),
                 target: t.target.display(),
@@ -655,6 +592,77 @@ pub async fn observe(
     }
 }
 
+/// Reachable databases grouped by the server they live on (`DbSession::server_key`): the activity
+/// view is cluster-wide, so one scan per server serves all its databases.
+struct ServerGrouping {
+    /// Server id per database (`None`: unreachable).
+    server_of: Vec<Option<ServerId>>,
+    /// Database indexes per server id, in configured order.
+    members: Vec<Vec<usize>>,
+}
+
+impl ServerGrouping {
+    fn of(sessions: &[Result<DbSession, String>]) -> Self {
+        let mut server_of = vec![None; sessions.len()];
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut keys: BTreeMap<&str, ServerId> = BTreeMap::new();
+        for (i, s) in sessions.iter().enumerate() {
+            if let Ok(s) = s {
+                let next = members.len();
+                let id = *keys.entry(s.server_key.as_str()).or_insert(next);
+                if id == next {
+                    members.push(Vec::new());
+                }
+                members[id].push(i);
+                server_of[i] = Some(id);
+            }
+        }
+        ServerGrouping { server_of, members }
+    }
+}
+
+/// One server: its activity, read through the first of its databases that answers, then the
+/// details of the locks its blocked sessions wait for.
+async fn read_server(
+    targets: &[DbTarget],
+    sessions: &[Result<DbSession, String>],
+    id: ServerId,
+    members: &[usize],
+    limit: Duration,
+    taken_at: DateTime<Utc>,
+) -> (ObservedServer, Vec<ObservedSession>) {
+    let first = members[0];
+    let label = server_label(&targets[first].target);
+    let key = sessions[first]
+        .as_ref()
+        .map(|s| s.server_key.clone())
+        .unwrap_or_default();
+    let mut last_err = String::new();
+    for &i in members {
+        let Ok(via) = &sessions[i] else { continue };
+        match read_activity(via, id, limit).await {
+            Ok(mut act) => {
+                attach_locks(&mut act, via, members, sessions, limit).await;
+                let server = ObservedServer {
+                    key,
+                    label,
+                    now: act.now,
+                    activity_error: None,
+                };
+                return (server, act.sessions);
+            }
+            Err(e) => last_err = format!("{}: {e}", targets[i].name),
+        }
+    }
+    let server = ObservedServer {
+        key,
+        label,
+        now: taken_at,
+        activity_error: Some(last_err),
+    };
+    (server, Vec::new())
+}
+
 /// How a server is named in reports: its host list with ports.
 pub fn server_label(t: &Target) -> String {
     t.hosts
@@ -664,6 +672,8 @@ pub fn server_label(t: &Target) -> String {
         .join(",")
 }
 
+/// Fills each blocked session's `awaited` lock: reused from the previous poll when the same
+/// sessions wait for the same blockers (`LockCache`), else read from `pg_locks` and named.
 async fn attach_locks(
     act: &mut ServerActivity,
     via: &DbSession,
@@ -694,21 +704,42 @@ async fn attach_locks(
     let Ok(locks) = read_awaited_locks(via, &blocked, &blockers, limit).await else {
         return;
     };
-    // Resolve relation OIDs in the database each relation lives in (0 = shared catalog: any will do).
-    let db_key = |l: &RawLock| {
-        if l.database == Some(0) {
-            None
-        } else {
-            l.datname.clone()
-        }
-    };
+    let names = relation_names(&locks, via, members, sessions, limit).await;
+    let awaited = awaited_locks(&locks, &names);
+    for s in &mut act.sessions {
+        s.awaited = awaited.get(&s.pid).cloned();
+    }
+    lock(&via.cache).locks.store(&act.sessions, &awaited);
+}
+
+/// Where a lock's relation OID is resolved: its own database (`None` for a shared catalog, which
+/// any database resolves).
+fn relation_db(l: &RawLock) -> Option<String> {
+    if l.database == Some(0) {
+        None
+    } else {
+        l.datname.clone()
+    }
+}
+
+type RelationNames = HashMap<(Option<String>, u32), String>;
+
+/// Resolves the relation OIDs of `locks`, each in the database it lives in, through the sessions
+/// already open to this server's configured databases.
+async fn relation_names(
+    locks: &[RawLock],
+    via: &DbSession,
+    members: &[usize],
+    sessions: &[Result<DbSession, String>],
+    limit: Duration,
+) -> RelationNames {
     let mut wanted: BTreeMap<Option<String>, Vec<u32>> = BTreeMap::new();
-    for l in &locks {
+    for l in locks {
         if let Some(rel) = l.relation {
-            wanted.entry(db_key(l)).or_default().push(rel);
+            wanted.entry(relation_db(l)).or_default().push(rel);
         }
     }
-    let mut names: HashMap<(Option<String>, u32), String> = HashMap::new();
+    let mut names = HashMap::new();
     for (datname, oids) in wanted {
         let session = match &datname {
             None => Some(via),
@@ -723,12 +754,19 @@ async fn attach_locks(
             }
         }
     }
+    names
+}
+
+/// The awaited lock per blocked pid, with the row it queued for (for a row-lock wait) and the
+/// modes its blockers hold on the same object.
+fn awaited_locks(locks: &[RawLock], names: &RelationNames) -> HashMap<i32, AwaitedLock> {
     let relation_of = |l: &RawLock| {
         l.relation.map(|oid| {
-            names.get(&(db_key(l), oid)).cloned().unwrap_or_else(|| {
+            names
+                .get(&(relation_db(l), oid))
+                .cloned()
                 // Not in a configured database: say where it is instead of guessing.
-                format!("{}:{oid}", l.datname.as_deref().unwrap_or("?"))
-            })
+                .unwrap_or_else(|| format!("{}:{oid}", l.datname.as_deref().unwrap_or("?")))
         })
     };
     let mut awaited: HashMap<i32, AwaitedLock> = HashMap::new();
@@ -747,7 +785,7 @@ async fn attach_locks(
             },
         );
     }
-    for l in &locks {
+    for l in locks {
         let Some(a) = awaited.get_mut(&l.pid) else {
             continue;
         };
@@ -765,10 +803,7 @@ async fn attach_locks(
             _ => {}
         }
     }
-    for s in &mut act.sessions {
-        s.awaited = awaited.get(&s.pid).cloned();
-    }
-    lock(&via.cache).locks.store(&act.sessions, &awaited);
+    awaited
 }
 
 /// What else names an awaited object that is not a relation or a row.
