@@ -109,7 +109,7 @@ async fn measure(n: usize) -> Scale {
             None,
         ),
     ];
-    let probe_sql = pgswarm::pg::probe::activity_sql_for_bench();
+    let probe_sql = pgswarm::pg::probe::ACTIVITY_SQL_FOR_BENCH.to_string();
     let mut per_role: Vec<Vec<f64>> = vec![Vec::new(); 6];
     let mut prepared = Vec::new();
     let target = build_target(

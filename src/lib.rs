@@ -1,11 +1,18 @@
 //! pgswarm: lock triage and fail-closed schema sweeping for parallel test runs on shared PostgreSQL.
 //!
-//! Layers, with dependencies pointing one way only (`domain` <- `pg` <- `cmd`):
+//! Layers, each depending only on the ones before it (`domain` <- `pg` <- `tui` <- `cmd` <- `main`):
 //!
-//! - [`domain`]: pure rules. The naming convention, the snapshot model, lock graphs. No I/O, no clock.
-//! - [`pg`]: all PostgreSQL I/O. libpq-style connection settings, the probe, the throwaway servers used
-//!   by tests and the demo. Turns rows into domain values and makes no decisions.
-//! - [`cmd`]: the subcommands: configuration, output as text or JSON, exit codes.
+//! - [`domain`]: pure rules. The naming convention, the snapshot model and its aggregation, lock
+//!   graphs, the sweep's plan, verdicts and report, text sanitising. No I/O, no clock, no awaits.
+//! - [`pg`]: all PostgreSQL I/O. libpq-style settings and configuration, the probe, the pollers and
+//!   the snapshot stream, the sweep's execution, throwaway servers for tests and the demo. Turns rows
+//!   into domain values; every decision is a call into `domain`.
+//! - [`tui`]: the dashboard. `app` is the state machine (events in, effects out, never awaits), `view`
+//!   only draws, `run` is the loop that owns the terminal and turns effects into `pg` calls.
+//! - [`cmd`]: one module per subcommand, the clap definitions, exit codes and output (text or JSON).
+//!   `main.rs` parses, builds one runtime and dispatches.
+//!
+//! Reference documentation (JSON fields, naming, the sweep's guarantees, benchmarks) is in `docs/`.
 
 pub mod cmd;
 pub mod domain;

@@ -92,7 +92,7 @@ fn render_databases(out: &mut String, snap: &Snapshot) {
                     .unwrap_or("?"),
                 d.sessions,
                 d.blocked,
-                d.latency_ms.unwrap_or(0.0),
+                d.latency_ms.unwrap_or_default().as_secs_f64() * 1e3,
                 t(&d.target),
                 d.error
                     .as_deref()

@@ -4,8 +4,8 @@ use crate::cmd::cli::SweepArgs;
 use crate::cmd::{emit, CmdError, Exit};
 use crate::domain::format::fmt_bytes;
 use crate::domain::sweep::{
-    build_report, summary_line, DatabaseOutcome, KeepReason, RunMode, SweepPlan, SweepReport,
-    SweepRules, SweepStatus, Timings,
+    build_report, summary_line, DatabaseOutcome, DatabasePlan, KeepReason, RunMode, SweepPlan,
+    SweepReport, SweepRules, SweepStatus, Timings,
 };
 use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::config::Settings;
@@ -165,37 +165,7 @@ fn render_plan_unchecked(plan: &SweepPlan) -> String {
         );
     }
     for d in &plan.databases {
-        if d.drop.is_empty() && d.keep.is_empty() {
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "  {}{}",
-            d.name,
-            d.server
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default()
-        );
-        for x in &d.drop {
-            let _ = writeln!(
-                out,
-                "    drop  {:44} {:>5} tables  ~{}",
-                x.schema,
-                x.tables,
-                fmt_bytes(x.bytes)
-            );
-        }
-        for k in &d.keep {
-            let detail = fmt_detail(&k.detail);
-            let _ = writeln!(
-                out,
-                "    keep  {:44} {}{}",
-                k.schema,
-                k.reason.as_str(),
-                detail
-            );
-        }
+        render_database_plan(&mut out, d);
     }
     let dbs = plan.databases.iter().filter(|d| !d.drop.is_empty()).count();
     if !plan.active_detection_complete {
@@ -211,6 +181,40 @@ fn render_plan_unchecked(plan: &SweepPlan) -> String {
         );
     }
     out
+}
+
+/// One database's drops and keeps, each keep with its reason.
+fn render_database_plan(out: &mut String, d: &DatabasePlan) {
+    if d.drop.is_empty() && d.keep.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {}{}",
+        d.name,
+        d.server
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    for x in &d.drop {
+        let _ = writeln!(
+            out,
+            "    drop  {:44} {:>5} tables  ~{}",
+            x.schema,
+            x.tables,
+            fmt_bytes(x.bytes)
+        );
+    }
+    for k in &d.keep {
+        let _ = writeln!(
+            out,
+            "    keep  {:44} {}{}",
+            k.schema,
+            k.reason.as_str(),
+            fmt_detail(&k.detail)
+        );
+    }
 }
 
 /// What happened to the planned drops that were not dropped, then the summary line; sanitised.

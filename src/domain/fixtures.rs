@@ -47,7 +47,7 @@ fn database(name: &str, server: usize) -> ObservedDatabase {
             server,
             server_version: "15.18".into(),
             datname: name.into(),
-            latency_ms: 1.5,
+            latency: std::time::Duration::from_micros(1500),
             schema_error: None,
         }),
         stale: None,

@@ -6,6 +6,7 @@
 //! testable in microseconds and identical across the CLI, the dashboard and replay.
 
 pub mod aggregate;
+#[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
 pub mod format;
 pub mod incremental;

@@ -79,7 +79,7 @@ pub struct DatabaseInfo {
     pub server: ServerId,
     pub server_version: String,
     pub datname: String,
-    pub latency_ms: f64,
+    pub latency: std::time::Duration,
     /// Reading the test schemas failed although the database answered.
     pub schema_error: Option<String>,
 }
@@ -234,7 +234,9 @@ pub struct DatabaseReport {
     pub not_read_yet: bool,
     pub server_version: Option<String>,
     pub server: Option<String>,
-    pub latency_ms: Option<f64>,
+    /// How long the identity query took when the monitor session opened (milliseconds in JSON).
+    #[serde(with = "crate::domain::millis::option")]
+    pub latency_ms: Option<std::time::Duration>,
     pub sessions: usize,
     pub blocked: usize,
 }

@@ -272,27 +272,10 @@ pub fn plan_sweep(snap: &Snapshot, rules: &SweepRules, now: DateTime<Utc>) -> Sw
         .collect();
     // Any error while reading (unreachable, activity scan, schema listing) makes the picture partial.
     let complete = snap.active_detection_complete && errors.is_empty();
-    let active: BTreeSet<String> = snap
-        .sessions
-        .iter()
-        .filter_map(|s| s.namespace.clone())
-        .collect();
-    let unattributed: Vec<String> = snap
-        .sessions
-        .iter()
-        .filter(|s| s.label == LabelKind::Unattributed)
-        .map(|s| s.application_name.clone())
-        .collect();
-    // Before namespacing, a worker's sessions were labeled `{app_prefix}_{worker}`: such a session
-    // still owns the legacy schema `{schema_prefix}_{worker}`.
-    let legacy_live: BTreeSet<Worker> = snap
-        .sessions
-        .iter()
-        .filter_map(|s| legacy_worker(&snap.app_prefix, &s.application_name))
-        .collect();
+    let live = LiveSet::of(snap);
     let blocked_globally = if !complete {
         Some(KeepReason::ActiveDetectionIncomplete)
-    } else if !unattributed.is_empty() && !rules.allow_unattributed {
+    } else if !live.unattributed.is_empty() && !rules.allow_unattributed {
         Some(KeepReason::UnattributedSessions)
     } else {
         None
@@ -323,14 +306,7 @@ pub fn plan_sweep(snap: &Snapshot, rules: &SweepRules, now: DateTime<Utc>) -> Sw
         let Some(&i) = index.get(s.database.as_str()) else {
             continue;
         };
-        let reason = blocked_globally.or_else(|| match &name {
-            SchemaName::Legacy { .. } if !rules.include_legacy => Some(KeepReason::LegacyName),
-            SchemaName::Legacy { worker } if legacy_live.contains(worker) => Some(KeepReason::Live),
-            SchemaName::Legacy { .. } => None,
-            SchemaName::Namespaced { namespace, .. } => {
-                decide_namespaced(namespace, &active, rules, min_age, now)
-            }
-        });
+        let reason = blocked_globally.or_else(|| live.keeps(&name, rules, min_age, now));
         match reason {
             Some(r) => databases[i].keep.push(Kept::new(&s.schema, r)),
             None => databases[i].drop.push(PlannedDrop {
@@ -344,10 +320,64 @@ pub fn plan_sweep(snap: &Snapshot, rules: &SweepRules, now: DateTime<Utc>) -> Sw
     SweepPlan {
         planned_at: now,
         active_detection_complete: complete,
-        active_namespaces: active.into_iter().collect(),
-        unattributed_sessions: unattributed,
+        active_namespaces: live.active.into_iter().collect(),
+        unattributed_sessions: live.unattributed,
         errors,
         databases,
+    }
+}
+
+/// Who is alive, from the snapshot's sessions.
+struct LiveSet {
+    /// Namespaces with a session anywhere.
+    active: BTreeSet<String>,
+    /// `application_name`s with the prefix that name no namespace: they could own any schema.
+    unattributed: Vec<String>,
+    /// Workers with a pre-namespace session (`{app_prefix}_{worker}`): such a session still owns
+    /// the legacy schema `{schema_prefix}_{worker}`.
+    legacy_live: BTreeSet<Worker>,
+}
+
+impl LiveSet {
+    fn of(snap: &Snapshot) -> Self {
+        LiveSet {
+            active: snap
+                .sessions
+                .iter()
+                .filter_map(|s| s.namespace.clone())
+                .collect(),
+            unattributed: snap
+                .sessions
+                .iter()
+                .filter(|s| s.label == LabelKind::Unattributed)
+                .map(|s| s.application_name.clone())
+                .collect(),
+            legacy_live: snap
+                .sessions
+                .iter()
+                .filter_map(|s| legacy_worker(&snap.app_prefix, &s.application_name))
+                .collect(),
+        }
+    }
+
+    /// Why a schema with this name is kept, if it is.
+    fn keeps(
+        &self,
+        name: &SchemaName,
+        rules: &SweepRules,
+        min_age: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Option<KeepReason> {
+        match name {
+            SchemaName::Legacy { .. } if !rules.include_legacy => Some(KeepReason::LegacyName),
+            SchemaName::Legacy { worker } if self.legacy_live.contains(worker) => {
+                Some(KeepReason::Live)
+            }
+            SchemaName::Legacy { .. } => None,
+            SchemaName::Namespaced { namespace, .. } => {
+                decide_namespaced(namespace, &self.active, rules, min_age, now)
+            }
+        }
     }
 }
 

@@ -112,20 +112,44 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// uid/gid of the `postgres` OS user.
+/// uid/gid of the `postgres` OS user, via `getpwnam_r` (re-entrant: `getpwnam` returns a shared
+/// static buffer another thread may overwrite).
 fn postgres_user() -> Result<(u32, u32), ClusterError> {
     let name = std::ffi::CString::new("postgres").expect("no NUL");
-    // SAFETY: getpwnam returns NULL or a pointer to static storage we read at once.
-    unsafe {
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() {
-            return Err(err(
-                "running as root, but there is no `postgres` OS user to run the server as \
-                 (initdb refuses root). Create it (`useradd --system postgres`) or run as a \
-                 normal user",
-            ));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: every pointer is valid for the call: `pw` and `result` are locals, `buf` is
+        // `buf.len()` writable bytes that outlive the call, and only `pw`'s plain integer fields
+        // are read after it (its string pointers into `buf` are never followed).
+        let (rc, found, uid, gid) = unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            (rc, !result.is_null(), pw.pw_uid, pw.pw_gid)
+        };
+        match rc {
+            0 if found => return Ok((uid, gid)),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            0 => {
+                return Err(err(
+                    "running as root, but there is no `postgres` OS user to run the server as \
+                     (initdb refuses root). Create it (`useradd --system postgres`) or run as a \
+                     normal user",
+                ))
+            }
+            e => {
+                return Err(err(format!(
+                    "cannot look up the `postgres` OS user: {}",
+                    std::io::Error::from_raw_os_error(e)
+                )))
+            }
         }
-        Ok(((*pw).pw_uid, (*pw).pw_gid))
     }
 }
 
@@ -252,6 +276,55 @@ fn template(bindir: &Path) -> Result<PathBuf, ClusterError> {
     Ok(dir)
 }
 
+/// Settings for a throwaway server (no fsync, its own port and socket directory), the TCP and HBA
+/// rules asked for, and any extra files (certificates) with owner-only permissions.
+fn configure(
+    data: &Path,
+    root: &Path,
+    port: u16,
+    opts: &ClusterOptions,
+) -> Result<(), ClusterError> {
+    let mut conf = format!(
+        "\n# pgswarm throwaway server\nport = {}\nunix_socket_directories = '{}'\n\
+         listen_addresses = '{}'\nfsync = off\nsynchronous_commit = off\n\
+         full_page_writes = off\nshared_buffers = 32MB\nmax_connections = 200\n\
+         logging_collector = off\n",
+        port,
+        root.display(),
+        if opts.tcp { "127.0.0.1" } else { "" }
+    );
+    for (k, v) in &opts.settings {
+        conf.push_str(&format!("{k} = {v}\n"));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .and_then(|mut f| f.write_all(conf.as_bytes()))
+        .map_err(|e| err(format!("write postgresql.conf: {e}")))?;
+    if opts.tcp {
+        let hba = if opts.tcp_hba.is_empty() {
+            "host all all 127.0.0.1/32 trust\n".to_string()
+        } else {
+            opts.tcp_hba.join("\n") + "\n"
+        };
+        // Local (socket) trust first, then exactly the TCP rules asked for.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all trust\n{hba}"),
+        )
+        .map_err(|e| err(format!("write pg_hba.conf: {e}")))?;
+    }
+    for (name, contents) in &opts.files {
+        use std::os::unix::fs::PermissionsExt;
+        let path = data.join(name);
+        std::fs::write(&path, contents)
+            .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| err(format!("write {}: {e}", path.display())))?;
+        chown(&path)?;
+    }
+    Ok(())
+}
+
 impl TempCluster {
     /// Starts a server (and creates `opts.databases`).
     pub fn start(opts: &ClusterOptions) -> Result<TempCluster, ClusterError> {
@@ -279,63 +352,31 @@ impl TempCluster {
             "copy template data directory",
         )?;
         chown(&root)?;
-        let mut conf = format!(
-            "\n# pgswarm throwaway server\nport = {}\nunix_socket_directories = '{}'\n\
-             listen_addresses = '{}'\nfsync = off\nsynchronous_commit = off\n\
-             full_page_writes = off\nshared_buffers = 32MB\nmax_connections = 200\n\
-             logging_collector = off\n",
-            cluster.port,
-            root.display(),
-            if opts.tcp { "127.0.0.1" } else { "" }
-        );
-        for (k, v) in &opts.settings {
-            conf.push_str(&format!("{k} = {v}\n"));
-        }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .and_then(|mut f| f.write_all(conf.as_bytes()))
-            .map_err(|e| err(format!("write postgresql.conf: {e}")))?;
-        if opts.tcp {
-            let hba = if opts.tcp_hba.is_empty() {
-                "host all all 127.0.0.1/32 trust\n".to_string()
-            } else {
-                opts.tcp_hba.join("\n") + "\n"
-            };
-            // Local (socket) trust first, then exactly the TCP rules asked for.
-            std::fs::write(
-                data.join("pg_hba.conf"),
-                format!("local all all trust\n{hba}"),
-            )
-            .map_err(|e| err(format!("write pg_hba.conf: {e}")))?;
-        }
-        for (name, contents) in &opts.files {
-            use std::os::unix::fs::PermissionsExt;
-            let path = data.join(name);
-            std::fs::write(&path, contents)
-                .and_then(|_| {
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                })
-                .map_err(|e| err(format!("write {}: {e}", path.display())))?;
-            chown(&path)?;
-        }
-        let mut cmd = server_command(&bindir.join("pg_ctl"));
-        cmd.arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(root.join("server.log"))
-            .args(["-w", "-t", "60", "start"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Err(e) = run(cmd, "pg_ctl start") {
-            let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
-            return Err(err(format!("{e}\nserver log:\n{log}")));
-        }
+        configure(&data, &root, cluster.port, opts)?;
+        cluster.pg_ctl_start()?;
         for db in &opts.databases {
             cluster.psql("postgres", &format!("CREATE DATABASE \"{db}\""))?;
         }
         Ok(cluster)
+    }
+
+    /// `pg_ctl start`, waiting until the server accepts connections; on failure the error carries
+    /// the server log.
+    fn pg_ctl_start(&self) -> Result<(), ClusterError> {
+        let mut cmd = server_command(&self.bindir.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(self.root.join("data"))
+            .arg("-l")
+            .arg(self.root.join("server.log"))
+            .args(["-w", "-t", "60", "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        run(cmd, "pg_ctl start").map_err(|e| {
+            let log = std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+            err(format!("{e}\nserver log:\n{log}"))
+        })?;
+        Ok(())
     }
 
     fn arm_watchdog(&mut self) -> Result<(), ClusterError> {

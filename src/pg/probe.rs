@@ -56,7 +56,7 @@ pub struct DbSession {
     pub version: String,
     pub version_num: i32,
     pub datname: String,
-    pub latency_ms: f64,
+    pub latency: Duration,
     /// Prepared once: a poll is one round trip and no parse or plan on the server. The lock
     /// statement is prepared when first needed (most one-shot snapshots see no waiter).
     activity_stmt: Statement,
@@ -126,7 +126,7 @@ pub async fn open_session(
         ),
     )
     .await?;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency = started.elapsed();
     let version_num: i32 = row.get(1);
     if version_num < MIN_VERSION_NUM {
         return Err(format!(
@@ -134,11 +134,7 @@ pub async fn open_session(
             row.get::<_, String>(0)
         ));
     }
-    let activity_stmt = bounded(
-        settings.statement_timeout,
-        client.prepare(&activity_sql(version_num)),
-    )
-    .await?;
+    let activity_stmt = bounded(settings.statement_timeout, client.prepare(ACTIVITY_SQL)).await?;
     Ok(DbSession {
         client,
         activity_stmt,
@@ -148,7 +144,7 @@ pub async fn open_session(
         version_num,
         datname: row.get(2),
         server_key: row.get(3),
-        latency_ms,
+        latency,
     })
 }
 
@@ -181,8 +177,10 @@ pub async fn open_all(
 /// rows whose state has not changed since `$1` are left out, and the last row (pid NULL) carries the
 /// statement time and every live `(pid, backend_start)` from the same status snapshot, read through
 /// the per-backend accessors that do not build whole rows.
-fn activity_sql(version_num: i32) -> String {
-    let _ = version_num; // every supported version (10+) has backend_type.
+///
+/// Every supported version (10+) has `backend_type`, `pg_blocking_pids` and the per-backend
+/// accessors: one text serves them all.
+const ACTIVITY_SQL: &str =
     "SELECT a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''), \
             host(a.client_addr), a.backend_type, a.state, a.wait_event_type, a.wait_event, a.query, \
             a.backend_start, a.xact_start, a.query_start, a.state_change, \
@@ -201,14 +199,11 @@ fn activity_sql(version_num: i32) -> String {
      SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
             statement_timestamp(), array_agg(pg_stat_get_backend_pid(i)), \
             array_agg(pg_stat_get_backend_start(i)) \
-     FROM pg_stat_get_backend_idset() i"
-        .to_string()
-}
+     FROM pg_stat_get_backend_idset() i";
 
-/// The activity probe's SQL as sent to a PostgreSQL 14+ server (for the probe-cost benchmark).
-pub fn activity_sql_for_bench() -> String {
-    activity_sql(150000)
-}
+/// The activity probe's SQL, for the probe-cost benchmark.
+#[cfg(feature = "testkit")]
+pub const ACTIVITY_SQL_FOR_BENCH: &str = ACTIVITY_SQL;
 
 /// One lock-manager snapshot (`pg_locks`, materialized once), filtered to the waiters and their
 /// blockers, and three kinds of row from it:
@@ -569,7 +564,7 @@ pub async fn observe(
                     server: grouping.server_of[i].expect("a reachable database has a server"),
                     server_version: s.version.clone(),
                     datname: s.datname.clone(),
-                    latency_ms: s.latency_ms,
+                    latency: s.latency,
                     schema_error,
                 }
             });

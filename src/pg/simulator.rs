@@ -184,108 +184,117 @@ impl Simulator {
 
     /// Runs one incident: sessions take their locks, hold them for `incident_hold`, release.
     async fn incident(&self, kind: usize, ns: &[String]) -> Result<(), String> {
-        let hold = self.config.incident_hold;
         let (a, b, c) = (&ns[0], &ns[1 % ns.len()], &ns[2 % ns.len()]);
         match kind {
-            // A cross-invocation collision on a shared table in public.
-            0 => {
-                let holder = self
-                    .session(0, &self.app("gw0", a, Some("fixture")))
-                    .await?;
-                holder
-                    .batch_execute(
-                        "BEGIN; LOCK TABLE public.shared_counters IN SHARE ROW EXCLUSIVE MODE",
-                    )
-                    .await
-                    .map_err(|e| describe_error(&e))?;
-                let waiter = self.session(0, &self.app("gw1", b, None)).await?;
-                let w = tokio::spawn(async move {
-                    waiter
-                        .batch_execute("UPDATE public.shared_counters SET n = n + 1 WHERE id = 1")
-                        .await
-                });
-                tokio::time::sleep(hold).await;
-                let _ = holder.batch_execute("ROLLBACK").await;
-                let _ = w.await;
-            }
-            // A chain of three across invocations.
-            1 => {
-                let x = self.session(0, &self.app("gw0", c, None)).await?;
-                x.batch_execute("BEGIN; LOCK TABLE public.chain_a IN ACCESS EXCLUSIVE MODE")
-                    .await
-                    .map_err(|e| describe_error(&e))?;
-                let y = self.session(0, &self.app("gw1", a, None)).await?;
-                y.batch_execute("BEGIN; LOCK TABLE public.chain_b IN ACCESS EXCLUSIVE MODE")
-                    .await
-                    .map_err(|e| describe_error(&e))?;
-                let yt = tokio::spawn(async move {
-                    let r = y
-                        .batch_execute("LOCK TABLE public.chain_a IN ACCESS EXCLUSIVE MODE")
-                        .await;
-                    let _ = y.batch_execute("ROLLBACK").await;
-                    r
-                });
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let z = self.session(0, &self.app("gw2", b, None)).await?;
-                let zt = tokio::spawn(async move {
-                    z.batch_execute("SELECT count(*) FROM public.chain_b").await
-                });
-                tokio::time::sleep(hold).await;
-                let _ = x.batch_execute("ROLLBACK").await;
-                let _ = yt.await;
-                let _ = zt.await;
-            }
-            // An idle-in-transaction blocker holding a row.
-            2 => {
-                let idle = self.session(0, &self.app("gw0", b, Some("setup"))).await?;
-                idle.batch_execute(
-                    "BEGIN; SELECT * FROM public.shared_counters WHERE id = 2 FOR UPDATE",
-                )
-                .await
-                .map_err(|e| describe_error(&e))?;
-                let waiter = self.session(0, &self.app("gw1", c, None)).await?;
-                let w = tokio::spawn(async move {
-                    waiter
-                        .batch_execute("UPDATE public.shared_counters SET n = n + 1 WHERE id = 2")
-                        .await
-                });
-                tokio::time::sleep(hold).await;
-                let _ = idle.batch_execute("ROLLBACK").await;
-                let _ = w.await;
-            }
-            // Queued DDL: a reader holds the table, a migration waits, later readers queue behind it.
-            _ => {
-                let reader = self.session(1, &self.app("gw2", a, None)).await?;
-                reader
-                    .batch_execute("BEGIN; SELECT count(*) FROM public.catalog")
-                    .await
-                    .map_err(|e| describe_error(&e))?;
-                let ddl = self
-                    .session(1, &self.app("gw1", b, Some("migrate")))
-                    .await?;
-                let d = tokio::spawn(async move {
-                    let r = ddl
-                        .batch_execute(
-                            "ALTER TABLE public.catalog ADD COLUMN IF NOT EXISTS note text",
-                        )
-                        .await;
-                    let _ = ddl
-                        .batch_execute("ALTER TABLE public.catalog DROP COLUMN IF EXISTS note")
-                        .await;
-                    r
-                });
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let late = self.session(1, &self.app("gw0", c, None)).await?;
-                let l = tokio::spawn(async move {
-                    late.batch_execute("SELECT count(*) FROM public.catalog")
-                        .await
-                });
-                tokio::time::sleep(hold).await;
-                let _ = reader.batch_execute("COMMIT").await;
-                let _ = d.await;
-                let _ = l.await;
-            }
+            0 => self.collision(a, b).await,
+            1 => self.chain_of_three(a, b, c).await,
+            2 => self.idle_row_holder(b, c).await,
+            _ => self.queued_ddl(a, b, c).await,
         }
+    }
+
+    /// A cross-invocation collision on a shared table in public.
+    async fn collision(&self, a: &str, b: &str) -> Result<(), String> {
+        let hold = self.config.incident_hold;
+        let holder = self
+            .session(0, &self.app("gw0", a, Some("fixture")))
+            .await?;
+        holder
+            .batch_execute("BEGIN; LOCK TABLE public.shared_counters IN SHARE ROW EXCLUSIVE MODE")
+            .await
+            .map_err(|e| describe_error(&e))?;
+        let waiter = self.session(0, &self.app("gw1", b, None)).await?;
+        let w = tokio::spawn(async move {
+            waiter
+                .batch_execute("UPDATE public.shared_counters SET n = n + 1 WHERE id = 1")
+                .await
+        });
+        tokio::time::sleep(hold).await;
+        let _ = holder.batch_execute("ROLLBACK").await;
+        let _ = w.await;
+        Ok(())
+    }
+
+    /// A chain of three across invocations.
+    async fn chain_of_three(&self, a: &str, b: &str, c: &str) -> Result<(), String> {
+        let hold = self.config.incident_hold;
+        let x = self.session(0, &self.app("gw0", c, None)).await?;
+        x.batch_execute("BEGIN; LOCK TABLE public.chain_a IN ACCESS EXCLUSIVE MODE")
+            .await
+            .map_err(|e| describe_error(&e))?;
+        let y = self.session(0, &self.app("gw1", a, None)).await?;
+        y.batch_execute("BEGIN; LOCK TABLE public.chain_b IN ACCESS EXCLUSIVE MODE")
+            .await
+            .map_err(|e| describe_error(&e))?;
+        let yt = tokio::spawn(async move {
+            let r = y
+                .batch_execute("LOCK TABLE public.chain_a IN ACCESS EXCLUSIVE MODE")
+                .await;
+            let _ = y.batch_execute("ROLLBACK").await;
+            r
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let z = self.session(0, &self.app("gw2", b, None)).await?;
+        let zt =
+            tokio::spawn(
+                async move { z.batch_execute("SELECT count(*) FROM public.chain_b").await },
+            );
+        tokio::time::sleep(hold).await;
+        let _ = x.batch_execute("ROLLBACK").await;
+        let _ = yt.await;
+        let _ = zt.await;
+        Ok(())
+    }
+
+    /// An idle-in-transaction blocker holding a row.
+    async fn idle_row_holder(&self, b: &str, c: &str) -> Result<(), String> {
+        let hold = self.config.incident_hold;
+        let idle = self.session(0, &self.app("gw0", b, Some("setup"))).await?;
+        idle.batch_execute("BEGIN; SELECT * FROM public.shared_counters WHERE id = 2 FOR UPDATE")
+            .await
+            .map_err(|e| describe_error(&e))?;
+        let waiter = self.session(0, &self.app("gw1", c, None)).await?;
+        let w = tokio::spawn(async move {
+            waiter
+                .batch_execute("UPDATE public.shared_counters SET n = n + 1 WHERE id = 2")
+                .await
+        });
+        tokio::time::sleep(hold).await;
+        let _ = idle.batch_execute("ROLLBACK").await;
+        let _ = w.await;
+        Ok(())
+    }
+
+    /// Queued DDL: a reader holds the table, a migration waits, later readers queue behind it.
+    async fn queued_ddl(&self, a: &str, b: &str, c: &str) -> Result<(), String> {
+        let hold = self.config.incident_hold;
+        let reader = self.session(1, &self.app("gw2", a, None)).await?;
+        reader
+            .batch_execute("BEGIN; SELECT count(*) FROM public.catalog")
+            .await
+            .map_err(|e| describe_error(&e))?;
+        let ddl = self
+            .session(1, &self.app("gw1", b, Some("migrate")))
+            .await?;
+        let d = tokio::spawn(async move {
+            let r = ddl
+                .batch_execute("ALTER TABLE public.catalog ADD COLUMN IF NOT EXISTS note text")
+                .await;
+            let _ = ddl
+                .batch_execute("ALTER TABLE public.catalog DROP COLUMN IF EXISTS note")
+                .await;
+            r
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let late = self.session(1, &self.app("gw0", c, None)).await?;
+        let l = tokio::spawn(async move {
+            late.batch_execute("SELECT count(*) FROM public.catalog")
+                .await
+        });
+        tokio::time::sleep(hold).await;
+        let _ = reader.batch_execute("COMMIT").await;
+        let _ = d.await;
+        let _ = l.await;
         Ok(())
     }
 

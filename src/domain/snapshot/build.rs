@@ -612,7 +612,7 @@ fn database_report(
         not_read_yet: false,
         server_version: Some(info.server_version),
         server: Some(server.label.clone()),
-        latency_ms: Some(info.latency_ms),
+        latency_ms: Some(info.latency),
         sessions,
         blocked,
     }

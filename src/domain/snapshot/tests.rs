@@ -16,7 +16,7 @@ fn db(name: &str, server: ServerId) -> ObservedDatabase {
             server,
             server_version: "15.18".into(),
             datname: name.into(),
-            latency_ms: 1.0,
+            latency: std::time::Duration::from_millis(1),
             schema_error: None,
         }),
         stale: None,

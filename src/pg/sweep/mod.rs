@@ -625,6 +625,10 @@ async fn open_drop_sessions(
     Ok(conns)
 }
 
+/// The read-only first half of a drop: the schema's checks passed and it is locked (`Ok(Ok)`), it
+/// is kept (`Ok(Err)`), or the statement failed.
+type FirstHalf = Result<Result<Opened, Attempt>, Failure>;
+
 /// Drops the planned schemas of one database in order, one DROP at a time. While a schema's COMMIT
 /// runs (most of it is the server removing files after the commit took effect), the next schema's
 /// read-only first half ([`open_checked`]) runs on the other session, so its DROP can follow at once.
@@ -636,7 +640,7 @@ async fn run_drops(
     unresponsive: &mut bool,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) {
-    let mut ahead: Option<Result<Result<Opened, Attempt>, Failure>> = None;
+    let mut ahead: Option<FirstHalf> = None;
     for (i, d) in plan.drop.iter().enumerate() {
         let conn = &conns[i % conns.len()];
         let next = (conns.len() > 1)
@@ -654,30 +658,8 @@ async fn run_drops(
             Some(r) => r,
             None => open_checked(conn, ctx, d, Step::Whole).await,
         };
-        let result = match first {
-            Err(f) => Err(f),
-            Ok(Err(a)) => Ok(a),
-            Ok(Ok(opened)) => match drop_and_verify(conn, ctx, d, opened, Step::Whole).await {
-                Ok(Ok(verified)) => {
-                    let (done, pre) = futures_util::future::join(commit(conn, verified), async {
-                        match next {
-                            Some((n, other)) => {
-                                Some(open_checked(other, ctx, n, Step::Whole).await)
-                            }
-                            None => None,
-                        }
-                    })
-                    .await;
-                    ahead = pre;
-                    done
-                }
-                Ok(Err(a)) => Ok(a),
-                Err(f) if f.sqlstate.as_deref() == Some("53200") && conn.broken().is_none() => {
-                    drop_in_batches(conn, ctx, d).await
-                }
-                Err(f) => Err(f),
-            },
-        };
+        let result;
+        (result, ahead) = drop_one(conn, ctx, d, first, next).await;
         progress(Progress::Done {
             database: plan.name.clone(),
             schema: d.schema.clone(),
@@ -685,23 +667,70 @@ async fn run_drops(
         });
         record(out, d, result);
         if let Some(broken) = conns.iter().find_map(DropConn::broken) {
-            // The next schema's first half may already have an outcome: it is that schema's.
             let mut rest = &plan.drop[i + 1..];
-            match (ahead.take(), next) {
-                (Some(Ok(Ok(_))), Some((_, other))) => other.rollback().await,
-                (Some(Ok(Err(a))), Some((n, _))) => {
-                    record(out, n, Ok(a));
-                    rest = &rest[1..];
-                }
-                (Some(Err(f)), Some((n, _))) => {
-                    record(out, n, Err(f));
-                    rest = &rest[1..];
-                }
-                _ => {}
+            if settle_ahead(out, ahead.take(), next).await {
+                rest = &rest[1..];
             }
             stop_after(out, rest, broken, unresponsive);
             return;
         }
+    }
+}
+
+/// The second half of one drop (DROP, verify, COMMIT) given its first half; while it commits, the
+/// next schema's first half runs on the other session and is returned with the result.
+async fn drop_one(
+    conn: &DropConn,
+    ctx: &Ctx<'_>,
+    d: &PlannedDrop,
+    first: FirstHalf,
+    next: Option<(&PlannedDrop, &DropConn)>,
+) -> (Result<Attempt, Failure>, Option<FirstHalf>) {
+    let opened = match first {
+        Err(f) => return (Err(f), None),
+        Ok(Err(a)) => return (Ok(a), None),
+        Ok(Ok(opened)) => opened,
+    };
+    match drop_and_verify(conn, ctx, d, opened, Step::Whole).await {
+        Ok(Ok(verified)) => {
+            futures_util::future::join(commit(conn, verified), async {
+                match next {
+                    Some((n, other)) => Some(open_checked(other, ctx, n, Step::Whole).await),
+                    None => None,
+                }
+            })
+            .await
+        }
+        Ok(Err(a)) => (Ok(a), None),
+        // Out of shared memory for locks: the same schema, a few tables per transaction.
+        Err(f) if f.sqlstate.as_deref() == Some("53200") && conn.broken().is_none() => {
+            (drop_in_batches(conn, ctx, d).await, None)
+        }
+        Err(f) => (Err(f), None),
+    }
+}
+
+/// A session broke with the next schema's first half already run: that outcome is the next
+/// schema's (recorded; returns true), or its open transaction is rolled back (returns false).
+async fn settle_ahead(
+    out: &mut DatabaseOutcome,
+    ahead: Option<FirstHalf>,
+    next: Option<(&PlannedDrop, &DropConn)>,
+) -> bool {
+    match (ahead, next) {
+        (Some(Ok(Ok(_))), Some((_, other))) => {
+            other.rollback().await;
+            false
+        }
+        (Some(Ok(Err(a))), Some((n, _))) => {
+            record(out, n, Ok(a));
+            true
+        }
+        (Some(Err(f)), Some((n, _))) => {
+            record(out, n, Err(f));
+            true
+        }
+        _ => false,
     }
 }
 
@@ -827,6 +856,23 @@ pub async fn execute_plan(
     };
     let by_name: HashMap<&str, &DbTarget> =
         run.targets.iter().map(|t| (t.name.as_str(), t)).collect();
+    let permits = Arc::new(Semaphore::new(run.drop.jobs.max(1)));
+    let (ctx, by_name) = (&ctx, &by_name);
+    let work = databases_by_server(plan).into_values().map(|dbs| {
+        let permits = permits.clone();
+        async move {
+            let _permit = permits.acquire().await.expect("semaphore never closed");
+            sweep_server(&dbs, by_name, ctx, run.session, progress).await
+        }
+    });
+    let mut all: Vec<DatabaseOutcome> = join_all(work).await.into_iter().flatten().collect();
+    let order: Vec<&str> = plan.databases.iter().map(|d| d.name.as_str()).collect();
+    all.sort_by_key(|o| order.iter().position(|n| *n == o.name));
+    all
+}
+
+/// The databases with drops, grouped by server (a database without a known server is its own).
+fn databases_by_server(plan: &SweepPlan) -> BTreeMap<String, Vec<&DatabasePlan>> {
     let mut servers: BTreeMap<String, Vec<&DatabasePlan>> = BTreeMap::new();
     for d in plan.databases.iter().filter(|d| !d.drop.is_empty()) {
         servers
@@ -834,34 +880,30 @@ pub async fn execute_plan(
             .or_default()
             .push(d);
     }
-    let permits = Arc::new(Semaphore::new(run.drop.jobs.max(1)));
-    let ctx = &ctx;
-    let by_name = &by_name;
-    let work = servers.into_values().map(|dbs| {
-        let permits = permits.clone();
-        async move {
-            let _permit = permits.acquire().await.expect("semaphore never closed");
-            let mut unresponsive = false;
-            let mut outcomes = Vec::new();
-            for d in dbs {
-                outcomes.push(match by_name.get(d.name.as_str()) {
-                    Some(t) => {
-                        sweep_database(t, d, ctx, run.session, &mut unresponsive, progress).await
-                    }
-                    None => DatabaseOutcome {
-                        name: d.name.clone(),
-                        error: Some("not in the configuration any more".into()),
-                        ..Default::default()
-                    },
-                });
-            }
-            outcomes
-        }
-    });
-    let mut all: Vec<DatabaseOutcome> = join_all(work).await.into_iter().flatten().collect();
-    let order: Vec<&str> = plan.databases.iter().map(|d| d.name.as_str()).collect();
-    all.sort_by_key(|o| order.iter().position(|n| *n == o.name));
-    all
+    servers
+}
+
+/// One server's databases in turn; once the server stops answering, the rest is kept.
+async fn sweep_server(
+    dbs: &[&DatabasePlan],
+    by_name: &HashMap<&str, &DbTarget>,
+    ctx: &Ctx<'_>,
+    session: &SessionSettings,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Vec<DatabaseOutcome> {
+    let mut unresponsive = false;
+    let mut outcomes = Vec::new();
+    for d in dbs {
+        outcomes.push(match by_name.get(d.name.as_str()) {
+            Some(t) => sweep_database(t, d, ctx, session, &mut unresponsive, progress).await,
+            None => DatabaseOutcome {
+                name: d.name.clone(),
+                error: Some("not in the configuration any more".into()),
+                ..Default::default()
+            },
+        });
+    }
+    outcomes
 }
 
 fn expire_all(plan: &SweepPlan, detail: &str) -> Vec<DatabaseOutcome> {

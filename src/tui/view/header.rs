@@ -131,7 +131,7 @@ fn database_cell(
             // The dashboard's own measurement of the whole poll, else the identity query's.
             let took = match app.probe_time.get(name) {
                 Some(t) => Some(fmt_ms(*t)),
-                None => d.latency_ms.map(|ms| format!("{ms:.0}ms")),
+                None => d.latency_ms.map(fmt_ms),
             };
             if let Some(took) = took {
                 cell.push(Span::raw(format!(" {took}")));
