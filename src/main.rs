@@ -11,8 +11,11 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Worker threads of the runtime: these machines have 2 cores.
+/// Worker threads of the runtime: the work is waiting on sockets, two threads are plenty.
 const WORKERS: usize = 2;
+
+/// How long tasks still running at exit (a poller mid-query) may hold the process up.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
@@ -37,8 +40,7 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    // Tasks still running (a poller mid-query) must not hold the process up.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     ExitCode::from(exit.code())
 }
 

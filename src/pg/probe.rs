@@ -91,17 +91,21 @@ impl DbSession {
 /// Oldest server the probe supports (`pg_blocking_pids`, `backend_type`).
 pub const MIN_VERSION_NUM: i32 = 100000;
 
+/// How much longer than the server's `statement_timeout` the client waits for an answer: enough for
+/// the server's own cancellation to arrive first when the server is alive.
+pub const CLIENT_SLACK: Duration = Duration::from_secs(2);
+
 /// Bounds a query on the client side too: `statement_timeout` cannot help when the network is gone.
 async fn bounded<T>(
     limit: Duration,
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(limit + Duration::from_secs(2), f).await {
+    match tokio::time::timeout(limit + CLIENT_SLACK, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(describe_error(&e)),
         Err(_) => Err(format!(
             "no answer within {} s",
-            (limit + Duration::from_secs(2)).as_secs()
+            (limit + CLIENT_SLACK).as_secs()
         )),
     }
 }

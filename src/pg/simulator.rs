@@ -18,6 +18,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
+/// How long a simulated worker pauses between its small statements.
+const WORKER_PAUSE: Duration = Duration::from_millis(400);
+/// How long an incident waits for one session to queue before the next joins (so the lock queue has
+/// the intended order).
+const QUEUE_SETTLE: Duration = Duration::from_millis(300);
+
 /// How big the simulated swarm is.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -159,7 +165,7 @@ impl Simulator {
                             ))
                             .await;
                         tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(400)) => {}
+                            _ = tokio::time::sleep(WORKER_PAUSE) => {}
                             _ = stop.changed() => return,
                         }
                     }
@@ -233,7 +239,7 @@ impl Simulator {
             let _ = y.batch_execute("ROLLBACK").await;
             r
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(QUEUE_SETTLE).await;
         let z = self.session(0, &self.app("gw2", b, None)).await?;
         let zt =
             tokio::spawn(
@@ -285,7 +291,7 @@ impl Simulator {
                 .await;
             r
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(QUEUE_SETTLE).await;
         let late = self.session(1, &self.app("gw0", c, None)).await?;
         let l = tokio::spawn(async move {
             late.batch_execute("SELECT count(*) FROM public.catalog")

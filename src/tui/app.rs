@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the row order stays frozen after a navigation key.
+/// How far `[` and `]` seek in a replay.
+pub const SEEK_STEP: Duration = Duration::from_secs(60);
 pub const FREEZE: Duration = Duration::from_millis(2_000);
 /// Refresh interval bounds and the steps `+`/`-` move through.
 pub const INTERVAL_MIN: Duration = Duration::from_millis(250);
@@ -457,7 +459,7 @@ impl App {
         let Some(r) = &mut self.replay else {
             return false;
         };
-        let minute = chrono::Duration::seconds(60);
+        let minute = chrono::Duration::from_std(SEEK_STEP).expect("SEEK_STEP is a small constant");
         match action {
             Action::PlayPause => {
                 r.playing = !r.playing;

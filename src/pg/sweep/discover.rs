@@ -49,7 +49,7 @@ pub async fn discover_and_plan(
     if check == DependencyCheck::AtDropOnly {
         return plan;
     }
-    let limit = settings.session.statement_timeout + Duration::from_secs(2);
+    let limit = settings.session.statement_timeout + crate::pg::probe::CLIENT_SLACK;
     let checks = settings.databases.iter().zip(&sessions).map(|(t, s)| {
         let candidates: Vec<String> = plan
             .databases

@@ -12,6 +12,9 @@ use tokio_postgres::{Client, Statement};
 
 use super::CLIENT_MARGIN;
 
+/// The verifiers' own `statement_timeout` never drops below this, however tight the bound.
+const MIN_VERIFY_STATEMENT: Duration = Duration::from_secs(1);
+
 /// One autocommit session per configured server, asked "which test sessions are connected?" before
 /// and after every drop. A server whose session breaks gets one reconnection; if that fails too, it
 /// answers with the error from then on, and every later drop is kept (fail closed).
@@ -68,7 +71,7 @@ impl Verifiers {
                 read_only: true,
                 statement_timeout: bound
                     .saturating_sub(CLIENT_MARGIN)
-                    .max(Duration::from_secs(1)),
+                    .max(MIN_VERIFY_STATEMENT),
                 ..session.clone()
             },
             pattern: format!("{}\\_%", like_escape(app_prefix)),
