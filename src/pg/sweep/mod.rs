@@ -327,17 +327,10 @@ async fn lock_relations(conn: &DropConn, schema: &str) -> Result<(), Failure> {
     if rows.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{}.{}",
-                quote_ident(schema),
-                quote_ident(&r.get::<_, String>(0))
-            )
-        })
-        .collect();
-    let sql = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list.join(", "));
+    let sql = format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        qualified_names(schema, &rows)
+    );
     conn.run(conn.client.batch_execute(&sql)).await
 }
 
@@ -459,19 +452,9 @@ async fn batch_sql(conn: &DropConn, schema: &str, n: usize) -> Result<Option<Str
     if tables.is_empty() {
         return Ok(None);
     }
-    let list: Vec<String> = tables
-        .iter()
-        .map(|r| {
-            format!(
-                "{}.{}",
-                quote_ident(schema),
-                quote_ident(&r.get::<_, String>(0))
-            )
-        })
-        .collect();
     Ok(Some(format!(
         "DROP TABLE IF EXISTS {} CASCADE",
-        list.join(", ")
+        qualified_names(schema, &tables)
     )))
 }
 
@@ -904,6 +887,20 @@ async fn sweep_server(
         });
     }
     outcomes
+}
+
+/// `"schema"."t1", "schema"."t2"` from rows whose first column is a relation name.
+fn qualified_names(schema: &str, rows: &[tokio_postgres::Row]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{}.{}",
+                quote_ident(schema),
+                quote_ident(&r.get::<_, String>(0))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn expire_all(plan: &SweepPlan, detail: &str) -> Vec<DatabaseOutcome> {
