@@ -180,6 +180,27 @@ pub fn collision() -> Observation {
     )
 }
 
+/// [`collision`] three seconds later: the waiter (201) gave up (its `lock_timeout` fired: the
+/// statement failed inside its transaction) while the holder is still idle in its transaction.
+pub fn collision_gave_up() -> Observation {
+    let mut obs = collision();
+    let later = fixture_now() + chrono::Duration::seconds(3);
+    obs.taken_at = later;
+    for s in &mut obs.servers {
+        s.now = later;
+    }
+    for s in obs.sessions.iter_mut().filter(|s| s.pid == 201) {
+        s.blocked_by.clear();
+        s.awaited = None;
+        s.wait_event_type = None;
+        s.wait_event = None;
+        s.state = Some("idle in transaction (aborted)".into());
+        s.state_change = Some(fixture_now() + chrono::Duration::seconds(2));
+        s.xact_start = s.query_start;
+    }
+    obs
+}
+
 /// A chain `depth` long: each session waits for the one before it, all in one invocation except the
 /// last, which is another invocation's.
 pub fn deep_chain(depth: usize) -> Observation {

@@ -9,6 +9,7 @@ pub mod aggregate;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
 pub mod format;
+pub mod incidents;
 pub mod incremental;
 pub mod lockgraph;
 pub mod millis;

@@ -298,6 +298,10 @@ pub struct SessionReport {
     pub relation: Option<String>,
     pub waiting_s: Option<f64>,
     pub wait_source: Option<WaitSource>,
+    /// When the current lock wait began, on the server's clock: `waitstart`, else (marked by
+    /// `wait_source`) the waiting statement's start. Lets episodes be told apart after the fact.
+    #[serde(default)]
+    pub wait_started_at: Option<DateTime<Utc>>,
 }
 
 /// Where a wait age comes from. Only `waitstart` is the real start of the lock wait.

@@ -454,6 +454,11 @@ fn session_report(
         ),
         LabelParse::Unlabeled => (LabelKind::Unlabeled, None, None, None, None, false),
     };
+    let wait_started_at = match wait_source {
+        Some(WaitSource::Waitstart) => s.awaited.as_ref().and_then(|a| a.waitstart),
+        Some(WaitSource::QueryStart) => s.query_start,
+        None => None,
+    };
     let mut blocked_by = s.blocked_by;
     blocked_by.sort_unstable();
     blocked_by.dedup();
@@ -491,6 +496,7 @@ fn session_report(
         relation,
         waiting_s,
         wait_source,
+        wait_started_at,
     }
 }
 
