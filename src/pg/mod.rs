@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod connect;
 pub mod conninfo;
+pub mod flightlog;
 pub mod poller;
 pub mod probe;
 pub mod simulator;

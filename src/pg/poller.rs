@@ -263,6 +263,8 @@ impl GroupPoller {
             )
             .await;
             apply_exact_sizes(&sizes, &mut obs);
+            // While anything waits, poll faster: short waits and their ends are caught.
+            let waiting = obs.sessions.iter().any(|s| !s.blocked_by.is_empty());
             conns.drop_closed(&self);
             let result = GroupResult {
                 group: self.group,
@@ -272,7 +274,10 @@ impl GroupPoller {
             if tx.send(result).is_err() {
                 return; // the UI is gone
             }
-            let interval = control.borrow().interval;
+            let interval = match control.borrow().interval {
+                i if waiting => i.min(FAST_POLL),
+                i => i,
+            };
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 changed = control.changed() => {
@@ -284,6 +289,10 @@ impl GroupPoller {
         }
     }
 }
+
+/// The poll interval while some session waits for a lock (never slower than the chosen interval).
+/// The incremental probe keeps these polls cheap (docs/benchmarks.md, short waits).
+pub const FAST_POLL: Duration = Duration::from_millis(250);
 
 /// How much longer than the connect timeout the first poll waits for the first connections.
 const FIRST_CONNECT_SLACK: Duration = Duration::from_secs(1);

@@ -2,11 +2,17 @@
 //! dashboard and `record` both run them. A caller gets finished snapshots, shared (`Arc`), and never
 //! builds one on its own thread: the dashboard's UI loop only builds rows and draws, and the recorder
 //! only writes.
+//!
+//! The aggregator task also feeds each snapshot to the lock-wait [`EpisodeTracker`]: every update
+//! carries the episodes that ended in it, and with a flight log they are appended there too, so the
+//! history outlives the process.
 
 use crate::domain::aggregate::Aggregator;
+use crate::domain::incidents::{Episode, EpisodeTracker};
 use crate::domain::snapshot::Snapshot;
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
+use crate::pg::flightlog::FlightLog;
 use crate::pg::poller::{group_targets, spawn_pollers, GroupResult, PollControl};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -21,6 +27,13 @@ pub struct Update {
     /// How long the poll of each database's server group took.
     pub latencies: Vec<(String, Duration)>,
     pub at: DateTime<Utc>,
+    /// Lock-wait episodes that ended in this snapshot.
+    pub ended: Vec<Episode>,
+    /// The episodes still going on, as they stand.
+    pub ongoing: Vec<Episode>,
+    /// Appending this update's ended episodes to the flight log failed (the message names the
+    /// file). The episodes are still in this update.
+    pub flight_log_error: Option<String>,
 }
 
 /// The running stream; its tasks stop when it is dropped.
@@ -37,6 +50,7 @@ impl SnapshotStream {
         settings: &Settings,
         interval: Duration,
         env: Arc<dyn Environment + Send + Sync>,
+        flight_log: Option<FlightLog>,
     ) -> SnapshotStream {
         let (control, control_rx) = watch::channel(PollControl {
             interval,
@@ -55,14 +69,24 @@ impl SnapshotStream {
         let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
         let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
         let (tx, updates) = mpsc::unbounded_channel();
+        let mut tracker = EpisodeTracker::new();
         tasks.push(tokio::spawn(async move {
             while let Some(result) = polls.recv().await {
                 let latencies = latencies(&result);
                 let snapshot = Arc::new(aggregator.accept(result.group, result.observation));
+                let ended = tracker.observe(&snapshot);
+                let flight_log_error = flight_log.as_ref().and_then(|log| {
+                    log.append(&ended)
+                        .err()
+                        .map(|e| format!("flight log {} not written: {e}", log.path().display()))
+                });
                 let update = Update {
                     snapshot,
                     latencies,
                     at: Utc::now(),
+                    ended,
+                    ongoing: tracker.ongoing(),
+                    flight_log_error,
                 };
                 if tx.send(update).is_err() {
                     return;
