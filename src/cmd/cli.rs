@@ -109,6 +109,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Write one snapshot per tick as JSON Lines (for replay and incident review)
     Record(RecordArgs),
+    /// Lock waits after the fact: who blocked which run, on what, and how it ended
+    #[command(after_help = INCIDENTS_HELP)]
+    Incidents(IncidentsArgs),
 }
 
 /// `--interval`: 0.25 s to 60 s.
@@ -130,8 +133,21 @@ pub struct WatchArgs {
     /// Replay a recording instead of polling (space play/pause, . , step, + - speed, [ ] seek)
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
+    /// Ring the terminal bell when a wait between two invocations begins
+    #[arg(long)]
+    pub bell: bool,
+    #[command(flatten)]
+    pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
+}
+
+/// Whether ended lock waits are appended to the flight log.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FlightLogArg {
+    /// Do not append ended lock waits to the flight log (see `pgswarm incidents --help`)
+    #[arg(long)]
+    pub no_flight_log: bool,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +173,56 @@ pub struct RecordArgs {
     /// Stop once the file reaches this many bytes
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
+    #[command(flatten)]
+    pub flight_log: FlightLogArg,
+    #[command(flatten)]
+    pub interval: IntervalArg,
+}
+
+const INCIDENTS_HELP: &str = "\
+Every lock wait the dashboard, `record` or `incidents --follow` saw is kept
+after it ends, with whom it waited behind and how it ended (acquired, gave
+up, blocker gone, waiter gone, unknown). They are read from the flight log
+($XDG_STATE_HOME/pgswarm/incidents.jsonl, or PGSWARM_INCIDENTS_LOG), or
+built from a recording with --from.
+
+Examples:
+  pgswarm incidents --since 1h
+  pgswarm incidents --namespace p4242t1795510800r0a1b2c3d
+  pgswarm incidents --from run.jsonl --json | jq '.episodes[0]'
+  pgswarm incidents --follow --json --config pgswarm.toml
+
+--follow polls like the dashboard (faster while anything waits) and says on
+stderr when a database cannot be read: waits there are not seen meanwhile.
+
+Exit codes: 0 done; 2 usage error or unreadable input. JSON fields:
+docs/incidents.md.";
+
+#[derive(Args, Debug)]
+pub struct IncidentsArgs {
+    /// Only episodes that ended (or were last seen) within this long
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub since: Option<Duration>,
+    /// Only episodes of this run: its sessions waiting, or blocking others
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only episodes in which this worker (gw0, master, ...) waited or blocked
+    #[arg(long, value_name = "WORKER")]
+    pub worker: Option<String>,
+    /// Build the episodes from a recording instead of the flight log
+    #[arg(long, value_name = "RECORDING", conflicts_with = "follow")]
+    pub from: Option<PathBuf>,
+    /// Poll the configured databases and print each episode as it ends, until interrupted
+    #[arg(long)]
+    pub follow: bool,
+    /// JSON: one document ({"schema_version":1,"episodes":[...]}); with --follow one episode per line
+    #[arg(long)]
+    pub json: bool,
+    /// The flight log to read (default: PGSWARM_INCIDENTS_LOG, else the state directory)
+    #[arg(long, value_name = "FILE", conflicts_with = "from")]
+    pub log: Option<PathBuf>,
+    #[command(flatten)]
+    pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
 }

@@ -124,7 +124,13 @@ fn simulate(
     } else {
         // Give the swarm a moment so the first frame already shows it.
         runtime.block_on(async { tokio::time::sleep(FIRST_FRAME_DELAY).await });
-        crate::tui::run::run_dashboard(runtime, settings.clone(), args.interval.interval)
+        // The simulated swarm's lock waits are not real incidents: they stay out of the flight log.
+        let options = crate::tui::run::DashboardOptions {
+            interval: args.interval.interval,
+            flight_log: None,
+            bell: false,
+        };
+        crate::tui::run::run_dashboard(runtime, settings.clone(), options)
             .map(|()| Exit::Ok)
             .map_err(CmdError::from)
     };

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod incidents;
 pub mod record;
 pub mod recording;
 pub mod replay;
@@ -101,17 +102,21 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
     let offline = || -> Result<Settings, CmdError> { Ok(resolve_offline(&given)?) };
     let command = cli.command.unwrap_or(Command::Watch(WatchArgs {
         replay: None,
+        bell: false,
+        flight_log: Default::default(),
         interval: cli.interval,
     }));
     match command {
         Command::Watch(WatchArgs {
             replay: Some(path), ..
         }) => replay::watch(runtime, &path, offline()?),
-        Command::Watch(args) => watch::run(runtime, settings()?, args.interval.interval),
+        Command::Watch(args) => watch::run(runtime, settings()?, &args),
         Command::Snapshot(args) if args.replay.is_some() => replay::snapshot(&args),
         Command::Snapshot(args) => snapshot::run(runtime, &settings()?, &args),
         Command::Sweep(args) => sweep::run(runtime, &settings()?, &args),
         Command::Record(args) => record::run(runtime, &settings()?, &args),
+        Command::Incidents(args) if args.follow => incidents::follow(runtime, &settings()?, &args),
+        Command::Incidents(args) => incidents::run(&args),
         Command::Demo(args) if given.db.is_empty() => demo::run(runtime, &offline()?, &args, false),
         Command::Demo(args) => demo::run(runtime, &settings()?, &args, true),
     }

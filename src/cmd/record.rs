@@ -4,10 +4,13 @@
 
 use crate::cmd::cli::RecordArgs;
 use crate::cmd::recording::append_snapshot;
-use crate::cmd::{CmdError, Exit};
+use crate::cmd::{print_error, CmdError, Exit};
+use crate::domain::snapshot::Snapshot;
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::stream::SnapshotStream;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +41,8 @@ async fn record(
 ) -> Result<Exit, CmdError> {
     let interval = args.interval.interval;
     let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut stream = SnapshotStream::spawn(settings, interval, Arc::new(ProcessEnv));
+    let log = crate::cmd::watch::flight_log(&args.flight_log);
+    let mut stream = SnapshotStream::spawn(settings, interval, Arc::new(ProcessEnv), log);
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -50,8 +54,9 @@ async fn record(
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let progress = std::io::stderr().is_terminal();
     let mut count = 0usize;
-    // With several server groups, write at most one merged snapshot per interval.
     let mut last_write: Option<Instant> = None;
+    let mut last_waits = BTreeSet::new();
+    let mut flight_log_error: Option<String> = None;
     loop {
         let update = tokio::select! {
             Some(u) = stream.updates.recv() => u,
@@ -59,9 +64,21 @@ async fn record(
             _ = int.recv() => break,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
         };
-        if last_write.is_some_and(|t| t.elapsed() < interval / 2) && stream.groups() > 1 {
+        if let Some(e) = &update.flight_log_error {
+            if flight_log_error.as_ref() != Some(e) {
+                print_error(e);
+            }
+        }
+        flight_log_error = update.flight_log_error.clone();
+        // About one snapshot per interval (several server groups each deliver one, and while a
+        // session waits the pollers run faster), but every snapshot in which a wait started or
+        // ended: `incidents --from` the recording then finds the episodes the flight log has.
+        let waits = waiting(&update.snapshot);
+        let news = !update.ended.is_empty() || waits != last_waits;
+        if !news && last_write.is_some_and(|t| t.elapsed() < interval * 3 / 4) {
             continue;
         }
+        last_waits = waits;
         written += append_snapshot(file, &update.snapshot)
             .map_err(|e| CmdError::Io(format!("writing {}: {e}", args.out.display())))?
             as u64;
@@ -93,4 +110,13 @@ async fn record(
         written / 1024
     );
     Ok(Exit::Ok)
+}
+
+/// The waits a snapshot shows: (server, pid, statement start).
+fn waiting(snap: &Snapshot) -> BTreeSet<(String, i32, Option<DateTime<Utc>>)> {
+    snap.sessions
+        .iter()
+        .filter(|s| !s.blocked_by.is_empty())
+        .map(|s| (s.server.clone(), s.pid, s.query_start))
+        .collect()
 }

@@ -1,0 +1,278 @@
+//! `pgswarm incidents`: lock waits after the fact, from the flight log or a recording, or as they end
+//! (`--follow`). Answers "who blocked my run?" for a person (text) or an agent (JSON) in one command.
+//!
+//! The episodes come from `domain::incidents`; this module only selects, orders and prints them.
+//! Every string that came from a database is sanitised in text output (JSON keeps it raw).
+
+use crate::cmd::cli::IncidentsArgs;
+use crate::cmd::recording::read_snapshots;
+use crate::cmd::{emit, print_error, CmdError, Exit};
+use crate::domain::format::fmt_age;
+use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
+use crate::domain::text::sanitize_lines;
+use crate::pg::config::Settings;
+use crate::pg::conninfo::ProcessEnv;
+use crate::pg::flightlog::{self, default_path};
+use crate::pg::stream::SnapshotStream;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// `incidents --json`.
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    /// `flight log PATH` or `recording PATH`.
+    source: String,
+    episodes: Vec<&'a Episode>,
+}
+
+/// Prints the episodes of the flight log (or `--from` a recording), newest first.
+pub fn run(args: &IncidentsArgs) -> Result<Exit, CmdError> {
+    let (source, mut episodes) = load(args)?;
+    episodes.sort_by_key(|e| std::cmp::Reverse(e.sort_time()));
+    let now = episodes
+        .first()
+        .map(|e| e.sort_time())
+        .filter(|_| args.from.is_some())
+        .unwrap_or_else(Utc::now);
+    let chosen: Vec<&Episode> = episodes.iter().filter(|e| wanted(e, args, now)).collect();
+    if args.json {
+        let doc = Document {
+            schema_version: EPISODES_VERSION,
+            source,
+            episodes: chosen,
+        };
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
+        emit(&(text + "\n"));
+    } else {
+        emit(&render(&chosen, args.namespace.as_deref(), &source));
+    }
+    Ok(Exit::Ok)
+}
+
+/// The episodes and where they came from.
+fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
+    if let Some(path) = &args.from {
+        let snaps = read_snapshots(path)?;
+        return Ok((format!("recording {}", path.display()), episodes_of(&snaps)));
+    }
+    let path = match args.log.clone().or_else(default_path) {
+        Some(p) => p,
+        None => {
+            return Err(CmdError::Usage(
+                "no flight log location: set XDG_STATE_HOME or HOME, or give --log FILE".into(),
+            ))
+        }
+    };
+    let read = flightlog::read(&path)
+        .map_err(|e| CmdError::Io(format!("cannot read {}: {e}", path.display())))?;
+    if read.skipped > 0 {
+        print_error(format!(
+            "{}: skipped {} line(s) that are not episodes this version reads",
+            path.display(),
+            read.skipped
+        ));
+    }
+    Ok((format!("flight log {}", path.display()), read.episodes))
+}
+
+fn wanted(e: &Episode, args: &IncidentsArgs, now: DateTime<Utc>) -> bool {
+    let recent = args.since.is_none_or(|since| {
+        chrono::Duration::from_std(since).is_ok_and(|d| e.sort_time() >= now - d)
+    });
+    let run = args.namespace.as_deref().is_none_or(|ns| e.involves(ns));
+    let worker = args.worker.as_deref().is_none_or(|w| {
+        e.waiter_worker.as_deref() == Some(w)
+            || e.blockers.iter().any(|b| b.worker.as_deref() == Some(w))
+    });
+    recent && run && worker
+}
+
+/// Text: one block per episode, newest first; for one run, what its sessions waited for first, then
+/// the waits it caused.
+fn render(episodes: &[&Episode], namespace: Option<&str>, source: &str) -> String {
+    let mut out = String::new();
+    if episodes.is_empty() {
+        let _ = writeln!(out, "no lock waits recorded ({source})");
+        return out;
+    }
+    match namespace {
+        Some(ns) => {
+            let (waited, caused): (Vec<&Episode>, Vec<&Episode>) = episodes
+                .iter()
+                .partition(|e| e.waiter_namespace.as_deref() == Some(ns));
+            let _ = writeln!(
+                out,
+                "run {ns}: its sessions waited {} time(s); it made others wait {} time(s) ({source})",
+                waited.len(),
+                caused.len()
+            );
+            if !waited.is_empty() {
+                out.push_str("\nITS SESSIONS WAITED\n");
+                waited.iter().for_each(|e| render_episode(&mut out, e));
+            }
+            if !caused.is_empty() {
+                out.push_str("\nIT MADE OTHERS WAIT\n");
+                caused.iter().for_each(|e| render_episode(&mut out, e));
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{} lock wait(s), newest first ({source})",
+                episodes.len()
+            );
+            episodes.iter().for_each(|e| render_episode(&mut out, e));
+        }
+    }
+    sanitize_lines(&out).into_owned()
+}
+
+fn render_episode(out: &mut String, e: &Episode) {
+    let when = e
+        .ended_at
+        .map(|t| format!("ended {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_else(|| {
+            format!(
+                "last seen {}",
+                e.last_seen_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        });
+    let _ = writeln!(
+        out,
+        "\n{when}  {} after {}{}  [{}] on {}{}{}",
+        e.outcome.words().to_uppercase(),
+        fmt_age(e.duration_s),
+        if e.started_exact { "" } else { " (at most)" },
+        e.waiter_database,
+        e.server,
+        if e.cross_invocation {
+            "  COLLISION between invocations"
+        } else {
+            ""
+        },
+        if e.severe { "  SEVERE" } else { "" },
+    );
+    let _ = writeln!(
+        out,
+        "  waiter  pid {}  {}  {}",
+        e.waiter_pid,
+        who(
+            e.waiter_namespace.as_deref(),
+            e.waiter_worker.as_deref(),
+            e.waiter_suffix.as_deref(),
+            &e.waiter_application_name
+        ),
+        e.waiter_query.as_deref().unwrap_or("")
+    );
+    if let Some(w) = &e.wait {
+        let _ = writeln!(out, "  waited  {w}");
+    }
+    for b in &e.blockers {
+        let state = match (&b.state, b.xact_age_s) {
+            (Some(st), Some(age)) => format!("{st}, transaction {}", fmt_age(age)),
+            (Some(st), None) => st.clone(),
+            (None, _) => "state not visible".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  behind  pid {}  {}  ({state})  {}",
+            b.pid,
+            who(
+                b.namespace.as_deref(),
+                b.worker.as_deref(),
+                b.suffix.as_deref(),
+                b.application_name.as_deref().unwrap_or("?")
+            ),
+            b.query.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(root) = e.root_pid.filter(|r| !e.blocker_pids.contains(r)) {
+        let _ = writeln!(
+            out,
+            "  root    pid {root}  {}",
+            e.root_namespace.as_deref().unwrap_or("(unlabeled)")
+        );
+    }
+}
+
+/// `NAMESPACE/worker_suffix`, or the application name for a session outside the convention.
+fn who(ns: Option<&str>, worker: Option<&str>, suffix: Option<&str>, app: &str) -> String {
+    match (ns, worker) {
+        (Some(ns), Some(w)) => match suffix {
+            Some(s) => format!("{ns}/{w}_{s}"),
+            None => format!("{ns}/{w}"),
+        },
+        _ => format!("{app:?}"),
+    }
+}
+
+/// `--follow`: polls like the dashboard and prints each episode as it ends, until interrupted.
+pub fn follow(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    args: &IncidentsArgs,
+) -> Result<Exit, CmdError> {
+    runtime.block_on(follow_loop(settings, args))
+}
+
+async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, CmdError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return Err(CmdError::Io("cannot install signal handlers".into()));
+    };
+    let log = crate::cmd::watch::flight_log(&args.flight_log);
+    let mut stream =
+        SnapshotStream::spawn(settings, args.interval.interval, Arc::new(ProcessEnv), log);
+    let mut unreadable: Vec<String> = Vec::new();
+    let mut flight_log_error: Option<String> = None;
+    loop {
+        let update = tokio::select! {
+            Some(u) = stream.updates.recv() => u,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        let now: Vec<String> = update
+            .snapshot
+            .databases
+            .iter()
+            .filter(|d| !d.reachable && !d.not_read_yet)
+            .map(|d| d.name.clone())
+            .collect();
+        if now != unreadable && !now.is_empty() {
+            print_error(format!(
+                "cannot read {}: waits there are not seen until it answers",
+                now.join(", ")
+            ));
+        }
+        unreadable = now;
+        if let Some(e) = &update.flight_log_error {
+            if flight_log_error.as_ref() != Some(e) {
+                print_error(e);
+            }
+        }
+        flight_log_error = update.flight_log_error.clone();
+        for e in update.ended.iter().filter(|e| wanted(e, args, update.at)) {
+            if args.json {
+                // The flight log's line format: the episode with its schema_version.
+                let mut line = serde_json::to_value(e)
+                    .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
+                if let Some(o) = line.as_object_mut() {
+                    o.insert("schema_version".into(), EPISODES_VERSION.into());
+                }
+                emit(&format!("{line}\n"));
+            } else {
+                let mut out = String::new();
+                render_episode(&mut out, e);
+                emit(&sanitize_lines(&out));
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
