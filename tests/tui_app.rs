@@ -111,7 +111,11 @@ fn panes_detail_help_and_back() {
     app.update(key(KeyCode::Tab));
     assert_eq!(app.focus, Pane::Schemas);
     app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Incidents);
+    app.update(key(KeyCode::Tab));
     assert_eq!(app.focus, Pane::Invocations);
+    app.update(key(KeyCode::BackTab));
+    assert_eq!(app.focus, Pane::Incidents);
     app.update(key(KeyCode::BackTab));
     assert_eq!(app.focus, Pane::Schemas);
     app.update(key(KeyCode::BackTab));
@@ -440,4 +444,96 @@ fn a_snapshot_before_every_group_has_answered_is_incomplete() {
         fixture_now(),
     ));
     assert!(!app.unreachable_since.contains_key("tenant_a"));
+}
+
+/// The collision observed, then the waiter giving up: the episodes a stream would deliver.
+fn collision_episodes() -> (
+    Vec<pgswarm::domain::incidents::Episode>,
+    Vec<pgswarm::domain::incidents::Episode>,
+) {
+    use pgswarm::domain::incidents::EpisodeTracker;
+    use pgswarm::domain::snapshot::build_snapshot;
+    let mut tracker = EpisodeTracker::new();
+    tracker.observe(&build_snapshot(
+        fixtures::collision(),
+        &Convention::default(),
+    ));
+    let ongoing = tracker.ongoing();
+    let ended = tracker.observe(&build_snapshot(
+        fixtures::collision_gave_up(),
+        &Convention::default(),
+    ));
+    (ongoing, ended)
+}
+
+#[test]
+fn the_bell_rings_once_per_new_collision_and_only_when_asked() {
+    let (ongoing, ended) = collision_episodes();
+    assert!(ongoing[0].cross_invocation);
+    let mut app = app_with(fixtures::collision());
+    let episodes = |ongoing: &Vec<_>, ended: &Vec<_>| Event::Episodes {
+        ongoing: ongoing.clone(),
+        ended: ended.clone(),
+    };
+    assert_eq!(app.update(episodes(&ongoing, &vec![])), vec![], "no --bell");
+    let mut app = app_with(fixtures::collision());
+    app.bell = true;
+    assert_eq!(app.update(episodes(&ongoing, &vec![])), vec![Effect::Bell]);
+    assert_eq!(
+        app.update(episodes(&ongoing, &vec![])),
+        vec![],
+        "the same wait rings once"
+    );
+    assert_eq!(
+        app.update(episodes(&vec![], &ended)),
+        vec![],
+        "its end does not ring again"
+    );
+    assert_eq!(app.episodes.len(), 1);
+    assert_eq!(app.model.incidents.len(), 1);
+}
+
+#[test]
+fn the_filter_applies_to_incidents() {
+    let (_, ended) = collision_episodes();
+    let mut app = app_with(fixtures::collision());
+    app.update(Event::Episodes {
+        ended,
+        ongoing: vec![],
+    });
+    assert_eq!(app.model.incidents.len(), 1);
+    app.update(ch('/'));
+    for c in fixture_namespace(3).chars() {
+        app.update(ch(c));
+    }
+    assert_eq!(
+        app.model.incidents.len(),
+        0,
+        "neither waiter nor blocker is that run"
+    );
+    app.update(key(KeyCode::Esc));
+    app.update(ch('/'));
+    for c in fixture_namespace(1).chars() {
+        app.update(ch(c));
+    }
+    assert_eq!(app.model.incidents.len(), 1, "the blocker's run matches");
+}
+
+#[test]
+fn a_replay_shows_the_waits_ended_by_its_clock() {
+    use pgswarm::domain::snapshot::build_snapshot;
+    let conv = Convention::default();
+    let snaps = vec![
+        build_snapshot(fixtures::collision(), &conv),
+        build_snapshot(fixtures::collision_gave_up(), &conv),
+    ];
+    let mut app = App::new_replay(conv, snaps, fixture_now());
+    assert!(
+        app.model.incidents.is_empty(),
+        "at the start nothing has ended"
+    );
+    app.update(ch('.'));
+    assert_eq!(app.model.incidents.len(), 1);
+    app.update(ch(','));
+    assert!(app.model.incidents.is_empty());
 }

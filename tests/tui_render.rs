@@ -265,3 +265,52 @@ fn hostile_strings_from_the_database_never_reach_a_cell() {
         .iter()
         .all(|c| !c.symbol().chars().any(pgswarm::domain::text::is_unsafe)));
 }
+
+/// An app that saw the collision, then the waiter give up: one ended episode in the Incidents pane.
+fn app_after_a_collision() -> App {
+    use pgswarm::domain::incidents::EpisodeTracker;
+    let conv = Convention::default();
+    let mut app = app_for(Some(fixtures::collision()));
+    let mut tracker = EpisodeTracker::new();
+    let before = build_snapshot(fixtures::collision(), &conv);
+    assert!(tracker.observe(&before).is_empty());
+    let after = build_snapshot(fixtures::collision_gave_up(), &conv);
+    let ended = tracker.observe(&after);
+    assert_eq!(ended.len(), 1);
+    app.show_snapshot(std::sync::Arc::new(after));
+    app.update(Event::Episodes {
+        ended,
+        ongoing: vec![],
+    });
+    app
+}
+
+#[test]
+fn an_ended_wait_stays_in_the_incidents_pane() {
+    let mut app = app_after_a_collision();
+    let buf = render(&app, 120, 40, COLOR);
+    insta::assert_snapshot!("incidents_120x40", text(&buf));
+    let (x, y) = find(&buf, "gave up")[0];
+    assert_eq!(buf[(x, y)].fg, Color::Red);
+    // Narrow: the pane appears once it has something, and Enter explains the episode.
+    for _ in 0..3 {
+        app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
+    }
+    assert_eq!(app.focus, Pane::Incidents);
+    insta::assert_snapshot!("incidents_80x24", text(&render(&app, 80, 24, COLOR)));
+    app.update(Event::Key(crossterm::event::KeyCode::Enter.into()));
+    insta::assert_snapshot!(
+        "incident_detail_120x40",
+        text(&render(&app, 120, 40, COLOR))
+    );
+}
+
+#[test]
+fn a_flight_log_that_cannot_be_written_is_said_under_the_incidents_pane() {
+    let mut app = app_after_a_collision();
+    let msg = "flight log /ro/incidents.jsonl not written: Permission denied (os error 13)";
+    app.update(Event::FlightLog(Err(msg.into())));
+    assert!(text(&render(&app, 120, 40, COLOR)).contains("not written: Permission denied"));
+    app.update(Event::FlightLog(Ok(())));
+    assert!(!text(&render(&app, 120, 40, COLOR)).contains("not written"));
+}

@@ -6,6 +6,7 @@
 //! navigation key the row order itself is frozen, so a row does not jump away under the cursor.
 
 use crate::domain::aggregate::Aggregator;
+use crate::domain::incidents::{episodes_of, Episode, Outcome};
 use crate::domain::snapshot::{Convention, Snapshot};
 use crate::domain::sweep::SweepPlan;
 use crate::domain::sweep::SweepReport;
@@ -17,25 +18,33 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long the row order stays frozen after a navigation key.
 /// How far `[` and `]` seek in a replay.
 pub const SEEK_STEP: Duration = Duration::from_secs(60);
+/// How long the row order stays frozen after a navigation key.
 pub const FREEZE: Duration = Duration::from_millis(2_000);
 /// Refresh interval bounds and the steps `+`/`-` move through.
 pub const INTERVAL_MIN: Duration = Duration::from_millis(250);
 pub const INTERVAL_MAX: Duration = Duration::from_secs(60);
 const INTERVAL_STEPS_MS: &[u64] = &[250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
 const PAGE: usize = 10;
+/// Ended lock-wait episodes kept for the Incidents pane (the flight log keeps the rest).
+pub const MAX_INCIDENTS: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
     Invocations,
     Locks,
     Schemas,
+    Incidents,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 3] = [Pane::Invocations, Pane::Locks, Pane::Schemas];
+    pub const ALL: [Pane; 4] = [
+        Pane::Invocations,
+        Pane::Locks,
+        Pane::Schemas,
+        Pane::Incidents,
+    ];
     fn index(self) -> usize {
         self as usize
     }
@@ -44,6 +53,7 @@ impl Pane {
             Pane::Invocations => "Invocations",
             Pane::Locks => "Lock trees",
             Pane::Schemas => "Schemas",
+            Pane::Incidents => "Incidents",
         }
     }
 }
@@ -64,6 +74,8 @@ pub enum RowKey {
         database: String,
         schema: String,
     },
+    /// A lock-wait episode, by its id.
+    Incident(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +117,13 @@ pub enum Event {
         current: Option<String>,
     },
     SweepFinished(Box<SweepReport>),
+    /// Lock-wait episodes: those that just ended, and those still going on.
+    Episodes {
+        ended: Vec<Episode>,
+        ongoing: Vec<Episode>,
+    },
+    /// The flight log could not be written (shown under the Incidents pane until a write works).
+    FlightLog(Result<(), String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +136,8 @@ pub enum Effect {
     PlanSweep(u64),
     /// Run exactly this plan; answer with progress and [`Event::SweepFinished`].
     RunSweep(Box<SweepPlan>),
+    /// Ring the terminal bell (`--bell`: a new collision between invocations).
+    Bell,
 }
 
 /// A row of the lock-tree pane: an index into `snapshot.lock_trees[tree].rows[row]`.
@@ -136,6 +157,8 @@ pub struct Model {
     pub invocations: Vec<(RowKey, Option<usize>)>,
     pub locks: Vec<LockRow>,
     pub schemas: Vec<(RowKey, usize)>,
+    /// Index into `App::episodes`, newest first, after filter (and, replaying, up to the clock).
+    pub incidents: Vec<(RowKey, usize)>,
     /// (server, pid) -> index into `snapshot.sessions`.
     pub session_index: HashMap<(String, i32), usize>,
     /// (server, blocker, blocked) -> index into `snapshot.blocking`.
@@ -278,6 +301,7 @@ impl Model {
             invocations: invocation_rows(&snapshot, filter),
             locks: lock_rows(&snapshot, filter, &session_index),
             schemas: schema_rows(&snapshot, filter),
+            incidents: Vec::new(),
             snapshot: Some(snapshot),
             session_index,
             edge_index,
@@ -289,6 +313,7 @@ impl Model {
             Pane::Invocations => self.invocations.iter().map(|r| r.0.clone()).collect(),
             Pane::Locks => self.locks.iter().map(|r| r.key.clone()).collect(),
             Pane::Schemas => self.schemas.iter().map(|r| r.0.clone()).collect(),
+            Pane::Incidents => self.incidents.iter().map(|r| r.0.clone()).collect(),
         }
     }
 
@@ -301,6 +326,7 @@ impl Model {
             // Trees are structure, not a sort: keep whole trees together, ordered by their roots.
             Pane::Locks => {}
             Pane::Schemas => self.schemas.sort_by_key(|r| rank(&r.0)),
+            Pane::Incidents => self.incidents.sort_by_key(|r| rank(&r.0)),
         }
     }
 }
@@ -358,9 +384,9 @@ pub struct App {
     pub interval: Duration,
     pub paused: bool,
     pub focus: Pane,
-    selected: [Option<RowKey>; 3],
-    selected_idx: [usize; 3],
-    frozen: Option<(DateTime<Utc>, [Vec<RowKey>; 3])>,
+    selected: [Option<RowKey>; 4],
+    selected_idx: [usize; 4],
+    frozen: Option<(DateTime<Utc>, [Vec<RowKey>; 4])>,
     pub filter: String,
     pub filter_editing: bool,
     pub overlay: Overlay,
@@ -372,6 +398,16 @@ pub struct App {
     /// Sweep discovery requests made so far, and the one under way.
     sweep_requests: u64,
     sweep_in_flight: Option<u64>,
+    /// Ended lock-wait episodes, newest first (at most [`MAX_INCIDENTS`]; replaying: every
+    /// episode of the recording).
+    pub episodes: Vec<Episode>,
+    /// Episodes still going on (live only).
+    pub ongoing: Vec<Episode>,
+    /// `--bell`: ring on a new cross-invocation episode.
+    pub bell: bool,
+    /// The last flight log write failed: why.
+    pub flight_log_error: Option<String>,
+    belled: std::collections::HashSet<String>,
     /// Clock times on screen are shown at this offset (the local one when running).
     pub utc_offset: chrono::FixedOffset,
     pub quit: bool,
@@ -400,8 +436,8 @@ impl App {
             interval,
             paused: false,
             focus: Pane::Invocations,
-            selected: [None, None, None],
-            selected_idx: [0; 3],
+            selected: [None, None, None, None],
+            selected_idx: [0; 4],
             frozen: None,
             filter: String::new(),
             filter_editing: false,
@@ -411,6 +447,11 @@ impl App {
             replay: None,
             sweep_requests: 0,
             sweep_in_flight: None,
+            episodes: Vec::new(),
+            ongoing: Vec::new(),
+            bell: false,
+            flight_log_error: None,
+            belled: Default::default(),
             utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
             quit: false,
         }
@@ -423,6 +464,8 @@ impl App {
         let names = first.databases.iter().map(|d| d.name.clone()).collect();
         let mut app = App::new(convention, names, 1, Duration::from_secs(1), now);
         app.read_only = true;
+        app.episodes = episodes_of(snapshots.iter().map(|s| &**s));
+        app.episodes.reverse();
         app.replay = Some(Replay {
             clock: first.taken_at,
             snapshots,
@@ -545,6 +588,7 @@ impl App {
 
     fn install(&mut self, snapshot: Arc<Snapshot>) {
         let mut model = Model::build(snapshot, &self.filter);
+        model.incidents = self.incident_rows();
         if let Some((until, orders)) = &self.frozen {
             if self.now < *until {
                 for pane in Pane::ALL {
@@ -626,6 +670,11 @@ impl App {
             Event::SweepFinished(report) => {
                 self.overlay = Overlay::Sweep(SweepView::Finished(report));
                 vec![Effect::Refresh]
+            }
+            Event::Episodes { ended, ongoing } => self.take_episodes(ended, ongoing),
+            Event::FlightLog(result) => {
+                self.flight_log_error = result.err();
+                Vec::new()
             }
             Event::Key(key) => self.on_key(key),
         }
@@ -819,6 +868,60 @@ impl App {
         }
     }
 
+    /// Keeps the newest ended episodes for the pane; rings for a new cross-invocation one.
+    fn take_episodes(&mut self, ended: Vec<Episode>, ongoing: Vec<Episode>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let new_collision = ongoing
+            .iter()
+            .chain(&ended)
+            .any(|e| e.cross_invocation && !self.belled.contains(&e.id));
+        if self.bell && new_collision {
+            effects.push(Effect::Bell);
+        }
+        self.belled = ongoing
+            .iter()
+            .filter(|e| e.cross_invocation)
+            .map(|e| e.id.clone())
+            .collect();
+        if !ended.is_empty() {
+            let mut ended = ended;
+            ended.reverse();
+            ended.append(&mut self.episodes);
+            ended.truncate(MAX_INCIDENTS);
+            self.episodes = ended;
+        }
+        self.ongoing = ongoing;
+        if !self.paused {
+            self.model.incidents = self.incident_rows();
+        }
+        effects
+    }
+
+    /// Incident rows: ended episodes (replaying: ended by the replay clock) matching the filter.
+    fn incident_rows(&self) -> Vec<(RowKey, usize)> {
+        let until = self.replay.as_ref().map(|r| r.clock);
+        self.episodes
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| match until {
+                Some(c) => e.outcome != Outcome::Ongoing && e.ended_at.is_some_and(|t| t <= c),
+                None => true,
+            })
+            .filter(|(_, e)| {
+                let mut fields = vec![
+                    e.waiter_namespace.as_deref(),
+                    e.waiter_worker.as_deref(),
+                    Some(e.waiter_application_name.as_str()),
+                    Some(e.waiter_database.as_str()),
+                    e.relation.as_deref(),
+                ];
+                fields.extend(e.blocker_namespaces.iter().map(|n| Some(n.as_str())));
+                matches_filter(&self.filter, &fields)
+            })
+            .map(|(i, e)| (RowKey::Incident(e.id.clone()), i))
+            .collect()
+    }
+
     fn move_selection(&mut self, delta: isize) {
         let pane = self.focus;
         let keys = self.model.keys(pane);
@@ -830,11 +933,7 @@ impl App {
         self.selected[pane.index()] = Some(keys[next].clone());
         self.selected_idx[pane.index()] = next;
         // Freeze the current order of every pane for a moment.
-        let orders = [
-            self.model.keys(Pane::Invocations),
-            self.model.keys(Pane::Locks),
-            self.model.keys(Pane::Schemas),
-        ];
+        let orders = Pane::ALL.map(|p| self.model.keys(p));
         let until =
             self.now + chrono::Duration::from_std(FREEZE).expect("FREEZE is a small constant");
         self.frozen = Some((until, orders));

@@ -10,10 +10,12 @@
 //! The terminal is always given back: on `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP, and on a panic in any
 //! thread or task (the hook restores the terminal, prints the report after that, and exits).
 
+use crate::domain::incidents::Episode;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::sweep::{build_report, RunMode, SweepPlan, SweepRules, Timings};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
+use crate::pg::flightlog::FlightLog;
 use crate::pg::stream::SnapshotStream;
 use crate::pg::sweep::SweepRun;
 use crate::pg::sweep::{discover_and_plan, execute_plan, DependencyCheck, DropSettings, Progress};
@@ -51,11 +53,7 @@ pub enum TuiError {
 
 /// Where the dashboard logs: `$XDG_STATE_HOME/pgswarm/pgswarm.log` (else `~/.local/state/...`).
 pub fn log_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("pgswarm").join("pgswarm.log"))
+    Some(crate::pg::flightlog::state_dir()?.join("pgswarm.log"))
 }
 
 /// Sends `tracing` to the log file (never to the terminal).
@@ -87,16 +85,26 @@ fn install_panic_hook() {
 }
 
 /// Runs the live dashboard on `runtime` until the user quits.
+/// How the live dashboard runs.
+#[derive(Debug, Clone)]
+pub struct DashboardOptions {
+    pub interval: Duration,
+    /// Where ended lock waits are appended (`None`: nowhere, e.g. the demo's simulated ones).
+    pub flight_log: Option<FlightLog>,
+    /// Ring the bell when a wait between two invocations begins.
+    pub bell: bool,
+}
+
 pub fn run_dashboard(
     runtime: &tokio::runtime::Runtime,
     settings: Settings,
-    interval: Duration,
+    options: DashboardOptions,
 ) -> Result<(), TuiError> {
     with_terminal(
         "For scripts and pipes use `pgswarm snapshot` (or `pgswarm snapshot --json`).",
         |terminal| {
             tracing::info!(databases = settings.databases.len(), "dashboard starting");
-            runtime.block_on(event_loop(terminal, settings, interval))
+            runtime.block_on(event_loop(terminal, settings, options))
         },
     )
 }
@@ -133,10 +141,16 @@ fn with_terminal(
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     settings: Settings,
-    interval: Duration,
+    options: DashboardOptions,
 ) -> std::io::Result<()> {
     let theme = Theme::from_env();
-    let mut stream = SnapshotStream::spawn(&settings, interval, Arc::new(ProcessEnv));
+    let interval = options.interval;
+    let mut stream = SnapshotStream::spawn(
+        &settings,
+        interval,
+        Arc::new(ProcessEnv),
+        options.flight_log,
+    );
     let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
     let mut app = App::new(
         settings.convention.clone(),
@@ -147,6 +161,7 @@ async fn event_loop(
     );
     app.utc_offset = *chrono::Local::now().offset();
     app.read_only = settings.read_only;
+    app.bell = options.bell;
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     spawn_input_thread(events_tx.clone());
@@ -162,7 +177,12 @@ async fn event_loop(
     loop {
         let first = tokio::select! {
             Some(e) = events.recv() => e,
-            Some(u) = stream.updates.recv() => Event::Snapshot(u.snapshot, u.latencies, u.at),
+            Some(u) = stream.updates.recv() => {
+                for e in update_events(u.ended, u.ongoing, u.flight_log_error) {
+                    events_tx.send(e).ok();
+                }
+                Event::Snapshot(u.snapshot, u.latencies, u.at)
+            }
             _ = clock.tick() => Event::Tick(Utc::now()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -175,6 +195,7 @@ async fn event_loop(
         }
         while let Ok(u) = stream.updates.try_recv() {
             batch.push(Event::Snapshot(u.snapshot, u.latencies, u.at));
+            batch.extend(update_events(u.ended, u.ongoing, u.flight_log_error));
         }
         for event in coalesce(batch) {
             for effect in app.update(event) {
@@ -194,6 +215,23 @@ async fn event_loop(
     Ok(())
 }
 
+/// The events an update carries besides its snapshot: its episodes, and the flight log's state when
+/// there were episodes to write.
+fn update_events(
+    ended: Vec<Episode>,
+    ongoing: Vec<Episode>,
+    flight_log_error: Option<String>,
+) -> Vec<Event> {
+    let wrote = !ended.is_empty();
+    let mut events = vec![Event::Episodes { ended, ongoing }];
+    match flight_log_error {
+        Some(e) => events.push(Event::FlightLog(Err(e))),
+        None if wrote => events.push(Event::FlightLog(Ok(()))),
+        None => {}
+    }
+    events
+}
+
 /// Carries out one effect of the app, off the UI loop.
 fn carry_out(
     effect: Effect,
@@ -203,6 +241,11 @@ fn carry_out(
 ) {
     match effect {
         Effect::Quit => {}
+        Effect::Bell => {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = out.write_all(b"\x07").and_then(|_| out.flush());
+        }
         Effect::Refresh => stream.refresh(),
         Effect::SetInterval(d) => stream.set_interval(d),
         Effect::PlanSweep(request) => {

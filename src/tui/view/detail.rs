@@ -2,6 +2,7 @@
 //! in full (the panes abbreviate).
 
 use crate::domain::format::{fmt_age, fmt_bytes, session_label};
+use crate::domain::incidents::Episode;
 use crate::domain::snapshot::{
     InvocationReport, SchemaReport, SchemaStatus, SessionReport, Snapshot, WaitSource,
 };
@@ -47,6 +48,12 @@ pub(super) fn detail_lines(app: &App, theme: &Theme, key: &RowKey) -> Vec<Line<'
                 ))
             })
             .collect(),
+        RowKey::Incident(id) => app
+            .episodes
+            .iter()
+            .find(|e| &e.id == id)
+            .map(|e| episode_detail(app, e, theme))
+            .unwrap_or_else(gone),
         RowKey::Schema { database, schema } => snap
             .schemas
             .iter()
@@ -244,4 +251,103 @@ fn schema_detail(s: &SchemaReport) -> Vec<Line<'static>> {
         ),
         kv("status", format!("{:?}: {why}", s.status).to_lowercase()),
     ]
+}
+
+/// One lock wait after the fact: who waited, for what, behind whom over time, and how it ended.
+fn episode_detail(app: &App, e: &Episode, theme: &Theme) -> Vec<Line<'static>> {
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&app.utc_offset)
+            .format("%H:%M:%S%.3f")
+            .to_string()
+    };
+    let mut out = vec![
+        kv(
+            "outcome",
+            format!(
+                "{} after {}{}",
+                e.outcome.words(),
+                fmt_age(e.duration_s),
+                if e.started_exact { "" } else { " (at most)" }
+            ),
+        ),
+        kv(
+            "waiter",
+            format!(
+                "pid {} {} on {} / {}",
+                e.waiter_pid, e.waiter_application_name, e.waiter_database, e.server
+            ),
+        ),
+        kv(
+            "statement",
+            e.waiter_query.clone().unwrap_or_else(|| "-".into()),
+        ),
+        kv("waited for", e.wait.clone().unwrap_or_else(|| "-".into())),
+        kv(
+            "started",
+            format!(
+                "{}{}",
+                at(e.started_at),
+                if e.started_exact {
+                    ""
+                } else {
+                    " (statement start)"
+                }
+            ),
+        ),
+        kv(
+            "ended",
+            e.ended_at
+                .map(at)
+                .unwrap_or_else(|| format!("not seen (last seen waiting {})", at(e.last_seen_at))),
+        ),
+    ];
+    if e.cross_invocation {
+        out.push(Line::styled(
+            " a collision: blocked by another invocation",
+            theme.collision(),
+        ));
+    }
+    out.push(Line::styled(" behind", theme.blocked()));
+    for b in &e.blockers {
+        let state = b
+            .state
+            .clone()
+            .unwrap_or_else(|| "state not visible".into());
+        let age = b
+            .xact_age_s
+            .map(|a| format!(", transaction {}", fmt_age(a)))
+            .unwrap_or_default();
+        out.push(kv(
+            &format!("  pid {}", b.pid),
+            format!(
+                "{} ({state}{age}) {}",
+                b.application_name.clone().unwrap_or_default(),
+                b.query.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(root) = e.root_pid {
+        out.push(kv(
+            "root",
+            format!(
+                "pid {root} {}",
+                e.root_namespace
+                    .clone()
+                    .unwrap_or_else(|| "(unlabeled)".into())
+            ),
+        ));
+    }
+    out.push(Line::styled(" timeline", theme.header()));
+    for t in &e.timeline {
+        let pids: Vec<String> = t.blocker_pids.iter().map(|p| p.to_string()).collect();
+        out.push(Line::raw(format!(
+            "   {}  behind {}{}",
+            at(t.at),
+            pids.join(", "),
+            t.root_pid
+                .map(|r| format!(" (root {r})"))
+                .unwrap_or_default()
+        )));
+    }
+    out
 }

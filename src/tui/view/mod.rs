@@ -13,6 +13,7 @@
 mod cells;
 mod detail;
 mod header;
+mod incidents;
 mod invocations;
 mod locks;
 mod popup;
@@ -53,6 +54,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
                 RowKey::Invocation(_) | RowKey::OtherSessions => "Invocation",
                 RowKey::Lock { .. } => "Session",
                 RowKey::Schema { .. } => "Schema",
+                RowKey::Incident(_) => "Lock wait",
             };
             popup::draw_popup(frame, theme, title, detail::detail_lines(app, theme, key));
         }
@@ -97,7 +99,15 @@ fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             Layout::horizontal([Constraint::Length(66), Constraint::Fill(1)]).areas(top);
         draw_pane(frame, app, theme, Pane::Invocations, left);
         draw_pane(frame, app, theme, Pane::Schemas, right);
-        draw_pane(frame, app, theme, Pane::Locks, bottom);
+        // Ended waits under the live ones: as many rows as they need, up to half the room.
+        let wanted = app.model.incidents.len().max(1) as u16 + 3;
+        let [locks, incidents] = Layout::vertical([
+            Constraint::Fill(1),
+            Constraint::Length(wanted.min(bottom.height / 2)),
+        ])
+        .areas(bottom);
+        draw_pane(frame, app, theme, Pane::Locks, locks);
+        draw_pane(frame, app, theme, Pane::Incidents, incidents);
     } else {
         let areas = Layout::vertical(stacked(app, area.height)).split(area);
         for (i, p) in Pane::ALL.into_iter().enumerate() {
@@ -108,18 +118,24 @@ fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 
 /// Stacked panes: unfocused panes take what their rows need up to a cap (lock trees get the
 /// largest), the focused pane takes the rest.
-fn stacked(app: &App, body: u16) -> [Constraint; 3] {
+fn stacked(app: &App, body: u16) -> [Constraint; 4] {
     Pane::ALL.map(|p| {
         if p == app.focus {
             return Constraint::Fill(1);
+        }
+        // Short of room, an empty incidents pane gives its rows to the others (Tab still shows it).
+        if p == Pane::Incidents && app.model.incidents.is_empty() {
+            return Constraint::Length(0);
         }
         let (rows, chrome) = match p {
             Pane::Invocations => (app.model.invocations.len(), 3),
             Pane::Locks => (app.model.locks.len(), 2),
             Pane::Schemas => (app.model.schemas.len(), 3),
+            Pane::Incidents => (app.model.incidents.len(), 3),
         };
         let cap = match p {
             Pane::Locks => (body * 2 / 5).max(4),
+            Pane::Incidents => (body / 5).max(4),
             _ => (body / 4).max(4),
         };
         Constraint::Length((rows.max(1) as u16 + chrome).min(cap))
@@ -135,6 +151,7 @@ fn draw_pane(frame: &mut Frame, app: &App, theme: &Theme, pane: Pane, area: Rect
         Pane::Invocations => invocations::draw(frame, app, snap, theme, area, selected),
         Pane::Locks => locks::draw(frame, app, snap, theme, area, selected),
         Pane::Schemas => schemas::draw(frame, app, snap, theme, area, selected),
+        Pane::Incidents => incidents::draw(frame, app, theme, area, selected),
     }
 }
 

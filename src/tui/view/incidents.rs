@@ -1,0 +1,158 @@
+//! The incidents pane: lock waits that ended, newest first, with how they ended in words. It keeps
+//! what the lock-tree pane forgets the moment a wait is over.
+
+use super::cells::short_namespace;
+use super::{empty, pane_block, window};
+use crate::domain::format::fmt_age;
+use crate::domain::incidents::{Episode, Outcome};
+use crate::tui::app::{App, Pane};
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Span;
+use ratatui::widgets::{Cell, Row, Table};
+use ratatui::Frame;
+
+pub(super) fn draw(
+    frame: &mut Frame,
+    app: &App,
+    theme: &Theme,
+    area: Rect,
+    selected: Option<usize>,
+) {
+    let rows = &app.model.incidents;
+    let mut block = pane_block(app, theme, Pane::Incidents, rows.len());
+    if let Some(e) = &app.flight_log_error {
+        block = block.title_bottom(Span::styled(format!(" {e} "), theme.warning()));
+    }
+    if rows.is_empty() {
+        let text = if app.replay.is_some() {
+            "no lock wait has ended yet in this recording"
+        } else {
+            "no lock wait has ended since the dashboard started"
+        };
+        return empty(frame, block, theme, text, area);
+    }
+    let height = area.height.saturating_sub(3) as usize;
+    let (start, end) = window(selected, rows.len(), height);
+    // Below this width the locked object gives its room to whom the run waited behind.
+    let wide = area.width >= WIDE;
+    let body: Vec<Row> = rows[start..end]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, idx))| {
+            let row = episode_row(app, theme, &app.episodes[*idx], wide);
+            if Some(start + i) == selected {
+                row.style(theme.selected())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let mut widths = vec![
+        Constraint::Length(8),
+        Constraint::Length(2),
+        Constraint::Length(12),
+        Constraint::Length(6),
+        Constraint::Length(21),
+    ];
+    let mut titles = vec!["ENDED", "", "OUTCOME", "WAITED", "WAITER", "BEHIND"];
+    if wide {
+        widths.extend([Constraint::Length(26), Constraint::Min(10)]);
+        titles.push("ON");
+    } else {
+        widths.push(Constraint::Min(10));
+    }
+    let header = Row::new(titles).style(theme.header());
+    let table = Table::new(body, widths)
+        .header(header)
+        .column_spacing(1)
+        .block(block);
+    frame.render_widget(table, area);
+}
+
+/// From this width the pane shows what was locked.
+const WIDE: u16 = 110;
+
+fn episode_row(app: &App, theme: &Theme, e: &Episode, wide: bool) -> Row<'static> {
+    let ended = e
+        .ended_at
+        .unwrap_or(e.last_seen_at)
+        .with_timezone(&app.utc_offset)
+        .format("%H:%M:%S")
+        .to_string();
+    let marker = if e.cross_invocation {
+        Span::styled("!!", theme.collision())
+    } else {
+        Span::raw("  ")
+    };
+    let outcome_style = match e.outcome {
+        Outcome::GaveUp => theme.bad(),
+        Outcome::Unknown => theme.dim(),
+        _ => Style::new(),
+    };
+    let waited = if e.started_exact {
+        fmt_age(e.duration_s)
+    } else {
+        format!("≤{}", fmt_age(e.duration_s))
+    };
+    let waiter = label(
+        e.waiter_namespace.as_deref(),
+        e.waiter_worker.as_deref(),
+        e.waiter_suffix.as_deref(),
+    )
+    .unwrap_or_else(|| e.waiter_pid.to_string());
+    let behind = e
+        .blockers
+        .first()
+        .map(|b| {
+            let who = label(
+                b.namespace.as_deref(),
+                b.worker.as_deref(),
+                b.suffix.as_deref(),
+            )
+            .unwrap_or_else(|| b.pid.to_string());
+            if b.idle_in_transaction {
+                format!("{who} idle tx")
+            } else {
+                who
+            }
+        })
+        .unwrap_or_default();
+    let on = match (&e.lock_mode, &e.relation) {
+        (Some(m), Some(r)) => format!("{} on {r}", m.trim_end_matches("Lock")),
+        (Some(m), None) => format!(
+            "{} {}",
+            m.trim_end_matches("Lock"),
+            e.lock_type.as_deref().unwrap_or("")
+        ),
+        _ => String::new(),
+    };
+    let style = if e.severe {
+        Style::new().add_modifier(Modifier::BOLD)
+    } else {
+        Style::new()
+    };
+    let mut cells = vec![
+        Cell::from(ended),
+        Cell::from(marker),
+        Cell::from(Span::styled(e.outcome.short(), outcome_style)),
+        Cell::from(waited),
+        Cell::from(waiter),
+        Cell::from(behind),
+    ];
+    if wide {
+        cells.push(Cell::from(on));
+    }
+    Row::new(cells).style(style)
+}
+
+/// `p4100…0a0a/gw1_setup`, or `None` outside the convention.
+fn label(ns: Option<&str>, worker: Option<&str>, suffix: Option<&str>) -> Option<String> {
+    let mut l = format!("{}/{}", short_namespace(ns?), worker?);
+    if let Some(s) = suffix {
+        l.push('_');
+        l.push_str(s);
+    }
+    Some(l)
+}
