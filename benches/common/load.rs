@@ -91,19 +91,7 @@ impl Load {
                 c.batch_execute("SELECT * FROM hot").await
             }));
         }
-        loop {
-            let r = admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap();
-            if r.get::<_, i64>(0) >= waiters as i64 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_lock_waits(&admin, waiters as i64).await;
         Load {
             _idle: idle,
             setup,
@@ -117,6 +105,23 @@ impl Load {
         for w in self.waiters {
             let _ = w.await;
         }
+    }
+}
+
+/// Returns once at least `n` sessions wait for a lock.
+pub async fn wait_for_lock_waits(admin: &Client, n: i64) {
+    loop {
+        let r = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if r.get::<_, i64>(0) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
