@@ -112,6 +112,90 @@ pub enum Command {
     /// Lock waits after the fact: who blocked which run, on what, and how it ended
     #[command(after_help = INCIDENTS_HELP)]
     Incidents(IncidentsArgs),
+    /// Cancel the running statement of a session, or of a run's sessions (identity re-checked)
+    #[command(after_help = CANCEL_HELP)]
+    Cancel(SignalArgs),
+    /// Terminate a session, or every session of a run on every server (identity re-checked)
+    #[command(after_help = TERMINATE_HELP)]
+    Terminate(SignalArgs),
+}
+
+/// The rules both signal commands follow, for their `--help`.
+macro_rules! signal_rules {
+    () => {
+        "Planned like the sweep: pgswarm reads every configured server, lists exactly
+the sessions it will signal (server, database, pid, label, state, whom each
+blocks), asks on a terminal (or takes --yes), then sends each signal in one
+statement that re-checks pid, backend_start and application_name, so a
+reused pid or a relabeled session is skipped, never hit. Only client
+backends; never pgswarm's own sessions; a session outside the naming
+convention only by --pid. If any configured database cannot be read,
+nothing is signalled (exit 3). Disabled by --read-only.
+
+Exit codes: 0 done (signalled, gone or skipped); 2 usage error or read-only;
+3 could not read every server, nothing signalled; 4 some signal failed.
+JSON: docs/actions.md."
+    };
+}
+
+const CANCEL_HELP: &str = concat!(
+    "\
+Examples:
+  pgswarm cancel --pid 48213
+  pgswarm cancel --pid 48213 --database platform --yes
+  pgswarm cancel --namespace p4242t1795510800r0a1b2c3d --worker gw3
+
+",
+    signal_rules!()
+);
+
+const TERMINATE_HELP: &str = concat!(
+    "\
+Examples:
+  pgswarm terminate --namespace p4242t1795510800r0a1b2c3d
+  pgswarm terminate --namespace p4242t1795510800r0a1b2c3d --only-blocking --yes
+  pgswarm terminate --pid 48213 --json --yes
+
+A terminate waits up to 5 s for each backend to exit and reports whether it
+did; its transaction rolls back and its locks are released.
+
+",
+    signal_rules!()
+);
+
+/// Whom `cancel` / `terminate` signal.
+#[derive(Args, Debug)]
+pub struct SignalArgs {
+    /// One session by pid (any client session, in the naming convention or not)
+    #[arg(
+        long,
+        value_name = "PID",
+        required_unless_present = "namespace",
+        conflicts_with = "namespace"
+    )]
+    pub pid: Option<i32>,
+    /// With --pid: the configured database whose server the pid is on (when several servers are
+    /// configured)
+    #[arg(long, value_name = "NAME", requires = "pid")]
+    pub database: Option<String>,
+    /// Every session of this run (its namespace token), on every configured server
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// With --namespace: only this worker's sessions (gw0, master, ...)
+    #[arg(long, value_name = "WORKER", requires = "namespace")]
+    pub worker: Option<String>,
+    /// With --namespace: only the sessions that block someone
+    #[arg(long, requires = "namespace")]
+    pub only_blocking: bool,
+    /// Plan only: show whom it would signal
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Signal without asking (required when stdin is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+    /// Print one JSON document (fields in docs/actions.md)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--interval`: 0.25 s to 60 s.

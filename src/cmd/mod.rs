@@ -9,10 +9,12 @@ pub mod record;
 pub mod recording;
 pub mod replay;
 pub mod report;
+pub mod signal;
 pub mod snapshot;
 pub mod sweep;
 pub mod watch;
 
+use crate::domain::signal::Action;
 use crate::pg::config::{resolve_offline, resolve_settings, CliSettings, ConfigError, Settings};
 use crate::pg::conninfo::ProcessEnv;
 use cli::{Cli, Command, WatchArgs};
@@ -117,6 +119,8 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
         Command::Record(args) => record::run(runtime, &settings()?, &args),
         Command::Incidents(args) if args.follow => incidents::follow(runtime, &settings()?, &args),
         Command::Incidents(args) => incidents::run(&args),
+        Command::Cancel(args) => signal::run(runtime, &settings()?, &args, Action::Cancel),
+        Command::Terminate(args) => signal::run(runtime, &settings()?, &args, Action::Terminate),
         Command::Demo(args) if given.db.is_empty() => demo::run(runtime, &offline()?, &args, false),
         Command::Demo(args) => demo::run(runtime, &settings()?, &args, true),
     }
