@@ -537,3 +537,129 @@ fn a_replay_shows_the_waits_ended_by_its_clock() {
     app.update(ch(','));
     assert!(app.model.incidents.is_empty());
 }
+
+/// Selects the invocation row of `ns` in the Invocations pane.
+fn select_invocation(app: &mut App, ns: &str) {
+    let target = RowKey::Invocation(ns.to_string());
+    let i = invocation_order(app)
+        .iter()
+        .position(|k| *k == target)
+        .expect("the invocation is listed");
+    app.update(ch('g'));
+    for _ in 0..i {
+        app.update(ch('j'));
+    }
+    assert_eq!(app.selected_key(Pane::Invocations), Some(target));
+}
+
+#[test]
+fn terminating_an_invocation_shows_exactly_whom_and_sends_that_plan_on_capital_y() {
+    use pgswarm::domain::signal::{build_signal_report, Outcome};
+    use pgswarm::tui::app::SignalView;
+    let mut app = app_with(fixtures::collision());
+    select_invocation(&mut app, &fixture_namespace(1));
+    assert_eq!(app.update(ch('K')), vec![], "nothing is sent before Y");
+    let Overlay::Signal(SignalView::Plan(plan)) = &app.overlay else {
+        panic!("{:?}", app.overlay)
+    };
+    let pids: Vec<i32> = plan.targets.iter().map(|t| t.pid).collect();
+    assert_eq!(pids, vec![101, 102], "its sessions on both databases");
+    // `b`: only the session blocking someone.
+    app.update(ch('b'));
+    let Overlay::Signal(SignalView::Plan(plan)) = app.overlay.clone() else {
+        panic!("{:?}", app.overlay)
+    };
+    assert_eq!(
+        plan.targets.iter().map(|t| t.pid).collect::<Vec<_>>(),
+        vec![101]
+    );
+    // A poll meanwhile does not change the plan on screen.
+    app.update(poll(fixtures::collision_gave_up(), 1));
+    assert_eq!(app.overlay, Overlay::Signal(SignalView::Plan(plan.clone())));
+    let effects = app.update(ch('Y'));
+    assert_eq!(
+        effects,
+        vec![Effect::Signal(plan.clone())],
+        "exactly the plan shown"
+    );
+    assert!(matches!(
+        app.overlay,
+        Overlay::Signal(SignalView::Running(_))
+    ));
+    assert_eq!(
+        app.update(ch('x')),
+        vec![],
+        "a stray key does not interrupt"
+    );
+    let outcomes = vec![(
+        plan.targets[0].clone(),
+        Outcome::Signalled { exited: Some(true) },
+    )];
+    let report = build_signal_report(&plan, Some(&outcomes));
+    let effects = app.update(Event::SignalDone(Box::new(report)));
+    assert_eq!(effects, vec![Effect::Refresh]);
+    assert!(matches!(
+        app.overlay,
+        Overlay::Signal(SignalView::Finished(_))
+    ));
+    app.update(ch('x'));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn cancelling_a_session_from_the_lock_tree_and_from_its_detail() {
+    use pgswarm::tui::app::SignalView;
+    let mut app = app_with(fixtures::collision());
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Locks);
+    let Some(RowKey::Lock { pid, .. }) = app.selected_key(Pane::Locks) else {
+        panic!("a lock row is selected")
+    };
+    app.update(ch('c'));
+    let Overlay::Signal(SignalView::Plan(plan)) = app.overlay.clone() else {
+        panic!("{:?}", app.overlay)
+    };
+    assert_eq!(plan.targets.len(), 1);
+    assert_eq!(plan.targets[0].pid, pid);
+    // Any other key cancels: nothing sent.
+    assert_eq!(app.update(ch('n')), vec![]);
+    assert_eq!(app.overlay, Overlay::None);
+    // From the session's detail.
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(app.overlay, Overlay::Detail(RowKey::Lock { .. })));
+    app.update(ch('K'));
+    assert!(matches!(app.overlay, Overlay::Signal(SignalView::Plan(_))));
+}
+
+#[test]
+fn read_only_and_replay_disable_cancel_and_terminate() {
+    use pgswarm::domain::snapshot::build_snapshot;
+    use pgswarm::tui::app::SignalView;
+    let mut app = app_with(fixtures::collision());
+    app.read_only = true;
+    select_invocation(&mut app, &fixture_namespace(1));
+    assert_eq!(app.update(ch('K')), vec![]);
+    assert_eq!(app.overlay, Overlay::Signal(SignalView::Disabled));
+    assert_eq!(
+        app.update(ch('Y')),
+        vec![],
+        "Y on the disabled overlay sends nothing"
+    );
+    let conv = Convention::default();
+    let mut replay = App::new_replay(
+        conv.clone(),
+        vec![build_snapshot(fixtures::collision(), &conv)],
+        fixture_now(),
+    );
+    replay.update(ch('K'));
+    assert_eq!(replay.overlay, Overlay::Signal(SignalView::Disabled));
+    // An incomplete picture: the plan is shown but Y sends nothing.
+    let mut app = app_with(fixtures::unreachable());
+    select_invocation(&mut app, &fixture_namespace(1));
+    app.update(ch('K'));
+    let Overlay::Signal(SignalView::Plan(plan)) = app.overlay.clone() else {
+        panic!("{:?}", app.overlay)
+    };
+    assert!(!plan.unread.is_empty());
+    assert_eq!(app.update(ch('Y')), vec![]);
+}

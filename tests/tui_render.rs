@@ -314,3 +314,25 @@ fn a_flight_log_that_cannot_be_written_is_said_under_the_incidents_pane() {
     app.update(Event::FlightLog(Ok(())));
     assert!(!text(&render(&app, 120, 40, COLOR)).contains("not written"));
 }
+
+#[test]
+fn the_terminate_overlay_lists_exactly_whom_and_read_only_hides_the_keys() {
+    use crossterm::event::KeyCode;
+    let mut app = app_for(Some(fixtures::collision()));
+    // The first invocation row is the blocking run (it sorts first).
+    app.update(Event::Key(KeyCode::Char('K').into()));
+    let screen = text(&render(&app, 120, 40, COLOR));
+    insta::assert_snapshot!("terminate_plan_120x40", screen);
+    assert!(screen.contains("Y (capital)"), "{screen}");
+    app.update(Event::Key(KeyCode::Esc.into()));
+    app.read_only = true;
+    let screen = text(&render(&app, 120, 40, COLOR));
+    let footer = screen.lines().last().unwrap();
+    assert!(
+        !footer.contains("kill") && !footer.contains("sweep"),
+        "{footer}"
+    );
+    app.update(Event::Key(KeyCode::Char('?').into()));
+    let help = text(&render(&app, 120, 40, COLOR));
+    assert!(!help.contains("terminate the selected"), "{help}");
+}

@@ -7,9 +7,13 @@
 
 use crate::domain::aggregate::Aggregator;
 use crate::domain::incidents::{episodes_of, Episode, Outcome};
+use crate::domain::signal::{
+    plan_signal, Action as SignalAction, Selector, SignalPlan, SignalReport,
+};
 use crate::domain::snapshot::{Convention, Snapshot};
 use crate::domain::sweep::SweepPlan;
 use crate::domain::sweep::SweepReport;
+use crate::pg::connect::APPLICATION_NAME;
 use crate::pg::poller::GroupResult;
 use crate::tui::keys::{action_for, Action};
 use chrono::{DateTime, Utc};
@@ -84,6 +88,19 @@ pub enum Overlay {
     Help,
     Detail(RowKey),
     Sweep(SweepView),
+    Signal(SignalView),
+}
+
+/// The cancel / terminate overlay. The plan shown is the plan sent: polls never touch it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalView {
+    Plan(Box<SignalPlan>),
+    Running(Box<SignalPlan>),
+    Finished(Box<SignalReport>),
+    /// Nothing to act on, and why.
+    Nothing(String),
+    /// `--read-only`, or a replay.
+    Disabled,
 }
 
 /// The sweep overlay's stages. The plan shown is the plan run: polls never touch it.
@@ -117,6 +134,8 @@ pub enum Event {
         current: Option<String>,
     },
     SweepFinished(Box<SweepReport>),
+    /// The signals of the confirmed plan were sent.
+    SignalDone(Box<SignalReport>),
     /// Lock-wait episodes: those that just ended, and those still going on.
     Episodes {
         ended: Vec<Episode>,
@@ -138,6 +157,8 @@ pub enum Effect {
     RunSweep(Box<SweepPlan>),
     /// Ring the terminal bell (`--bell`: a new collision between invocations).
     Bell,
+    /// Send exactly this plan's signals; answer with [`Event::SignalDone`].
+    Signal(Box<SignalPlan>),
 }
 
 /// A row of the lock-tree pane: an index into `snapshot.lock_trees[tree].rows[row]`.
@@ -667,6 +688,11 @@ impl App {
                 }
                 vec![]
             }
+            Event::SignalDone(report) => {
+                self.overlay = Overlay::Signal(SignalView::Finished(report));
+                // Show the result on the panes at once.
+                vec![Effect::Refresh]
+            }
             Event::SweepFinished(report) => {
                 self.overlay = Overlay::Sweep(SweepView::Finished(report));
                 vec![Effect::Refresh]
@@ -686,6 +712,9 @@ impl App {
         }
         if let Overlay::Sweep(view) = &self.overlay {
             return self.on_sweep_key(key, view.clone());
+        }
+        if let Overlay::Signal(view) = &self.overlay {
+            return self.on_signal_key(key, view.clone());
         }
         let Some(action) = action_for(&key) else {
             return vec![];
@@ -729,9 +758,17 @@ impl App {
         vec![]
     }
 
-    /// In the help or detail overlay only closing, quitting and help make sense.
+    /// In the help or detail overlay only closing, quitting and help make sense; and on a session's
+    /// detail, cancelling or terminating it.
     fn on_overlay_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
+            Action::Cancel | Action::Terminate => {
+                if let Overlay::Detail(key @ RowKey::Lock { .. }) = &self.overlay {
+                    let key = key.clone();
+                    self.start_signal(action, Some(key));
+                }
+                vec![]
+            }
             Action::Quit => {
                 self.quit = true;
                 vec![Effect::Quit]
@@ -753,6 +790,7 @@ impl App {
             }
             Action::Help => self.overlay = Overlay::Help,
             Action::Sweep => return self.start_sweep(),
+            Action::Cancel | Action::Terminate => self.start_signal(action, None),
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::PageUp => self.move_selection(-(PAGE as isize)),
@@ -803,6 +841,84 @@ impl App {
         vec![Effect::PlanSweep(self.sweep_requests)]
     }
 
+    /// `c` / `K`: the plan for the selected session (or invocation), made from the snapshot on
+    /// screen; nothing is sent before capital `Y`.
+    fn start_signal(&mut self, action: Action, key: Option<RowKey>) {
+        if self.read_only || self.replay.is_some() {
+            self.overlay = Overlay::Signal(SignalView::Disabled);
+            return;
+        }
+        let kind = if action == Action::Cancel {
+            SignalAction::Cancel
+        } else {
+            SignalAction::Terminate
+        };
+        let selector = match key.or_else(|| self.selected_key(self.focus)) {
+            Some(RowKey::Lock { server, pid, .. }) => Selector::Session { server, pid },
+            Some(RowKey::Invocation(namespace)) => Selector::Invocation {
+                namespace,
+                worker: None,
+                only_blocking: false,
+            },
+            _ => {
+                self.overlay = Overlay::Signal(SignalView::Nothing(
+                    "select a session in Lock trees, or an invocation, first".into(),
+                ));
+                return;
+            }
+        };
+        self.overlay = Overlay::Signal(self.plan_view(&selector, kind));
+    }
+
+    fn plan_view(&self, selector: &Selector, kind: SignalAction) -> SignalView {
+        let Some(snap) = &self.model.snapshot else {
+            return SignalView::Nothing("no snapshot yet".into());
+        };
+        match plan_signal(snap, selector, kind, APPLICATION_NAME) {
+            Ok(plan) => SignalView::Plan(Box::new(plan)),
+            Err(e) => SignalView::Nothing(e.to_string()),
+        }
+    }
+
+    /// Keys while the cancel / terminate overlay is open: capital `Y` sends exactly the plan shown,
+    /// `b` (for an invocation) toggles "only sessions blocking someone", anything else cancels.
+    fn on_signal_key(&mut self, key: KeyEvent, view: SignalView) -> Vec<Effect> {
+        if is_ctrl_c(&key) {
+            self.quit = true;
+            return vec![Effect::Quit];
+        }
+        match view {
+            SignalView::Plan(plan) if key.code == KeyCode::Char('Y') && plan.actionable() => {
+                self.overlay = Overlay::Signal(SignalView::Running(plan.clone()));
+                vec![Effect::Signal(plan)]
+            }
+            SignalView::Plan(plan) if key.code == KeyCode::Char('b') => {
+                if let Selector::Invocation {
+                    namespace,
+                    worker,
+                    only_blocking,
+                } = &plan.selector
+                {
+                    let toggled = Selector::Invocation {
+                        namespace: namespace.clone(),
+                        worker: worker.clone(),
+                        only_blocking: !only_blocking,
+                    };
+                    self.overlay = Overlay::Signal(self.plan_view(&toggled, plan.action));
+                } else {
+                    self.overlay = Overlay::None;
+                }
+                vec![]
+            }
+            // Signals under way are not interrupted by a stray key.
+            SignalView::Running(_) => vec![],
+            _ => {
+                self.overlay = Overlay::None;
+                vec![]
+            }
+        }
+    }
+
     fn cycle_focus(&mut self, by: usize) {
         let n = Pane::ALL.len();
         self.focus = Pane::ALL[(self.focus.index() + by) % n];
@@ -838,11 +954,7 @@ impl App {
 
     /// Keys while the sweep overlay is open: capital `Y` runs the plan shown, anything else cancels.
     fn on_sweep_key(&mut self, key: KeyEvent, view: SweepView) -> Vec<Effect> {
-        let ctrl_c = key.code == KeyCode::Char('c')
-            && key
-                .modifiers
-                .contains(crossterm::event::KeyModifiers::CONTROL);
-        if ctrl_c {
+        if is_ctrl_c(&key) {
             self.quit = true;
             return vec![Effect::Quit];
         }
@@ -938,4 +1050,11 @@ impl App {
             self.now + chrono::Duration::from_std(FREEZE).expect("FREEZE is a small constant");
         self.frozen = Some((until, orders));
     }
+}
+
+fn is_ctrl_c(key: &KeyEvent) -> bool {
+    key.code == KeyCode::Char('c')
+        && key
+            .modifiers
+            .contains(crossterm::event::KeyModifiers::CONTROL)
 }

@@ -23,6 +23,8 @@ pub enum Action {
     Slower,
     Help,
     Sweep,
+    Cancel,
+    Terminate,
     PlayPause,
     StepForward,
     StepBack,
@@ -180,6 +182,22 @@ pub const BINDINGS: &[Binding] = &[
         footer: &[Footer::Live],
     },
     Binding {
+        keys: &[KeyCode::Char('c')],
+        label: "c",
+        short: "cancel",
+        help: "cancel the selected session's statement (Lock trees, session detail): shows whom; capital Y sends",
+        action: Action::Cancel,
+        footer: &[Footer::Live],
+    },
+    Binding {
+        keys: &[KeyCode::Char('K')],
+        label: "K",
+        short: "kill",
+        help: "terminate the selected session, or every session of the selected invocation; capital Y sends",
+        action: Action::Terminate,
+        footer: &[Footer::Live],
+    },
+    Binding {
         keys: &[KeyCode::Char(' ')],
         label: "space",
         short: "play",
@@ -248,11 +266,17 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         .map(|b| b.action)
 }
 
-/// `q quit  ? help  ...` from the bindings marked for this footer.
-pub fn footer_hints(mode: Footer) -> Vec<(&'static str, &'static str)> {
+/// Actions that change a database: disabled (and not offered) in read-only mode.
+pub fn writes(action: Action) -> bool {
+    matches!(action, Action::Sweep | Action::Cancel | Action::Terminate)
+}
+
+/// `q quit  ? help  ...` from the bindings marked for this footer; read-only leaves out what it
+/// disables.
+pub fn footer_hints(mode: Footer, read_only: bool) -> Vec<(&'static str, &'static str)> {
     BINDINGS
         .iter()
-        .filter(|b| b.footer.contains(&mode))
+        .filter(|b| b.footer.contains(&mode) && !(read_only && writes(b.action)))
         .map(|b| (b.label, b.short))
         .collect()
 }
@@ -280,7 +304,7 @@ mod tests {
     fn each_footer_shows_only_keys_that_act_in_its_mode() {
         use Action::*;
         let replay_only = [PlayPause, StepForward, StepBack, SeekForward, SeekBack];
-        let live_only = [Pause, Refresh, Sweep];
+        let live_only = [Pause, Refresh, Sweep, Cancel, Terminate];
         for b in BINDINGS {
             if b.footer.contains(&Footer::Live) {
                 assert!(!replay_only.contains(&b.action), "{}", b.label);
@@ -289,7 +313,15 @@ mod tests {
                 assert!(!live_only.contains(&b.action), "{}", b.label);
             }
         }
-        let replay: Vec<_> = footer_hints(Footer::Replay)
+        let live: Vec<_> = footer_hints(Footer::Live, true)
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        assert!(
+            !live.contains(&"S") && !live.contains(&"K") && !live.contains(&"c"),
+            "read-only offers nothing it disables: {live:?}"
+        );
+        let replay: Vec<_> = footer_hints(Footer::Replay, false)
             .into_iter()
             .map(|h| h.0)
             .collect();

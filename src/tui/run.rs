@@ -11,6 +11,7 @@
 //! thread or task (the hook restores the terminal, prints the report after that, and exits).
 
 use crate::domain::incidents::Episode;
+use crate::domain::signal::build_signal_report;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::sweep::{build_report, RunMode, SweepPlan, SweepRules, Timings};
 use crate::pg::config::Settings;
@@ -260,6 +261,14 @@ fn carry_out(
         Effect::RunSweep(plan) => {
             let (settings, tx) = (settings.clone(), events.clone());
             tokio::spawn(run_sweep(settings, *plan, tx));
+        }
+        Effect::Signal(plan) => {
+            let (settings, tx) = (settings.clone(), events.clone());
+            tokio::spawn(async move {
+                let outcomes = crate::pg::signal::send(&plan, &settings, &ProcessEnv).await;
+                let report = build_signal_report(&plan, Some(&outcomes));
+                let _ = tx.send(Event::SignalDone(Box::new(report)));
+            });
         }
     }
 }

@@ -243,7 +243,7 @@ pub(super) fn footer_line(app: &App, theme: &Theme) -> Line<'static> {
     } else {
         Footer::Live
     };
-    for (key, what) in footer_hints(mode) {
+    for (key, what) in footer_hints(mode, app.read_only) {
         spans.push(Span::styled(format!(" {key}"), theme.header()));
         spans.push(Span::styled(format!(" {what} "), theme.dim()));
     }

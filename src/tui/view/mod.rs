@@ -18,9 +18,10 @@ mod invocations;
 mod locks;
 mod popup;
 mod schemas;
+mod signal;
 mod sweep;
 
-use crate::tui::app::{App, Overlay, Pane, RowKey};
+use crate::tui::app::{App, Overlay, Pane, RowKey, SignalView};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Span;
@@ -45,7 +46,20 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
     frame.render_widget(Paragraph::new(header::footer_line(app, theme)), footer);
     match &app.overlay {
         Overlay::None => {}
-        Overlay::Help => popup::draw_popup(frame, theme, "Keys", popup::help_lines(theme)),
+        Overlay::Help => popup::draw_popup(
+            frame,
+            theme,
+            "Keys",
+            popup::help_lines(theme, app.read_only),
+        ),
+        Overlay::Signal(view) => {
+            let title = match view {
+                SignalView::Plan(p) | SignalView::Running(p) => capital(p.action.verb()),
+                SignalView::Finished(r) => capital(r.action.verb()),
+                SignalView::Disabled | SignalView::Nothing(_) => "Cancel / terminate".into(),
+            };
+            popup::draw_popup(frame, theme, &title, signal::signal_lines(app, theme, view))
+        }
         Overlay::Sweep(view) => {
             popup::draw_popup(frame, theme, "Sweep", sweep::sweep_lines(app, theme, view))
         }
@@ -191,4 +205,11 @@ fn empty(frame: &mut Frame, block: Block<'static>, theme: &Theme, text: &str, ar
         Paragraph::new(Span::styled(text.to_string(), theme.dim())).block(block),
         area,
     );
+}
+
+fn capital(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }

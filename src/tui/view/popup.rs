@@ -1,6 +1,6 @@
 //! Overlays drawn over the panes, and the help overlay generated from the key map.
 
-use crate::tui::keys::BINDINGS;
+use crate::tui::keys::{writes, BINDINGS};
 use crate::tui::theme::Theme;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -50,9 +50,10 @@ pub(super) fn draw_popup(
     );
 }
 
-pub(super) fn help_lines(theme: &Theme) -> Vec<Line<'static>> {
+pub(super) fn help_lines(theme: &Theme, read_only: bool) -> Vec<Line<'static>> {
     let mut out: Vec<Line> = BINDINGS
         .iter()
+        .filter(|b| !(read_only && writes(b.action)))
         .map(|b| {
             Line::from(vec![
                 Span::styled(format!(" {:>6}  ", b.label), theme.header()),
