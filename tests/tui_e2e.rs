@@ -218,6 +218,61 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capital_k_on_the_root_blocker_terminates_exactly_it_and_frees_the_waiter() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE accounts (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let holder_pid = backend_pid(&holder).await;
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let command = format!(
+        "XDG_STATE_HOME='{}' '{}' --db 'platform={c}'; echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    );
+    tmux.start(&command);
+    tmux.wait_for("the blocked pair", |s| s.contains("COLLISION"));
+    // Lock trees: the root (the holder) is the first row.
+    tmux.keys("Tab");
+    tmux.keys("K");
+    let plan = tmux.wait_for("the terminate plan", |s| {
+        s.contains("Y (capital): terminate exactly these 1 session")
+    });
+    assert!(plan.contains(&format!("pytest_gw0_{NS_A}")), "{plan}");
+    assert!(plan.contains(&format!("blocks {waiter_pid}")), "{plan}");
+    tmux.keys("Y");
+    tmux.wait_for("the result", |s| s.contains("terminated: 1"));
+    let gone = admin
+        .query_opt(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = $1",
+            &[&holder_pid],
+        )
+        .await
+        .unwrap();
+    assert!(gone.is_none(), "the holder was terminated");
+    let (_, r) = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the waiter proceeds")
+        .unwrap();
+    r.expect("its query ran");
+    tmux.keys("Escape");
+    tmux.keys("q");
+    let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
+}
+
 #[test]
 fn replay_and_the_demo_fallback_without_server_binaries() {
     let tmux = Tmux::new();
