@@ -29,7 +29,48 @@ URL or a libpq key=value string; NAME defaults to the database name.
 
 Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked; 2 usage or
 configuration error; 3 some database could not be read (the rest is still
-reported); 4 (sweep) some drops failed or could not run.";
+reported); 4 (sweep, cancel, terminate) some action failed.";
+
+const WATCH_HELP: &str = "\
+Examples:
+  pgswarm --config pgswarm.toml
+  pgswarm watch --interval 500ms --bell --db platform=postgres://db1/p_test
+  pgswarm watch --replay incident.jsonl
+
+Keys: ? in the dashboard lists them all. Exit codes: 0 done; 2 usage error
+or no terminal (use `pgswarm snapshot`); 3 no database could ever be read.";
+
+const DEMO_HELP: &str = "\
+Examples:
+  pgswarm demo
+  pgswarm demo --no-tui
+  pgswarm demo --db platform=postgres://localhost/demo_test \\
+               --db tenant=postgres://localhost/tenant_demo_test
+
+Starts a private PostgreSQL from the installed server binaries in a
+temporary directory and removes it on exit; without server binaries it
+replays the bundled recording.";
+
+const RECORD_HELP: &str = "\
+Examples:
+  pgswarm record --out incident.jsonl --config pgswarm.toml
+  pgswarm record --out ci.jsonl --duration 10m --max-bytes 50000000
+  pgswarm watch --replay incident.jsonl
+
+One `snapshot --json` document per line (and every snapshot in which a
+lock wait starts or ends). Ended waits also go to the flight log (see
+`pgswarm incidents --help`).";
+
+const SNAPSHOT_HELP: &str = "\
+Examples:
+  pgswarm snapshot --config pgswarm.toml
+  pgswarm snapshot --json | jq '.lock_trees[] | .root_pid'
+  pgswarm snapshot --fail-on-blocked --db platform=postgres://db1/p_test
+  pgswarm snapshot --replay incident.jsonl --at 12:04:31
+
+Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked; 2 usage error;
+3 some database could not be read (the rest is still reported). JSON fields:
+docs/json.md.";
 
 /// Lock triage and fail-closed schema sweeping for parallel test runs on shared PostgreSQL.
 #[derive(Parser, Debug)]
@@ -47,7 +88,7 @@ pub struct Cli {
 /// Where the databases are and how test names read: every subcommand takes these.
 #[derive(Args, Debug, Clone, Default)]
 pub struct GlobalArgs {
-    /// A database: [NAME=]CONNINFO (repeatable)
+    /// A database: [NAME=]CONNINFO (repeatable) [env: PGSWARM_DB, entries separated by spaces]
     #[arg(
         long = "db",
         value_name = "[NAME=]CONNINFO",
@@ -91,7 +132,7 @@ pub struct GlobalArgs {
         help_heading = "Naming convention"
     )]
     pub schema_prefix: Option<String>,
-    /// Never drop anything: `sweep` refuses and the dashboard's sweep key is disabled
+    /// Never change anything: sweep, cancel and terminate refuse; the dashboard hides their keys
     #[arg(long, global = true, help_heading = "Safety")]
     pub read_only: bool,
 }
@@ -99,15 +140,19 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// The live dashboard (the default without a command): invocations, lock trees, schemas
+    #[command(after_help = WATCH_HELP)]
     Watch(WatchArgs),
     /// Poll every configured database once: lock trees, invocations, schemas (text or --json)
+    #[command(after_help = SNAPSHOT_HELP)]
     Snapshot(SnapshotArgs),
     /// Drop stale test schemas, fail-closed: plan, confirm, drop one schema per transaction
     #[command(after_help = SWEEP_HELP)]
     Sweep(SweepArgs),
     /// A private PostgreSQL with a simulated agent swarm and real incidents, in the dashboard
+    #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
     /// Write one snapshot per tick as JSON Lines (for replay and incident review)
+    #[command(after_help = RECORD_HELP)]
     Record(RecordArgs),
     /// Lock waits after the fact: who blocked which run, on what, and how it ended
     #[command(after_help = INCIDENTS_HELP)]
