@@ -301,3 +301,29 @@ fn replay_and_the_demo_fallback_without_server_binaries() {
         "says what to install:\n{after}"
     );
 }
+
+#[test]
+fn with_nothing_configured_the_dashboard_says_how_to_configure_and_exits_3() {
+    // libpq's default points at an empty socket directory: nothing listens there.
+    let empty = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let command = format!(
+        "env -u PGSWARM_DB -u PGSWARM_CONFIG -u PGDATABASE -u PGPORT PGHOST='{}' XDG_STATE_HOME='{}' '{}'; \
+         echo PGSWARM_EXITED=$?; sleep 600",
+        empty.path().display(),
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    );
+    tmux.start(&command);
+    let screen = tmux.wait_for("the hint", |s| s.contains("nothing is configured"));
+    assert!(screen.contains("--db NAME=CONNINFO"), "{screen}");
+    assert!(screen.contains("pgswarm demo"), "{screen}");
+    tmux.keys("q");
+    let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(
+        after.contains("PGSWARM_EXITED=3"),
+        "no database was ever read: {after}"
+    );
+    assert!(after.contains("nothing is configured"), "{after}");
+}

@@ -220,11 +220,28 @@ fn a_long_sweep_plan_keeps_its_confirmation_line_on_screen() {
         fixture_now() + ChronoDuration::hours(1),
     );
     assert!(plan.drop_count() > 100);
+    let last = plan
+        .databases
+        .iter()
+        .flat_map(|d| &d.drop)
+        .last()
+        .map(|e| e.schema.clone())
+        .unwrap();
     app.update(Event::SweepPlanned(1, Box::new(plan)));
     for (w, h) in [(80, 24), (120, 40)] {
         let t = text(&render(&app, w, h, COLOR));
         assert!(t.contains("Y (capital) drops exactly these"), "{t}");
-        assert!(t.contains("more lines"), "{t}");
+        assert!(
+            t.contains("lines 1–") && t.contains("scroll"),
+            "says it is cut: {t}"
+        );
+        assert!(!t.contains(&last), "{t}");
+        // G scrolls to the end: the last drop is on screen, the confirmation line still is.
+        app.update(Event::Key(crossterm::event::KeyCode::Char('G').into()));
+        let t = text(&render(&app, w, h, COLOR));
+        assert!(t.contains(&last), "{t}");
+        assert!(t.contains("Y (capital) drops exactly these"), "{t}");
+        app.update(Event::Key(crossterm::event::KeyCode::Char('g').into()));
     }
 }
 
@@ -335,4 +352,42 @@ fn the_terminate_overlay_lists_exactly_whom_and_read_only_hides_the_keys() {
     app.update(Event::Key(KeyCode::Char('?').into()));
     let help = text(&render(&app, 120, 40, COLOR));
     assert!(!help.contains("terminate the selected"), "{help}");
+}
+
+#[test]
+fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_clock() {
+    use crossterm::event::KeyCode;
+    let mut app = app_for(Some(fixtures::collision()));
+    let ages = |app: &App| {
+        let screen = text(&render(app, 120, 40, COLOR));
+        let row = screen
+            .lines()
+            .find(|l| l.contains("p10009t"))
+            .unwrap()
+            .to_string();
+        (screen, row)
+    };
+    let (before, row_before) = ages(&app);
+    assert!(before.contains("last poll"), "{before}");
+    app.update(Event::Key(KeyCode::Char('p').into()));
+    app.update(Event::Tick(fixture_now() + ChronoDuration::seconds(90)));
+    let (paused, row_paused) = ages(&app);
+    assert_eq!(row_paused, row_before, "ages do not move while paused");
+    let header = paused.lines().next().unwrap();
+    assert!(header.contains("PAUSED · picture of"), "{header}");
+    assert!(header.contains("1m30s old"), "{header}");
+    assert!(!header.contains("last poll"), "one clock: {header}");
+    let conv = Convention::default();
+    let replay = App::new_replay(
+        conv.clone(),
+        vec![build_snapshot(fixtures::collision(), &conv)],
+        fixture_now(),
+    );
+    let screen = text(&render(&replay, 120, 40, COLOR));
+    let header = screen.lines().next().unwrap();
+    assert!(header.contains("REPLAY"), "{header}");
+    assert!(
+        !header.contains("last poll") && !header.contains("every"),
+        "{header}"
+    );
 }

@@ -131,7 +131,7 @@ fn simulate(
             bell: false,
         };
         crate::tui::run::run_dashboard(runtime, settings.clone(), options)
-            .map(|()| Exit::Ok)
+            .map(|_| Exit::Ok)
             .map_err(CmdError::from)
     };
     let _ = stop_tx.send(true);

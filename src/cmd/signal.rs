@@ -26,8 +26,8 @@ pub fn run(
 ) -> Result<Exit, CmdError> {
     if settings.read_only {
         return Err(CmdError::Usage(format!(
-            "read-only mode (--read-only, or read_only = true in the config): {} refuses to \
-             signal any session",
+            "{}: {} refuses to signal any session",
+            settings.read_only_reason(),
             action.verb()
         )));
     }

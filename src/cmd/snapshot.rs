@@ -24,7 +24,32 @@ pub fn run(
             sanitize(d.error.as_deref().unwrap_or("?"))
         );
     }
+    if let Some(hint) = nothing_configured_hint(settings, &snap) {
+        eprintln!("pgswarm: {hint}");
+    }
     Ok(snapshot_exit(&snap, args.fail_on_blocked))
+}
+
+/// When no database was configured and libpq's default could not be read either: what was tried,
+/// and how to configure pgswarm.
+pub fn nothing_configured_hint(settings: &Settings, snap: &Snapshot) -> Option<String> {
+    let read = snap
+        .databases
+        .iter()
+        .any(|d| matches!(d.read, ReadStatus::Read | ReadStatus::SchemasFailed));
+    if !settings.nothing_configured || read {
+        return None;
+    }
+    let tried = snap
+        .databases
+        .first()
+        .map(|d| format!(" ({})", sanitize(&d.target)))
+        .unwrap_or_default();
+    Some(format!(
+        "nothing is configured, so pgswarm tried libpq's default database{tried} and could not \
+         read it. Name the databases to watch with --db NAME=CONNINFO (repeatable), PGSWARM_DB or \
+         --config FILE (see pgswarm --help), or try `pgswarm demo`."
+    ))
 }
 
 /// Polls once and builds the snapshot.

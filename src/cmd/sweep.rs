@@ -24,11 +24,10 @@ pub fn run(
     args: &SweepArgs,
 ) -> Result<Exit, CmdError> {
     if settings.read_only {
-        return Err(CmdError::Usage(
-            "read-only mode (--read-only or read_only in the config): sweep refuses to drop \
-             anything"
-                .into(),
-        ));
+        return Err(CmdError::Usage(format!(
+            "{}: sweep refuses to drop anything",
+            settings.read_only_reason()
+        )));
     }
     if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
         return Err(CmdError::Usage(

@@ -17,8 +17,20 @@ pub fn run(
         flight_log: flight_log(&args.flight_log),
         bell: args.bell,
     };
-    crate::tui::run::run_dashboard(runtime, settings, options)?;
-    Ok(Exit::Ok)
+    let nothing_configured = settings.nothing_configured;
+    let end = crate::tui::run::run_dashboard(runtime, settings, options)?;
+    if end.ever_read {
+        return Ok(Exit::Ok);
+    }
+    crate::cmd::print_error(if nothing_configured {
+        "no database was read: nothing is configured and libpq's default database could not be \
+         read. Name databases with --db NAME=CONNINFO, PGSWARM_DB or --config FILE (see pgswarm \
+         --help), or try `pgswarm demo`."
+    } else {
+        "no configured database could be read while the dashboard ran (see `pgswarm snapshot` \
+         for each error)"
+    });
+    Ok(Exit::Unreachable)
 }
 
 /// The flight log to append to, unless `--no-flight-log` (or no state directory is known).

@@ -9,7 +9,7 @@
 //! `snapshot`, the dashboard and the sweep.
 //!
 //! The [`Snapshot`] is also the JSON document of `pgswarm snapshot --json` (and one line of a
-//! recording): its fields are documented in the README and it deserializes back for replay.
+//! recording): its fields are documented in docs/json.md and it deserializes back for replay.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -64,6 +64,22 @@ pub struct Settings {
     pub convention: Convention,
     pub session: SessionSettings,
     pub read_only: bool,
+    /// Where read-only mode came from (`--read-only`, or the config file), for the messages that
+    /// say why something is disabled.
+    pub read_only_source: Option<String>,
+    /// No database was configured (`--db`, `PGSWARM_DB`, `--config`): the one database is libpq's
+    /// default, and a failure to reach it should say how to configure pgswarm.
+    pub nothing_configured: bool,
+}
+
+impl Settings {
+    /// `read-only mode (from --read-only)`, for refusals.
+    pub fn read_only_reason(&self) -> String {
+        format!(
+            "read-only mode (from {})",
+            self.read_only_source.as_deref().unwrap_or("--read-only")
+        )
+    }
 }
 
 /// Parses a duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.
@@ -229,12 +245,16 @@ fn resolve(
         (Some(p), Some(t)) => parse_file(p, t)?,
         _ => FileConfig::default(),
     };
+    let nothing_configured = with_databases
+        && cli.db.is_empty()
+        && cli.env_db.as_deref().is_none_or(|s| s.trim().is_empty())
+        && file.databases.is_empty();
     let databases = if with_databases {
         resolve_databases(cli, &file, env)?
     } else {
         Vec::new()
     };
-    finish(cli, file, databases, env)
+    finish(cli, file, databases, env, nothing_configured)
 }
 
 fn resolve_databases(
@@ -306,6 +326,7 @@ fn finish(
     file: FileConfig,
     databases: Vec<DbTarget>,
     env: &dyn Environment,
+    nothing_configured: bool,
 ) -> Result<Settings, ConfigError> {
     let app_prefix = cli
         .app_prefix
@@ -349,6 +370,12 @@ fn finish(
         },
         session,
         read_only: cli.read_only || file.read_only.unwrap_or(false),
+        read_only_source: match (cli.read_only, file.read_only, &cli.config) {
+            (true, _, _) => Some("--read-only".into()),
+            (false, Some(true), Some(p)) => Some(format!("read_only = true in {}", p.display())),
+            _ => None,
+        },
+        nothing_configured,
     })
 }
 

@@ -291,7 +291,7 @@ impl GroupPoller {
 }
 
 /// The poll interval while some session waits for a lock (never slower than the chosen interval).
-/// The incremental probe keeps these polls cheap (docs/benchmarks.md, short waits).
+/// The incremental probe keeps these polls cheap (docs/incidents.md, "Short waits").
 pub const FAST_POLL: Duration = Duration::from_millis(250);
 
 /// How much longer than the connect timeout the first poll waits for the first connections.

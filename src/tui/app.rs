@@ -428,6 +428,20 @@ pub struct App {
     pub bell: bool,
     /// The last flight log write failed: why.
     pub flight_log_error: Option<String>,
+    /// How far the open overlay is scrolled (lines).
+    pub overlay_scroll: usize,
+    /// How far it can scroll at the size last drawn: the one value the view reports back, so that
+    /// `G` then `k` moves at once.
+    pub overlay_scroll_max: std::cell::Cell<usize>,
+    /// When the display was paused: ages on screen stop there.
+    paused_at: Option<DateTime<Utc>>,
+    /// Where read-only mode came from (`--read-only`, or the config file).
+    pub read_only_source: Option<String>,
+    /// No database is configured (libpq's default is watched): say how to configure when it
+    /// cannot be read.
+    pub nothing_configured: bool,
+    /// Some database's sessions have been read at least once (else the dashboard exits 3).
+    pub ever_read: bool,
     belled: std::collections::HashSet<String>,
     /// Clock times on screen are shown at this offset (the local one when running).
     pub utc_offset: chrono::FixedOffset,
@@ -472,6 +486,12 @@ impl App {
             ongoing: Vec::new(),
             bell: false,
             flight_log_error: None,
+            read_only_source: None,
+            paused_at: None,
+            overlay_scroll: 0,
+            overlay_scroll_max: std::cell::Cell::new(usize::MAX),
+            nothing_configured: false,
+            ever_read: false,
             belled: Default::default(),
             utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
             quit: false,
@@ -561,6 +581,23 @@ impl App {
         self.install(snapshot);
     }
 
+    /// `read-only mode (from --read-only)`, for what it disables.
+    pub fn read_only_reason(&self) -> String {
+        format!(
+            "read-only mode (from {})",
+            self.read_only_source.as_deref().unwrap_or("--read-only")
+        )
+    }
+
+    /// The moment the picture on screen stands for: the replay clock, the paused snapshot's time,
+    /// else now. Ages on screen are measured against it, so a paused picture does not age.
+    pub fn display_now(&self) -> DateTime<Utc> {
+        if let Some(r) = &self.replay {
+            return r.clock;
+        }
+        self.paused_at.filter(|_| self.paused).unwrap_or(self.now)
+    }
+
     pub fn loading(&self) -> bool {
         self.model.snapshot.is_none()
     }
@@ -608,6 +645,13 @@ impl App {
     }
 
     fn install(&mut self, snapshot: Arc<Snapshot>) {
+        self.ever_read |= snapshot.databases.iter().any(|d| {
+            matches!(
+                d.read,
+                crate::domain::snapshot::ReadStatus::Read
+                    | crate::domain::snapshot::ReadStatus::SchemasFailed
+            )
+        });
         let mut model = Model::build(snapshot, &self.filter);
         model.incidents = self.incident_rows();
         if let Some((until, orders)) = &self.frozen {
@@ -628,6 +672,17 @@ impl App {
 
     /// Handles one event and says what the outside world should do.
     pub fn update(&mut self, event: Event) -> Vec<Effect> {
+        let before = overlay_stage(&self.overlay);
+        let effects = self.apply(event);
+        if overlay_stage(&self.overlay) != before {
+            // A new overlay (or stage of one) starts at its top.
+            self.overlay_scroll = 0;
+            self.overlay_scroll_max.set(usize::MAX);
+        }
+        effects
+    }
+
+    fn apply(&mut self, event: Event) -> Vec<Effect> {
         match event {
             Event::Tick(now) => {
                 let advance = self.replay.as_mut().and_then(|r| {
@@ -710,6 +765,9 @@ impl App {
         if self.filter_editing {
             return self.on_filter_key(key);
         }
+        if self.overlay != Overlay::None && self.scroll_overlay(&key) {
+            return vec![];
+        }
         if let Overlay::Sweep(view) = &self.overlay {
             return self.on_sweep_key(key, view.clone());
         }
@@ -726,6 +784,22 @@ impl App {
             return self.on_overlay_action(action);
         }
         self.on_action(action)
+    }
+
+    /// j/k, arrows, PgUp/PgDn, g/G scroll an open overlay (in every overlay, before its own keys).
+    fn scroll_overlay(&mut self, key: &KeyEvent) -> bool {
+        let max = self.overlay_scroll_max.get();
+        let s = self.overlay_scroll.min(max);
+        self.overlay_scroll = match action_for(key) {
+            Some(Action::Down) => (s + 1).min(max),
+            Some(Action::Up) => s.saturating_sub(1),
+            Some(Action::PageDown) => (s + PAGE).min(max),
+            Some(Action::PageUp) => s.saturating_sub(PAGE),
+            Some(Action::Top) => 0,
+            Some(Action::Bottom) => max,
+            _ => return false,
+        };
+        true
     }
 
     /// Keys while the filter is being typed: text edits it, Enter keeps it, Esc clears it.
@@ -927,6 +1001,7 @@ impl App {
     /// Pausing freezes the display; resuming shows the newest snapshot that arrived meanwhile.
     fn toggle_pause(&mut self) {
         self.paused = !self.paused;
+        self.paused_at = self.paused.then_some(self.now);
         if !self.paused {
             self.stale_while_paused = false;
             if let Some(s) = self.pending.take() {
@@ -1057,4 +1132,19 @@ fn is_ctrl_c(key: &KeyEvent) -> bool {
         && key
             .modifiers
             .contains(crossterm::event::KeyModifiers::CONTROL)
+}
+
+/// Which overlay, at which stage: scrolling starts over when it changes.
+fn overlay_stage(o: &Overlay) -> u8 {
+    match o {
+        Overlay::None => 0,
+        Overlay::Help => 1,
+        Overlay::Detail(_) => 2,
+        Overlay::Sweep(SweepView::Plan(_)) => 3,
+        Overlay::Sweep(SweepView::Finished(_)) => 4,
+        Overlay::Sweep(_) => 5,
+        Overlay::Signal(SignalView::Plan(_)) => 6,
+        Overlay::Signal(SignalView::Finished(_)) => 7,
+        Overlay::Signal(_) => 8,
+    }
 }

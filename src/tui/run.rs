@@ -100,7 +100,7 @@ pub fn run_dashboard(
     runtime: &tokio::runtime::Runtime,
     settings: Settings,
     options: DashboardOptions,
-) -> Result<(), TuiError> {
+) -> Result<DashboardEnd, TuiError> {
     with_terminal(
         "For scripts and pipes use `pgswarm snapshot` (or `pgswarm snapshot --json`).",
         |terminal| {
@@ -124,10 +124,10 @@ pub fn run_replay(
 
 /// Takes the terminal, runs `body`, and always gives the terminal back: the one place that sets
 /// up logging, the panic hook and raw mode.
-fn with_terminal(
+fn with_terminal<T>(
     no_tty_hint: &'static str,
-    body: impl FnOnce(&mut ratatui::DefaultTerminal) -> std::io::Result<()>,
-) -> Result<(), TuiError> {
+    body: impl FnOnce(&mut ratatui::DefaultTerminal) -> std::io::Result<T>,
+) -> Result<T, TuiError> {
     if !std::io::stdout().is_terminal() {
         return Err(TuiError::NoTerminal { hint: no_tty_hint });
     }
@@ -139,11 +139,18 @@ fn with_terminal(
     result.map_err(|error| TuiError::Terminal { error, log })
 }
 
+/// How the live dashboard ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DashboardEnd {
+    /// Some database's sessions were read at least once.
+    pub ever_read: bool,
+}
+
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     settings: Settings,
     options: DashboardOptions,
-) -> std::io::Result<()> {
+) -> std::io::Result<DashboardEnd> {
     let theme = Theme::from_env();
     let interval = options.interval;
     let mut stream = SnapshotStream::spawn(
@@ -162,6 +169,8 @@ async fn event_loop(
     );
     app.utc_offset = *chrono::Local::now().offset();
     app.read_only = settings.read_only;
+    app.read_only_source = settings.read_only_source.clone();
+    app.nothing_configured = settings.nothing_configured;
     app.bell = options.bell;
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -213,7 +222,9 @@ async fn event_loop(
         terminal.draw(|f| draw(f, &app, &theme))?;
     }
     tracing::info!("dashboard stopping");
-    Ok(())
+    Ok(DashboardEnd {
+        ever_read: app.ever_read,
+    })
 }
 
 /// The events an update carries besides its snapshot: its episodes, and the flight log's state when

@@ -1,7 +1,7 @@
 //! The strips around the panes: the header (state, counts, one cell per configured database), the
 //! notices under it (unreachable databases, missing privileges) and the footer of key hints.
 
-use crate::domain::format::fmt_ms;
+use crate::domain::format::{fmt_age, fmt_ms};
 use crate::domain::snapshot::{DatabaseReport, WarningCode};
 use crate::tui::app::App;
 use crate::tui::keys::{footer_hints, Footer};
@@ -13,7 +13,12 @@ use ratatui::text::{Line, Span};
 const MAX_DATABASE_LINES: usize = 3;
 
 pub(super) fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::from(status_spans(app, theme))];
+    // At narrow widths the status line drops words, never the poll time at its end.
+    let mut status = status_spans(app, theme, false);
+    if Line::from(status.clone()).width() > width as usize {
+        status = status_spans(app, theme, true);
+    }
+    let mut lines = vec![Line::from(status)];
     let cells: Vec<Vec<Span<'static>>> = app
         .databases
         .iter()
@@ -31,7 +36,7 @@ pub(super) fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'st
 }
 
 /// The first header line: mode (live, paused, replay), refresh interval, counts, last poll.
-fn status_spans(app: &App, theme: &Theme) -> Vec<Span<'static>> {
+fn status_spans(app: &App, theme: &Theme, compact: bool) -> Vec<Span<'static>> {
     let mut first = vec![Span::styled(" pgswarm ", theme.title())];
     if let Some(r) = &app.replay {
         first.push(Span::styled(
@@ -48,24 +53,37 @@ fn status_spans(app: &App, theme: &Theme) -> Vec<Span<'static>> {
             theme.warning().add_modifier(Modifier::BOLD),
         ));
     } else if app.paused {
+        // The whole picture is frozen, its ages included: say when it was taken and how old it is.
+        let taken = app.model.snapshot.as_ref().map_or(app.now, |s| s.taken_at);
         first.push(Span::styled(
-            if app.stale_while_paused {
-                "⏸ PAUSED (newer data waiting) "
-            } else {
-                "⏸ PAUSED "
-            },
+            format!(
+                "⏸ PAUSED · picture of {}, {} old{} ",
+                taken.with_timezone(&app.utc_offset).format("%H:%M:%S"),
+                fmt_age(((app.now - taken).num_milliseconds() as f64 / 1000.0).max(0.0)),
+                if app.stale_while_paused {
+                    " (newer data waiting)"
+                } else {
+                    ""
+                }
+            ),
             theme.warning().add_modifier(Modifier::BOLD),
         ));
     } else {
         first.push(Span::styled("● live ", theme.ok()));
     }
-    first.push(Span::raw(format!(
-        "every {}",
-        humantime::format_duration(app.interval)
-    )));
+    if app.replay.is_none() && !app.paused && !compact {
+        first.push(Span::raw(format!(
+            "every {}",
+            humantime::format_duration(app.interval)
+        )));
+    }
     if let Some(s) = &app.model.snapshot {
         let collisions = s.blocking.iter().filter(|e| e.cross_invocation).count();
-        first.push(Span::raw(format!(" · {} sessions · ", s.sessions.len())));
+        first.push(Span::raw(if compact {
+            format!("· {} sess · ", s.sessions.len())
+        } else {
+            format!(" · {} sessions · ", s.sessions.len())
+        }));
         let blocked = s.blocked_sessions();
         let style = if blocked > 0 {
             theme.blocked()
@@ -76,22 +94,39 @@ fn status_spans(app: &App, theme: &Theme) -> Vec<Span<'static>> {
         if collisions > 0 {
             first.push(Span::raw(" · "));
             first.push(Span::styled(
-                format!(
-                    "!! {collisions} collision{}",
-                    if collisions == 1 { "" } else { "s" }
-                ),
+                if compact {
+                    format!("!! {collisions}")
+                } else {
+                    format!(
+                        "!! {collisions} collision{}",
+                        if collisions == 1 { "" } else { "s" }
+                    )
+                },
                 theme.collision(),
             ));
         }
     }
+    if app.replay.is_some() || app.paused {
+        // One clock: the recorded (or frozen) one above.
+        return first;
+    }
     first.push(match app.last_good_poll {
         Some(t) => Span::styled(
             format!(
-                " · last poll {}",
+                " · {}{}",
+                if compact { "" } else { "last poll " },
                 t.with_timezone(&app.utc_offset).format("%H:%M:%S")
             ),
             theme.dim(),
         ),
+        None if app
+            .model
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.databases.iter().any(|d| !d.not_read_yet)) =>
+        {
+            Span::styled(" · no database readable yet, retrying", theme.bad())
+        }
         None => Span::styled(" · waiting for the first poll…", theme.dim()),
     });
     first
@@ -136,9 +171,14 @@ fn database_cell(
             if let Some(took) = took {
                 cell.push(Span::raw(format!(" {took}")));
             }
-            cell.push(Span::raw(format!(" {}s", d.sessions)));
+            // Words, not unit letters: `105s` read as 105 seconds.
+            cell.push(Span::raw(format!(" · {} sess", d.sessions)));
             if d.blocked > 0 {
-                cell.push(Span::styled(format!(" {}b", d.blocked), theme.blocked()));
+                cell.push(Span::raw(" · "));
+                cell.push(Span::styled(
+                    format!("{} blocked", d.blocked),
+                    theme.blocked(),
+                ));
             }
         }
     }
@@ -205,6 +245,17 @@ pub(super) fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
             Span::raw(d.error.clone().unwrap_or_default()),
         ]));
     }
+    if app.nothing_configured && !app.ever_read && !s.databases.iter().all(|d| d.not_read_yet) {
+        // Two short lines: notices are not wrapped, and this one must fit 80 columns.
+        out.push(Line::styled(
+            " nothing is configured, so pgswarm tried libpq's default database (above);",
+            theme.warning(),
+        ));
+        out.push(Line::styled(
+            " use --db NAME=CONNINFO, PGSWARM_DB or --config FILE, or try `pgswarm demo`",
+            theme.warning(),
+        ));
+    }
     if s.warning_codes
         .contains(&WarningCode::InsufficientPrivilege)
     {
@@ -223,7 +274,7 @@ pub(super) fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
 
 /// Key hints from the key map (`keys::BINDINGS`), for live or replay mode; the filter being edited
 /// replaces them.
-pub(super) fn footer_line(app: &App, theme: &Theme) -> Line<'static> {
+pub(super) fn footer_line(app: &App, theme: &Theme, width: u16) -> Line<'static> {
     if app.filter_editing {
         return Line::from(vec![
             Span::styled(" filter: ", theme.header()),
@@ -243,9 +294,19 @@ pub(super) fn footer_line(app: &App, theme: &Theme) -> Line<'static> {
     } else {
         Footer::Live
     };
+    // Whole hints only: one that does not fit is left out, not cut.
+    let mut used: usize = spans.iter().map(|s| s.width()).sum();
     for (key, what) in footer_hints(mode, app.read_only) {
-        spans.push(Span::styled(format!(" {key}"), theme.header()));
-        spans.push(Span::styled(format!(" {what} "), theme.dim()));
+        let hint = [
+            Span::styled(format!(" {key}"), theme.header()),
+            Span::styled(format!(" {what} "), theme.dim()),
+        ];
+        let w: usize = hint.iter().map(|s| s.width()).sum();
+        if used + w > width as usize {
+            break;
+        }
+        used += w;
+        spans.extend(hint);
     }
     Line::from(spans)
 }

@@ -108,7 +108,7 @@ fn invocation_row(
     let name = if inv.forced { format!("{ns}*") } else { ns };
     let age = inv
         .started_at
-        .map(|t| fmt_age((app.now - t).num_milliseconds() as f64 / 1000.0))
+        .map(|t| fmt_age((app.display_now() - t).num_milliseconds() as f64 / 1000.0))
         .unwrap_or_else(|| "?".into());
     let style = if inv.cross_invocation {
         theme.collision()

@@ -43,14 +43,27 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
     frame.render_widget(Paragraph::new(header), header_area);
     frame.render_widget(Paragraph::new(notices), notice_area);
     draw_body(frame, app, theme, body);
-    frame.render_widget(Paragraph::new(header::footer_line(app, theme)), footer);
+    frame.render_widget(
+        Paragraph::new(header::footer_line(app, theme, area.width)),
+        footer,
+    );
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help => popup::draw_popup(
             frame,
+            app,
             theme,
             "Keys",
-            popup::help_lines(theme, app.read_only),
+            popup::help_lines(
+                theme,
+                app.read_only,
+                if app.replay.is_some() {
+                    crate::tui::keys::Footer::Replay
+                } else {
+                    crate::tui::keys::Footer::Live
+                },
+            ),
+            0,
         ),
         Overlay::Signal(view) => {
             let title = match view {
@@ -58,10 +71,21 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
                 SignalView::Finished(r) => capital(r.action.verb()),
                 SignalView::Disabled | SignalView::Nothing(_) => "Cancel / terminate".into(),
             };
-            popup::draw_popup(frame, theme, &title, signal::signal_lines(app, theme, view))
+            let pinned = match view {
+                SignalView::Plan(_) => 2,
+                SignalView::Finished(_) | SignalView::Nothing(_) => 1,
+                _ => 0,
+            };
+            let lines = signal::signal_lines(app, theme, view);
+            popup::draw_popup(frame, app, theme, &title, lines, pinned)
         }
         Overlay::Sweep(view) => {
-            popup::draw_popup(frame, theme, "Sweep", sweep::sweep_lines(app, theme, view))
+            let pinned = match view {
+                crate::tui::app::SweepView::Plan(_) | crate::tui::app::SweepView::Finished(_) => 1,
+                _ => 0,
+            };
+            let lines = sweep::sweep_lines(app, theme, view);
+            popup::draw_popup(frame, app, theme, "Sweep", lines, pinned)
         }
         Overlay::Detail(key) => {
             let title = match key {
@@ -70,7 +94,14 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
                 RowKey::Schema { .. } => "Schema",
                 RowKey::Incident(_) => "Lock wait",
             };
-            popup::draw_popup(frame, theme, title, detail::detail_lines(app, theme, key));
+            popup::draw_popup(
+                frame,
+                app,
+                theme,
+                title,
+                detail::detail_lines(app, theme, key),
+                0,
+            );
         }
     }
     scrub(frame.buffer_mut());

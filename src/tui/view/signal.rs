@@ -11,8 +11,12 @@ pub(super) fn signal_lines(app: &App, theme: &Theme, view: &SignalView) -> Vec<L
         SignalView::Disabled => vec![Line::styled(
             if app.replay.is_some() {
                 " replaying a recording: nothing here touches a database; cancel and terminate are disabled"
+                    .to_string()
             } else {
-                " read-only mode (--read-only, or read_only in the config): cancel and terminate are disabled"
+                format!(
+                    " {}: cancel and terminate are disabled",
+                    app.read_only_reason()
+                )
             },
             theme.warning(),
         )],

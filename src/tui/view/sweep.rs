@@ -12,8 +12,9 @@ pub(super) fn sweep_lines(app: &App, theme: &Theme, view: &SweepView) -> Vec<Lin
         SweepView::Disabled => vec![Line::styled(
             if app.replay.is_some() {
                 " replaying a recording: nothing here touches a database, the sweep is disabled"
+                    .to_string()
             } else {
-                " read-only mode (--read-only): the sweep is disabled"
+                format!(" {}: the sweep is disabled", app.read_only_reason())
             },
             theme.warning(),
         )],
