@@ -105,19 +105,18 @@ fn selection_follows_the_item_and_order_freezes_while_navigating() {
 #[test]
 fn panes_detail_help_and_back() {
     let mut app = app_with(fixtures::collision());
+    // Screen order: invocations, schemas (top row), lock trees, incidents.
     assert_eq!(app.focus, Pane::Invocations);
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Schemas);
     app.update(key(KeyCode::Tab));
     assert_eq!(app.focus, Pane::Locks);
     app.update(key(KeyCode::Tab));
-    assert_eq!(app.focus, Pane::Schemas);
-    app.update(key(KeyCode::Tab));
     assert_eq!(app.focus, Pane::Incidents);
     app.update(key(KeyCode::Tab));
     assert_eq!(app.focus, Pane::Invocations);
     app.update(key(KeyCode::BackTab));
     assert_eq!(app.focus, Pane::Incidents);
-    app.update(key(KeyCode::BackTab));
-    assert_eq!(app.focus, Pane::Schemas);
     app.update(key(KeyCode::BackTab));
     assert_eq!(app.focus, Pane::Locks);
 
@@ -610,6 +609,7 @@ fn terminating_an_invocation_shows_exactly_whom_and_sends_that_plan_on_capital_y
 fn cancelling_a_session_from_the_lock_tree_and_from_its_detail() {
     use pgswarm::tui::app::SignalView;
     let mut app = app_with(fixtures::collision());
+    app.update(key(KeyCode::Tab));
     app.update(key(KeyCode::Tab));
     assert_eq!(app.focus, Pane::Locks);
     let Some(RowKey::Lock { pid, .. }) = app.selected_key(Pane::Locks) else {

@@ -244,7 +244,8 @@ async fn capital_k_on_the_root_blocker_terminates_exactly_it_and_frees_the_waite
     );
     tmux.start(&command);
     tmux.wait_for("the blocked pair", |s| s.contains("COLLISION"));
-    // Lock trees: the root (the holder) is the first row.
+    // Lock trees (third in Tab order): the root (the holder) is the first row.
+    tmux.keys("Tab");
     tmux.keys("Tab");
     tmux.keys("K");
     let plan = tmux.wait_for("the terminate plan", |s| {

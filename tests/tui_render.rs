@@ -95,9 +95,11 @@ fn collision() {
 #[test]
 fn deep_chain() {
     let mut app = app_for(Some(fixtures::deep_chain(6)));
-    app.update(Event::Key(crossterm::event::KeyEvent::from(
-        crossterm::event::KeyCode::Tab,
-    )));
+    for _ in 0..2 {
+        app.update(Event::Key(crossterm::event::KeyEvent::from(
+            crossterm::event::KeyCode::Tab,
+        )));
+    }
     assert_eq!(app.focus, Pane::Locks);
     snap!("deep_chain", app);
 }
@@ -118,6 +120,7 @@ fn permission_limited_role() {
 #[test]
 fn detail_and_help_overlays() {
     let mut app = app_for(Some(fixtures::collision()));
+    app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
     app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
     app.update(Event::Key(crossterm::event::KeyCode::Char('j').into()));
     app.update(Event::Key(crossterm::event::KeyCode::Enter.into()));
@@ -274,6 +277,7 @@ fn hostile_strings_from_the_database_never_reach_a_cell() {
         }
     }
     // The session detail shows the query and the user: still nothing unsafe.
+    app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
     app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
     app.update(Event::Key(crossterm::event::KeyCode::Enter.into()));
     let buf = render(&app, 120, 40, COLOR);

@@ -37,16 +37,17 @@ pub const MAX_INCIDENTS: usize = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
     Invocations,
-    Locks,
     Schemas,
+    Locks,
     Incidents,
 }
 
 impl Pane {
+    /// In screen order (left to right, top to bottom), which is the Tab order.
     pub const ALL: [Pane; 4] = [
         Pane::Invocations,
-        Pane::Locks,
         Pane::Schemas,
+        Pane::Locks,
         Pane::Incidents,
     ];
     fn index(self) -> usize {
@@ -275,8 +276,16 @@ fn lock_rows(
 }
 
 /// Schemas matching the filter (name, database, namespace or worker).
+/// Schemas, the actionable first: orphaned, then unknown, legacy, live; by database and name.
 fn schema_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, usize)> {
-    snapshot
+    use crate::domain::snapshot::SchemaStatus;
+    let rank = |s: SchemaStatus| match s {
+        SchemaStatus::Orphaned => 0,
+        SchemaStatus::Unknown => 1,
+        SchemaStatus::Legacy => 2,
+        SchemaStatus::Live => 3,
+    };
+    let mut rows: Vec<(RowKey, usize)> = snapshot
         .schemas
         .iter()
         .enumerate()
@@ -300,7 +309,12 @@ fn schema_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, usize)> {
                 i,
             )
         })
-        .collect()
+        .collect();
+    rows.sort_by(|a, b| {
+        let (x, y) = (&snapshot.schemas[a.1], &snapshot.schemas[b.1]);
+        (rank(x.status), &x.database, &x.schema).cmp(&(rank(y.status), &y.database, &y.schema))
+    });
+    rows
 }
 
 impl Model {

@@ -25,7 +25,10 @@ pub(super) fn draw(
     selected: Option<usize>,
 ) {
     let rows = &app.model.locks;
-    let block = pane_block(app, theme, Pane::Locks, snap.lock_trees.len());
+    // Trees shown (the filter keeps a tree whole when any member matches).
+    let mut trees: Vec<usize> = rows.iter().map(|r| r.tree).collect();
+    trees.dedup();
+    let block = pane_block(app, theme, Pane::Locks, trees.len());
     if rows.is_empty() {
         return empty(frame, block, theme, "nothing is blocked", area);
     }

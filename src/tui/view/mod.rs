@@ -138,8 +138,20 @@ fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     }
     if area.width >= 120 && area.height >= 26 {
         // Lock trees get the full width: their lines carry the most.
+        // Heights follow content: the top row (invocations, schemas) and the lock trees take what
+        // their rows need; short of room, each keeps at least two fifths.
+        let h = area.height;
+        let top_need = (app.model.invocations.len().max(app.model.schemas.len()).max(1) + 3) as u16;
+        let incidents_need = app.model.incidents.len().max(1) as u16 + 3;
+        let bottom_need = (app.model.locks.len().max(1) as u16 + 2) + incidents_need;
+        let top_h = if top_need + bottom_need <= h {
+            // Room to spare: half of it to each row.
+            top_need + (h - top_need - bottom_need) / 2
+        } else {
+            top_need.clamp(h * 2 / 5, h * 3 / 5).max(h.saturating_sub(bottom_need))
+        };
         let [top, bottom] =
-            Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(area);
+            Layout::vertical([Constraint::Length(top_h), Constraint::Fill(1)]).areas(area);
         let [left, right] =
             Layout::horizontal([Constraint::Length(66), Constraint::Fill(1)]).areas(top);
         draw_pane(frame, app, theme, Pane::Invocations, left);
@@ -221,8 +233,18 @@ fn pane_block(app: &App, theme: &Theme, pane: Pane, count: usize) -> Block<'stat
         } else {
             theme.border()
         })
+        // Focus is visible without colour too (NO_COLOR): a heavier border and a marker.
+        .border_type(if focused {
+            ratatui::widgets::BorderType::Thick
+        } else {
+            ratatui::widgets::BorderType::Plain
+        })
         .title(Span::styled(
-            format!(" {} ({count}) ", pane.title()),
+            format!(
+                " {}{} ({count}) ",
+                if focused { "▶ " } else { "" },
+                pane.title()
+            ),
             if focused {
                 theme.title()
             } else {
