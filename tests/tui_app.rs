@@ -663,3 +663,34 @@ fn read_only_and_replay_disable_cancel_and_terminate() {
     assert!(!plan.unread.is_empty());
     assert_eq!(app.update(ch('Y')), vec![]);
 }
+
+#[test]
+fn o_cycles_the_invocation_order_and_the_unlabeled_group_stays_last() {
+    use pgswarm::tui::app::InvocationSort;
+    let mut app = app_with(fixtures::collision());
+    let trouble = invocation_order(&app);
+    app.update(ch('o'));
+    assert_eq!(app.sort, InvocationSort::Age);
+    let by_age = invocation_order(&app);
+    // fixture_namespace(i) started i+1 minutes before now: the oldest is 9.
+    assert_eq!(by_age[0], RowKey::Invocation(fixture_namespace(9)));
+    assert_eq!(by_age.last(), Some(&RowKey::OtherSessions));
+    app.update(ch('o'));
+    assert_eq!(
+        invocation_order(&app)[0],
+        RowKey::Invocation(fixture_namespace(2)),
+        "the blocked run first"
+    );
+    app.update(ch('o'));
+    app.update(ch('o'));
+    assert_eq!(app.sort, InvocationSort::Name);
+    let names = invocation_order(&app);
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|k| match k {
+        RowKey::Invocation(ns) => (false, ns.clone()),
+        _ => (true, String::new()),
+    });
+    assert_eq!(names, sorted);
+    app.update(ch('o'));
+    assert_eq!(invocation_order(&app), trouble, "and back");
+}

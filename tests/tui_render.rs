@@ -395,3 +395,20 @@ fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_c
         "{header}"
     );
 }
+
+#[test]
+fn a_long_idle_transaction_shows_before_it_blocks_anyone() {
+    let blocking = text(&render(&app_for(Some(fixtures::collision())), 120, 40, COLOR));
+    assert!(!blocking.contains("blocking nobody yet"), "{blocking}");
+    // The waiter gave up: the holder, idle in its transaction for 98 s, blocks nobody now.
+    let screen = text(&render(
+        &app_for(Some(fixtures::collision_gave_up())),
+        120,
+        40,
+        COLOR,
+    ));
+    assert!(
+        screen.contains("idle in transaction > 60s, blocking nobody yet: p10001…1eef/gw0 1m38s"),
+        "{screen}"
+    );
+}

@@ -63,6 +63,45 @@ impl Pane {
     }
 }
 
+/// How the Invocations pane is ordered (`o` cycles through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvocationSort {
+    /// Trouble first: collisions, then blocked, blocking, live; as the snapshot orders them.
+    #[default]
+    Trouble,
+    /// Oldest run first.
+    Age,
+    /// Most blocked sessions first.
+    Blocked,
+    /// Most sessions first.
+    Sessions,
+    /// By namespace.
+    Name,
+}
+
+impl InvocationSort {
+    pub fn next(self) -> Self {
+        use InvocationSort::*;
+        match self {
+            Trouble => Age,
+            Age => Blocked,
+            Blocked => Sessions,
+            Sessions => Name,
+            Name => Trouble,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            InvocationSort::Trouble => "trouble",
+            InvocationSort::Age => "age",
+            InvocationSort::Blocked => "blocked",
+            InvocationSort::Sessions => "sessions",
+            InvocationSort::Name => "name",
+        }
+    }
+}
+
 /// What a row stands for, stable across refreshes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RowKey {
@@ -318,6 +357,43 @@ fn schema_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, usize)> {
 }
 
 impl Model {
+    /// Orders the Invocations rows (the unlabeled group stays last).
+    pub fn sort_invocations(&mut self, sort: InvocationSort) {
+        let Some(snap) = self.snapshot.clone() else {
+            return;
+        };
+        let inv = |r: &(RowKey, Option<usize>)| r.1.map(|i| &snap.invocations[i]);
+        match sort {
+            InvocationSort::Trouble => {}
+            InvocationSort::Age => self.invocations.sort_by_key(|r| {
+                (
+                    inv(r).is_none(),
+                    inv(r)
+                        .and_then(|i| i.started_at)
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                )
+            }),
+            InvocationSort::Blocked => self.invocations.sort_by_key(|r| {
+                (
+                    inv(r).is_none(),
+                    std::cmp::Reverse(inv(r).map_or(0, |i| i.blocked)),
+                )
+            }),
+            InvocationSort::Sessions => self.invocations.sort_by_key(|r| {
+                (
+                    inv(r).is_none(),
+                    std::cmp::Reverse(inv(r).map_or(0, |i| i.sessions)),
+                )
+            }),
+            InvocationSort::Name => self.invocations.sort_by(|a, b| {
+                let key = |r: &(RowKey, Option<usize>)| {
+                    (inv(r).is_none(), inv(r).map(|i| i.namespace.clone()))
+                };
+                key(a).cmp(&key(b))
+            }),
+        }
+    }
+
     /// Builds the rows of every pane from a snapshot and a filter.
     pub fn build(snapshot: Arc<Snapshot>, filter: &str) -> Model {
         let session_index: HashMap<(String, i32), usize> = snapshot
@@ -442,6 +518,8 @@ pub struct App {
     pub bell: bool,
     /// The last flight log write failed: why.
     pub flight_log_error: Option<String>,
+    /// The Invocations pane's order.
+    pub sort: InvocationSort,
     /// How far the open overlay is scrolled (lines).
     pub overlay_scroll: usize,
     /// How far it can scroll at the size last drawn: the one value the view reports back, so that
@@ -502,6 +580,7 @@ impl App {
             flight_log_error: None,
             read_only_source: None,
             paused_at: None,
+            sort: InvocationSort::default(),
             overlay_scroll: 0,
             overlay_scroll_max: std::cell::Cell::new(usize::MAX),
             nothing_configured: false,
@@ -667,6 +746,7 @@ impl App {
             )
         });
         let mut model = Model::build(snapshot, &self.filter);
+        model.sort_invocations(self.sort);
         model.incidents = self.incident_rows();
         if let Some((until, orders)) = &self.frozen {
             if self.now < *until {
@@ -900,6 +980,10 @@ impl App {
             }
             Action::Filter => self.filter_editing = true,
             Action::Pause => self.toggle_pause(),
+            Action::Sort => {
+                self.sort = self.sort.next();
+                self.rebuild();
+            }
             Action::Refresh => return vec![Effect::Refresh],
             // Replay keys do nothing on a live dashboard.
             Action::PlayPause

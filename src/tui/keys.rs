@@ -18,6 +18,7 @@ pub enum Action {
     Back,
     Filter,
     Pause,
+    Sort,
     Refresh,
     Faster,
     Slower,
@@ -164,6 +165,14 @@ pub const BINDINGS: &[Binding] = &[
         help: "pause / resume the display",
         action: Action::Pause,
         footer: &[Footer::Live],
+    },
+    Binding {
+        keys: &[KeyCode::Char('o')],
+        label: "o",
+        short: "order",
+        help: "order invocations by trouble, age, blocked, sessions, name (cycles)",
+        action: Action::Sort,
+        footer: &[],
     },
     Binding {
         keys: &[KeyCode::Char('r')],

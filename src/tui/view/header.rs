@@ -2,7 +2,8 @@
 //! notices under it (unreachable databases, missing privileges) and the footer of key hints.
 
 use crate::domain::format::{fmt_age, fmt_ms};
-use crate::domain::snapshot::{DatabaseReport, WarningCode};
+use crate::domain::snapshot::{DatabaseReport, Snapshot, WarningCode};
+use super::cells::short_namespace;
 use crate::tui::app::App;
 use crate::tui::keys::{footer_hints, Footer};
 use crate::tui::theme::Theme;
@@ -256,6 +257,9 @@ pub(super) fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
             theme.warning(),
         ));
     }
+    if let Some(line) = idle_in_transaction_line(s, theme) {
+        out.push(line);
+    }
     if s.warning_codes
         .contains(&WarningCode::InsufficientPrivilege)
     {
@@ -309,4 +313,52 @@ pub(super) fn footer_line(app: &App, theme: &Theme, width: u16) -> Line<'static>
         spans.extend(hint);
     }
     Line::from(spans)
+}
+
+/// Sessions idle in a transaction longer than this are shown even when they block nobody yet: such
+/// a transaction holds its locks (a schema setup can hold thousands) until it ends.
+pub const IDLE_IN_TRANSACTION_NOTICE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// `3 sessions idle in transaction > 60s, blocking nobody yet: p4100…0a0a/gw0 12m03s, …`.
+fn idle_in_transaction_line(s: &Snapshot, theme: &Theme) -> Option<Line<'static>> {
+    let mut idle: Vec<(f64, String)> = s
+        .sessions
+        .iter()
+        .filter(|x| x.blocking.is_empty())
+        .filter(|x| {
+            x.state
+                .as_deref()
+                .is_some_and(|st| st.starts_with("idle in transaction"))
+        })
+        .filter_map(|x| {
+            let age = s.taken_at - x.xact_start?;
+            (age > IDLE_IN_TRANSACTION_NOTICE).then(|| {
+                let who = match (&x.namespace, &x.worker) {
+                    (Some(ns), Some(w)) => format!("{}/{w}", short_namespace(ns)),
+                    _ => format!("{} {:?}", x.pid, x.application_name),
+                };
+                (age.num_milliseconds() as f64 / 1000.0, who)
+            })
+        })
+        .collect();
+    if idle.is_empty() {
+        return None;
+    }
+    idle.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let n = idle.len();
+    let shown: Vec<String> = idle
+        .iter()
+        .take(3)
+        .map(|(age, who)| format!("{who} {}", fmt_age(*age)))
+        .collect();
+    Some(Line::styled(
+        format!(
+            " {n} session{} idle in transaction > {}s, blocking nobody yet: {}{}",
+            if n == 1 { "" } else { "s" },
+            IDLE_IN_TRANSACTION_NOTICE.num_seconds(),
+            shown.join(", "),
+            if n > 3 { ", …" } else { "" }
+        ),
+        theme.idle_in_transaction(),
+    ))
 }

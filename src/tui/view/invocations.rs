@@ -27,7 +27,13 @@ pub(super) fn draw(
     selected: Option<usize>,
 ) {
     let rows = &app.model.invocations;
-    let block = pane_block(app, theme, Pane::Invocations, rows.len());
+    let mut block = pane_block(app, theme, Pane::Invocations, rows.len());
+    if app.sort != crate::tui::app::InvocationSort::Trouble {
+        block = block.title(Span::styled(
+            format!(" by {} (o) ", app.sort.label()),
+            theme.dim(),
+        ));
+    }
     if rows.is_empty() {
         return empty(
             frame,

@@ -141,14 +141,22 @@ fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         // Heights follow content: the top row (invocations, schemas) and the lock trees take what
         // their rows need; short of room, each keeps at least two fifths.
         let h = area.height;
-        let top_need = (app.model.invocations.len().max(app.model.schemas.len()).max(1) + 3) as u16;
+        let top_need = (app
+            .model
+            .invocations
+            .len()
+            .max(app.model.schemas.len())
+            .max(1)
+            + 3) as u16;
         let incidents_need = app.model.incidents.len().max(1) as u16 + 3;
         let bottom_need = (app.model.locks.len().max(1) as u16 + 2) + incidents_need;
         let top_h = if top_need + bottom_need <= h {
             // Room to spare: half of it to each row.
             top_need + (h - top_need - bottom_need) / 2
         } else {
-            top_need.clamp(h * 2 / 5, h * 3 / 5).max(h.saturating_sub(bottom_need))
+            top_need
+                .clamp(h * 2 / 5, h * 3 / 5)
+                .max(h.saturating_sub(bottom_need))
         };
         let [top, bottom] =
             Layout::vertical([Constraint::Length(top_h), Constraint::Fill(1)]).areas(area);
