@@ -398,7 +398,12 @@ fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_c
 
 #[test]
 fn a_long_idle_transaction_shows_before_it_blocks_anyone() {
-    let blocking = text(&render(&app_for(Some(fixtures::collision())), 120, 40, COLOR));
+    let blocking = text(&render(
+        &app_for(Some(fixtures::collision())),
+        120,
+        40,
+        COLOR,
+    ));
     assert!(!blocking.contains("blocking nobody yet"), "{blocking}");
     // The waiter gave up: the holder, idle in its transaction for 98 s, blocks nobody now.
     let screen = text(&render(
@@ -411,4 +416,56 @@ fn a_long_idle_transaction_shows_before_it_blocks_anyone() {
         screen.contains("idle in transaction > 60s, blocking nobody yet: p10001…1eef/gw0 1m38s"),
         "{screen}"
     );
+}
+
+/// The collision and a deep chain, with database names longer than any column.
+fn long_names_deep_tree() -> Observation {
+    let mut obs = fixtures::collision();
+    let rename = |n: &str| match n {
+        "platform" => "platform_integration_test_database".to_string(),
+        "tenant_a" => "tenant_alpha_regression_suite_db".to_string(),
+        other => other.to_string(),
+    };
+    for d in &mut obs.databases {
+        d.name = rename(&d.name);
+    }
+    for s in &mut obs.schemas {
+        s.database = rename(&s.database);
+    }
+    let chain = fixtures::deep_chain(7);
+    obs.sessions.extend(chain.sessions);
+    obs
+}
+
+#[test]
+fn long_database_names_and_a_deep_tree_at_three_sizes() {
+    for (w, h) in [(80u16, 24u16), (120, 40), (160, 45)] {
+        let mut app = app_for(Some(long_names_deep_tree()));
+        for _ in 0..2 {
+            app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
+        }
+        assert_eq!(app.focus, Pane::Locks);
+        let screen = text(&render(&app, w, h, COLOR));
+        insta::assert_snapshot!(format!("long_names_deep_tree_{w}x{h}"), screen);
+        let first = screen.lines().next().unwrap();
+        assert!(
+            first.contains("12:00:00"),
+            "the poll time is always visible: {first}"
+        );
+        // The collision row keeps its marker; a cut database name ends in an ellipsis.
+        assert!(screen.contains("!!"), "{screen}");
+        for line in screen.lines() {
+            assert!(line.chars().count() <= w as usize, "{line}");
+            if let Some(i) = line.find("platform_integ") {
+                let rest: String = line[i..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ']' && *c != '│')
+                    .collect();
+                assert!(
+                    rest == "platform_integration_test_database" || rest.ends_with('…'),
+                    "cut without an ellipsis: {rest:?} in {line:?}"
+                );
+            }
+        }
+    }
 }

@@ -58,3 +58,13 @@ pub(super) fn fmt_bytes_short(b: i64) -> String {
         format!("{v:.0}{unit}")
     }
 }
+
+/// `s` in at most `width` columns: cut with an ellipsis, never silently.
+pub(super) fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}

@@ -1,9 +1,9 @@
 //! The strips around the panes: the header (state, counts, one cell per configured database), the
 //! notices under it (unreachable databases, missing privileges) and the footer of key hints.
 
+use super::cells::short_namespace;
 use crate::domain::format::{fmt_age, fmt_ms};
 use crate::domain::snapshot::{DatabaseReport, Snapshot, WarningCode};
-use super::cells::short_namespace;
 use crate::tui::app::App;
 use crate::tui::keys::{footer_hints, Footer};
 use crate::tui::theme::Theme;

@@ -13,8 +13,6 @@ use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
-/// Below this width generated namespaces show as `p10001…1eef` (a full one needs 26 columns).
-const NARROW: u16 = 66;
 /// From this width the runner pid gets its own column.
 const WIDE: u16 = 76;
 
@@ -45,7 +43,29 @@ pub(super) fn draw(
     }
     let height = area.height.saturating_sub(3) as usize;
     let (start, end) = window(selected, rows.len(), height);
-    let (narrow, wide) = (area.width < NARROW, area.width >= WIDE);
+    let wide = area.width >= WIDE;
+    // Full namespaces whenever they fit next to the other columns; compact (`p4100…0a0a`) only
+    // when they do not.
+    let (_, widths) = columns(wide);
+    let fixed: u16 = widths
+        .iter()
+        .map(|c| match c {
+            Constraint::Length(n) => *n,
+            _ => 0,
+        })
+        .sum::<u16>()
+        + widths.len() as u16
+        - 1
+        + 2;
+    let longest = rows[start..end]
+        .iter()
+        .filter_map(|(_, i)| {
+            i.map(|i| &snap.invocations[i])
+                .map(|inv| inv.namespace.chars().count() + usize::from(inv.forced))
+        })
+        .max()
+        .unwrap_or(0);
+    let narrow = (area.width.saturating_sub(fixed) as usize) < longest;
     let body: Vec<Row> = rows[start..end]
         .iter()
         .enumerate()

@@ -55,7 +55,11 @@ pub(super) fn draw(
                 _ => None,
             };
             let prefix = prefixes[&r.tree][r.row].as_str();
-            let line = row_line(app, snap, theme, r.tree, r.row, parent, prefix);
+            let (line, shrink) = row_line(app, snap, theme, r.tree, r.row, parent, prefix);
+            let shrink: Vec<usize> = shrink.into_iter().collect();
+            // Too wide: the lock and relation text gives way (with an ellipsis), never the
+            // collision marker at the end.
+            let line = fit_line(line, area.width.saturating_sub(2) as usize, &shrink);
             if Some(start + i) == selected {
                 line.patch_style(theme.selected())
             } else {
@@ -75,7 +79,7 @@ fn row_line(
     row_idx: usize,
     parent: Option<i32>,
     prefix: &str,
-) -> Line<'static> {
+) -> (Line<'static>, Vec<usize>) {
     let tree = &snap.lock_trees[tree_idx];
     let row = &tree.rows[row_idx];
     let session = app
@@ -90,15 +94,17 @@ fn row_line(
     };
     let db = session.map(|s| s.database.clone()).unwrap_or_default();
     if row.depth == 0 {
-        return root_line(theme, tree, row.pid, &label, &db);
+        // The database name gives way first, then the label.
+        return (root_line(theme, tree, row.pid, &label, &db), vec![3, 2]);
     }
     if row.reference {
-        return Line::from(vec![
+        let line = Line::from(vec![
             Span::styled(format!("{prefix}↳ "), theme.dim()),
             Span::styled(format!("{} ", row.pid), theme.header()),
             Span::raw(format!("{label} ")),
             Span::styled("(drawn above; also waits here)", theme.dim()),
         ]);
+        return (line, vec![3, 2]);
     }
     let edge = parent.and_then(|p| {
         app.model
@@ -135,7 +141,9 @@ fn root_line(theme: &Theme, tree: &LockTree, pid: i32, label: &str, db: &str) ->
     let mut spans = vec![
         Span::styled("■ ", theme.bad()),
         Span::styled(format!("{pid} "), theme.header()),
-        Span::raw(format!("{label} [{db}] ")),
+        Span::raw(format!("{label} [")),
+        Span::raw(db.to_string()),
+        Span::raw("] "),
         Span::styled(state, style),
         Span::raw(format!(" holds up {}", tree.victims)),
     ];
@@ -160,7 +168,8 @@ fn waiter_line(
     prefix: &str,
     w: &Waiter,
     edge: Option<&BlockingEdge>,
-) -> Line<'static> {
+) -> (Line<'static>, Vec<usize>) {
+    let mut shrink = Vec::new();
     let mut spans = vec![
         Span::styled(prefix.to_string(), theme.dim()),
         Span::styled(format!("{} ", w.pid), theme.header()),
@@ -169,7 +178,10 @@ fn waiter_line(
         // Early in the line, so it survives a narrow terminal.
         spans.push(Span::styled("!! ", theme.collision()));
     }
-    spans.push(Span::raw(format!("{} [{}] ", w.label, w.db)));
+    let label_at = spans.len();
+    spans.push(Span::raw(format!("{} [", w.label)));
+    spans.push(Span::raw(w.db.clone()));
+    spans.push(Span::raw("] "));
     if let Some(e) = edge {
         let wait = e
             .waiting_s
@@ -179,6 +191,7 @@ fn waiter_line(
             })
             .unwrap_or_default();
         spans.push(Span::styled(format!("{wait} "), theme.blocked()));
+        shrink.push(spans.len());
         spans.push(Span::raw(e.wait.clone()));
         if e.cross_invocation {
             spans.push(Span::styled(" COLLISION", theme.collision()));
@@ -200,5 +213,29 @@ fn waiter_line(
             theme.dim(),
         ));
     }
-    Line::from(spans)
+    // The lock text gives way first, then the database name, then the label.
+    shrink.extend([label_at + 1, label_at]);
+    (Line::from(spans), shrink)
+}
+
+/// Shortens the spans in `order` (first the first), each with an ellipsis, until the line fits
+/// `width`; what is not in `order` (pids, markers, `COLLISION`) is never cut.
+fn fit_line(mut line: Line<'static>, width: usize, order: &[usize]) -> Line<'static> {
+    for &i in order {
+        let excess = line.width().saturating_sub(width);
+        if excess == 0 {
+            break;
+        }
+        let Some(span) = line.spans.get_mut(i) else {
+            continue;
+        };
+        let len = span.content.chars().count();
+        if len <= 1 {
+            continue;
+        }
+        let keep = len.saturating_sub(excess + 1);
+        let cut: String = span.content.chars().take(keep).collect();
+        span.content = format!("{cut}…").into();
+    }
+    line
 }

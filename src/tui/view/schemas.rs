@@ -1,7 +1,7 @@
 //! The schemas pane: every test schema with its status (live, orphaned, legacy, unknown), database,
 //! tables and size.
 
-use super::cells::{compact_schema, fmt_bytes_short};
+use super::cells::{compact_schema, fit, fmt_bytes_short};
 use super::{empty, pane_block, window};
 use crate::domain::snapshot::{SchemaReport, SchemaStatus, Snapshot};
 use crate::tui::app::{App, Pane};
@@ -12,7 +12,6 @@ use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
 /// Full generated-token schema names need about this many columns with the other fields.
-const FULL_NAMES: u16 = 72;
 
 pub(super) fn draw(
     frame: &mut Frame,
@@ -30,12 +29,32 @@ pub(super) fn draw(
     }
     let height = area.height.saturating_sub(3) as usize;
     let (start, end) = window(selected, rows.len(), height);
-    let compact = area.width < FULL_NAMES;
-    let body: Vec<Row> = rows[start..end]
+    // Columns sized to what is shown: the database column as wide as its longest name (up to a
+    // third of the pane), schema names in full when they fit, compact (`test_p4100…0a0a_gw0`)
+    // when not, and an ellipsis wherever something is still cut.
+    let shown: Vec<&SchemaReport> = rows[start..end]
+        .iter()
+        .map(|(_, i)| &snap.schemas[*i])
+        .collect();
+    let inner = area.width.saturating_sub(2) as usize;
+    let longest_db = shown
+        .iter()
+        .map(|s| s.database.chars().count())
+        .max()
+        .unwrap_or(8);
+    let db_w = longest_db.clamp(8, (inner / 3).max(8));
+    let name_w = inner.saturating_sub(8 + db_w + 4 + 6 + 4).max(12);
+    let longest_name = shown
+        .iter()
+        .map(|s| s.schema.chars().count())
+        .max()
+        .unwrap_or(0);
+    let compact = longest_name > name_w;
+    let body: Vec<Row> = shown
         .iter()
         .enumerate()
-        .map(|(i, (_, idx))| {
-            let row = schema_row(theme, &snap.schemas[*idx], &snap.schema_prefix, compact);
+        .map(|(i, s)| {
+            let row = schema_row(theme, s, &snap.schema_prefix, compact, db_w, name_w);
             if Some(start + i) == selected {
                 row.style(theme.selected())
             } else {
@@ -47,8 +66,8 @@ pub(super) fn draw(
         body,
         [
             Constraint::Length(8),
-            Constraint::Length(9),
-            Constraint::Min(20),
+            Constraint::Length(db_w as u16),
+            Constraint::Min(12),
             Constraint::Length(4),
             Constraint::Length(6),
         ],
@@ -59,7 +78,14 @@ pub(super) fn draw(
     frame.render_widget(table, area);
 }
 
-fn schema_row(theme: &Theme, s: &SchemaReport, prefix: &str, compact: bool) -> Row<'static> {
+fn schema_row(
+    theme: &Theme,
+    s: &SchemaReport,
+    prefix: &str,
+    compact: bool,
+    db_w: usize,
+    name_w: usize,
+) -> Row<'static> {
     let (word, style) = match s.status {
         SchemaStatus::Live => ("live", theme.live()),
         SchemaStatus::Orphaned => ("orphaned", theme.orphaned()),
@@ -78,8 +104,8 @@ fn schema_row(theme: &Theme, s: &SchemaReport, prefix: &str, compact: bool) -> R
     };
     Row::new(vec![
         Cell::from(Span::styled(word, style)),
-        Cell::from(s.database.clone()),
-        Cell::from(name),
+        Cell::from(fit(&s.database, db_w)),
+        Cell::from(fit(&name, name_w)),
         Cell::from(s.tables.to_string()),
         Cell::from(size),
     ])
