@@ -11,8 +11,6 @@ use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
 
-/// Full generated-token schema names need about this many columns with the other fields.
-
 pub(super) fn draw(
     frame: &mut Frame,
     app: &App,
