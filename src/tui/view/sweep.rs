@@ -1,7 +1,10 @@
 //! The sweep overlay: the plan being confirmed (what is dropped, what is kept and why), progress,
 //! and the outcome.
 
-use crate::domain::format::fmt_bytes;
+use super::cells::fmt_bytes_short;
+use crate::domain::naming::{parse_schema_name, SchemaName};
+use crate::domain::sweep::DatabasePlan;
+use std::collections::{BTreeMap, BTreeSet};
 use crate::domain::sweep::{summary_line, SweepPlan, SweepReport};
 use crate::tui::app::{App, SweepView};
 use crate::tui::theme::Theme;
@@ -82,6 +85,17 @@ fn plan_lines(app: &App, theme: &Theme, plan: &SweepPlan) -> Vec<Line<'static>> 
             theme.bad(),
         ));
     }
+    // First a summary per database, grouped by reason; the full list below.
+    for d in &plan.databases {
+        if d.drop.is_empty() && d.keep.is_empty() {
+            continue;
+        }
+        out.push(Line::from(vec![
+            Span::styled(format!(" {}: ", d.name), theme.header()),
+            Span::raw(database_summary(app, d)),
+        ]));
+    }
+    out.push(Line::raw(""));
     for d in &plan.databases {
         if d.drop.is_empty() && d.keep.is_empty() {
             continue;
@@ -91,10 +105,10 @@ fn plan_lines(app: &App, theme: &Theme, plan: &SweepPlan) -> Vec<Line<'static>> 
             out.push(Line::from(vec![
                 Span::styled("   drop ", theme.orphaned()),
                 Span::raw(format!(
-                    "{} ({} tables, ~{})",
+                    "{} ({} tables, {})",
                     x.schema,
                     x.tables,
-                    fmt_bytes(x.bytes)
+                    fmt_bytes_short(x.bytes)
                 )),
             ]));
         }
@@ -136,4 +150,40 @@ fn finished_lines(theme: &Theme, report: &SweepReport) -> Vec<Line<'static>> {
     }
     out.push(Line::styled(" any key closes", theme.dim()));
     out
+}
+
+/// `drop 56 (12.3M) · keep 12 live (2 invocations) · 36 too_young`: one database's plan in a line.
+fn database_summary(app: &App, d: &DatabasePlan) -> String {
+    let bytes: i64 = d.drop.iter().map(|x| x.bytes).sum();
+    let mut parts = vec![format!("drop {} ({})", d.drop.len(), fmt_bytes_short(bytes))];
+    let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for k in &d.keep {
+        reasons.entry(k.reason.as_str()).or_default().push(&k.schema);
+    }
+    let prefix = app
+        .model
+        .snapshot
+        .as_ref()
+        .map_or("test".to_string(), |s| s.schema_prefix.clone());
+    for (i, (reason, schemas)) in reasons.iter().enumerate() {
+        let keep = if i == 0 { "keep " } else { "" };
+        let runs: BTreeSet<String> = schemas
+            .iter()
+            .filter_map(|s| match parse_schema_name(&prefix, s) {
+                Some(SchemaName::Namespaced { namespace, .. }) => Some(namespace.to_string()),
+                _ => None,
+            })
+            .collect();
+        let runs = if *reason == "live" && !runs.is_empty() {
+            format!(
+                " ({} invocation{})",
+                runs.len(),
+                if runs.len() == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        };
+        parts.push(format!("{keep}{} {reason}{runs}", schemas.len()));
+    }
+    parts.join(" · ")
 }
