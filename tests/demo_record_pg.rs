@@ -116,9 +116,12 @@ fn demo_produces_every_incident_and_cleans_up_on_sigterm() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("pgswarm-pg-"))
+        .filter(|n| n.starts_with("pgswarm-"))
         .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "left behind (the demo keeps no template either): {left:?}"
+    );
     // Nothing still answers on the demo's socket.
     let out = Command::new(bin())
         .args(["snapshot", "--json"])

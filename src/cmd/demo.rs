@@ -63,6 +63,9 @@ pub fn run(
         say("starting a private PostgreSQL server (it is removed on exit)…");
         match TempCluster::start(&ClusterOptions {
             databases: DEMO_DATABASES.iter().map(|s| s.to_string()).collect(),
+            // Its own initdb in its own directory: the demo leaves nothing behind (no cached
+            // template in the temp directory).
+            private_initdb: true,
             ..Default::default()
         }) {
             Ok(c) => {

@@ -36,6 +36,9 @@ pub struct ClusterOptions {
     pub tcp_hba: Vec<String>,
     /// Files to place in the data directory (mode 0600, owned by the server), e.g. TLS keys.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Run `initdb` into this server's own directory instead of copying the shared cached template:
+    /// nothing is left behind when the server is removed (the demo), at the cost of an `initdb`.
+    pub private_initdb: bool,
 }
 
 /// A running throwaway server; stopped and removed on drop.
@@ -225,6 +228,22 @@ fn free_port() -> Result<u16, ClusterError> {
     Ok(l.local_addr().map_err(|e| err(e.to_string()))?.port())
 }
 
+/// `initdb` into `dir` (which the server user can create or write).
+fn initdb(bindir: &Path, dir: &Path) -> Result<String, ClusterError> {
+    let mut cmd = server_command(&bindir.join("initdb"));
+    cmd.args(["-D"]).arg(dir).args([
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "-N",
+    ]);
+    run(cmd, "initdb")
+}
+
 /// The cached `initdb` output for this binary directory (made once, shared by every cluster).
 fn template(bindir: &Path) -> Result<PathBuf, ClusterError> {
     let version = run(
@@ -253,18 +272,7 @@ fn template(bindir: &Path) -> Result<PathBuf, ClusterError> {
     std::fs::create_dir_all(&staging)
         .map_err(|e| err(format!("create {}: {e}", staging.display())))?;
     chown(&staging)?;
-    let mut cmd = server_command(&bindir.join("initdb"));
-    cmd.args(["-D"]).arg(&staging).args([
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--locale=C",
-        "-N",
-    ]);
-    let result = run(cmd, "initdb");
+    let result = initdb(bindir, &staging);
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -329,7 +337,11 @@ impl TempCluster {
     /// Starts a server (and creates `opts.databases`).
     pub fn start(opts: &ClusterOptions) -> Result<TempCluster, ClusterError> {
         let bindir = find_bindir()?;
-        let template = template(&bindir)?;
+        let template = if opts.private_initdb {
+            None
+        } else {
+            Some(template(&bindir)?)
+        };
         let root = std::env::temp_dir().join(format!(
             "pgswarm-pg-{}-{}",
             std::process::id(),
@@ -347,11 +359,23 @@ impl TempCluster {
         };
         // From here on, dropping `cluster` cleans up whatever was made.
         cluster.arm_watchdog()?;
-        run(
-            Command::new("cp").arg("-a").arg(&template).arg(&data),
-            "copy template data directory",
-        )?;
-        chown(&root)?;
+        match &template {
+            Some(t) => {
+                run(
+                    Command::new("cp").arg("-a").arg(t).arg(&data),
+                    "copy template data directory",
+                )?;
+                chown(&root)?;
+            }
+            None => {
+                if is_root() {
+                    let (uid, gid) = postgres_user()?;
+                    reachable_by(&std::env::temp_dir(), uid, gid)?;
+                }
+                chown(&root)?;
+                initdb(&bindir, &data)?;
+            }
+        }
         configure(&data, &root, cluster.port, opts)?;
         cluster.pg_ctl_start()?;
         for db in &opts.databases {

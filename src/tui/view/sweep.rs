@@ -4,11 +4,11 @@
 use super::cells::fmt_bytes_short;
 use crate::domain::naming::{parse_schema_name, SchemaName};
 use crate::domain::sweep::DatabasePlan;
-use std::collections::{BTreeMap, BTreeSet};
 use crate::domain::sweep::{summary_line, SweepPlan, SweepReport};
 use crate::tui::app::{App, SweepView};
 use crate::tui::theme::Theme;
 use ratatui::text::{Line, Span};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn sweep_lines(app: &App, theme: &Theme, view: &SweepView) -> Vec<Line<'static>> {
     match view {
@@ -155,10 +155,17 @@ fn finished_lines(theme: &Theme, report: &SweepReport) -> Vec<Line<'static>> {
 /// `drop 56 (12.3M) · keep 12 live (2 invocations) · 36 too_young`: one database's plan in a line.
 fn database_summary(app: &App, d: &DatabasePlan) -> String {
     let bytes: i64 = d.drop.iter().map(|x| x.bytes).sum();
-    let mut parts = vec![format!("drop {} ({})", d.drop.len(), fmt_bytes_short(bytes))];
+    let mut parts = vec![format!(
+        "drop {} ({})",
+        d.drop.len(),
+        fmt_bytes_short(bytes)
+    )];
     let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for k in &d.keep {
-        reasons.entry(k.reason.as_str()).or_default().push(&k.schema);
+        reasons
+            .entry(k.reason.as_str())
+            .or_default()
+            .push(&k.schema);
     }
     let prefix = app
         .model
