@@ -61,6 +61,10 @@ pub struct DbSession {
     /// statement is prepared when first needed (most one-shot snapshots see no waiter).
     activity_stmt: Statement,
     locks_stmt: tokio::sync::OnceCell<Statement>,
+    /// The schema listing and the relation names, prepared on first use: an unnamed statement
+    /// would be parsed and planned again on every poll.
+    schemas_stmt: tokio::sync::OnceCell<Statement>,
+    relations_stmt: tokio::sync::OnceCell<Statement>,
     /// What incremental polling remembers between polls of this session (see `domain::incremental`).
     cache: Mutex<ProbeCache>,
 }
@@ -138,11 +142,22 @@ pub async fn open_session(
             row.get::<_, String>(0)
         ));
     }
+    if version_num >= 120_000 {
+        // Plan each prepared statement once, not a custom plan per call for the first five (and
+        // forever when the planner keeps preferring them).
+        bounded(
+            settings.statement_timeout,
+            client.batch_execute("SET plan_cache_mode = force_generic_plan"),
+        )
+        .await?;
+    }
     let activity_stmt = bounded(settings.statement_timeout, client.prepare(ACTIVITY_SQL)).await?;
     Ok(DbSession {
         client,
         activity_stmt,
         locks_stmt: tokio::sync::OnceCell::new(),
+        schemas_stmt: tokio::sync::OnceCell::new(),
+        relations_stmt: tokio::sync::OnceCell::new(),
         cache: Mutex::new(ProbeCache::default()),
         version: row.get(0),
         version_num,
@@ -421,9 +436,16 @@ async fn resolve_relations(
     oids: &[u32],
     limit: Duration,
 ) -> HashMap<u32, String> {
-    let sql = "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_class c \
+    const SQL: &str = "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_class c \
                JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)";
-    match bounded(limit, session.client.query(sql, &[&oids])).await {
+    let Ok(stmt) = session
+        .relations_stmt
+        .get_or_try_init(|| bounded(limit, session.client.prepare(SQL)))
+        .await
+    else {
+        return HashMap::new();
+    };
+    match bounded(limit, session.client.query(stmt, &[&oids])).await {
         Ok(rows) => rows
             .into_iter()
             .map(|r| {
@@ -443,21 +465,19 @@ async fn read_schemas(
     opts: &ProbeOptions,
     limit: Duration,
 ) -> Result<Vec<ObservedSchema>, String> {
-    let pattern = like_prefix(&opts.schema_prefix);
-    let rows = bounded(
-        limit,
-        session.client.query(
-            "SELECT n.nspname::text, \
+    const SQL: &str = "SELECT n.nspname::text, \
                     (count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p')))::int8, \
                     (coalesce(sum(c.relpages::int8), 0) \
                        * current_setting('block_size')::int8)::int8 \
              FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid \
              WHERE n.nspname LIKE $1 \
-             GROUP BY n.nspname",
-            &[&pattern],
-        ),
-    )
-    .await?;
+             GROUP BY n.nspname";
+    let pattern = like_prefix(&opts.schema_prefix);
+    let stmt = session
+        .schemas_stmt
+        .get_or_try_init(|| bounded(limit, session.client.prepare(SQL)))
+        .await?;
+    let rows = bounded(limit, session.client.query(stmt, &[&pattern])).await?;
     let mut schemas: Vec<ObservedSchema> = rows
         .into_iter()
         .map(|r| ObservedSchema {
