@@ -314,13 +314,125 @@ fn read_only_and_an_unreadable_server_send_nothing() {
         assert_eq!(doc["executed"], false);
         assert_eq!(doc["unread"][0], "elsewhere");
         assert!(alive(&admin, pid).await, "nothing was sent");
-        // Bad input: a pid that is not there names the pid; exit 2.
-        let out = pgswarm(
-            &["cancel", "--pid", "999999", "--yes"],
-            &[entry("platform", &c)],
-        );
+        // Bad input: a pid that is not there names the pid; flags that would be ignored, and
+        // malformed names, are refused; exit 2, nothing sent.
+        let one = [entry("platform", &c)];
+        let out = pgswarm(&["cancel", "--pid", "999999", "--yes"], &one);
         assert_exit(&out, 2);
         assert!(String::from_utf8_lossy(&out.stderr).contains("999999"));
+        let pid_s = pid.to_string();
+        for (args, names) in [
+            (
+                vec!["terminate", "--pid", &pid_s, "--worker", "gw7", "--yes"],
+                "--worker",
+            ),
+            (
+                vec!["terminate", "--pid", &pid_s, "--only-blocking", "--yes"],
+                "--only-blocking",
+            ),
+            (
+                vec![
+                    "terminate",
+                    "--namespace",
+                    NS_A,
+                    "--database",
+                    "platform",
+                    "--yes",
+                ],
+                "--database",
+            ),
+            (
+                vec!["terminate", "--namespace", "P4100T", "--yes"],
+                "\"P4100T\"",
+            ),
+            (
+                vec![
+                    "terminate",
+                    "--namespace",
+                    NS_A,
+                    "--worker",
+                    "gw01",
+                    "--yes",
+                ],
+                "\"gw01\"",
+            ),
+        ] {
+            let out = pgswarm(&args, &one);
+            assert_exit(&out, 2);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(names),
+                "{args:?}"
+            );
+            assert!(out.stdout.is_empty());
+        }
+        // --dry-run --json shows the plan and sends nothing.
+        let out = pgswarm(
+            &["terminate", "--namespace", NS_A, "--dry-run", "--json"],
+            &one,
+        );
+        assert_exit(&out, 0);
+        let doc = json(&out);
+        assert_eq!(doc["executed"], false);
+        assert_eq!(doc["dry_run"], true);
+        assert_eq!(doc["planned"][0]["pid"], pid, "{doc:#}");
+        assert!(alive(&admin, pid).await, "nothing was sent");
         drop(s);
+    });
+}
+
+#[test]
+fn a_server_that_freezes_mid_signal_is_bounded_and_reported_failed() {
+    let srv = start_cluster(
+        &["platform"],
+        pgswarm::pg::cluster::ClusterOptions {
+            tcp: true,
+            ..Default::default()
+        },
+    );
+    let c = srv.conninfo("platform");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = connect_as(&c, "admin").await;
+        let s1 = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+        let s2 = connect_as(&c, &format!("pytest_gw1_{NS_A}")).await;
+        let (p1, p2) = (backend_pid(&s1).await, backend_pid(&s2).await);
+        // Everything after the first signal statement goes into a black hole.
+        let proxy = FreezingProxy::start(srv.port(), &["pg_terminate_backend"]);
+        let via = format!(
+            "platform=host=127.0.0.1 port={} user=postgres dbname=platform sslmode=disable \
+             options='-c statement_timeout=2s'",
+            proxy.port
+        );
+        let started = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            pgswarm(
+                &["terminate", "--namespace", NS_A, "--yes", "--json"],
+                &[via],
+            )
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert!(proxy.is_frozen(), "the proxy froze the signal statement");
+        assert_exit(&out, 4);
+        let doc = json(&out);
+        let failed = doc["failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 2, "{doc:#}");
+        assert!(
+            failed
+                .iter()
+                .any(|f| f["error"].as_str().unwrap().contains("client bound")),
+            "{doc:#}"
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|f| f["error"].as_str().unwrap().contains("not tried")),
+            "{doc:#}"
+        );
+        // Bounded: statement timeout (10 s by default for pgswarm's sessions) plus the margin, not
+        // forever.
+        assert!(took < Duration::from_secs(40), "{took:?}");
+        drop((p1, p2, admin));
     });
 }

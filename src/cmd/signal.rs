@@ -6,6 +6,7 @@
 
 use crate::cmd::cli::SignalArgs;
 use crate::cmd::{emit, CmdError, Exit};
+use crate::domain::naming::{Namespace, Worker, MAX_NAMESPACE_LEN};
 use crate::domain::signal::{
     build_signal_report, plan_signal, Action, Selector, SignalPlan, SignalReport, SignalStatus,
 };
@@ -37,6 +38,37 @@ pub fn run(
              --dry-run, then pass --yes (pgswarm {} ... --yes)",
             action.verb()
         )));
+    }
+    // Flags that only narrow a --namespace selection (or only name a --pid's server) must not be
+    // ignored silently: the session would be signalled anyway.
+    if args.pid.is_some() && (args.worker.is_some() || args.only_blocking) {
+        return Err(CmdError::Usage(
+            "--worker and --only-blocking narrow a --namespace selection; with --pid they would \
+             be ignored: drop them, or select by --namespace"
+                .into(),
+        ));
+    }
+    if args.namespace.is_some() && args.database.is_some() {
+        return Err(CmdError::Usage(
+            "--database names the server of a --pid; a --namespace selection spans every \
+             configured server: drop --database"
+                .into(),
+        ));
+    }
+    if let Some(ns) = &args.namespace {
+        if Namespace::parse(ns).is_none() {
+            return Err(CmdError::Usage(format!(
+                "invalid --namespace {ns:?}: a namespace is 1 to {MAX_NAMESPACE_LEN} lowercase \
+                 letters and digits (e.g. p4242t1795510800r0a1b2c3d)"
+            )));
+        }
+    }
+    if let Some(w) = &args.worker {
+        if Worker::parse(w).is_none() {
+            return Err(CmdError::Usage(format!(
+                "invalid --worker {w:?}: use gw0, gw1, ... or master"
+            )));
+        }
     }
     let selector = match (&args.pid, &args.namespace) {
         (Some(pid), _) => Selector::Pid {
@@ -76,7 +108,8 @@ async fn plan_confirm_send(
     } else {
         None
     };
-    let report = build_signal_report(&plan, outcomes.as_deref());
+    let mut report = build_signal_report(&plan, outcomes.as_deref());
+    report.dry_run = args.dry_run;
     if args.json {
         let mut text = serde_json::to_string_pretty(&report)
             .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;

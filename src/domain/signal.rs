@@ -103,6 +103,8 @@ pub struct Refused {
     pub pid: i32,
     pub backend_start: Option<DateTime<Utc>>,
     pub application_name: String,
+    pub namespace: Option<String>,
+    pub worker: Option<String>,
     pub reason: String,
 }
 
@@ -134,7 +136,7 @@ pub enum PlanError {
         "pid {pid} is on more than one configured server ({servers}); name one with --database"
     )]
     AmbiguousPid { pid: i32, servers: String },
-    #[error("no session with pid {pid} {where_}: it may have ended; run `pgswarm snapshot` to see the current pids")]
+    #[error("no client session with pid {pid} {where_}: it may have ended, or it is not a client backend or is pgswarm's own session (never signalled); `pgswarm snapshot` lists the sessions")]
     NoSuchPid { pid: i32, where_: String },
 }
 
@@ -198,6 +200,8 @@ pub fn plan_signal(
             pid: s.pid,
             backend_start: s.backend_start,
             application_name: s.application_name.clone(),
+            namespace: s.namespace.clone(),
+            worker: s.worker.clone(),
             reason: reason.to_string(),
         };
         let via = via(&s.server);
@@ -353,8 +357,14 @@ pub struct Entry {
 pub struct SignalReport {
     pub schema_version: u32,
     pub action: Action,
-    /// Whether the plan was carried out (false: not confirmed, or the picture was incomplete).
+    /// Whether the plan was carried out (false: not confirmed, `--dry-run`, or the picture was
+    /// incomplete).
     pub executed: bool,
+    /// `--dry-run`: the plan was only shown.
+    pub dry_run: bool,
+    /// Exactly whom the plan would signal (also when nothing was sent): scripts read the plan of
+    /// `--dry-run --json` here.
+    pub planned: Vec<Entry>,
     pub signalled: Vec<Entry>,
     pub gone: Vec<Entry>,
     pub skipped: Vec<Entry>,
@@ -412,6 +422,8 @@ pub fn build_signal_report(
         schema_version: SIGNAL_VERSION,
         action: plan.action,
         executed: outcomes.is_some(),
+        dry_run: false,
+        planned: plan.targets.iter().map(entry_of_target).collect(),
         signalled: Vec::new(),
         gone: Vec::new(),
         skipped: plan
@@ -423,8 +435,8 @@ pub fn build_signal_report(
                 pid: x.pid,
                 backend_start: x.backend_start,
                 application_name: x.application_name.clone(),
-                namespace: None,
-                worker: None,
+                namespace: x.namespace.clone(),
+                worker: x.worker.clone(),
                 exited: None,
                 reason: Some(x.reason.clone()),
                 sqlstate: None,

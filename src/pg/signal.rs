@@ -18,6 +18,9 @@ use tokio_postgres::Client;
 
 /// How long a terminate waits for the backend to exit (bounded by the session's statement timeout).
 pub const TERMINATE_WAIT: Duration = Duration::from_secs(5);
+/// Past the server's statement timeout, how long the client still waits for an answer before it
+/// gives up on that server (a frozen server or network must not hang pgswarm).
+pub const CLIENT_MARGIN: Duration = Duration::from_secs(3);
 
 const IDENTITY: &str = "FROM pg_stat_activity
      WHERE pid = $1 AND backend_start = $2 AND application_name = $3
@@ -81,19 +84,47 @@ async fn send_via(
             .statement_timeout
             .saturating_sub(Duration::from_secs(1)),
     );
-    let facts = client
-        .query_one(
+    let bound = settings.session.statement_timeout + CLIENT_MARGIN;
+    let facts = tokio::time::timeout(
+        bound,
+        client.query_one(
             "SELECT current_setting('server_version_num')::int, current_user::text",
             &[],
-        )
-        .await;
+        ),
+    )
+    .await;
     let (version, role) = match facts {
-        Ok(r) => (r.get::<_, i32>(0), r.get::<_, String>(1)),
-        Err(e) => return fail_all(describe_error(&e)),
+        Ok(Ok(r)) => (r.get::<_, i32>(0), r.get::<_, String>(1)),
+        Ok(Err(e)) => return fail_all(describe_error(&e)),
+        Err(_) => return fail_all(format!("{via}: no answer within {bound:?}")),
     };
     let mut out = Vec::new();
+    let mut stuck = false;
     for t in targets {
-        let outcome = signal_one(&client, t, action, version, wait, &role).await;
+        let outcome = if stuck {
+            Outcome::Failed {
+                sqlstate: None,
+                error: "not tried: this server did not answer an earlier signal".into(),
+                hint: None,
+            }
+        } else {
+            match tokio::time::timeout(bound, signal_one(&client, t, action, version, wait, &role))
+                .await
+            {
+                Ok(o) => o,
+                Err(_) => {
+                    stuck = true;
+                    Outcome::Failed {
+                        sqlstate: None,
+                        error: format!(
+                            "no answer within {bound:?} (client bound): whether the signal was \
+                             sent is unknown"
+                        ),
+                        hint: None,
+                    }
+                }
+            }
+        };
         out.push((t.clone(), outcome));
     }
     out
@@ -131,6 +162,11 @@ async fn signal_one(
     };
     let rows = match rows {
         Ok(r) => r,
+        // The statement timed out while the server waited for the exit: the signal was sent
+        // when the target is gone now.
+        Err(e) if e.code().map(|c| c.code()) == Some("57014") && !alive(client, t).await => {
+            return Outcome::Gone;
+        }
         Err(e) => return failed(&e, role),
     };
     let Some(row) = rows.first() else {
