@@ -388,3 +388,35 @@ fn follow_prints_each_episode_as_it_ends_for_an_agent_to_tail() {
         .iter()
         .any(|x| x.waiter_pid == pid && x.involves(NS_B)));
 }
+
+/// The black-box attack's first finding: the blocker commits a moment after the waiter's
+/// lock_timeout, before the next poll. The waiter gave up; it did not acquire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_just_before_the_blocker_commits_is_gave_up_not_acquired() {
+    let (_srv, c) = server();
+    let watch = Watch::start(&c, None);
+    let admin = connect_as(&c, "admin").await;
+    let holder = hold(&c).await;
+    let (pid, task) = wait_for_accounts(&c, &admin, "1500ms").await;
+    // Commit a moment after the waiter's statement failed: well inside one poll interval (and
+    // clear of the 2 ms within which the two cannot be ordered).
+    loop {
+        let r = admin
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if r.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let err = task.await.unwrap().expect_err("lock_timeout");
+    assert_eq!(err.code().map(|s| s.code()), Some("55P03"));
+    let e = watch.episode_of(pid).await;
+    assert_eq!(e.outcome, Outcome::GaveUp, "{e:#?}");
+}

@@ -6,10 +6,10 @@
 
 use crate::cmd::cli::IncidentsArgs;
 use crate::cmd::recording::read_snapshots;
-use crate::cmd::{emit, print_error, CmdError, Exit};
+use crate::cmd::{emit, emit_open, print_error, CmdError, Exit};
 use crate::domain::format::fmt_age;
 use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
-use crate::domain::text::sanitize_lines;
+use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::flightlog::{self, default_path};
@@ -80,8 +80,12 @@ fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
 }
 
 fn wanted(e: &Episode, args: &IncidentsArgs, now: DateTime<Utc>) -> bool {
+    // A --since reaching before the calendar's start means "everything".
     let recent = args.since.is_none_or(|since| {
-        chrono::Duration::from_std(since).is_ok_and(|d| e.sort_time() >= now - d)
+        chrono::Duration::from_std(since)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .is_none_or(|from| e.sort_time() >= from)
     });
     let run = args.namespace.as_deref().is_none_or(|ns| e.involves(ns));
     let worker = args.worker.as_deref().is_none_or(|w| {
@@ -131,7 +135,10 @@ fn render(episodes: &[&Episode], namespace: Option<&str>, source: &str) -> Strin
     sanitize_lines(&out).into_owned()
 }
 
+/// One episode. Every field from the database is sanitised on its own first (a newline in a relation
+/// name must not forge a line of the report).
 fn render_episode(out: &mut String, e: &Episode) {
+    let f = |s: &str| sanitize(s).into_owned();
     let when = e
         .ended_at
         .map(|t| format!("ended {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
@@ -147,8 +154,8 @@ fn render_episode(out: &mut String, e: &Episode) {
         e.outcome.words().to_uppercase(),
         fmt_age(e.duration_s),
         if e.started_exact { "" } else { " (at most)" },
-        e.waiter_database,
-        e.server,
+        f(&e.waiter_database),
+        f(&e.server),
         if e.cross_invocation {
             "  COLLISION between invocations"
         } else {
@@ -160,41 +167,41 @@ fn render_episode(out: &mut String, e: &Episode) {
         out,
         "  waiter  pid {}  {}  {}",
         e.waiter_pid,
-        who(
+        f(&who(
             e.waiter_namespace.as_deref(),
             e.waiter_worker.as_deref(),
             e.waiter_suffix.as_deref(),
             &e.waiter_application_name
-        ),
-        e.waiter_query.as_deref().unwrap_or("")
+        )),
+        f(e.waiter_query.as_deref().unwrap_or(""))
     );
     if let Some(w) = &e.wait {
-        let _ = writeln!(out, "  waited  {w}");
+        let _ = writeln!(out, "  waited  {}", f(w));
     }
     for b in &e.blockers {
         let state = match (&b.state, b.xact_age_s) {
-            (Some(st), Some(age)) => format!("{st}, transaction {}", fmt_age(age)),
-            (Some(st), None) => st.clone(),
+            (Some(st), Some(age)) => format!("{}, transaction {}", f(st), fmt_age(age)),
+            (Some(st), None) => f(st),
             (None, _) => "state not visible".into(),
         };
         let _ = writeln!(
             out,
             "  behind  pid {}  {}  ({state})  {}",
             b.pid,
-            who(
+            f(&who(
                 b.namespace.as_deref(),
                 b.worker.as_deref(),
                 b.suffix.as_deref(),
                 b.application_name.as_deref().unwrap_or("?")
-            ),
-            b.query.as_deref().unwrap_or("")
+            )),
+            f(b.query.as_deref().unwrap_or(""))
         );
     }
     if let Some(root) = e.root_pid.filter(|r| !e.blocker_pids.contains(r)) {
         let _ = writeln!(
             out,
             "  root    pid {root}  {}",
-            e.root_namespace.as_deref().unwrap_or("(unlabeled)")
+            f(e.root_namespace.as_deref().unwrap_or("(unlabeled)"))
         );
     }
 }
@@ -266,11 +273,15 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
                 if let Some(o) = line.as_object_mut() {
                     o.insert("schema_version".into(), EPISODES_VERSION.into());
                 }
-                emit(&format!("{line}\n"));
+                if !emit_open(&format!("{line}\n")) {
+                    return Ok(Exit::Ok);
+                }
             } else {
                 let mut out = String::new();
                 render_episode(&mut out, e);
-                emit(&sanitize_lines(&out));
+                if !emit_open(&sanitize_lines(&out)) {
+                    return Ok(Exit::Ok);
+                }
             }
         }
     }

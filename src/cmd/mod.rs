@@ -74,12 +74,21 @@ pub fn print_error(message: impl std::fmt::Display) {
 
 /// Writes to stdout; a closed pipe (`| head`) is success, not an error.
 pub fn emit(text: &str) {
+    let _ = emit_open(text);
+}
+
+/// [`emit`], saying whether stdout is still open: false once the reader has gone (a closed pipe),
+/// so that a command that prints until interrupted can stop.
+pub fn emit_open(text: &str) -> bool {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => print_error(format!("cannot write output: {e}")),
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            print_error(format!("cannot write output: {e}"));
+            false
+        }
     }
 }
 

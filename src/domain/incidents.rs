@@ -15,10 +15,9 @@
 //! | an observation gap happened since it was last seen waiting (its server unread, or snapshots too far apart) | `unknown` |
 //! | the waiter session is gone | `waiter_gone` |
 //! | the same statement now waits for another lock | `acquired` |
-//! | the waiter is `idle in transaction (aborted)` (its statement failed) | `gave_up` |
-//! | every last blocker still runs the same transaction (locks are held to its end) | `gave_up` |
 //! | every last blocker has disconnected | `blocker_gone` |
-//! | otherwise (a blocker's transaction ended) | `acquired` |
+//! | a last blocker still runs the same transaction (locks are held to its end) | `gave_up` |
+//! | every blocker's transaction ended | by the server's timestamps ([`judge_release`]): `acquired`, `gave_up` or `unknown` |
 //!
 //! An episode still open when the input ends is `ongoing`. Nothing is guessed across a gap.
 
@@ -196,6 +195,12 @@ impl Key {
     }
 }
 
+/// `database:1234`: a relation whose name could not be resolved.
+fn unresolved_relation(r: &str) -> bool {
+    r.rsplit_once(':')
+        .is_some_and(|(_, oid)| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The lock one statement waits for, as far as an observation shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Awaited {
@@ -227,14 +232,26 @@ impl Awaited {
                 _ => true,
             }
         }
+        // A relation seen only as `database:oid` (from a configuration that does not name its
+        // database) cannot be told from its resolved name: it agrees with anything.
+        let resolved = |r: &Option<String>| r.clone().filter(|r| !unresolved_relation(r));
         agree(&self.lock_type, &other.lock_type)
             && agree(&self.lock_mode, &other.lock_mode)
-            && agree(&self.relation, &other.relation)
+            && agree(&resolved(&self.relation), &resolved(&other.relation))
             && agree(&self.waitstart, &other.waitstart)
     }
 
-    /// Fills in what this observation did not show from `other`.
+    /// Fills in what this observation did not show from `other` (a resolved relation name
+    /// replaces an unresolved one).
     fn fill_from(&mut self, other: &Awaited) {
+        if self.relation.as_deref().is_some_and(unresolved_relation)
+            && other
+                .relation
+                .as_deref()
+                .is_some_and(|r| !unresolved_relation(r))
+        {
+            self.relation.clone_from(&other.relation);
+        }
         fn fill<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
             if a.is_none() {
                 a.clone_from(b);
@@ -283,6 +300,10 @@ impl EpisodeTracker {
 
     /// Takes the next snapshot; returns the episodes that ended in it (oldest first).
     pub fn observe(&mut self, snap: &Snapshot) -> Vec<Episode> {
+        if self.last_at == Some(snap.taken_at) {
+            // The same snapshot again (a recording appended twice): nothing new to count.
+            return Vec::new();
+        }
         let read = read_servers(snap);
         if self
             .last_at
@@ -647,12 +668,11 @@ fn judge_end(o: &Open, key: &Key, waiter: Option<&SessionReport>, view: &Snapsho
     if !w.blocked_by.is_empty() && w.query_start == key.query_start {
         return Outcome::Acquired;
     }
-    if w.state.as_deref() == Some("idle in transaction (aborted)") {
-        return Outcome::GaveUp;
-    }
-    // Each last blocker now: still in the same transaction, gone, or moved on.
+    // Each last blocker now: still in the same transaction, gone, or its transaction ended (and
+    // when, as far as this observation shows).
     let mut holding = 0;
     let mut gone = 0;
+    let mut released: Vec<Release> = Vec::new();
     for b in &o.last_blockers {
         let now = view
             .session(&key.server, b.pid)
@@ -663,17 +683,149 @@ fn judge_end(o: &Open, key: &Key, waiter: Option<&SessionReport>, view: &Snapsho
             // lock cannot be told.
             _ if !b.visible => return Outcome::Unknown,
             Some(x) if x.xact_start == b.xact_start => holding += 1,
-            _ => {}
+            Some(x) => released.push(Release::of(x)),
+            None => return Outcome::Unknown,
         }
     }
     let n = o.last_blockers.len();
-    if n > 0 && holding == n {
-        return Outcome::GaveUp;
-    }
     if n > 0 && gone == n {
         return Outcome::BlockerGone;
     }
-    Outcome::Acquired
+    if holding > 0 {
+        // A blocker still holds its lock: the waiter's statement ended without it.
+        return Outcome::GaveUp;
+    }
+    if gone > 0 || released.is_empty() {
+        // Some disconnected at a moment not seen.
+        return Outcome::Unknown;
+    }
+    judge_release(key, w, &released, o.episode.waiter_query.as_deref())
+}
+
+/// When a blocker's transaction ended (and its locks came free), as far as its session shows:
+/// between `from` and `to`, either bound unknown (`None`).
+#[derive(Debug, Clone, Copy)]
+struct Release {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+impl Release {
+    fn of(x: &SessionReport) -> Release {
+        let ended_by_last_statement = x.query.as_deref().is_some_and(|q| {
+            let q = q.trim_start().to_ascii_lowercase();
+            ["commit", "end", "rollback", "abort"]
+                .iter()
+                .any(|k| q.starts_with(k))
+        });
+        match x.xact_start {
+            // Idle, and its last statement ended the transaction: the locks came free while it
+            // ran.
+            None if ended_by_last_statement => Release {
+                from: x.query_start,
+                to: x.state_change,
+            },
+            // Idle after other statements: before the latest one started.
+            None => Release {
+                from: None,
+                to: x.query_start,
+            },
+            // In a newer transaction: before that one started.
+            Some(t) => Release {
+                from: None,
+                to: Some(t),
+            },
+        }
+    }
+}
+
+/// How soon after the locks came free an extended-protocol client's Execute follows the Parse that
+/// waited for them.
+const EXECUTE_AFTER_PARSE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(50);
+
+/// A failed statement must end this clearly after the locks came free to have had the lock: a
+/// timeout can fire at that very moment.
+const SAME_MOMENT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(2);
+
+/// Every blocker's transaction ended: did the waiter's statement get the lock, or end before it came
+/// free? Decided from the server's timestamps and the waiter's state, never guessed:
+///
+/// - the same statement still runs (not waiting), or it ended inside a transaction that is not
+///   aborted (it succeeded): it got the lock;
+/// - it ended before the blocker's `COMMIT`/`ROLLBACK` started: it gave up;
+/// - it ended after the locks came free (a failed statement: by more than [`SAME_MOMENT`]): it got
+///   the lock, and if it failed, failed afterwards;
+/// - it succeeded (autocommit) while the blocker's `COMMIT` ran (under a millisecond): it got the
+///   lock;
+/// - otherwise (a moment not shown, or too close to call): unknown.
+fn judge_release(
+    key: &Key,
+    w: &SessionReport,
+    released: &[Release],
+    waiting_query: Option<&str>,
+) -> Outcome {
+    let same_statement = w.query_start == key.query_start;
+    let aborted = w.state.as_deref() == Some("idle in transaction (aborted)");
+    if same_statement && w.state.as_deref() == Some("active") {
+        return Outcome::Acquired;
+    }
+    let same_transaction = w
+        .xact_start
+        .zip(key.query_start)
+        .is_some_and(|(x, q)| x <= q);
+    if !aborted && same_transaction {
+        return Outcome::Acquired;
+    }
+    // The locks came free when the last blocker's transaction ended.
+    let from = released.iter().filter_map(|r| r.from).max();
+    let to = released
+        .iter()
+        .map(|r| r.to)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    // The waiter's statement ended at its state change; in a later statement, only before that.
+    let (end, end_exact) = if same_statement {
+        (w.state_change, true)
+    } else {
+        (w.query_start, false)
+    };
+    let Some(end) = end else {
+        return Outcome::Unknown;
+    };
+    let all_from = released.iter().all(|r| r.from.is_some());
+    if from.is_some_and(|f| end < f) && all_from {
+        return Outcome::GaveUp;
+    }
+    if !end_exact {
+        // The same text started again as the locks came free: an extended-protocol client waited
+        // in Parse (which takes the table's lock) and then executed it.
+        let same_text = waiting_query.is_some_and(|q| {
+            w.query
+                .as_deref()
+                .map(|x| one_line(x, QUERY_CHARS))
+                .as_deref()
+                == Some(q)
+        });
+        let just_after = from
+            .zip(to)
+            .is_some_and(|(f, t)| end >= f && end <= t + EXECUTE_AFTER_PARSE);
+        if same_text && just_after && all_from && !aborted {
+            return Outcome::Acquired;
+        }
+        return Outcome::Unknown;
+    }
+    let margin = if aborted {
+        SAME_MOMENT
+    } else {
+        chrono::TimeDelta::zero()
+    };
+    if to.is_some_and(|t| end > t + margin) {
+        return Outcome::Acquired;
+    }
+    if !aborted && from.is_some_and(|f| end >= f) && released.iter().all(|r| r.from.is_some()) {
+        return Outcome::Acquired;
+    }
+    Outcome::Unknown
 }
 
 #[cfg(test)]

@@ -156,21 +156,68 @@ fn a_waiter_that_times_out_behind_a_holder_gave_up() {
         .is_some_and(|w| w.contains("public.accounts")));
 }
 
-#[test]
-fn a_statement_that_failed_inside_a_transaction_gave_up() {
+/// The end of a wait whose blocker committed, judged from the server's timestamps: the waiter's
+/// statement end (`state_change`) against the blocker's commit (its `state_change` once idle).
+fn ended_after_commit(
+    waiter_state: &str,
+    in_transaction: bool,
+    end_ms: i64,
+    commit_ms: i64,
+) -> Outcome {
     let w = waiter(20, NS_B, &[10], 0);
-    let mut h = holder(10, NS_A);
-    let snaps = [snap_at(1, vec![h.clone(), w.clone()], true), {
-        // The holder moved on too, but the waiter's own state says its statement failed.
-        h.xact_start = None;
-        h.state = Some("idle".into());
-        snap_at(
-            2,
-            vec![h, finished(w, 2, "idle in transaction (aborted)")],
-            true,
-        )
-    }];
-    assert_eq!(run(&snaps)[0].outcome, Outcome::GaveUp);
+    let h = holder(10, NS_A);
+    let mut committed = h.clone();
+    committed.xact_start = None;
+    committed.state = Some("idle".into());
+    // Its COMMIT ran for the millisecond before `commit_ms`.
+    committed.query = Some("COMMIT".into());
+    committed.query_start = Some(t(1) + chrono::Duration::milliseconds(commit_ms - 1));
+    committed.state_change = Some(t(1) + chrono::Duration::milliseconds(commit_ms));
+    let mut done = finished(w.clone(), 1, waiter_state);
+    done.state_change = Some(t(1) + chrono::Duration::milliseconds(end_ms));
+    if !in_transaction {
+        done.xact_start = None;
+    }
+    let snaps = [
+        snap_at(1, vec![h, w], true),
+        snap_at(3, vec![committed, done], true),
+    ];
+    run(&snaps)[0].outcome
+}
+
+#[test]
+fn a_wait_that_ended_before_its_blocker_committed_gave_up_whatever_came_after() {
+    // lock_timeout fired at +400 ms; the blocker committed at +410 ms: not acquired (the finding of
+    // the black-box attack: this used to be reported as acquired).
+    assert_eq!(ended_after_commit("idle", false, 400, 410), Outcome::GaveUp);
+    assert_eq!(
+        ended_after_commit("idle in transaction (aborted)", true, 400, 900),
+        Outcome::GaveUp
+    );
+}
+
+#[test]
+fn a_statement_that_failed_after_its_blocker_committed_acquired_the_lock_first() {
+    // Division by zero after the lock came free: the wait ended by acquiring.
+    assert_eq!(
+        ended_after_commit("idle in transaction (aborted)", true, 900, 400),
+        Outcome::Acquired
+    );
+    // Succeeded inside a transaction: it had the lock, whatever the clocks say.
+    assert_eq!(
+        ended_after_commit("idle in transaction", true, 300, 400),
+        Outcome::Acquired
+    );
+    // Autocommit, ended right as the blocker reported idle (the woken waiter may report first).
+    assert_eq!(
+        ended_after_commit("idle", false, 399, 400),
+        Outcome::Acquired
+    );
+    // A failed statement within the same moment as the commit: too close to call.
+    assert_eq!(
+        ended_after_commit("idle in transaction (aborted)", true, 399, 400),
+        Outcome::Unknown
+    );
 }
 
 #[test]
@@ -431,4 +478,41 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn an_extended_protocol_client_that_waited_in_parse_then_executed_acquired() {
+    // The lock is taken while the statement is parsed; after the commit the client's Execute
+    // starts a new `query_start` with the same text.
+    let case = |text: &str, next_start_ms: i64| {
+        let w = waiter(20, NS_B, &[10], 0);
+        let h = holder(10, NS_A);
+        let mut committed = h.clone();
+        committed.xact_start = None;
+        committed.state = Some("idle".into());
+        committed.query = Some("COMMIT".into());
+        committed.query_start = Some(t(1) + chrono::Duration::milliseconds(399));
+        committed.state_change = Some(t(1) + chrono::Duration::milliseconds(400));
+        let mut next = finished(w.clone(), 1, "idle");
+        next.xact_start = None;
+        next.query = Some(text.into());
+        next.query_start = Some(t(1) + chrono::Duration::milliseconds(next_start_ms));
+        next.state_change = Some(t(1) + chrono::Duration::milliseconds(next_start_ms + 1));
+        run(&[
+            snap_at(1, vec![h, w], true),
+            snap_at(3, vec![committed, next], true),
+        ])[0]
+            .outcome
+    };
+    assert_eq!(case("LOCK TABLE accounts", 401), Outcome::Acquired);
+    assert_eq!(
+        case("SELECT 2", 401),
+        Outcome::Unknown,
+        "another statement: not provable"
+    );
+    assert_eq!(
+        case("SELECT 2", 300),
+        Outcome::GaveUp,
+        "the next one began before the commit"
+    );
 }
