@@ -6,7 +6,7 @@
 
 use crate::cmd::cli::IncidentsArgs;
 use crate::cmd::recording::read_snapshots;
-use crate::cmd::{emit, emit_open, print_error, CmdError, Exit};
+use crate::cmd::{emit, emit_open, print_error, print_warning, CmdError, Exit};
 use crate::domain::format::fmt_age;
 use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
 use crate::domain::text::{sanitize, sanitize_lines};
@@ -70,7 +70,7 @@ fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
     let read = flightlog::read(&path)
         .map_err(|e| CmdError::Io(format!("cannot read {}: {e}", path.display())))?;
     if read.skipped > 0 {
-        print_error(format!(
+        print_warning(format!(
             "{}: skipped {} line(s) that are not episodes this version reads",
             path.display(),
             read.skipped

@@ -65,6 +65,14 @@ impl CmdError {
 
 /// Prints `pgswarm: error: MESSAGE` to stderr, sanitised: error messages quote values from the user
 /// and from the database, and neither may drive the terminal.
+/// A warning on stderr: something was skipped or degraded, the command still did its job.
+pub fn print_warning(message: impl std::fmt::Display) {
+    eprintln!(
+        "pgswarm: warning: {}",
+        crate::domain::text::sanitize_lines(&message.to_string())
+    );
+}
+
 pub fn print_error(message: impl std::fmt::Display) {
     eprintln!(
         "pgswarm: error: {}",

@@ -134,7 +134,8 @@ fn confirm_on_terminal(plan: &SignalPlan) -> bool {
         if n == 1 { "" } else { "s" }
     );
     let mut answer = String::new();
-    let ok = std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes";
+    let ok = std::io::stdin().read_line(&mut answer).is_ok()
+        && answer.trim_end_matches(['\n', '\r']) == "yes";
     if !ok {
         eprintln!("cancelled: nothing signalled");
     }

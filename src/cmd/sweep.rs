@@ -105,7 +105,8 @@ async fn plan_confirm_run(
 fn confirm_on_terminal(drops: usize) -> bool {
     eprint!("Drop {drops} schemas? Type 'yes' to proceed: ");
     let mut answer = String::new();
-    let ok = std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes";
+    let ok = std::io::stdin().read_line(&mut answer).is_ok()
+        && answer.trim_end_matches(['\n', '\r']) == "yes";
     if !ok {
         eprintln!("cancelled: nothing dropped");
     }

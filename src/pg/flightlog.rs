@@ -14,7 +14,7 @@
 use crate::domain::incidents::{Episode, EPISODES_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read as _, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -137,11 +137,33 @@ pub fn read(path: &Path) -> std::io::Result<Read> {
             Err(e) => return Err(e),
         }
         let file = std::fs::File::open(&p)?;
-        for line in std::io::BufReader::new(file).split(b'\n') {
-            let line = line?;
-            if line.len() > MAX_LINE {
+        let mut reader = std::io::BufReader::new(file);
+        loop {
+            // A line is read into memory only up to MAX_LINE: a huge line is skipped, not loaded.
+            let mut line = Vec::new();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
                 out.skipped += 1;
+                // Skip the rest of it without keeping it.
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    let m = (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut sink)?;
+                    if m == 0 || sink.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
                 continue;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
             }
             match serde_json::from_slice::<Line>(&line) {
                 Ok(l) if l.schema_version == EPISODES_VERSION => match by_id.get(&l.episode.id) {
@@ -209,6 +231,21 @@ mod tests {
         let r = read(&path).unwrap();
         assert_eq!(r.episodes.len(), 2, "duplicates by id dropped");
         assert_eq!(r.skipped, 2);
+    }
+
+    #[test]
+    fn a_huge_line_is_skipped_without_stopping_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let mut junk = vec![b'x'; 3 * MAX_LINE + 17];
+        junk.push(b'\n');
+        std::fs::write(&path, &junk).unwrap();
+        FlightLog::new(path.clone())
+            .append(&some_episodes()[..1])
+            .unwrap();
+        let r = read(&path).unwrap();
+        assert_eq!(r.skipped, 1);
+        assert_eq!(r.episodes.len(), 1, "the line after it is read");
     }
 
     #[test]
