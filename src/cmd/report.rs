@@ -26,6 +26,7 @@ fn render_unchecked(snap: &Snapshot) -> String {
     let mut out = String::new();
     render_title(&mut out, snap);
     render_databases(&mut out, snap);
+    render_servers(&mut out, snap);
     render_trees(&mut out, snap);
     render_invocations(&mut out, snap);
     render_schemas(&mut out, snap);
@@ -70,6 +71,17 @@ fn render_title(out: &mut String, snap: &Snapshot) {
         snap.sessions.len(),
         snap.blocked_sessions()
     );
+}
+
+/// One health line per server.
+fn render_servers(out: &mut String, snap: &Snapshot) {
+    if snap.servers.is_empty() {
+        return;
+    }
+    out.push_str("\nSERVERS\n");
+    for s in &snap.servers {
+        let _ = writeln!(out, "  {}", t(&crate::domain::format::server_health(s)));
+    }
 }
 
 fn render_databases(out: &mut String, snap: &Snapshot) {

@@ -36,6 +36,12 @@ fn server(i: usize) -> ObservedServer {
         label: format!("db{i}.internal:5432"),
         now: fixture_now(),
         activity_error: None,
+        health: crate::domain::snapshot::ObservedHealth {
+            max_connections: Some(100),
+            lock_table_capacity: Some(6400),
+            lock_table_used: Some(230),
+            lock_table_read_at: Some(fixture_now()),
+        },
     }
 }
 

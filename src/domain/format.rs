@@ -81,6 +81,40 @@ pub fn fmt_ms(d: std::time::Duration) -> String {
     format!("{}ms", (d.as_micros() + 500) / 1000)
 }
 
+/// One server's health in words, as the report and the dashboard say it:
+/// `db1:5432 · 105/200 connections · oldest transaction 3m12s (p4100…/gw0, pid 123) · 2 idle in
+/// transaction · lock table 2513/6400 (39%)`.
+pub fn server_health(s: &crate::domain::snapshot::ServerReport) -> String {
+    let mut parts = vec![s.server.clone()];
+    parts.push(match s.max_connections {
+        Some(m) => format!("{}/{m} connections", s.connections),
+        None => format!("{} connections", s.connections),
+    });
+    if let (Some(age), Some(pid)) = (s.oldest_xact_age_s, s.oldest_xact_pid) {
+        parts.push(format!(
+            "oldest transaction {} ({}, pid {pid})",
+            fmt_age(age),
+            s.oldest_xact_owner.as_deref().unwrap_or("?")
+        ));
+    }
+    if s.idle_in_transaction > 0 {
+        parts.push(format!("{} idle in transaction", s.idle_in_transaction));
+    }
+    match (s.lock_table_used, s.lock_table_capacity, s.lock_table_fill) {
+        (Some(u), Some(c), Some(f)) => parts.push(format!(
+            "lock table {u}/{c} ({:.0}%){}",
+            f * 100.0,
+            if s.lock_table_warning {
+                " NEARLY FULL"
+            } else {
+                ""
+            }
+        )),
+        _ => parts.push("lock table not read yet".into()),
+    }
+    parts.join(" · ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

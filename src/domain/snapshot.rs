@@ -84,6 +84,18 @@ pub struct DatabaseInfo {
     pub schema_error: Option<String>,
 }
 
+/// What a server's settings and lock table say about its health (read by the probe).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ObservedHealth {
+    pub max_connections: Option<i32>,
+    /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`.
+    pub lock_table_capacity: Option<i64>,
+    /// Rows in `pg_locks` when last read, and when: it is read only on polls that read `pg_locks`
+    /// anyway (and on a session's first poll, so every one-shot snapshot has it).
+    pub lock_table_used: Option<i64>,
+    pub lock_table_read_at: Option<DateTime<Utc>>,
+}
+
 /// A server (cluster) reached through at least one configured database.
 #[derive(Debug, Clone)]
 pub struct ObservedServer {
@@ -94,6 +106,7 @@ pub struct ObservedServer {
     pub now: DateTime<Utc>,
     /// The activity scan failed: this server's sessions are unknown.
     pub activity_error: Option<String>,
+    pub health: ObservedHealth,
 }
 
 /// The lock a blocked session is waiting for (its one `pg_locks` row with `granted = false`).
@@ -174,12 +187,41 @@ pub struct Snapshot {
     pub blocking: Vec<BlockingEdge>,
     pub lock_trees: Vec<LockTree>,
     pub schemas: Vec<SchemaReport>,
+    /// One health line per server: connections, the oldest transaction, idle-in-transaction
+    /// sessions, and how full the lock table is.
+    #[serde(default)]
+    pub servers: Vec<ServerReport>,
     /// What limits the picture, in words.
     pub warnings: Vec<String>,
     /// The stable code of each warning, in the same order: what scripts (and pgswarm itself)
     /// decide on, never the words.
     #[serde(default)]
     pub warning_codes: Vec<WarningCode>,
+}
+
+/// A lock table this full gets a warning: at 100% the next lock fails with `out of shared memory`
+/// (53200).
+pub const LOCK_TABLE_WARN: f64 = 0.8;
+
+/// One server's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerReport {
+    pub server: String,
+    /// Client sessions seen (pgswarm's own left out).
+    pub connections: usize,
+    pub max_connections: Option<i32>,
+    pub oldest_xact_age_s: Option<f64>,
+    pub oldest_xact_pid: Option<i32>,
+    /// The run (namespace) of the oldest transaction, or its application name.
+    pub oldest_xact_owner: Option<String>,
+    pub idle_in_transaction: usize,
+    pub lock_table_used: Option<i64>,
+    pub lock_table_capacity: Option<i64>,
+    /// `used / capacity`, 0 to 1 (can pass 1: the table has some slack).
+    pub lock_table_fill: Option<f64>,
+    pub lock_table_read_at: Option<DateTime<Utc>>,
+    /// At least [`LOCK_TABLE_WARN`] full.
+    pub lock_table_warning: bool,
 }
 
 /// What a warning is about.
@@ -196,6 +238,8 @@ pub enum WarningCode {
     DetectionIncomplete,
     /// Sessions carry the prefix but cannot be attributed to a namespace.
     Unattributed,
+    /// A server's lock table is at least 80% full: the next locks fail with 53200 at 100%.
+    LockTableFull,
 }
 
 /// How a configured database was read in this snapshot.

@@ -21,8 +21,8 @@
 
 use crate::domain::incremental::{ActivityCache, ActivityRead, LockCache};
 use crate::domain::snapshot::{
-    AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedSchema, ObservedServer,
-    ObservedSession, ServerId,
+    AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedHealth, ObservedSchema,
+    ObservedServer, ObservedSession, ServerId,
 };
 use crate::pg::connect::{connect, describe_error, SessionSettings, APPLICATION_NAME};
 use crate::pg::conninfo::{Environment, Target};
@@ -65,6 +65,10 @@ pub struct DbSession {
     /// would be parsed and planned again on every poll.
     schemas_stmt: tokio::sync::OnceCell<Statement>,
     relations_stmt: tokio::sync::OnceCell<Statement>,
+    lock_count_stmt: tokio::sync::OnceCell<Statement>,
+    pub max_connections: i32,
+    /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`.
+    pub lock_capacity: i64,
     /// What incremental polling remembers between polls of this session (see `domain::incremental`).
     cache: Mutex<ProbeCache>,
 }
@@ -74,6 +78,8 @@ struct ProbeCache {
     activity: ActivityCache,
     locks: LockCache,
     counters: ProbeCounters,
+    /// Rows in `pg_locks` when last counted, and when.
+    lock_table: Option<(i64, DateTime<Utc>)>,
 }
 
 /// What a session's polls asked the server for so far (for tests and benchmarks).
@@ -89,6 +95,32 @@ pub struct ProbeCounters {
 impl DbSession {
     pub fn counters(&self) -> ProbeCounters {
         lock(&self.cache).counters
+    }
+
+    /// The server's health as far as this session knows it (the lock table as last read).
+    pub fn health(&self) -> ObservedHealth {
+        let (used, at) = lock(&self.cache).lock_table.unzip();
+        ObservedHealth {
+            max_connections: Some(self.max_connections),
+            lock_table_capacity: Some(self.lock_capacity),
+            lock_table_used: used,
+            lock_table_read_at: at,
+        }
+    }
+
+    /// Counts `pg_locks` (only on polls that read it anyway, and on the session's first poll).
+    async fn read_lock_table(&self, limit: Duration) {
+        const SQL: &str = "SELECT count(*) FROM pg_locks";
+        let Ok(stmt) = self
+            .lock_count_stmt
+            .get_or_try_init(|| bounded(limit, self.client.prepare(SQL)))
+            .await
+        else {
+            return;
+        };
+        if let Ok(row) = bounded(limit, self.client.query_one(stmt, &[])).await {
+            lock(&self.cache).lock_table = Some((row.get::<_, i64>(0), Utc::now()));
+        }
     }
 }
 
@@ -129,7 +161,11 @@ pub async fn open_session(
         client.query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
                     current_database()::text, \
-                    pg_postmaster_start_time()::text || ' port ' || current_setting('port')",
+                    pg_postmaster_start_time()::text || ' port ' || current_setting('port'), \
+                    current_setting('max_connections')::int4, \
+                    current_setting('max_locks_per_transaction')::int8 \
+                      * (current_setting('max_connections')::int8 \
+                         + current_setting('max_prepared_transactions')::int8)",
             &[],
         ),
     )
@@ -158,6 +194,9 @@ pub async fn open_session(
         locks_stmt: tokio::sync::OnceCell::new(),
         schemas_stmt: tokio::sync::OnceCell::new(),
         relations_stmt: tokio::sync::OnceCell::new(),
+        lock_count_stmt: tokio::sync::OnceCell::new(),
+        max_connections: row.get(4),
+        lock_capacity: row.get(5),
         cache: Mutex::new(ProbeCache::default()),
         version: row.get(0),
         version_num,
@@ -661,12 +700,20 @@ async fn read_server(
         let Ok(via) = &sessions[i] else { continue };
         match read_activity(via, id, limit).await {
             Ok(mut act) => {
+                let reads_before = via.counters().lock_reads;
                 attach_locks(&mut act, via, members, sessions, limit).await;
+                // The lock table's fill: counted when this poll read pg_locks anyway, and on the
+                // session's first poll (so a one-shot snapshot always has it).
+                let never = lock(&via.cache).lock_table.is_none();
+                if never || via.counters().lock_reads > reads_before {
+                    via.read_lock_table(limit).await;
+                }
                 let server = ObservedServer {
                     key,
                     label,
                     now: act.now,
                     activity_error: None,
+                    health: via.health(),
                 };
                 return (server, act.sessions);
             }
@@ -678,6 +725,7 @@ async fn read_server(
         label,
         now: taken_at,
         activity_error: Some(last_err),
+        health: Default::default(),
     };
     (server, Vec::new())
 }

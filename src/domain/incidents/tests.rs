@@ -106,6 +106,7 @@ fn snap_at(secs: i64, sessions: Vec<ObservedSession>, reachable: bool) -> Snapsh
                 label: "db0:5432".into(),
                 now: t(secs),
                 activity_error: None,
+                health: Default::default(),
             }]
         } else {
             vec![]

@@ -8,11 +8,13 @@
 use super::{
     describe_wait, seconds_between, BlockingEdge, Convention, DatabaseReport, InvocationReport,
     LabelKind, LockTree, Observation, ObservedDatabase, ObservedSchema, ObservedServer,
-    ObservedSession, ReadStatus, SchemaReport, SchemaStatus, ServerId, SessionReport, Snapshot,
-    TreeRowReport, WaitSource, WarningCode, INSUFFICIENT_PRIVILEGE, SCHEMA_VERSION,
+    ObservedSession, ReadStatus, SchemaReport, SchemaStatus, ServerId, ServerReport, SessionReport,
+    Snapshot, TreeRowReport, WaitSource, WarningCode, INSUFFICIENT_PRIVILEGE, LOCK_TABLE_WARN,
+    SCHEMA_VERSION,
 };
 use crate::domain::lockgraph::LockGraph;
 use crate::domain::naming::{parse_label, parse_schema_name, LabelParse, SchemaName};
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
 
 type Key = (ServerId, i32);
@@ -41,6 +43,20 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
     let schemas = schema_reports(schemas, conv, &live, complete);
     let invocations = tally_invocations(&sessions, &blocking, &schemas);
     let databases = database_reports(databases, &servers, &sessions);
+    let servers = server_reports(&servers, &sessions, taken_at);
+    for s in servers.iter().filter(|s| s.lock_table_warning) {
+        warnings.push((
+            WarningCode::LockTableFull,
+            format!(
+                "the lock table of {} is {:.0}% full ({} of {} locks): at 100% new locks fail \
+                 with out of shared memory (53200)",
+                s.server,
+                s.lock_table_fill.unwrap_or_default() * 100.0,
+                s.lock_table_used.unwrap_or_default(),
+                s.lock_table_capacity.unwrap_or_default()
+            ),
+        ));
+    }
 
     Snapshot {
         schema_version: SCHEMA_VERSION,
@@ -54,6 +70,7 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         blocking,
         lock_trees,
         schemas,
+        servers,
         warning_codes: warnings.iter().map(|(c, _)| *c).collect(),
         warnings: warnings.into_iter().map(|(_, w)| w).collect(),
     }
@@ -730,4 +747,60 @@ fn sort_workers(mut workers: Vec<&str>) -> Vec<String> {
         (None, None) => a.1.cmp(b.1),
     });
     v.into_iter().map(|(_, w)| w.to_owned()).collect()
+}
+
+/// One health line per server whose activity was read: connections, the oldest transaction and
+/// whose it is, idle-in-transaction sessions, and the lock table's fill.
+fn server_reports(
+    servers: &[ObservedServer],
+    sessions: &[SessionReport],
+    taken_at: DateTime<Utc>,
+) -> Vec<ServerReport> {
+    servers
+        .iter()
+        .filter(|s| s.activity_error.is_none())
+        .map(|sv| {
+            let mine: Vec<&SessionReport> = sessions
+                .iter()
+                .filter(|s| s.server == sv.label)
+                .filter(|s| s.backend_type.as_deref() == Some("client backend"))
+                .collect();
+            let oldest = mine
+                .iter()
+                .filter_map(|s| s.xact_start.map(|t| (t, *s)))
+                .min_by_key(|(t, _)| *t);
+            let h = sv.health;
+            let fill = h
+                .lock_table_used
+                .zip(h.lock_table_capacity)
+                .filter(|(_, c)| *c > 0)
+                .map(|(u, c)| u as f64 / c as f64);
+            ServerReport {
+                server: sv.label.clone(),
+                connections: mine.len(),
+                max_connections: h.max_connections,
+                oldest_xact_age_s: oldest.map(|(t, _)| {
+                    ((sv.now.max(taken_at) - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+                }),
+                oldest_xact_pid: oldest.map(|(_, s)| s.pid),
+                oldest_xact_owner: oldest.map(|(_, s)| match (&s.namespace, &s.worker) {
+                    (Some(ns), Some(w)) => format!("{ns}/{w}"),
+                    _ => s.application_name.clone(),
+                }),
+                idle_in_transaction: mine
+                    .iter()
+                    .filter(|s| {
+                        s.state
+                            .as_deref()
+                            .is_some_and(|st| st.starts_with("idle in transaction"))
+                    })
+                    .count(),
+                lock_table_used: h.lock_table_used,
+                lock_table_capacity: h.lock_table_capacity,
+                lock_table_fill: fill,
+                lock_table_read_at: h.lock_table_read_at,
+                lock_table_warning: fill.is_some_and(|f| f >= LOCK_TABLE_WARN),
+            }
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! The strips around the panes: the header (state, counts, one cell per configured database), the
 //! notices under it (unreachable databases, missing privileges) and the footer of key hints.
 
-use super::cells::short_namespace;
+use super::cells::{fit, short_namespace};
 use crate::domain::format::{fmt_age, fmt_ms};
 use crate::domain::snapshot::{DatabaseReport, Snapshot, WarningCode};
 use crate::tui::app::App;
@@ -20,6 +20,9 @@ pub(super) fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'st
         status = status_spans(app, theme, true);
     }
     let mut lines = vec![Line::from(status)];
+    if let Some(s) = &app.model.snapshot {
+        lines.extend(health_lines(s, theme, width));
+    }
     let cells: Vec<Vec<Span<'static>>> = app
         .databases
         .iter()
@@ -361,4 +364,46 @@ fn idle_in_transaction_line(s: &Snapshot, theme: &Theme) -> Option<Line<'static>
         ),
         theme.idle_in_transaction(),
     ))
+}
+
+/// One health line per server (at most [`MAX_DATABASE_LINES`]), most important first (the lock
+/// table's fill), cut with an ellipsis at the width; red when the lock table is nearly full.
+fn health_lines(s: &Snapshot, theme: &Theme, width: u16) -> Vec<Line<'static>> {
+    s.servers
+        .iter()
+        .take(MAX_DATABASE_LINES)
+        .map(|sv| {
+            let mut parts = vec![sv.server.clone()];
+            parts.push(match sv.lock_table_fill {
+                Some(f) if sv.lock_table_warning => format!("LOCK TABLE {:.0}% FULL", f * 100.0),
+                Some(f) => format!("locks {:.0}%", f * 100.0),
+                None => "locks ?".into(),
+            });
+            parts.push(match sv.max_connections {
+                Some(m) => format!("conn {}/{m}", sv.connections),
+                None => format!("conn {}", sv.connections),
+            });
+            if sv.idle_in_transaction > 0 {
+                parts.push(format!("{} idle in tx", sv.idle_in_transaction));
+            }
+            if let (Some(age), Some(pid)) = (sv.oldest_xact_age_s, sv.oldest_xact_pid) {
+                let owner = sv
+                    .oldest_xact_owner
+                    .as_deref()
+                    .map(|o| match o.split_once('/') {
+                        Some((ns, w)) => format!("{}/{w}", short_namespace(ns)),
+                        None => o.to_string(),
+                    })
+                    .unwrap_or_default();
+                parts.push(format!("oldest tx {} {owner} ({pid})", fmt_age(age)));
+            }
+            let style = if sv.lock_table_warning {
+                theme.bad()
+            } else {
+                theme.dim()
+            };
+            let text = fit(&parts.join(" · "), width.saturating_sub(1) as usize);
+            Line::styled(format!(" {text}"), style)
+        })
+        .collect()
 }
