@@ -216,21 +216,23 @@ pub struct SignalArgs {
         long,
         value_name = "PID",
         required_unless_present = "namespace",
-        conflicts_with = "namespace"
+        // Declared as conflicts, not as `requires` on the narrowing flags: clap does not enforce
+        // those here, and an ignored --worker would signal a session it was meant to exclude.
+        conflicts_with_all = ["namespace", "worker", "only_blocking"]
     )]
     pub pid: Option<i32>,
     /// With --pid: the configured database whose server the pid is on (when several servers are
     /// configured)
-    #[arg(long, value_name = "NAME", requires = "pid")]
+    #[arg(long, value_name = "NAME", conflicts_with = "namespace")]
     pub database: Option<String>,
     /// Every session of this run (its namespace token), on every configured server
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
     /// With --namespace: only this worker's sessions (gw0, master, ...)
-    #[arg(long, value_name = "WORKER", requires = "namespace")]
+    #[arg(long, value_name = "WORKER")]
     pub worker: Option<String>,
     /// With --namespace: only the sessions that block someone
-    #[arg(long, requires = "namespace")]
+    #[arg(long)]
     pub only_blocking: bool,
     /// Plan only: show whom it would signal
     #[arg(long)]

@@ -39,22 +39,6 @@ pub fn run(
             action.verb()
         )));
     }
-    // Flags that only narrow a --namespace selection (or only name a --pid's server) must not be
-    // ignored silently: the session would be signalled anyway.
-    if args.pid.is_some() && (args.worker.is_some() || args.only_blocking) {
-        return Err(CmdError::Usage(
-            "--worker and --only-blocking narrow a --namespace selection; with --pid they would \
-             be ignored: drop them, or select by --namespace"
-                .into(),
-        ));
-    }
-    if args.namespace.is_some() && args.database.is_some() {
-        return Err(CmdError::Usage(
-            "--database names the server of a --pid; a --namespace selection spans every \
-             configured server: drop --database"
-                .into(),
-        ));
-    }
     if let Some(ns) = &args.namespace {
         if Namespace::parse(ns).is_none() {
             return Err(CmdError::Usage(format!(
@@ -130,7 +114,7 @@ fn confirm_on_terminal(plan: &SignalPlan) -> bool {
     let n = plan.targets.len();
     eprint!(
         "{} {n} session{}? Type 'yes' to proceed: ",
-        capitalised(plan.action.verb()),
+        plan.action.title(),
         if n == 1 { "" } else { "s" }
     );
     let mut answer = String::new();
@@ -140,13 +124,6 @@ fn confirm_on_terminal(plan: &SignalPlan) -> bool {
         eprintln!("cancelled: nothing signalled");
     }
     ok
-}
-
-fn capitalised(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
 }
 
 /// The plan: whom, with what each blocks, and whom the selection matched but may not touch.
@@ -271,38 +248,8 @@ pub fn render_report(r: &SignalReport, plan: &SignalPlan, dry_run: bool) -> Stri
         r.skipped.len(),
         r.failed.len()
     );
-    for e in &r.signalled {
-        let note = match e.exited {
-            Some(true) => "exited",
-            Some(false) => "signalled, still running after the wait",
-            None => "signalled",
-        };
+    for (e, note, _) in r.notes() {
         let _ = writeln!(out, "  {:>7}  {}  {note}", e.pid, e.server);
-    }
-    for e in &r.gone {
-        let _ = writeln!(out, "  {:>7}  {}  already gone", e.pid, e.server);
-    }
-    for e in &r.skipped {
-        let _ = writeln!(
-            out,
-            "  {:>7}  {}  skipped: {}",
-            e.pid,
-            e.server,
-            e.reason.as_deref().unwrap_or("")
-        );
-    }
-    for e in &r.failed {
-        let _ = writeln!(
-            out,
-            "  {:>7}  {}  FAILED: {}{}",
-            e.pid,
-            e.server,
-            e.error.as_deref().unwrap_or(""),
-            e.hint
-                .as_deref()
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default()
-        );
     }
     sanitize_lines(&out).into_owned()
 }

@@ -304,6 +304,11 @@ impl EpisodeTracker {
             // The same snapshot again (a recording appended twice): nothing new to count.
             return Vec::new();
         }
+        if self.open.is_empty() && snap.sessions.iter().all(|s| s.blocked_by.is_empty()) {
+            // Nothing waits and nothing was waiting (most polls): one scan, no index built.
+            self.last_at = Some(self.last_at.map_or(snap.taken_at, |t| t.max(snap.taken_at)));
+            return Vec::new();
+        }
         let read = read_servers(snap);
         if self
             .last_at

@@ -40,6 +40,14 @@ impl Action {
         }
     }
 
+    /// `Cancel`, `Terminate`: a title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Action::Cancel => "Cancel",
+            Action::Terminate => "Terminate",
+        }
+    }
+
     /// `cancelled`, `terminated`.
     pub fn past(self) -> &'static str {
         match self {
@@ -385,6 +393,39 @@ pub enum SignalStatus {
 }
 
 impl SignalReport {
+    /// Each entry with what became of it in words (`exited`, `already gone`, `skipped: …`,
+    /// `FAILED …`), and whether it failed: the CLI and the dashboard say it alike.
+    pub fn notes(&self) -> Vec<(&Entry, String, bool)> {
+        let mut out = Vec::new();
+        for e in &self.signalled {
+            let note = match e.exited {
+                Some(true) => "exited",
+                Some(false) => "signalled, still running after the wait",
+                None => "signalled",
+            };
+            out.push((e, note.to_string(), false));
+        }
+        out.extend(
+            self.gone
+                .iter()
+                .map(|e| (e, "already gone".to_string(), false)),
+        );
+        for e in &self.skipped {
+            let note = format!("skipped: {}", e.reason.as_deref().unwrap_or(""));
+            out.push((e, note, false));
+        }
+        for e in &self.failed {
+            let hint = e
+                .hint
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            let note = format!("FAILED: {}{hint}", e.error.as_deref().unwrap_or(""));
+            out.push((e, note, true));
+        }
+        out
+    }
+
     pub fn status(&self) -> SignalStatus {
         if !self.unread.is_empty() {
             SignalStatus::Incomplete

@@ -75,11 +75,13 @@ pub struct Settings {
 impl Settings {
     /// `read-only mode (from --read-only)`, for refusals.
     pub fn read_only_reason(&self) -> String {
-        format!(
-            "read-only mode (from {})",
-            self.read_only_source.as_deref().unwrap_or("--read-only")
-        )
+        read_only_reason(self.read_only_source.as_deref())
     }
+}
+
+/// `read-only mode (from read_only = true in pgswarm.toml)`: what disabled an action, in words.
+pub fn read_only_reason(source: Option<&str>) -> String {
+    format!("read-only mode (from {})", source.unwrap_or("--read-only"))
 }
 
 /// Parses a duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.

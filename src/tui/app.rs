@@ -676,10 +676,7 @@ impl App {
 
     /// `read-only mode (from --read-only)`, for what it disables.
     pub fn read_only_reason(&self) -> String {
-        format!(
-            "read-only mode (from {})",
-            self.read_only_source.as_deref().unwrap_or("--read-only")
-        )
+        crate::pg::config::read_only_reason(self.read_only_source.as_deref())
     }
 
     /// The moment the picture on screen stands for: the replay clock, the paused snapshot's time,

@@ -67,9 +67,9 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         ),
         Overlay::Signal(view) => {
             let title = match view {
-                SignalView::Plan(p) | SignalView::Running(p) => capital(p.action.verb()),
-                SignalView::Finished(r) => capital(r.action.verb()),
-                SignalView::Disabled | SignalView::Nothing(_) => "Cancel / terminate".into(),
+                SignalView::Plan(p) | SignalView::Running(p) => p.action.title(),
+                SignalView::Finished(r) => r.action.title(),
+                SignalView::Disabled | SignalView::Nothing(_) => "Cancel / terminate",
             };
             let pinned = match view {
                 SignalView::Plan(_) => 2,
@@ -77,7 +77,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
                 _ => 0,
             };
             let lines = signal::signal_lines(app, theme, view);
-            popup::draw_popup(frame, app, theme, &title, lines, pinned)
+            popup::draw_popup(frame, app, theme, title, lines, pinned)
         }
         Overlay::Sweep(view) => {
             let pinned = match view {
@@ -266,11 +266,4 @@ fn empty(frame: &mut Frame, block: Block<'static>, theme: &Theme, text: &str, ar
         Paragraph::new(Span::styled(text.to_string(), theme.dim())).block(block),
         area,
     );
-}
-
-fn capital(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
 }

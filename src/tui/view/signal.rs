@@ -1,7 +1,7 @@
 //! The cancel / terminate overlay: exactly whom the plan signals (server, database, pid, label,
 //! state, whom each blocks), whom it will not touch and why, then what happened to each.
 
-use crate::domain::signal::{Entry, Selector, SignalPlan, SignalReport};
+use crate::domain::signal::{Selector, SignalPlan, SignalReport};
 use crate::tui::app::{App, SignalView};
 use crate::tui::theme::Theme;
 use ratatui::text::{Line, Span};
@@ -160,43 +160,16 @@ fn finished_lines(theme: &Theme, r: &SignalReport) -> Vec<Line<'static>> {
             theme.bad()
         },
     )];
-    let line = |e: &Entry, what: String| {
-        Line::raw(format!(
-            " {:>7} {} {:?}: {what}",
+    for (e, note, failed) in r.notes() {
+        let text = format!(
+            " {:>7} {} {:?}: {note}",
             e.pid, e.server, e.application_name
-        ))
-    };
-    for e in &r.signalled {
-        let what = match e.exited {
-            Some(true) => "exited".to_string(),
-            Some(false) => "signalled; still running after the wait".to_string(),
-            None => "signalled".to_string(),
-        };
-        out.push(line(e, what));
-    }
-    for e in &r.gone {
-        out.push(line(e, "already gone".into()));
-    }
-    for e in &r.skipped {
-        out.push(line(
-            e,
-            format!("skipped: {}", e.reason.as_deref().unwrap_or("")),
-        ));
-    }
-    for e in &r.failed {
-        out.push(Line::styled(
-            format!(
-                " {:>7} {}: FAILED {}{}",
-                e.pid,
-                e.server,
-                e.error.as_deref().unwrap_or(""),
-                e.hint
-                    .as_deref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default()
-            ),
-            theme.bad(),
-        ));
+        );
+        out.push(if failed {
+            Line::styled(text, theme.bad())
+        } else {
+            Line::raw(text)
+        });
     }
     out.push(Line::raw(""));
     out.push(Line::styled(" any key closes", theme.dim()));
