@@ -1,30 +1,30 @@
-//! Probe cost per refresh, measured on the server (pg_stat_statements, one role per contender) in one
+//! Server cost per call, measured on the server (pg_stat_statements, one role per contender) in one
 //! run, side by side:
 //!
 //! (a) the floor: `count(*)` over pg_stat_activity (any tool reading it pays this);
 //! (b) the seed write-up's diagnose query (pg_blocking_pids for every backend, two activity scans);
 //! (c) the classic pg_locks self-join blocking query (the approach of pg_activity and the wiki);
-//! (d) pgswarm's activity probe: incremental (what every dashboard/record poll after the first sends,
-//!     bound 3 s back as at a 1 s refresh), and full (the first poll, and `pgswarm snapshot`);
-//!     and pgswarm's whole refresh of the database over persistent sessions, as the dashboard and
-//!     `record` do it (activity, awaited locks, relation names, schema listing; full reads and
-//!     `pg_locks` re-reads on their schedule included).
+//! (d) pgswarm's whole refresh over persistent sessions, as the dashboard and `record` do it
+//!     (incremental activity read, awaited locks, relation names, schema listing, lock-table count;
+//!     full reads and `pg_locks` re-reads on their schedule included);
+//! (e) pgswarm's one-shot `snapshot`: connect, the whole poll, close (estimated sizes);
+//! (f) `pgswarm snapshot --summary`.
 //!
-//! Load per scale: see `common/load.rs`. Each figure: median (min–max) over ROUNDS rounds of CALLS
-//! calls, in ms per refresh; contenders interleave within a round.
+//! Load per scale: see `common/load.rs`; "NtM" scales add M test tables. Each figure: median (min–max)
+//! over ROUNDS rounds of CALLS calls, in ms per call; contenders interleave within a round. Ratios
+//! are taken per round (both sides from the same round) and reported as median (min–max).
 //!
-//! Run: `cargo bench --bench probe_cost` (scales from PGSWARM_BENCH_SCALES, default "100,1000,3000").
+//! Run: `cargo bench --bench probe_cost` (scales from PGSWARM_BENCH_SCALES, default
+//! "1000,3000,1000t5000").
 
 #[path = "common/load.rs"]
 mod load;
 
-use chrono::Utc;
 use load::{client, Load, SEED};
 use pgswarm::pg::config::build_target;
 use pgswarm::pg::connect::SessionSettings;
 use pgswarm::pg::conninfo::ProcessEnv;
-use pgswarm::pg::probe::{observe, open_all, ProbeOptions};
-use tokio_postgres::Client;
+use pgswarm::pg::probe::{observe, observe_once, open_all, summarize_once, ProbeOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -57,27 +57,50 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 struct Scale {
+    label: String,
     backends: i64,
     lock_waiters: i64,
     locks_held: i64,
     rows: Vec<(&'static str, (f64, f64, f64))>,
+    /// Per-round ratios: (name, (median, min, max)).
+    ratios: Vec<(&'static str, (f64, f64, f64))>,
 }
 
-async fn measure(n: usize) -> Scale {
+const ROLES: [&str; 6] = [
+    "r_floor",
+    "r_seed",
+    "r_selfjoin",
+    "r_refresh",
+    "r_once",
+    "r_summary",
+];
+
+/// Test schemas with `tables` tables in all (100 per schema), as a swarm's backlog leaves them.
+fn create_test_tables(cluster: &pgswarm::pg::cluster::TempCluster, tables: usize) {
+    for schema in 0..tables.div_ceil(100) {
+        let ns = format!("p{}t1763900000r{:08x}", 30_000 + schema, schema);
+        let mut sql = format!("CREATE SCHEMA test_{ns}_gw0;");
+        for t in 0..100.min(tables - schema * 100) {
+            sql.push_str(&format!(
+                "CREATE TABLE test_{ns}_gw0.t{t} (id serial PRIMARY KEY, v text);"
+            ));
+        }
+        cluster.psql("bench_test", &sql).unwrap();
+    }
+}
+
+async fn measure(n: usize, tables: usize) -> Scale {
     let cluster = load::server(n, &["bench_test"]);
     let base = cluster.conninfo("bench_test");
-    cluster
-        .psql(
-            "bench_test",
-            "CREATE EXTENSION pg_stat_statements;
-             CREATE ROLE r_floor LOGIN IN ROLE pg_read_all_stats;
-             CREATE ROLE r_seed LOGIN IN ROLE pg_read_all_stats;
-             CREATE ROLE r_selfjoin LOGIN IN ROLE pg_read_all_stats;
-             CREATE ROLE r_probe LOGIN IN ROLE pg_read_all_stats;
-             CREATE ROLE r_full LOGIN IN ROLE pg_read_all_stats;
-             CREATE ROLE r_snapshot LOGIN IN ROLE pg_read_all_stats;",
-        )
-        .unwrap();
+    let mut roles = String::from("CREATE EXTENSION pg_stat_statements;");
+    for r in ROLES {
+        roles.push_str(&format!("CREATE ROLE {r} LOGIN IN ROLE pg_read_all_stats;"));
+    }
+    cluster.psql("bench_test", &roles).unwrap();
+    if tables > 0 {
+        eprintln!("  creating {tables} test tables…");
+        create_test_tables(&cluster, tables);
+    }
     let load = Load::start(&base, n, WAITERS).await;
     let admin = client(&base, "application_name=bench_admin").await;
     let facts = admin
@@ -90,52 +113,43 @@ async fn measure(n: usize) -> Scale {
         .await
         .unwrap();
 
-    let contenders: [(&'static str, &'static str, Option<&'static str>); 5] = [
-        (
-            "(a) floor: count(*) over pg_stat_activity",
-            "r_floor",
-            Some(FLOOR),
-        ),
-        ("(b) seed diagnose query", "r_seed", Some(SEED)),
-        ("(c) pg_locks self-join", "r_selfjoin", Some(SELF_JOIN)),
-        (
-            "(d) pgswarm activity probe, incremental (every poll after the first)",
-            "r_probe",
-            None,
-        ),
-        (
-            "(d) pgswarm activity probe, full read (first poll; `pgswarm snapshot`)",
-            "r_full",
-            None,
-        ),
+    let statements: [(&'static str, &'static str); 3] = [
+        ("(a) floor: count(*) over pg_stat_activity", FLOOR),
+        ("(b) seed diagnose query", SEED),
+        ("(c) pg_locks self-join (pg_activity's approach)", SELF_JOIN),
     ];
-    let probe_sql = pgswarm::pg::probe::ACTIVITY_SQL_FOR_BENCH.to_string();
-    let mut per_role: Vec<Vec<f64>> = vec![Vec::new(); 6];
-    let mut prepared = Vec::new();
-    let target = build_target(
-        Some("bench"),
-        &format!("{base} user=r_snapshot"),
-        "bench",
-        &ProcessEnv,
-    )
-    .unwrap();
+    let mut clients = Vec::new();
+    for (i, (_, sql)) in statements.iter().enumerate() {
+        let c = client(
+            &base,
+            &format!("user={} application_name=pgswarm", ROLES[i]),
+        )
+        .await;
+        let stmt = c.prepare(sql).await.unwrap();
+        clients.push((c, stmt));
+    }
+    let target_as = |role: &str| {
+        build_target(
+            Some("bench"),
+            &format!("{base} user={role}"),
+            "bench",
+            &ProcessEnv,
+        )
+        .unwrap()
+    };
     let settings = SessionSettings::default();
     let opts = ProbeOptions {
         schema_prefix: "test".into(),
         exact_sizes: false,
     };
-    let clients: Vec<Client> = {
-        let mut v = Vec::new();
-        for (_, role, sql) in &contenders {
-            let c = client(&base, &format!("user={role} application_name=pgswarm")).await;
-            prepared.push(c.prepare(sql.unwrap_or(&probe_sql)).await.unwrap());
-            v.push(c);
-        }
-        v
-    };
     // A refresh as the dashboard and `record` do it: sessions opened once, then polled.
-    let targets = std::slice::from_ref(&target);
-    let open = open_all(targets, &settings, &ProcessEnv).await;
+    let refresh_targets = [target_as("r_refresh")];
+    let open = open_all(&refresh_targets, &settings, &ProcessEnv).await;
+    // What every `pgswarm snapshot` does: connect, read once, close.
+    let once_targets = [target_as("r_once")];
+    let summary_targets = [target_as("r_summary")];
+
+    let mut per_role: Vec<Vec<f64>> = vec![Vec::new(); ROLES.len()];
     for _ in 0..ROUNDS {
         admin
             .batch_execute("SELECT pg_stat_statements_reset()")
@@ -143,20 +157,15 @@ async fn measure(n: usize) -> Scale {
             .unwrap();
         // Interleaved call by call, so load drift on a shared machine hits every contender alike.
         for _ in 0..CALLS {
-            for (i, c) in clients.iter().enumerate() {
-                if i == 3 {
-                    // Steady state at a 1 s refresh: the previous poll 1 s ago, minus the margin.
-                    let since = Some(Utc::now() - chrono::Duration::seconds(3));
-                    c.query(&prepared[i], &[&since]).await.unwrap();
-                } else if i == 4 {
-                    let since: Option<chrono::DateTime<Utc>> = None;
-                    c.query(&prepared[i], &[&since]).await.unwrap();
-                } else {
-                    c.query(&prepared[i], &[]).await.unwrap();
-                }
+            for (c, stmt) in &clients {
+                c.query(stmt, &[]).await.unwrap();
             }
-            let obs = observe(targets, &open, &opts, settings.statement_timeout).await;
+            let obs = observe(&refresh_targets, &open, &opts, settings.statement_timeout).await;
             assert!(obs.databases[0].outcome.is_ok());
+            let obs = observe_once(&once_targets, &settings, &opts, &ProcessEnv).await;
+            assert!(obs.databases[0].outcome.is_ok());
+            let sum = summarize_once(&summary_targets, &settings, &ProcessEnv).await;
+            assert!(sum.0.servers.iter().all(|s| s.activity_error.is_none()));
         }
         let rows = admin
             .query(
@@ -170,37 +179,30 @@ async fn measure(n: usize) -> Scale {
         for row in rows {
             let role: String = row.get(0);
             let total: f64 = row.get(1);
-            let idx = [
-                "r_floor",
-                "r_seed",
-                "r_selfjoin",
-                "r_probe",
-                "r_full",
-                "r_snapshot",
-            ]
-            .iter()
-            .position(|r| *r == role)
-            .unwrap();
-            per_role[idx].push(total / CALLS as f64);
+            if let Some(idx) = ROLES.iter().position(|r| *r == role) {
+                per_role[idx].push(total / CALLS as f64);
+            }
         }
     }
-    // Where the whole snapshot's time goes (last round), for the README's explanation.
-    for row in admin
-        .query(
-            "SELECT s.total_exec_time / s.calls, s.calls, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 90)
-             FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
-             WHERE r.rolname = 'r_snapshot' ORDER BY s.total_exec_time DESC LIMIT 6",
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        eprintln!(
-            "  snapshot statement: {:.3} ms x {}: {}",
-            row.get::<_, f64>(0),
-            row.get::<_, i64>(1),
-            row.get::<_, String>(2)
-        );
+    // Where the one-shot's time goes (last round), for the README's explanation.
+    for role in ["r_refresh", "r_once", "r_summary"] {
+        for row in admin
+            .query(
+                "SELECT s.total_exec_time / s.calls, s.calls, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 80)
+                 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+                 WHERE r.rolname = $1 ORDER BY s.total_exec_time DESC LIMIT 6",
+                &[&role],
+            )
+            .await
+            .unwrap()
+        {
+            eprintln!(
+                "  {role} statement: {:.3} ms x {}: {}",
+                row.get::<_, f64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, String>(2)
+            );
+        }
     }
     let counters = open[0].as_ref().map(|s| s.counters()).unwrap_or_default();
     eprintln!(
@@ -209,61 +211,85 @@ async fn measure(n: usize) -> Scale {
     );
     drop(open);
     load.release().await;
-    let mut rows: Vec<(&'static str, (f64, f64, f64))> = contenders
+    let labels = [
+        statements[0].0,
+        statements[1].0,
+        statements[2].0,
+        "(d) pgswarm refresh (dashboard, record: persistent sessions, whole poll)",
+        "(e) pgswarm snapshot (one-shot: connect, whole poll, close)",
+        "(f) pgswarm snapshot --summary",
+    ];
+    let rows = labels
         .iter()
         .enumerate()
-        .map(|(i, (label, _, _))| (*label, stats(per_role[i].clone())))
+        .map(|(i, label)| (*label, stats(per_role[i].clone())))
         .collect();
-    rows.push((
-        "(d) pgswarm whole refresh of the database (dashboard, record)",
-        stats(per_role[5].clone()),
-    ));
+    let ratio = |a: usize, b: usize| -> (f64, f64, f64) {
+        stats(
+            per_role[a]
+                .iter()
+                .zip(&per_role[b])
+                .map(|(x, y)| x / y)
+                .collect(),
+        )
+    };
+    let ratios = vec![
+        ("refresh / seed", ratio(3, 1)),
+        ("refresh / self-join", ratio(3, 2)),
+        ("snapshot / seed", ratio(4, 1)),
+        ("summary / floor", ratio(5, 0)),
+    ];
     cluster.stop();
     Scale {
+        label: if tables > 0 {
+            format!("{n} + {tables} test tables")
+        } else {
+            format!("{n}")
+        },
         backends: facts.get(0),
         lock_waiters: facts.get(1),
         locks_held: facts.get(2),
         rows,
+        ratios,
     }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let scales: Vec<usize> = std::env::var("PGSWARM_BENCH_SCALES")
-        .unwrap_or_else(|_| "100,1000,3000".into())
+    // "N" is N backends; "NtM" adds M test tables (100 per schema).
+    let scales: Vec<(usize, usize)> = std::env::var("PGSWARM_BENCH_SCALES")
+        .unwrap_or_else(|_| "1000,3000,1000t5000".into())
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+        .filter_map(|s| {
+            let (n, t) = s.trim().split_once('t').unwrap_or((s.trim(), "0"));
+            Some((n.parse().ok()?, t.parse().ok()?))
+        })
         .collect();
     let mut results = Vec::new();
-    for n in scales {
-        eprintln!("probe_cost: {n} backends…");
-        results.push(measure(n).await);
+    for (n, tables) in scales {
+        eprintln!("probe_cost: {n} backends, {tables} test tables…");
+        results.push(measure(n, tables).await);
     }
     println!(
-        "| backends (lock waiters, pg_locks rows) | query | server time per refresh, median (min–max) |"
+        "| scale: backends (lock waiters, pg_locks rows) | query | server time per call, median (min–max) |"
     );
     println!("|---|---|---|");
     for s in &results {
         for (label, (med, lo, hi)) in &s.rows {
             println!(
-                "| {} ({}, {}) | {label} | {med:.2} ms ({lo:.2}–{hi:.2}) |",
-                s.backends, s.lock_waiters, s.locks_held
+                "| {}: {} ({}, {}) | {label} | {med:.2} ms ({lo:.2}–{hi:.2}) |",
+                s.label, s.backends, s.lock_waiters, s.locks_held
             );
         }
     }
-    println!("\n| backends | incremental probe / floor | whole refresh / seed | whole refresh / self-join | full probe / floor | pg_blocking_pids calls per refresh: seed vs pgswarm |");
-    println!("|---|---|---|---|---|---|");
+    println!("\n| scale | ratio per round, median (min–max) |");
+    println!("|---|---|");
     for s in &results {
-        let m = |i: usize| s.rows[i].1 .0;
-        println!(
-            "| {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} vs {} |",
-            s.backends,
-            m(3) / m(0),
-            m(5) / m(1),
-            m(5) / m(2),
-            m(4) / m(0),
-            s.backends,
-            s.lock_waiters
-        );
+        let cells: Vec<String> = s
+            .ratios
+            .iter()
+            .map(|(name, (m, lo, hi))| format!("{name} {m:.2}x ({lo:.2}–{hi:.2})"))
+            .collect();
+        println!("| {} | {} |", s.label, cells.join("; "));
     }
 }

@@ -305,7 +305,20 @@ async fn databases_on_two_servers() {
         .find(|x| x.database == "tenant_a" && x.namespace.as_deref() == Some(NS_A))
         .unwrap();
     assert_eq!(with_table.tables, 1);
-    assert!(with_table.bytes_exact);
+    assert!(!with_table.bytes_exact, "estimates unless --exact-sizes");
+    let dbs = [
+        entry("platform", &s1.conninfo("platform")),
+        entry("tenant_a", &s2.conninfo("tenant_a")),
+        entry("tenant_b", &s2.conninfo("tenant_b")),
+    ];
+    let exact =
+        pgswarm::cmd::snapshot::take_snapshot_with(&settings(&dbs), &ProcessEnv, true).await;
+    let exact_schema = exact
+        .schemas
+        .iter()
+        .find(|x| x.database == "tenant_a" && x.namespace.as_deref() == Some(NS_A))
+        .unwrap();
+    assert!(exact_schema.bytes_exact);
 
     holder.batch_execute("ROLLBACK").await.unwrap();
     task.await.unwrap().1.unwrap();
@@ -852,4 +865,56 @@ async fn terminal_control_bytes_from_the_database_never_reach_the_terminal() {
     );
     holder.batch_execute("ROLLBACK").await.unwrap();
     task.await.unwrap().1.unwrap();
+}
+
+/// `snapshot --summary` (issue 16): the same blocked and collision counts as the full snapshot,
+/// the wait's age from `waitstart`, and the lock table's fill, from its own cheap read.
+#[tokio::test]
+async fn summary_agrees_with_the_full_snapshot() {
+    let srv = Server::start(&["app_test"]);
+    srv.psql("app_test", "CREATE TABLE t (id int)");
+    let ci = srv.conninfo("app_test");
+    let admin = connect_as(&ci, "admin").await;
+    let holder = connect_as(&ci, &format!("pytest_gw0_{NS_B}")).await;
+    holder.batch_execute("BEGIN; LOCK TABLE t").await.unwrap();
+    let mut tasks = Vec::new();
+    // Two runs wait: one of them is the holder's own run (not a collision).
+    for label in [format!("pytest_gw1_{NS_A}"), format!("pytest_gw2_{NS_B}")] {
+        let w = connect_as(&ci, &label).await;
+        let pid = backend_pid(&w).await;
+        tasks.push(spawn_blocking_query(w, "SELECT count(*) FROM t"));
+        wait_until_lock_wait(&admin, pid).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfg = settings(&[entry("app_test", &ci)]);
+    let (_, summary) = pgswarm::cmd::snapshot::take_summary(&cfg, &ProcessEnv).await;
+    let full = snap(&[entry("app_test", &ci)]).await;
+    assert_eq!(summary.blocked, full.blocked_sessions());
+    assert_eq!(summary.blocked, 2);
+    assert_eq!(
+        summary.collisions, 1,
+        "only the other run's waiter collides"
+    );
+    let wait = summary.longest_wait_s.expect("a wait age");
+    assert!(wait >= 0.3, "waitstart is at least 300 ms old: {wait}");
+    let lt = &summary.lock_tables[0];
+    assert!(lt.used.unwrap() > 0 && lt.capacity.unwrap() > 0 && lt.fill.is_some());
+    assert!(summary.unreachable.is_empty());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["snapshot", "--summary", "--db", &format!("app_test={ci}")])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with("blocked 2 · collisions 1 · longest wait "),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    for t in tasks {
+        t.await.unwrap().1.unwrap();
+    }
 }

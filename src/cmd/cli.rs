@@ -67,6 +67,7 @@ Examples:
   pgswarm snapshot --json | jq '.lock_trees[] | .root_pid'
   pgswarm snapshot --fail-on-blocked --db platform=postgres://db1/p_test
   pgswarm snapshot --replay incident.jsonl --at 12:04:31
+  pgswarm snapshot --summary --json
 
 Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked; 2 usage error;
 3 some database could not be read (the rest is still reported). JSON fields:
@@ -420,6 +421,14 @@ pub struct SnapshotArgs {
     /// Exit 1 when any session is blocked
     #[arg(long)]
     pub fail_on_blocked: bool,
+    /// Exact schema sizes (pg_total_relation_size, a brief lock per table) instead of the
+    /// planner's estimates; costs most of a snapshot's server time when many test tables exist
+    #[arg(long, conflicts_with = "replay")]
+    pub exact_sizes: bool,
+    /// One line (with --json: one small JSON object): blocked sessions, collisions, the longest
+    /// wait and each lock table's fill, at about the cost of one activity scan
+    #[arg(long, conflicts_with_all = ["replay", "exact_sizes"])]
+    pub summary: bool,
 }
 
 /// A duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.

@@ -4,10 +4,11 @@ use crate::cmd::cli::SnapshotArgs;
 use crate::cmd::report::render_report;
 use crate::cmd::{emit, CmdError, Exit};
 use crate::domain::snapshot::{build_snapshot, ReadStatus, Snapshot};
+use crate::domain::summary::{render_summary_line, summarize, Summary};
 use crate::domain::text::sanitize;
 use crate::pg::config::Settings;
 use crate::pg::conninfo::{Environment, ProcessEnv};
-use crate::pg::probe::{observe_once, ProbeOptions};
+use crate::pg::probe::{observe_once, summarize_once, ProbeOptions};
 
 /// Polls once, prints, and maps the result to an exit code.
 pub fn run(
@@ -15,8 +16,20 @@ pub fn run(
     settings: &Settings,
     args: &SnapshotArgs,
 ) -> Result<Exit, CmdError> {
-    let snap = runtime.block_on(take_snapshot(settings, &ProcessEnv));
-    emit(&render_snapshot(&snap, args.json, false));
+    let snap = if args.summary {
+        let (snap, summary) = runtime.block_on(take_summary(settings, &ProcessEnv));
+        let out = if args.json {
+            serde_json::to_string(&summary).expect("summary serializes")
+        } else {
+            render_summary_line(&summary)
+        };
+        emit(&format!("{out}\n"));
+        snap
+    } else {
+        let snap = runtime.block_on(take_snapshot_with(settings, &ProcessEnv, args.exact_sizes));
+        emit(&render_snapshot(&snap, args.json, false));
+        snap
+    };
     for d in snap.unreachable() {
         eprintln!(
             "pgswarm: database {:?} unreachable: {}",
@@ -52,11 +65,34 @@ pub fn nothing_configured_hint(settings: &Settings, snap: &Snapshot) -> Option<S
     ))
 }
 
-/// Polls once and builds the snapshot.
+/// Reads what `--summary` needs once; returns the partial snapshot it was decided from (waiting
+/// sessions and their blockers only: for exit codes and warnings) and the summary.
+pub async fn take_summary(
+    settings: &Settings,
+    env: &(dyn Environment + Sync),
+) -> (Snapshot, Summary) {
+    let (obs, waits) = summarize_once(&settings.databases, &settings.session, env).await;
+    let snap = build_snapshot(obs, &settings.convention);
+    let summary = summarize(&snap, &waits);
+    (snap, summary)
+}
+
+/// Polls once and builds the snapshot, with estimated schema sizes.
 pub async fn take_snapshot(settings: &Settings, env: &(dyn Environment + Sync)) -> Snapshot {
+    take_snapshot_with(settings, env, false).await
+}
+
+/// Polls once and builds the snapshot. Sizes are the planner's estimates unless `exact_sizes`:
+/// exact sizing takes a lock per test table and, with thousands of test tables, was most of a
+/// one-shot's server time (docs/benchmarks.md).
+pub async fn take_snapshot_with(
+    settings: &Settings,
+    env: &(dyn Environment + Sync),
+    exact_sizes: bool,
+) -> Snapshot {
     let opts = ProbeOptions {
         schema_prefix: settings.convention.schema_prefix.clone(),
-        exact_sizes: true,
+        exact_sizes,
     };
     let obs = observe_once(&settings.databases, &settings.session, &opts, env).await;
     build_snapshot(obs, &settings.convention)

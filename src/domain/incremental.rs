@@ -9,14 +9,21 @@
 //!
 //! So a monitor session keeps two caches, and both fall back to a full read when in doubt:
 //!
-//! * [`ActivityCache`]: after the first (full) read, the probe asks the server only for rows that are
-//!   not `idle`, or whose `state_change` is at or after the previous read's statement time minus a
-//!   margin, plus the list of live `(pid, backend_start)`. Every other live session is an idle
-//!   session whose row is exactly the one already held (`state_change` moves on every state change,
-//!   and an idle session's other columns only change through a statement, which is a state change).
-//!   A new backend on a reused pid has a new `backend_start`. The margin covers a backend that took
-//!   its timestamp before our scan but published it after; a full read every
-//!   [`FULL_READ_EVERY`] reads bounds anything else (a server clock stepping backwards).
+//! * [`ActivityCache`]: after the first (full) read, the probe decides what changed from the
+//!   per-backend accessors (`pg_stat_get_backend_start`, `_activity_start`, `_xact_start`,
+//!   `_wait_event_type`, `_wait_event`), which read the status snapshot without forming a row, and
+//!   forms whole rows only for backends that changed: a `backend_start`, `query_start` or
+//!   `xact_start` at or after the previous read's statement time minus a margin, a row it cannot see
+//!   (no privilege: always sent), or a held busy row (any state but `idle`) whose wait event differs
+//!   from the one held. A held busy row that did not change comes back as its pid and fresh
+//!   blockers only. Every other live session is an idle session whose row is exactly the one already
+//!   held: an idle session's columns only change through a statement, which moves `query_start`; a
+//!   busy session leaves its state by finishing its statement, which changes its wait event (to
+//!   `Client`/`ClientRead`) or its transaction (`xact_start`). A new backend on a reused pid has a
+//!   new `backend_start`. The margin covers a backend that took its timestamp before our scan but
+//!   published it after; a full read every [`FULL_READ_EVERY`] reads bounds anything else (a server
+//!   clock stepping backwards; a `COPY FROM STDIN` inside a transaction block, which waits on
+//!   `ClientRead` while active and again once idle in its transaction).
 //! * [`LockCache`]: the awaited lock (mode, relation, `waitstart`) of a waiter is reused while its
 //!   [`WaitKey`] is unchanged: same statement, same wait event, same blockers, and every blocker in
 //!   the same statement and state. For the awaited lock to change, the waiter must have been granted
@@ -38,6 +45,24 @@ pub const STATE_CHANGE_MARGIN: Duration = Duration::seconds(2);
 /// `pg_locks` is read at least every this many polls that have lock waiters.
 pub const LOCK_REREAD_EVERY: u32 = 20;
 
+/// A backend can report the same state twice a few milliseconds apart (after an extended-protocol
+/// error, once on the error and once at Sync), and the second report moves only `state_change`,
+/// which no per-backend accessor shows. So every row an incremental read formed is formed once more
+/// on the next read; after a full read, the rows whose state changed within this long before it.
+pub const RECHECK_WINDOW: Duration = Duration::seconds(1);
+
+/// The held rows an incremental read asks about, as parallel arrays (statement parameters): busy
+/// rows (anything but a settled idle session, which changes only with a new command) are formed
+/// again when their wait event differs from the one held, else answered with fresh blockers;
+/// rows the last read formed because they changed are formed again (`again`, see [`RECHECK_WINDOW`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    pub pids: Vec<i32>,
+    pub wait_event_types: Vec<Option<String>>,
+    pub wait_events: Vec<Option<String>>,
+    pub again: Vec<bool>,
+}
+
 /// One activity read as the server answered it.
 #[derive(Debug, Clone, Default)]
 pub struct ActivityRead {
@@ -45,6 +70,8 @@ pub struct ActivityRead {
     pub full: bool,
     /// Rows the server sent (all of them on a full read).
     pub sent: Vec<ObservedSession>,
+    /// Held busy rows that did not change, with their blockers as of this read.
+    pub refreshed: Vec<(i32, Vec<i32>)>,
     /// Every live backend as `(pid, backend_start)`, from the same snapshot. `None` when the server
     /// did not report it (then only `sent` is trusted and the next read is full).
     pub alive: Option<Vec<(i32, Option<DateTime<Utc>>)>>,
@@ -58,6 +85,10 @@ pub struct ActivityCache {
     rows: HashMap<i32, ObservedSession>,
     last_statement: Option<DateTime<Utc>>,
     reads_since_full: u32,
+    /// [`STATE_CHANGE_MARGIN`] unless a test narrows it (`None`: the default).
+    margin: Option<Duration>,
+    /// Rows the next read forms again (see [`RECHECK_WINDOW`]).
+    again: std::collections::HashSet<i32>,
 }
 
 impl ActivityCache {
@@ -66,34 +97,86 @@ impl ActivityCache {
         if self.reads_since_full + 1 >= FULL_READ_EVERY {
             return None;
         }
-        self.last_statement.map(|t| t - STATE_CHANGE_MARGIN)
+        let margin = self.margin.unwrap_or(STATE_CHANGE_MARGIN);
+        self.last_statement.map(|t| t - margin)
+    }
+
+    /// Narrows the margin, so that a test's steps, each after the previous poll, are told apart
+    /// by the incremental rules alone instead of being sent again because they are recent.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn set_margin(&mut self, margin: Duration) {
+        self.margin = Some(margin);
+    }
+
+    /// The held rows the next read must ask about, with the wait event they were read in and
+    /// whether to form them again whatever the accessors say (see [`Asked`]).
+    pub fn asked(&self) -> Asked {
+        let mut asked = Asked::default();
+        for s in self.rows.values() {
+            let again = self.again.contains(&s.pid);
+            if again || !is_settled_idle(s) {
+                asked.pids.push(s.pid);
+                asked.wait_event_types.push(s.wait_event_type.clone());
+                asked.wait_events.push(s.wait_event.clone());
+                asked.again.push(again);
+            }
+        }
+        asked
     }
 
     /// Forgets everything: the next read is full.
     pub fn reset(&mut self) {
-        *self = ActivityCache::default();
+        *self = ActivityCache {
+            margin: self.margin,
+            ..ActivityCache::default()
+        };
     }
 
     /// Merges a read into the cache and returns every session of the server, sorted by pid.
     pub fn merge(&mut self, read: ActivityRead) -> Vec<ObservedSession> {
         let mut rows: HashMap<i32, ObservedSession> = HashMap::with_capacity(self.rows.len());
+        let mut doubt = false;
         if !read.full {
-            // Unsent live sessions are idle and unchanged: keep the held row if it is the same
-            // backend (sent rows replace theirs below). A live pid that is neither sent nor held is
-            // a backend the probe does not report (a background process).
+            let refreshed: HashMap<i32, Vec<i32>> = read.refreshed.into_iter().collect();
+            let sent: std::collections::HashSet<i32> = read.sent.iter().map(|s| s.pid).collect();
+            // Unsent live sessions are unchanged: keep the held row if it is the same backend (sent
+            // rows replace theirs below), with fresh blockers for a busy one. A live pid that is
+            // neither sent nor held is a backend the probe does not report (a background process).
             for (pid, start) in read.alive.iter().flatten() {
-                if let Some(held) = self.rows.remove(pid) {
-                    if held.backend_start == *start {
-                        rows.insert(*pid, held);
+                if let Some(mut held) = self.rows.remove(pid) {
+                    if held.backend_start != *start {
+                        continue;
                     }
+                    if let Some(blockers) = refreshed.get(pid) {
+                        held.blocked_by = blockers.clone();
+                    } else if !is_settled_idle(&held) && !sent.contains(pid) {
+                        // The server answers every held busy row; if it did not, trust nothing.
+                        doubt = true;
+                    }
+                    rows.insert(*pid, held);
                 }
             }
         }
+        // Formed again next time: after a full read the rows that changed just before it; after an
+        // incremental read the rows that differ from what was held (a row formed again that did not
+        // change is settled, or it would be formed on every read).
+        let recent = read.statement_time.map(|t| t - RECHECK_WINDOW);
+        self.again = read
+            .sent
+            .iter()
+            .filter(|s| match read.full {
+                true => matches!((s.state_change, recent), (Some(c), Some(r)) if c >= r),
+                false => rows
+                    .get(&s.pid)
+                    .is_none_or(|held| Moment::of(held) != Moment::of(s)),
+            })
+            .map(|s| s.pid)
+            .collect();
         for s in read.sent {
             rows.insert(s.pid, s);
         }
         self.rows = rows;
-        match (read.alive.is_some(), read.statement_time) {
+        match (read.alive.is_some() && !doubt, read.statement_time) {
             (true, Some(t)) => {
                 self.last_statement = Some(t);
                 self.reads_since_full = if read.full {
@@ -109,6 +192,13 @@ impl ActivityCache {
         out.sort_by_key(|s| s.pid);
         out
     }
+}
+
+/// An idle session waiting for its client's next command: its row changes only with that command.
+fn is_settled_idle(s: &ObservedSession) -> bool {
+    s.state.as_deref() == Some("idle")
+        && s.wait_event_type.as_deref() == Some("Client")
+        && s.wait_event.as_deref() == Some("ClientRead")
 }
 
 /// What must stay the same for a waiter's awaited lock to be reused.
@@ -223,6 +313,8 @@ mod tests {
             pid,
             application_name: format!("pytest_gw{pid}_p1t1763900000r0000000a"),
             state: Some("idle".into()),
+            wait_event_type: Some("Client".into()),
+            wait_event: Some("ClientRead".into()),
             backend_start: Some(t(start)),
             state_change: Some(t(change)),
             query: Some(format!("SELECT {pid}")),
@@ -237,6 +329,7 @@ mod tests {
             sent: rows,
             alive: Some(alive),
             statement_time: Some(t(now)),
+            ..Default::default()
         }
     }
 
@@ -259,6 +352,7 @@ mod tests {
             sent: vec![changed.clone()],
             alive: Some(vec![(1, Some(t(0))), (2, Some(t(0))), (99, Some(t(0)))]),
             statement_time: Some(t(12)),
+            ..Default::default()
         });
         let pids: Vec<i32> = out.iter().map(|s| s.pid).collect();
         assert_eq!(pids, vec![1, 2], "3 is gone, 99 is not a reported backend");
@@ -275,6 +369,7 @@ mod tests {
             sent: vec![],
             alive: Some(vec![(7, Some(t(5)))]),
             statement_time: Some(t(12)),
+            ..Default::default()
         });
         assert!(
             out.is_empty(),
@@ -291,6 +386,7 @@ mod tests {
             sent: vec![],
             alive: None,
             statement_time: Some(t(11)),
+            ..Default::default()
         });
         assert_eq!(c.since(), None);
     }
@@ -314,9 +410,82 @@ mod tests {
                 },
                 alive: Some(vec![(1, Some(t(0)))]),
                 statement_time: Some(t(20 + i as i64)),
+                ..Default::default()
             });
         }
         assert_eq!(fulls, 2);
+    }
+
+    #[test]
+    fn a_busy_row_that_did_not_change_keeps_its_row_with_fresh_blockers() {
+        let mut c = ActivityCache::default();
+        let mut w = idle(4, 0, 5);
+        w.state = Some("active".into());
+        w.wait_event_type = Some("Lock".into());
+        w.wait_event = Some("relation".into());
+        w.blocked_by = vec![1];
+        c.merge(full(vec![idle(1, 0, 1), w], 10));
+        let asked = c.asked();
+        assert_eq!(asked.pids, vec![4], "only the busy row is asked about");
+        assert_eq!(asked.wait_event_types, vec![Some("Lock".to_string())]);
+        assert_eq!(
+            asked.again,
+            vec![false],
+            "its state changed 5 s before the read"
+        );
+        let out = c.merge(ActivityRead {
+            full: false,
+            refreshed: vec![(4, vec![1, 9])],
+            alive: Some(vec![(1, Some(t(0))), (4, Some(t(0)))]),
+            statement_time: Some(t(12)),
+            ..Default::default()
+        });
+        assert_eq!(out[1].blocked_by, vec![1, 9]);
+        assert_eq!(out[1].state.as_deref(), Some("active"));
+        assert!(c.since().is_some());
+    }
+
+    #[test]
+    fn a_row_that_changed_is_formed_once_more_on_the_next_read() {
+        let mut c = ActivityCache::default();
+        // After a full read: the rows that changed just before it.
+        c.merge(full(vec![idle(1, 0, 1), idle(2, 0, 10)], 10));
+        let asked = c.asked();
+        assert_eq!((asked.pids, asked.again), (vec![2], vec![true]));
+        // After an incremental read: the rows it formed, once.
+        let alive = Some(vec![(1, Some(t(0))), (2, Some(t(0)))]);
+        c.merge(ActivityRead {
+            sent: vec![idle(1, 0, 11)],
+            alive: alive.clone(),
+            statement_time: Some(t(20)),
+            ..Default::default()
+        });
+        let asked = c.asked();
+        assert_eq!((asked.pids, asked.again), (vec![1], vec![true]));
+        c.merge(ActivityRead {
+            alive,
+            statement_time: Some(t(21)),
+            ..Default::default()
+        });
+        assert!(
+            c.asked().pids.is_empty(),
+            "settled idle rows are not asked about"
+        );
+    }
+
+    #[test]
+    fn a_busy_row_the_server_did_not_answer_forces_a_full_read() {
+        let mut c = ActivityCache::default();
+        let mut w = idle(4, 0, 5);
+        w.state = Some("idle in transaction".into());
+        c.merge(full(vec![w], 10));
+        c.merge(ActivityRead {
+            full: false,
+            alive: Some(vec![(4, Some(t(0)))]),
+            statement_time: Some(t(12)),
+            ..Default::default()
+        });
+        assert_eq!(c.since(), None);
     }
 
     fn waiter(pid: i32, blockers: &[i32]) -> ObservedSession {

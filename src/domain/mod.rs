@@ -16,5 +16,6 @@ pub mod millis;
 pub mod naming;
 pub mod signal;
 pub mod snapshot;
+pub mod summary;
 pub mod sweep;
 pub mod text;

@@ -19,7 +19,7 @@
 //! concurrently; a slow or dead database delays nobody else, and every step is bounded. The activity
 //! and lock statements are prepared once per session.
 
-use crate::domain::incremental::{ActivityCache, ActivityRead, LockCache};
+use crate::domain::incremental::{ActivityCache, ActivityRead, Asked, LockCache};
 use crate::domain::snapshot::{
     AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedHealth, ObservedSchema,
     ObservedServer, ObservedSession, ServerId,
@@ -57,9 +57,14 @@ pub struct DbSession {
     pub version_num: i32,
     pub datname: String,
     pub latency: Duration,
-    /// Prepared once: a poll is one round trip and no parse or plan on the server. The lock
-    /// statement is prepared when first needed (most one-shot snapshots see no waiter).
-    activity_stmt: Statement,
+    /// Each statement is prepared when first needed and then once per session: a poll is one round
+    /// trip and no parse or plan on the server (most one-shot snapshots see no waiter, and never
+    /// need the lock statement or the incremental read).
+    full_stmt: tokio::sync::OnceCell<Statement>,
+    delta_stmt: tokio::sync::OnceCell<Statement>,
+    /// Reads once and closes (`pgswarm snapshot`, discovery): the full read leaves out the live
+    /// list that only an incremental read would use.
+    one_shot: bool,
     locks_stmt: tokio::sync::OnceCell<Statement>,
     /// The schema listing and the relation names, prepared on first use: an unnamed statement
     /// would be parsed and planned again on every poll.
@@ -95,6 +100,12 @@ pub struct ProbeCounters {
 impl DbSession {
     pub fn counters(&self) -> ProbeCounters {
         lock(&self.cache).counters
+    }
+
+    /// Narrows the incremental read's margin (see `ActivityCache::set_margin`).
+    #[cfg(feature = "testkit")]
+    pub fn set_margin_for_tests(&self, margin: chrono::Duration) {
+        lock(&self.cache).activity.set_margin(margin);
     }
 
     /// The server's health as far as this session knows it (the lock table as last read).
@@ -187,10 +198,11 @@ pub async fn open_session(
         )
         .await?;
     }
-    let activity_stmt = bounded(settings.statement_timeout, client.prepare(ACTIVITY_SQL)).await?;
     Ok(DbSession {
         client,
-        activity_stmt,
+        full_stmt: tokio::sync::OnceCell::new(),
+        delta_stmt: tokio::sync::OnceCell::new(),
+        one_shot: false,
         locks_stmt: tokio::sync::OnceCell::new(),
         schemas_stmt: tokio::sync::OnceCell::new(),
         relations_stmt: tokio::sync::OnceCell::new(),
@@ -220,48 +232,135 @@ pub async fn open_all(
     .await
 }
 
+/// The columns every activity statement returns, decoded by `decode_activity`: the session's columns
+/// from `pg_stat_get_activity` (`a`) and `pg_database` (`d`), three columns only the `alive` row
+/// fills, and the row's kind (`row`, `blockers` or `alive`). Reading the function instead of the
+/// `pg_stat_activity` view leaves out the view's join to `pg_authid` for every row: the role name is
+/// a syscache lookup.
+///
 /// Client backends, autovacuum workers (autovacuum can hold a lock DDL waits for) and walsenders (a
-/// replication connection can carry a test label, and then belongs to the live set). Without
-/// `pg_read_all_stats`, other roles' rows have a NULL `backend_type`; those with a database are
-/// client backends and are kept, shown as `<insufficient privilege>`.
+/// replication connection can carry a test label, and then belongs to the live set) are reported.
+/// Without `pg_read_all_stats`, other roles' rows have a NULL `backend_type`; those with a database
+/// are client backends and are kept, shown as `<insufficient privilege>`.
 ///
 /// Such a hidden row also hides `wait_event_type`, so "is it waiting on a lock?" is asked of
 /// `pg_locks` instead, which no role filters: a row with a lock not granted gets
 /// `pg_blocking_pids()`, which any role may call. The `pg_locks` read is an uncorrelated subquery
 /// inside the `CASE`, which PostgreSQL evaluates only when a row first reaches it: with a privileged
-/// role (no hidden rows) it never runs, so the probe costs the same as before.
-///
-/// `$1` is the incremental bound (see `domain::incremental`): NULL asks for every row; otherwise idle
-/// rows whose state has not changed since `$1` are left out, and the last row (pid NULL) carries the
-/// statement time and every live `(pid, backend_start)` from the same status snapshot, read through
-/// the per-backend accessors that do not build whole rows.
-///
-/// Every supported version (10+) has `backend_type`, `pg_blocking_pids` and the per-backend
-/// accessors: one text serves them all.
-const ACTIVITY_SQL: &str =
-    "SELECT a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''), \
-            host(a.client_addr), a.backend_type, a.state, a.wait_event_type, a.wait_event, a.query, \
-            a.backend_start, a.xact_start, a.query_start, a.state_change, \
-            CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
-                 WHEN a.backend_type IS NULL \
-                      AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l \
-                                             WHERE NOT l.granted)) \
-                 THEN pg_blocking_pids(a.pid) END, \
-            NULL::timestamptz, NULL::int4[], NULL::timestamptz[] \
-     FROM pg_stat_activity a \
-     WHERE a.pid <> pg_backend_pid() \
-       AND (a.backend_type IN ('client backend', 'autovacuum worker', 'walsender') \
-            OR (a.backend_type IS NULL AND a.datname IS NOT NULL)) \
-       AND ($1::timestamptz IS NULL OR a.state IS DISTINCT FROM 'idle' OR a.state_change >= $1) \
-     UNION ALL \
-     SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-            statement_timestamp(), array_agg(pg_stat_get_backend_pid(i)), \
-            array_agg(pg_stat_get_backend_start(i)) \
-     FROM pg_stat_get_backend_idset() i";
+/// role (no hidden rows) it never runs.
+macro_rules! session_columns {
+    () => {
+        "a.pid, d.datname::text, \
+         CASE WHEN a.usesysid IS NOT NULL THEN pg_get_userbyid(a.usesysid)::text END, \
+         coalesce(a.application_name, ''), host(a.client_addr), a.backend_type, a.state, \
+         a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, a.query_start, \
+         a.state_change, \
+         CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
+              WHEN a.backend_type IS NULL \
+                   AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l WHERE NOT l.granted)) \
+              THEN pg_blocking_pids(a.pid) END, \
+         NULL::timestamptz, NULL::int4[], NULL::timestamptz[], 'row'"
+    };
+}
 
-/// The activity probe's SQL, for the probe-cost benchmark.
+/// Which backends are reported (see `session_columns`); pgswarm's own probe session never is.
+macro_rules! reported {
+    () => {
+        "a.pid <> pg_backend_pid() \
+         AND (a.backend_type IN ('client backend', 'autovacuum worker', 'walsender') \
+              OR (a.backend_type IS NULL AND a.datid IS NOT NULL))"
+    };
+}
+
+/// The `alive` row: the statement time and every live `(pid, backend_start)` from the same status
+/// snapshot, read through the per-backend accessors that do not build whole rows.
+macro_rules! alive_row {
+    ($from:literal) => {
+        concat!(
+            "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                    NULL, NULL, statement_timestamp(), ",
+            $from
+        )
+    };
+}
+
+/// A full read over a persistent session: every reported row, and the live list for the next,
+/// incremental read (see `domain::incremental`).
+const FULL_SQL: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM pg_stat_get_activity(NULL) a LEFT JOIN pg_database d ON d.oid = a.datid WHERE ",
+    reported!(),
+    " UNION ALL ",
+    alive_row!(
+        "array_agg(pg_stat_get_backend_pid(i)), array_agg(pg_stat_get_backend_start(i)), 'alive' \
+         FROM pg_stat_get_backend_idset() i"
+    )
+);
+
+/// A one-shot read (`pgswarm snapshot`, a sweep's discovery): every reported row and the statement
+/// time; no live list, since no incremental read follows.
+const ONCE_SQL: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM pg_stat_get_activity(NULL) a LEFT JOIN pg_database d ON d.oid = a.datid WHERE ",
+    reported!(),
+    " UNION ALL ",
+    alive_row!("NULL, NULL, 'alive'")
+);
+
+/// An incremental read (see `domain::incremental` for why it is exact). `$1` is the bound (the
+/// previous read's statement time minus the margin); `$2` to `$5` the held rows it asks about
+/// (`domain::incremental::Asked`): pid, wait event type and wait event as held, and whether to form
+/// the row again regardless.
+///
+/// `b` reads the per-backend accessors, which cost a fraction of forming rows (at 1,000 backends
+/// about 0.6 ms over the status snapshot's 1.3 ms, where forming every row costs 2.5 ms more). Whole
+/// rows are formed only for `w`, the backends that changed: one `pg_stat_get_activity(pid)` call
+/// each, which builds its 30-column row type every call (about 45 µs). Past one changed backend in
+/// 16 a single full formation is cheaper, so `n` switches to it (a busy swarm costs at most a full
+/// read). A held busy row that did not change comes back as its pid and fresh blockers. `whole` must
+/// never be NULL (a NULL row would be neither formed nor answered): `query_start` and `xact_start`
+/// can be NULL on a live backend (an aborted transaction has no `xact_start`).
+const DELTA_SQL: &str = concat!(
+    "WITH b AS MATERIALIZED ( \
+       SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_start(i) AS bs, \
+              pg_stat_get_backend_activity_start(i) AS qs, pg_stat_get_backend_xact_start(i) AS xs, \
+              pg_stat_get_backend_wait_event_type(i) AS wt, pg_stat_get_backend_wait_event(i) AS we \
+       FROM pg_stat_get_backend_idset() i), \
+     c AS MATERIALIZED ( \
+       SELECT b.pid, b.wt, h.pid IS NOT NULL AS busy, \
+              b.bs IS NULL OR b.bs >= $1 OR coalesce(b.qs >= $1 OR b.xs >= $1, false) \
+              OR (h.pid IS NOT NULL AND (h.again OR b.wt IS DISTINCT FROM h.wt \
+                                         OR b.we IS DISTINCT FROM h.we)) AS whole \
+       FROM b LEFT JOIN unnest($2::int4[], $3::text[], $4::text[], $5::bool[]) \
+                        AS h(pid, wt, we, again) ON h.pid = b.pid \
+       WHERE b.pid <> pg_backend_pid()), \
+     w AS MATERIALIZED (SELECT pid FROM c WHERE whole), \
+     n AS MATERIALIZED (SELECT (SELECT count(*) FROM w) * 16 > (SELECT count(*) FROM b) AS scan) \
+     SELECT ",
+    session_columns!(),
+    " FROM w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a \
+       LEFT JOIN pg_database d ON d.oid = a.datid \
+     WHERE NOT (SELECT scan FROM n) AND ",
+    reported!(),
+    " UNION ALL SELECT ",
+    session_columns!(),
+    " FROM pg_stat_get_activity(NULL) a JOIN w ON w.pid = a.pid \
+       LEFT JOIN pg_database d ON d.oid = a.datid \
+     WHERE (SELECT scan FROM n) AND ",
+    reported!(),
+    " UNION ALL \
+     SELECT c.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+            CASE WHEN c.wt = 'Lock' THEN pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers' \
+     FROM c WHERE c.busy AND NOT c.whole \
+     UNION ALL ",
+    alive_row!("array_agg(b.pid), array_agg(b.bs), 'alive' FROM b")
+);
+
+/// The activity probe's statements (full, one-shot, incremental), for the probe-cost benchmark.
 #[cfg(feature = "testkit")]
-pub const ACTIVITY_SQL_FOR_BENCH: &str = ACTIVITY_SQL;
+pub const ACTIVITY_SQL_FOR_BENCH: [&str; 3] = [FULL_SQL, ONCE_SQL, DELTA_SQL];
 
 /// One lock-manager snapshot (`pg_locks`, materialized once), filtered to the waiters and their
 /// blockers, and three kinds of row from it:
@@ -325,39 +424,47 @@ struct ServerActivity {
     sessions: Vec<ObservedSession>,
 }
 
-async fn read_activity(
+/// Sends the activity read this session is due: full (first poll, every so often, one-shot) or
+/// incremental from `since`, asking about the held busy rows.
+async fn query_activity(
     session: &DbSession,
-    server: ServerId,
+    since: Option<DateTime<Utc>>,
+    asked: &Asked,
     limit: Duration,
-) -> Result<ServerActivity, String> {
-    let since = lock(&session.cache).activity.since();
-    let rows = match bounded(
-        limit,
-        session.client.query(&session.activity_stmt, &[&since]),
-    )
-    .await
-    {
-        Ok(rows) => rows,
-        Err(e) => {
-            lock(&session.cache).activity.reset();
-            return Err(e);
+) -> Result<Vec<tokio_postgres::Row>, String> {
+    let c = &session.client;
+    match since {
+        None => {
+            let sql = if session.one_shot { ONCE_SQL } else { FULL_SQL };
+            let stmt = session
+                .full_stmt
+                .get_or_try_init(|| bounded(limit, c.prepare(sql)))
+                .await?;
+            bounded(limit, c.query(stmt, &[])).await
         }
-    };
-    let mut read = ActivityRead {
-        full: since.is_none(),
-        ..Default::default()
-    };
-    for row in rows {
-        let Some(pid) = row.get::<_, Option<i32>>(0) else {
-            read.statement_time = row.get(15);
-            let pids: Option<Vec<i32>> = row.get(16);
-            let starts: Option<Vec<Option<DateTime<Utc>>>> = row.get(17);
-            if let (Some(pids), Some(starts)) = (pids, starts) {
-                read.alive = Some(pids.into_iter().zip(starts).collect());
-            }
-            continue;
-        };
-        read.sent.push(ObservedSession {
+        Some(since) => {
+            let stmt = session
+                .delta_stmt
+                .get_or_try_init(|| bounded(limit, c.prepare(DELTA_SQL)))
+                .await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+                &since,
+                &asked.pids,
+                &asked.wait_event_types,
+                &asked.wait_events,
+                &asked.again,
+            ];
+            bounded(limit, c.query(stmt, &params)).await
+        }
+    }
+}
+
+/// One row of an activity read into `read` (see `session_columns` for the layout).
+fn decode_activity(row: &tokio_postgres::Row, server: ServerId, read: &mut ActivityRead) {
+    let kind: &str = row.get(18);
+    let pid: Option<i32> = row.get(0);
+    match (kind, pid) {
+        ("row", Some(pid)) => read.sent.push(ObservedSession {
             server,
             pid,
             datname: row.get(1),
@@ -375,7 +482,43 @@ async fn read_activity(
             state_change: row.get(13),
             blocked_by: row.get::<_, Option<Vec<i32>>>(14).unwrap_or_default(),
             awaited: None,
-        });
+        }),
+        ("blockers", Some(pid)) => read
+            .refreshed
+            .push((pid, row.get::<_, Option<Vec<i32>>>(14).unwrap_or_default())),
+        _ => {
+            read.statement_time = row.get(15);
+            let pids: Option<Vec<i32>> = row.get(16);
+            let starts: Option<Vec<Option<DateTime<Utc>>>> = row.get(17);
+            if let (Some(pids), Some(starts)) = (pids, starts) {
+                read.alive = Some(pids.into_iter().zip(starts).collect());
+            }
+        }
+    }
+}
+
+async fn read_activity(
+    session: &DbSession,
+    server: ServerId,
+    limit: Duration,
+) -> Result<ServerActivity, String> {
+    let (since, asked) = {
+        let cache = lock(&session.cache);
+        (cache.activity.since(), cache.activity.asked())
+    };
+    let rows = match query_activity(session, since, &asked, limit).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            lock(&session.cache).activity.reset();
+            return Err(e);
+        }
+    };
+    let mut read = ActivityRead {
+        full: since.is_none(),
+        ..Default::default()
+    };
+    for row in rows {
+        decode_activity(&row, server, &mut read);
     }
     let now = read.statement_time.unwrap_or_else(Utc::now);
     let mut sessions = {
@@ -888,6 +1031,146 @@ fn lock_detail(l: &RawLock) -> Option<String> {
     }
 }
 
+/// What `pgswarm snapshot --summary` reads per server, in one statement: every reported session
+/// is formed once (the activity floor's work, without the view's joins), but only the waiting ones
+/// and their blockers are shipped; then one `pg_locks` scan gives the lock table's fill and each
+/// wait's start (`waitstart`, PostgreSQL 14+). Row kinds: `row` (as in `session_columns`),
+/// `waitstart` (pid, column 15), `locks` (the row count in column 16) and `alive` (the time).
+fn summary_sql(version_num: i32) -> String {
+    let waitstart = if version_num >= 140000 {
+        "waitstart"
+    } else {
+        "NULL::timestamptz"
+    };
+    format!(
+        "WITH s AS MATERIALIZED ( \
+           SELECT a.pid, a.datid, a.usesysid, a.application_name, a.client_addr, a.backend_type, \
+                  a.state, a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, \
+                  a.query_start, a.state_change, \
+                  CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
+                       WHEN a.backend_type IS NULL \
+                            AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l WHERE NOT l.granted)) \
+                       THEN pg_blocking_pids(a.pid) END AS by \
+           FROM pg_stat_get_activity(NULL) a WHERE {reported}), \
+         k AS (SELECT DISTINCT unnest(by) AS pid FROM s WHERE by IS NOT NULL), \
+         l AS MATERIALIZED (SELECT pid, granted, {waitstart} AS waitstart FROM pg_locks) \
+         SELECT s.pid, d.datname::text, \
+                CASE WHEN s.usesysid IS NOT NULL THEN pg_get_userbyid(s.usesysid)::text END, \
+                coalesce(s.application_name, ''), host(s.client_addr), s.backend_type, s.state, \
+                s.wait_event_type, s.wait_event, s.query, s.backend_start, s.xact_start, \
+                s.query_start, s.state_change, s.by, NULL::timestamptz, NULL::int4[], \
+                NULL::timestamptz[], 'row' \
+         FROM s LEFT JOIN pg_database d ON d.oid = s.datid \
+         WHERE s.by IS NOT NULL OR s.pid IN (SELECT pid FROM k) \
+         UNION ALL \
+         SELECT l.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                NULL, l.waitstart, NULL, NULL, 'waitstart' FROM l WHERE NOT l.granted \
+         UNION ALL \
+         SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                NULL, statement_timestamp(), ARRAY[count(*)::int4], NULL, 'locks' FROM l",
+        reported = reported!(),
+    )
+}
+
+/// Connects to every target, reads what `snapshot --summary` needs once per server, and closes.
+pub async fn summarize_once(
+    targets: &[DbTarget],
+    settings: &SessionSettings,
+    env: &(dyn Environment + Sync),
+) -> (Observation, crate::domain::summary::WaitStarts) {
+    let limit = settings.statement_timeout;
+    let sessions = open_all(targets, settings, env).await;
+    let taken_at = Utc::now();
+    let grouping = ServerGrouping::of(&sessions);
+    let mut waits = crate::domain::summary::WaitStarts::default();
+    let mut servers = Vec::new();
+    let mut all_sessions = Vec::new();
+    for (id, members) in grouping.members.iter().enumerate() {
+        let first = members[0];
+        let label = server_label(&targets[first].target);
+        let mut server = ObservedServer {
+            key: String::new(),
+            label: label.clone(),
+            now: taken_at,
+            activity_error: None,
+            health: Default::default(),
+        };
+        let mut last_err = None;
+        for &i in members {
+            let Ok(via) = &sessions[i] else { continue };
+            server.key = via.server_key.clone();
+            let sql = summary_sql(via.version_num);
+            match bounded(limit, via.client.query(&sql, &[])).await {
+                Ok(rows) => {
+                    let mut read = ActivityRead::default();
+                    let mut used = None;
+                    for row in &rows {
+                        match row.get::<_, &str>(18) {
+                            "waitstart" => {
+                                if let (Some(pid), Some(t)) = (row.get(0), row.get(15)) {
+                                    waits.started.insert((label.clone(), pid), t);
+                                }
+                            }
+                            "locks" => {
+                                server.now =
+                                    row.get::<_, Option<DateTime<Utc>>>(15).unwrap_or(taken_at);
+                                used = row
+                                    .get::<_, Option<Vec<i32>>>(16)
+                                    .and_then(|v| v.first().copied())
+                                    .map(i64::from);
+                            }
+                            _ => decode_activity(row, id, &mut read),
+                        }
+                    }
+                    server.health = ObservedHealth {
+                        max_connections: Some(via.max_connections),
+                        lock_table_capacity: Some(via.lock_capacity),
+                        lock_table_used: used,
+                        lock_table_read_at: Some(server.now),
+                    };
+                    waits.server_now.insert(label.clone(), server.now);
+                    all_sessions.extend(
+                        read.sent
+                            .into_iter()
+                            .filter(|s| s.application_name != APPLICATION_NAME),
+                    );
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(format!("{}: {e}", targets[i].name)),
+            }
+        }
+        server.activity_error = last_err;
+        servers.push(server);
+    }
+    let databases = targets
+        .iter()
+        .zip(&sessions)
+        .enumerate()
+        .map(|(i, (t, s))| ObservedDatabase {
+            name: t.name.clone(),
+            target: t.target.display(),
+            outcome: s.as_ref().map_err(Clone::clone).map(|s| DatabaseInfo {
+                server: grouping.server_of[i].expect("a reachable database has a server"),
+                server_version: s.version.clone(),
+                datname: s.datname.clone(),
+                latency: s.latency,
+                schema_error: None,
+            }),
+            stale: None,
+            not_read_yet: false,
+        })
+        .collect();
+    let obs = Observation {
+        taken_at,
+        databases,
+        servers,
+        sessions: all_sessions,
+        schemas: Vec::new(),
+    };
+    (obs, waits)
+}
+
 /// Connects to every target, polls once and closes: what `pgswarm snapshot` does.
 pub async fn observe_once(
     targets: &[DbTarget],
@@ -895,7 +1178,10 @@ pub async fn observe_once(
     opts: &ProbeOptions,
     env: &(dyn Environment + Sync),
 ) -> Observation {
-    let sessions = open_all(targets, settings, env).await;
+    let mut sessions = open_all(targets, settings, env).await;
+    for s in sessions.iter_mut().flatten() {
+        s.one_shot = true;
+    }
     observe(targets, &sessions, opts, settings.statement_timeout).await
 }
 
