@@ -547,6 +547,9 @@ async fn incremental_polls_match_fresh_full_reads() {
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     poll().await;
     tokio::time::sleep(Duration::from_millis(2_200)).await;
+    // A row that changed is formed once more on the poll after (a backend can report the same
+    // state twice); the poll after that is the steady state.
+    poll().await;
     let lock_reads_before = counters().lock_reads;
     let incremental = poll().await;
     let full = fresh().await;
@@ -916,5 +919,67 @@ async fn summary_agrees_with_the_full_snapshot() {
     holder.batch_execute("ROLLBACK").await.unwrap();
     for t in tasks {
         t.await.unwrap().1.unwrap();
+    }
+}
+
+/// Issue 16: a persistent session lists the test schemas with their tables only when the catalog
+/// may have changed: a new schema shows on the next poll, a new table once its creator's statistics
+/// are flushed, and a quiet poll reuses the last listing.
+#[tokio::test]
+async fn schema_listing_is_reused_until_the_catalog_changes() {
+    use pgswarm::pg::probe::{observe, open_all, ProbeOptions};
+    let srv = Server::start(&["app_test"]);
+    let ci = srv.conninfo("app_test");
+    let cfg = settings(&[entry("app_test", &ci)]);
+    let opts = ProbeOptions {
+        schema_prefix: "test".into(),
+        exact_sizes: false,
+    };
+    let ddl = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    ddl.batch_execute(&format!(
+        "CREATE SCHEMA test_{NS_A}_gw0; CREATE TABLE test_{NS_A}_gw0.t1 (id int)"
+    ))
+    .await
+    .unwrap();
+    let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
+    let poll = || observe(&cfg.databases, &persistent, &opts, Duration::from_secs(10));
+    let listings = || persistent[0].as_ref().unwrap().counters().schema_listings;
+    let tables = |o: &pgswarm::domain::snapshot::Observation, schema: &str| {
+        o.schemas
+            .iter()
+            .find(|s| s.schema == schema)
+            .map(|s| s.tables)
+    };
+    let a = format!("test_{NS_A}_gw0");
+    let b = format!("test_{NS_B}_gw1");
+    assert_eq!(tables(&poll().await, &a), Some(1));
+    let before = listings();
+    assert_eq!(tables(&poll().await, &a), Some(1));
+    assert_eq!(listings(), before, "nothing changed: the listing is reused");
+
+    ddl.batch_execute(&format!("CREATE SCHEMA {b}"))
+        .await
+        .unwrap();
+    let o = poll().await;
+    assert_eq!(
+        tables(&o, &b),
+        Some(0),
+        "a new schema shows on the next poll"
+    );
+
+    ddl.batch_execute(&format!("CREATE TABLE {a}.t2 (id int)"))
+        .await
+        .unwrap();
+    ddl.batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    ddl.batch_execute("SELECT 1").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while tables(&poll().await, &a) != Some(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a new table never showed in its schema"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -71,6 +71,7 @@ pub struct DbSession {
     schemas_stmt: tokio::sync::OnceCell<Statement>,
     relations_stmt: tokio::sync::OnceCell<Statement>,
     lock_count_stmt: tokio::sync::OnceCell<Statement>,
+    schema_fingerprint_stmt: tokio::sync::OnceCell<Statement>,
     pub max_connections: i32,
     /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`.
     pub lock_capacity: i64,
@@ -85,7 +86,12 @@ struct ProbeCache {
     counters: ProbeCounters,
     /// Rows in `pg_locks` when last counted, and when.
     lock_table: Option<(i64, DateTime<Utc>)>,
+    /// The last schema listing, when it was read, and the catalog fingerprint it was read under.
+    schemas: Option<(SchemaFingerprint, DateTime<Utc>, Vec<ObservedSchema>)>,
 }
+
+/// See `SCHEMA_FINGERPRINT_SQL`.
+type SchemaFingerprint = (i64, i64, Option<i32>);
 
 /// What a session's polls asked the server for so far (for tests and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +101,9 @@ pub struct ProbeCounters {
     /// Session rows the last activity read shipped (a full read ships all of them).
     pub last_rows_sent: usize,
     pub lock_reads: u64,
+    /// Schema listings (with their tables) actually read; a poll whose catalog fingerprint did not
+    /// change reuses the last one.
+    pub schema_listings: u64,
 }
 
 impl DbSession {
@@ -207,6 +216,7 @@ pub async fn open_session(
         schemas_stmt: tokio::sync::OnceCell::new(),
         relations_stmt: tokio::sync::OnceCell::new(),
         lock_count_stmt: tokio::sync::OnceCell::new(),
+        schema_fingerprint_stmt: tokio::sync::OnceCell::new(),
         max_connections: row.get(4),
         lock_capacity: row.get(5),
         cache: Mutex::new(ProbeCache::default()),
@@ -314,8 +324,11 @@ const ONCE_SQL: &str = concat!(
 /// (`domain::incremental::Asked`): pid, wait event type and wait event as held, and whether to form
 /// the row again regardless.
 ///
-/// `b` reads the per-backend accessors, which cost a fraction of forming rows (at 1,000 backends
-/// about 0.6 ms over the status snapshot's 1.3 ms, where forming every row costs 2.5 ms more). Whole
+/// `b` reads three per-backend accessors for every backend (pid, `backend_start`, `query_start`:
+/// a settled idle session changes only with a new statement, which moves `query_start`); the
+/// others (`xact_start`, wait event) are read only for the held busy rows asked about. Accessors
+/// cost a fraction of forming rows: at 1,000 backends the status snapshot is about 1.3 ms, the
+/// three accessors about 0.5 ms, forming every row 2.5 ms more. Whole
 /// rows are formed only for `w`, the backends that changed: one `pg_stat_get_activity(pid)` call
 /// each, which builds its 30-column row type every call (about 45 µs). Past one changed backend in
 /// 16 a single full formation is cheaper, so `n` switches to it (a busy swarm costs at most a full
@@ -324,15 +337,17 @@ const ONCE_SQL: &str = concat!(
 /// can be NULL on a live backend (an aborted transaction has no `xact_start`).
 const DELTA_SQL: &str = concat!(
     "WITH b AS MATERIALIZED ( \
-       SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_start(i) AS bs, \
-              pg_stat_get_backend_activity_start(i) AS qs, pg_stat_get_backend_xact_start(i) AS xs, \
-              pg_stat_get_backend_wait_event_type(i) AS wt, pg_stat_get_backend_wait_event(i) AS we \
+       SELECT i, pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_start(i) AS bs, \
+              pg_stat_get_backend_activity_start(i) AS qs \
        FROM pg_stat_get_backend_idset() i), \
      c AS MATERIALIZED ( \
-       SELECT b.pid, b.wt, h.pid IS NOT NULL AS busy, \
-              b.bs IS NULL OR b.bs >= $1 OR coalesce(b.qs >= $1 OR b.xs >= $1, false) \
-              OR (h.pid IS NOT NULL AND (h.again OR b.wt IS DISTINCT FROM h.wt \
-                                         OR b.we IS DISTINCT FROM h.we)) AS whole \
+       SELECT b.pid, h.pid IS NOT NULL AS busy, \
+              CASE WHEN h.pid IS NOT NULL THEN pg_stat_get_backend_wait_event_type(b.i) END AS wt, \
+              b.bs IS NULL OR b.bs >= $1 OR coalesce(b.qs >= $1, false) \
+              OR (h.pid IS NOT NULL \
+                  AND (h.again OR coalesce(pg_stat_get_backend_xact_start(b.i) >= $1, false) \
+                       OR pg_stat_get_backend_wait_event_type(b.i) IS DISTINCT FROM h.wt \
+                       OR pg_stat_get_backend_wait_event(b.i) IS DISTINCT FROM h.we)) AS whole \
        FROM b LEFT JOIN unnest($2::int4[], $3::text[], $4::text[], $5::bool[]) \
                         AS h(pid, wt, we, again) ON h.pid = b.pid \
        WHERE b.pid <> pg_backend_pid()), \
@@ -362,15 +377,17 @@ const DELTA_SQL: &str = concat!(
 #[cfg(feature = "testkit")]
 pub const ACTIVITY_SQL_FOR_BENCH: [&str; 3] = [FULL_SQL, ONCE_SQL, DELTA_SQL];
 
-/// One lock-manager snapshot (`pg_locks`, materialized once), filtered to the waiters and their
-/// blockers, and three kinds of row from it:
+/// One lock-manager snapshot (`pg_locks`, materialized once with plain columns) and four kinds of
+/// row from it:
 ///
 /// - `awaits`: each waiter's lock not granted (a process waits for at most one);
 /// - `row`: each waiter's granted `tuple` lock. A row-lock wait shows as a wait for the holder's
 ///   `transactionid`, which names no table; the waiter has queued for the row first, so its tuple
 ///   lock says which table (and which row) the wait is about;
-/// - `held`: each mode a blocker holds on the very object a waiter awaits (joined on one text key,
-///   so the planner can hash it: a DDL holder may hold thousands of locks).
+/// - `held`: each mode a blocker holds on the very object a waiter awaits, joined on the object's
+///   columns (NULLs made comparable), so the planner can hash it: a DDL holder may hold thousands
+///   of locks, and formatting a text key for each of them was most of this statement's time;
+/// - `count`: the number of rows, the lock table's fill (in the pid column), from the same scan.
 ///
 /// `$1` is the waiters and their blockers, `$2` the waiters.
 fn locks_sql(version_num: i32) -> String {
@@ -379,30 +396,54 @@ fn locks_sql(version_num: i32) -> String {
     } else {
         "NULL::timestamptz"
     };
+    let obj = |t: &str| {
+        format!(
+            "format('%s:%s:%s:%s:%s:%s:%s:%s:%s:%s', {t}.locktype, {t}.database, {t}.relation, \
+             {t}.page, {t}.tuple, {t}.virtualxid, {t}.transactionid, {t}.classid, {t}.objid, \
+             {t}.objsubid)"
+        )
+    };
+    let same = |c: &str, none: &str| format!("coalesce(h.{c}, {none}) = coalesce(w.{c}, {none})");
+    let same_object = [
+        "h.locktype = w.locktype".to_string(),
+        same("database", "0"),
+        same("relation", "0"),
+        same("page", "-1"),
+        same("tuple", "-1"),
+        same("virtualxid", "''"),
+        same("transactionid", "'0'::xid"),
+        same("classid", "0"),
+        same("objid", "0"),
+        same("objsubid", "-1"),
+    ]
+    .join(" AND ");
+    let (w_obj, t_obj) = (obj("a"), obj("t"));
     format!(
-        "WITH l AS MATERIALIZED ( \
+        "WITH a AS MATERIALIZED ( \
            SELECT l.pid, l.locktype, l.mode, l.granted, l.database, l.relation, l.page, l.tuple, \
-                  {waitstart} AS waitstart, \
-                  format('%s:%s:%s:%s:%s:%s:%s:%s:%s:%s', l.locktype, l.database, l.relation, \
-                         l.page, l.tuple, l.virtualxid, l.transactionid, l.classid, l.objid, \
-                         l.objsubid) AS obj, \
-                  l.transactionid::text AS xid, l.virtualxid, l.classid, l.objid \
-           FROM pg_locks l WHERE l.pid = ANY($1)) \
+                  {waitstart} AS waitstart, l.virtualxid, l.transactionid, l.classid, l.objid, \
+                  l.objsubid \
+           FROM pg_locks l), \
+         w AS MATERIALIZED ( \
+           SELECT a.*, {w_obj} AS obj FROM a WHERE NOT a.granted AND a.pid = ANY($2)) \
          SELECT 'awaits', w.pid, w.locktype, w.mode, w.database, d.datname::text, w.relation, \
-                w.page, w.tuple, w.waitstart, w.obj, NULL::int4, w.xid, w.virtualxid, w.classid, \
-                w.objid \
-           FROM l w LEFT JOIN pg_database d ON d.oid = w.database \
-          WHERE NOT w.granted AND w.pid = ANY($2) \
+                w.page, w.tuple, w.waitstart, w.obj, NULL::int4, w.transactionid::text, \
+                w.virtualxid, w.classid, w.objid \
+           FROM w LEFT JOIN pg_database d ON d.oid = w.database \
          UNION ALL \
          SELECT 'row', t.pid, t.locktype, t.mode, t.database, d.datname::text, t.relation, t.page, \
-                t.tuple, NULL, t.obj, NULL, NULL, NULL, NULL, NULL \
-           FROM l t LEFT JOIN pg_database d ON d.oid = t.database \
+                t.tuple, NULL, {t_obj}, NULL, NULL, NULL, NULL, NULL \
+           FROM a t LEFT JOIN pg_database d ON d.oid = t.database \
           WHERE t.granted AND t.locktype = 'tuple' AND t.pid = ANY($2) \
          UNION ALL \
-         SELECT 'held', w.pid, h.locktype, h.mode, NULL, NULL, NULL, NULL, NULL, NULL, h.obj, h.pid, \
+         SELECT 'held', w.pid, h.locktype, h.mode, NULL, NULL, NULL, NULL, NULL, NULL, w.obj, h.pid, \
                 NULL, NULL, NULL, NULL \
-           FROM l w JOIN l h ON h.obj = w.obj \
-          WHERE NOT w.granted AND h.granted AND h.pid <> w.pid AND w.pid = ANY($2)"
+           FROM w JOIN a h ON {same_object} \
+          WHERE h.granted AND h.pid <> w.pid AND h.pid = ANY($1) \
+         UNION ALL \
+         SELECT 'count', count(*)::int4, '', '', NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, \
+                NULL, NULL, NULL \
+           FROM a"
     )
 }
 
@@ -587,6 +628,12 @@ async fn read_awaited_locks(
         .await?;
     let all: Vec<i32> = waiters.iter().chain(blockers).copied().collect();
     let rows = bounded(limit, session.client.query(stmt, &[&all, &waiters])).await?;
+    let (counts, rows): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|row| row.get::<_, &str>(0) == "count");
+    if let Some(count) = counts.first().and_then(|r| r.get::<_, Option<i32>>(1)) {
+        lock(&session.cache).lock_table = Some((i64::from(count), Utc::now()));
+    }
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -641,6 +688,22 @@ async fn resolve_relations(
     }
 }
 
+/// What changes when a test schema or one of its tables appears, goes or changes: the database's
+/// row changes to `pg_class` and `pg_namespace` (cumulative statistics, flushed by each backend at
+/// most about every 10 s, so `SCHEMA_RELIST_AFTER` bounds the lag), and the names of the test
+/// schemas. Listing the schemas with their tables scans all of `pg_class`: with 5,000 test tables
+/// that was 15-20 ms, most of a refresh.
+const SCHEMA_FINGERPRINT_SQL: &str = "SELECT \
+       pg_stat_get_tuples_inserted(1259) + pg_stat_get_tuples_updated(1259) \
+         + pg_stat_get_tuples_deleted(1259) + pg_stat_get_tuples_inserted(2615) \
+         + pg_stat_get_tuples_updated(2615) + pg_stat_get_tuples_deleted(2615), \
+       (SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1), \
+       (SELECT hashtext(string_agg(nspname::text, ',' ORDER BY nspname)) FROM pg_namespace \
+         WHERE nspname LIKE $1)";
+
+/// How old a persistent session's schema listing may get while its fingerprint holds.
+const SCHEMA_RELIST_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+
 async fn read_schemas(
     session: &DbSession,
     database: &str,
@@ -655,11 +718,35 @@ async fn read_schemas(
              WHERE n.nspname LIKE $1 \
              GROUP BY n.nspname";
     let pattern = like_prefix(&opts.schema_prefix);
+    // A persistent session lists again only when the catalog may have changed (see
+    // `SCHEMA_FINGERPRINT_SQL`) or the listing is older than `SCHEMA_RELIST_AFTER`.
+    let fingerprint = if session.one_shot || opts.exact_sizes {
+        None
+    } else {
+        let stmt = session
+            .schema_fingerprint_stmt
+            .get_or_try_init(|| bounded(limit, session.client.prepare(SCHEMA_FINGERPRINT_SQL)))
+            .await?;
+        let row = bounded(limit, session.client.query_one(stmt, &[&pattern])).await?;
+        let print: SchemaFingerprint = (row.get(0), row.get(1), row.get(2));
+        let now = Utc::now();
+        if let Some((held, at, listed)) = &lock(&session.cache).schemas {
+            if *held == print && now - *at < SCHEMA_RELIST_AFTER {
+                let mut listed = listed.clone();
+                for s in &mut listed {
+                    s.database = database.to_owned();
+                }
+                return Ok(listed);
+            }
+        }
+        Some((print, now))
+    };
     let stmt = session
         .schemas_stmt
         .get_or_try_init(|| bounded(limit, session.client.prepare(SQL)))
         .await?;
     let rows = bounded(limit, session.client.query(stmt, &[&pattern])).await?;
+    lock(&session.cache).counters.schema_listings += 1;
     let mut schemas: Vec<ObservedSchema> = rows
         .into_iter()
         .map(|r| ObservedSchema {
@@ -670,6 +757,9 @@ async fn read_schemas(
             bytes_exact: false,
         })
         .collect();
+    if let Some((print, at)) = fingerprint {
+        lock(&session.cache).schemas = Some((print, at, schemas.clone()));
+    }
     if opts.exact_sizes && !schemas.is_empty() {
         if let Ok(exact) = read_exact_sizes(&session.client, &pattern, limit).await {
             for s in &mut schemas {
@@ -843,12 +933,10 @@ async fn read_server(
         let Ok(via) = &sessions[i] else { continue };
         match read_activity(via, id, limit).await {
             Ok(mut act) => {
-                let reads_before = via.counters().lock_reads;
                 attach_locks(&mut act, via, members, sessions, limit).await;
-                // The lock table's fill: counted when this poll read pg_locks anyway, and on the
-                // session's first poll (so a one-shot snapshot always has it).
-                let never = lock(&via.cache).lock_table.is_none();
-                if never || via.counters().lock_reads > reads_before {
+                // The lock table's fill comes with every pg_locks read (the same scan); a session
+                // that has not read pg_locks yet counts it once, so a one-shot always has it.
+                if lock(&via.cache).lock_table.is_none() {
                     via.read_lock_table(limit).await;
                 }
                 let server = ObservedServer {
