@@ -6,7 +6,7 @@
 
 use chrono::Utc;
 use pgswarm::domain::naming::Worker;
-use pgswarm::domain::sqlite::{FirstSeen, JournalMode, LockState, SqliteReport};
+use pgswarm::domain::sqlite::{FirstSeen, JournalMode, LockMode, LockState, SqliteReport};
 use pgswarm::sqlite::{observe, SqliteOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -122,7 +122,11 @@ fn spawn(script: &str, args: &[&str], env: &[(&str, &str)]) -> Held {
 
 /// Creates a database in the given journal mode (and closes it, so nothing is held).
 fn create_db(dir: &Path, mode: &str) -> PathBuf {
-    let db = dir.join("prefect_gw0.db");
+    create_named_db(dir, "prefect_gw0.db", mode)
+}
+
+fn create_named_db(dir: &Path, name: &str, mode: &str) -> PathBuf {
+    let db = dir.join(name);
     let status = python()
         .stdin(Stdio::null())
         .arg("-c")
@@ -214,6 +218,7 @@ fn a_wal_reader_holds_a_read_mark() {
     let locks = holder_of(&r, held.pid);
     assert_eq!(locks.len(), 1, "{r:#?}");
     assert!(matches!(locks[0], LockState::WalRead(_)), "{r:#?}");
+    assert_eq!(r.holders[0].mode, LockMode::Shared);
     assert!(!locks[0].is_write());
 }
 
@@ -301,4 +306,39 @@ fn a_pattern_matching_nothing_is_an_error_entry() {
         .error
         .as_deref()
         .is_some_and(|e| e.contains("no file matches")));
+}
+
+#[test]
+fn one_pattern_gives_one_report_per_worker_database_with_its_own_holder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let db = create_named_db(dir.path(), &format!("prefect_gw{i}.db"), "delete");
+        let worker = format!("gw{i}");
+        held.push(spawn(
+            HOLDER,
+            &[&db.to_string_lossy(), "delete", "immediate"],
+            &[("PYTEST_XDIST_WORKER", &worker)],
+        ));
+    }
+    let pattern = format!("{}/prefect_gw*.db", dir.path().display());
+    let started = std::time::Instant::now();
+    let reports = observe(
+        &[pattern],
+        &SqliteOptions::default(),
+        &mut FirstSeen::new(),
+        Utc::now(),
+    );
+    let elapsed = started.elapsed();
+    eprintln!(
+        "observe() of 4 databases took {elapsed:?}; error: {:?}",
+        reports[0].error
+    );
+    assert_eq!(reports.len(), 4, "{reports:#?}");
+    for (i, (r, h)) in reports.iter().zip(&held).enumerate() {
+        assert!(r.path.ends_with(&format!("prefect_gw{i}.db")), "{r:#?}");
+        assert_eq!(holder_of(r, h.pid), vec![LockState::Reserved], "{r:#?}");
+        assert_eq!(r.holders.len(), 1, "{r:#?}");
+        assert_eq!(r.holders[0].worker, Some(Worker::Gw(i as u32)));
+    }
 }
