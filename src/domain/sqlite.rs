@@ -838,7 +838,9 @@ fn attribute_pid(pid: Option<u32>, input: &ReportInput<'_>, vars: &AttributionVa
 }
 
 /// Builds the report of one database. Touches `tracker` for every lock held (the caller ends the
-/// observation once every database is done, so one tracker serves all of them).
+/// observation once every database is done, so one tracker serves all of them: keep one tracker per
+/// list of targets, since a key not touched in an observation is forgotten). `error` is the input's
+/// error plus a count of processes whose attribution failed on an unreadable environment.
 pub fn build_report(
     input: &ReportInput<'_>,
     tracker: &mut FirstSeen,
@@ -882,6 +884,8 @@ pub fn build_report(
     let mut connected: BTreeSet<u32> = BTreeSet::new();
     let mut lock_holding: BTreeSet<u32> = BTreeSet::new();
     let mut seen_holds = BTreeSet::new();
+    // Processes whose worker and namespace stay unknown because an environment could not be read.
+    let mut unattributable: BTreeSet<u32> = BTreeSet::new();
     for (record, role, d) in decoded {
         if let Some(rank) = d.state.rollback_rank() {
             if top_rollback.get(&(record.pid, record.blocked)) != Some(&rank) {
@@ -904,6 +908,9 @@ pub fn build_report(
         }
         let process = record.pid.and_then(|p| input.processes.get(&p));
         let attribution = attribute_pid(record.pid, input, &opts.vars);
+        if attribution.unreadable {
+            unattributable.extend(record.pid);
+        }
         let held_for_s = if record.blocked {
             0.0
         } else {
@@ -972,6 +979,9 @@ pub fn build_report(
         .filter(|pid| !lock_holding.contains(pid))
         .map(|pid| {
             let a = attribute_pid(Some(pid), input, &opts.vars);
+            if a.unreadable {
+                unattributable.insert(pid);
+            }
             OpenWithoutLock {
                 pid,
                 worker: a.worker,
@@ -988,6 +998,14 @@ pub fn build_report(
         })
         .collect();
 
+    let mut errors: Vec<String> = input.error.map(str::to_owned).into_iter().collect();
+    if !unattributable.is_empty() {
+        errors.push(format!(
+            "the environment of {} processes (or of an ancestor) could not be read: worker and \
+             namespace unknown for them",
+            unattributable.len()
+        ));
+    }
     SqliteReport {
         path: input.path.to_owned(),
         journal_mode,
@@ -995,7 +1013,7 @@ pub fn build_report(
         waiters,
         open_without_lock,
         warnings,
-        error: input.error.map(str::to_owned),
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
 }
 
@@ -1113,6 +1131,35 @@ mod tests {
             if let Ok(r) = parse_lock_line(&line) {
                 prop_assert!(r.end.is_none_or(|e| e >= r.start));
             }
+        }
+
+        #[test]
+        fn formatted_lock_lines_parse_back(
+            blocked in any::<bool>(),
+            class in prop_oneof![Just(LockClass::Posix), Just(LockClass::Ofd), Just(LockClass::Flock)],
+            write in any::<bool>(),
+            pid in proptest::option::of(0u32..=u32::MAX),
+            major in 0u32..4096, minor in 0u32..1_048_576, inode in any::<u64>(),
+            start in any::<u64>(), len in proptest::option::of(0u64..1_000_000),
+        ) {
+            let end = len.map(|l| start.saturating_add(l));
+            let line = format!(
+                "12: {}{class} ADVISORY  {} {} {major:02x}:{minor:02x}:{inode} {start} {}",
+                if blocked { "-> " } else { "" },
+                if write { "WRITE" } else { "READ" },
+                pid.map_or(-1, i64::from),
+                end.map_or_else(|| "EOF".to_owned(), |e| e.to_string()),
+            );
+            let want = LockRecord {
+                blocked,
+                class,
+                mode: if write { LockMode::Exclusive } else { LockMode::Shared },
+                pid,
+                file: FileId { major, minor, inode },
+                start,
+                end,
+            };
+            prop_assert_eq!(parse_lock_line(&line), Ok(want));
         }
 
         #[test]
@@ -1567,6 +1614,46 @@ mod tests {
         );
         assert_eq!(r.waiters.len(), 1);
         assert_eq!(r.waiters[0].lock, LockState::WalWrite);
+    }
+
+    #[test]
+    fn unreadable_environments_are_counted_in_error() {
+        let files = TargetFiles {
+            db: Some(DB),
+            ..TargetFiles::default()
+        };
+        let (records, _) =
+            parse_proc_locks("1: POSIX  ADVISORY  WRITE 30 08:01:1234567 1073741825 1073741825\n");
+        let mut hidden = proc(30, 10, &[], "server");
+        hidden.environ = None;
+        let mut hidden_parent = proc(41, 1, &[], "someone else's shell");
+        hidden_parent.environ = None;
+        let processes: BTreeMap<u32, ProcessInfo> =
+            [hidden, hidden_parent, proc(40, 41, &[], "python")]
+                .into_iter()
+                .map(|p| (p.pid, p))
+                .collect();
+        let r = build_report(
+            &ReportInput {
+                path: "/tmp/x.db",
+                files,
+                locks: &records,
+                openers: &BTreeSet::from([40]),
+                processes: &processes,
+                error: Some("3 processes of other users could not be read"),
+            },
+            &mut FirstSeen::new(),
+            DateTime::<Utc>::from_timestamp(1_000, 0).expect("valid"),
+            &ReportOptions::default(),
+        );
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "3 processes of other users could not be read; the environment of 2 processes (or \
+                 of an ancestor) could not be read: worker and namespace unknown for them"
+            )
+        );
+        assert_eq!(r.holders[0].worker, None);
     }
 
     #[test]

@@ -133,21 +133,6 @@ pub fn observe(
         let openers = open.by_target.get(&i).unwrap_or(&no_openers);
         let mut errors = l.errors.clone();
         errors.extend(common_errors.iter().cloned());
-        let hidden_env = relevant
-            .iter()
-            .filter(|r| l.ids.role_of(r.file).is_some())
-            .filter_map(|r| r.pid)
-            .chain(openers.iter().copied())
-            .collect::<BTreeSet<u32>>()
-            .into_iter()
-            .filter(|p| processes.get(p).is_some_and(|p| p.environ.is_none()))
-            .count();
-        if hidden_env > 0 {
-            errors.push(format!(
-                "environment of {hidden_env} processes could not be read (worker and namespace \
-                 unknown for them)"
-            ));
-        }
         let error = (!errors.is_empty()).then(|| errors.join("; "));
         let path = path.to_string_lossy();
         let report = build_report(
@@ -165,6 +150,9 @@ pub fn observe(
         );
         reports[*slot] = Some(report);
     }
-    tracker.end_observation();
+    // Without the lock table nothing was touched: ending the observation would forget every age.
+    if lock_text.is_ok() {
+        tracker.end_observation();
+    }
     reports.into_iter().flatten().collect()
 }
