@@ -71,7 +71,7 @@ impl Drop for Held {
     }
 }
 
-fn python() -> Command {
+fn prepare_python() -> Command {
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -88,7 +88,7 @@ fn python() -> Command {
 
 /// Spawns `python3 -c script args`, waits for `ready <pid>` and returns the holding pid.
 fn spawn(script: &str, args: &[&str], env: &[(&str, &str)]) -> Held {
-    let mut cmd = python();
+    let mut cmd = prepare_python();
     cmd.arg("-c").arg(script).args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -127,7 +127,7 @@ fn create_db(dir: &Path, mode: &str) -> PathBuf {
 
 fn create_named_db(dir: &Path, name: &str, mode: &str) -> PathBuf {
     let db = dir.join(name);
-    let status = python()
+    let status = prepare_python()
         .stdin(Stdio::null())
         .arg("-c")
         .arg(
@@ -139,7 +139,7 @@ fn create_named_db(dir: &Path, name: &str, mode: &str) -> PathBuf {
         .arg(mode)
         .status()
         .expect("python3 with the sqlite3 module is needed (Debian: apt-get install python3)");
-    assert!(status.success(), "creating the database failed");
+    assert!(status.success(), "creating the database with python3 failed (is its sqlite3 module installed? Debian: apt-get install python3)");
     db
 }
 
@@ -154,7 +154,7 @@ fn observe_one(db: &Path, opts: &SqliteOptions, tracker: &mut FirstSeen) -> Sqli
     reports.remove(0)
 }
 
-fn holder_of(report: &SqliteReport, pid: u32) -> Vec<LockState> {
+fn collect_locks_of(report: &SqliteReport, pid: u32) -> Vec<LockState> {
     report
         .holders
         .iter()
@@ -174,7 +174,11 @@ fn begin_immediate_in_rollback_mode_is_reserved_by_its_worker() {
     );
     let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
     assert_eq!(r.journal_mode, JournalMode::Rollback);
-    assert_eq!(holder_of(&r, held.pid), vec![LockState::Reserved], "{r:#?}");
+    assert_eq!(
+        collect_locks_of(&r, held.pid),
+        vec![LockState::Reserved],
+        "{r:#?}"
+    );
     let h = &r.holders[0];
     assert_eq!(h.worker, Some(Worker::Gw(0)));
     assert!(h.via.is_empty());
@@ -189,7 +193,7 @@ fn begin_exclusive_in_rollback_mode_is_exclusive() {
     let held = spawn(HOLDER, &[&db.to_string_lossy(), "delete", "exclusive"], &[]);
     let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
     assert_eq!(
-        holder_of(&r, held.pid),
+        collect_locks_of(&r, held.pid),
         vec![LockState::Exclusive],
         "{r:#?}"
     );
@@ -203,7 +207,7 @@ fn a_wal_write_transaction_holds_wal_write() {
     let held = spawn(HOLDER, &[&db.to_string_lossy(), "wal", "write"], &[]);
     let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
     assert_eq!(r.journal_mode, JournalMode::Wal);
-    let locks = holder_of(&r, held.pid);
+    let locks = collect_locks_of(&r, held.pid);
     assert!(locks.contains(&LockState::WalWrite), "{r:#?}");
     // The database file's SHARED lock and the dead-man switch only mean "connected" in WAL mode.
     assert!(!locks.contains(&LockState::Shared) && !locks.contains(&LockState::Dms));
@@ -215,7 +219,7 @@ fn a_wal_reader_holds_a_read_mark() {
     let db = create_db(dir.path(), "wal");
     let held = spawn(HOLDER, &[&db.to_string_lossy(), "wal", "read"], &[]);
     let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
-    let locks = holder_of(&r, held.pid);
+    let locks = collect_locks_of(&r, held.pid);
     assert_eq!(locks.len(), 1, "{r:#?}");
     assert!(matches!(locks[0], LockState::WalRead(_)), "{r:#?}");
     assert_eq!(r.holders[0].mode, LockMode::Shared);
@@ -237,7 +241,11 @@ fn a_subprocess_without_the_variables_is_attributed_via_its_parent() {
     let parent = held.children[0].id();
     assert_ne!(held.pid, parent, "the lock must be held by the child");
     let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
-    assert_eq!(holder_of(&r, held.pid), vec![LockState::Reserved], "{r:#?}");
+    assert_eq!(
+        collect_locks_of(&r, held.pid),
+        vec![LockState::Reserved],
+        "{r:#?}"
+    );
     let h = &r.holders[0];
     assert_eq!(h.worker, Some(Worker::Gw(1)));
     assert_eq!(h.namespace.as_ref().map(|n| n.as_str()), Some("abc123"));
@@ -254,7 +262,7 @@ fn a_process_with_the_file_open_and_no_lock_is_open_without_lock() {
         &[("PYTEST_XDIST_WORKER", "gw2")],
     );
     let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
-    assert!(holder_of(&r, held.pid).is_empty(), "{r:#?}");
+    assert!(collect_locks_of(&r, held.pid).is_empty(), "{r:#?}");
     let open: Vec<_> = r
         .open_without_lock
         .iter()
@@ -276,7 +284,10 @@ fn held_for_grows_and_an_old_write_lock_is_warned_about() {
     };
     let mut tracker = FirstSeen::new();
     let first = observe_one(&db, &opts, &mut tracker);
-    assert_eq!(holder_of(&first, held.pid), vec![LockState::Reserved]);
+    assert_eq!(
+        collect_locks_of(&first, held.pid),
+        vec![LockState::Reserved]
+    );
     assert!(first.warnings.is_empty(), "{first:#?}");
     std::thread::sleep(Duration::from_millis(400));
     let second = observe_one(&db, &opts, &mut tracker);
@@ -337,7 +348,11 @@ fn one_pattern_gives_one_report_per_worker_database_with_its_own_holder() {
     assert_eq!(reports.len(), 4, "{reports:#?}");
     for (i, (r, h)) in reports.iter().zip(&held).enumerate() {
         assert!(r.path.ends_with(&format!("prefect_gw{i}.db")), "{r:#?}");
-        assert_eq!(holder_of(r, h.pid), vec![LockState::Reserved], "{r:#?}");
+        assert_eq!(
+            collect_locks_of(r, h.pid),
+            vec![LockState::Reserved],
+            "{r:#?}"
+        );
         assert_eq!(r.holders.len(), 1, "{r:#?}");
         assert_eq!(r.holders[0].worker, Some(Worker::Gw(i as u32)));
     }

@@ -147,7 +147,7 @@ pub enum LockLineError {
     Bad { field: &'static str, value: String },
 }
 
-fn bad(field: &'static str, value: &str) -> LockLineError {
+fn reject(field: &'static str, value: &str) -> LockLineError {
     LockLineError::Bad {
         field,
         value: value.chars().take(40).collect(),
@@ -160,9 +160,9 @@ fn bad(field: &'static str, value: &str) -> LockLineError {
 pub fn parse_lock_line(line: &str) -> Result<LockRecord, LockLineError> {
     let mut fields = line.split_ascii_whitespace();
     let id = fields.next().ok_or(LockLineError::Missing("id"))?;
-    let id_digits = id.strip_suffix(':').ok_or_else(|| bad("id", id))?;
+    let id_digits = id.strip_suffix(':').ok_or_else(|| reject("id", id))?;
     if id_digits.is_empty() || !id_digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("id", id));
+        return Err(reject("id", id));
     }
     let mut class = fields.next().ok_or(LockLineError::Missing("class"))?;
     let blocked = class == "->";
@@ -182,20 +182,22 @@ pub fn parse_lock_line(line: &str) -> Result<LockRecord, LockLineError> {
     let pid_s = fields.next().ok_or(LockLineError::Missing("pid"))?;
     let pid = match pid_s.parse::<i64>() {
         Ok(-1) => None,
-        Ok(p) => Some(u32::try_from(p).map_err(|_| bad("pid", pid_s))?),
-        Err(_) => return Err(bad("pid", pid_s)),
+        Ok(p) => Some(u32::try_from(p).map_err(|_| reject("pid", pid_s))?),
+        Err(_) => return Err(reject("pid", pid_s)),
     };
     let file_s = fields.next().ok_or(LockLineError::Missing("file"))?;
-    let file = parse_file_id(file_s).ok_or_else(|| bad("file", file_s))?;
+    let file = parse_file_id(file_s).ok_or_else(|| reject("file", file_s))?;
     let start_s = fields.next().ok_or(LockLineError::Missing("start"))?;
-    let start = start_s.parse::<u64>().map_err(|_| bad("start", start_s))?;
+    let start = start_s
+        .parse::<u64>()
+        .map_err(|_| reject("start", start_s))?;
     let end_s = fields.next().ok_or(LockLineError::Missing("end"))?;
     let end = match end_s {
         "EOF" => None,
-        s => Some(s.parse::<u64>().map_err(|_| bad("end", s))?),
+        s => Some(s.parse::<u64>().map_err(|_| reject("end", s))?),
     };
     if end.is_some_and(|e| e < start) {
-        return Err(bad("end", end_s));
+        return Err(reject("end", end_s));
     }
     Ok(LockRecord {
         blocked,
@@ -371,7 +373,7 @@ fn describe_range(role: FileRole, record: &LockRecord) -> String {
     )
 }
 
-fn other(role: FileRole, record: &LockRecord) -> Decoded {
+fn keep_as_other(role: FileRole, record: &LockRecord) -> Decoded {
     Decoded {
         state: LockState::Other,
         detail: Some(describe_range(role, record)),
@@ -383,12 +385,14 @@ fn other(role: FileRole, record: &LockRecord) -> Decoded {
 /// The kernel merges adjacent ranges of the same process and mode into one record (EXCLUSIVE is
 /// PENDING + RESERVED + the shared range written as one `WRITE 1073741824 1073742335`; a WAL reader's
 /// last read mark and the dead-man switch as `READ 127 128`), so a record is split back into every
-/// slot it covers. A part that fits no slot, a partial overlap of the shared range, a mode SQLite does
-/// not use on a slot, a non-POSIX lock, or any lock on `-journal`/`-wal` becomes [`LockState::Other`].
+/// slot it covers. A part that fits no slot, a partial overlap of the shared range, a read lock on
+/// the reserved byte (SQLite only ever write-locks it), an flock or lease (OFD locks read like POSIX
+/// ones), an unknown mode, or any lock on `-journal`/`-wal` becomes [`LockState::Other`]. On `-shm`
+/// the mode is kept as read, not judged: SQLite takes some slots shared in rare paths.
 pub fn decode_lock(role: FileRole, record: &LockRecord) -> Vec<Decoded> {
     let sqlite_like = matches!(record.class, LockClass::Posix | LockClass::Ofd);
     if !sqlite_like || record.mode == LockMode::Unknown {
-        return vec![other(role, record)];
+        return vec![keep_as_other(role, record)];
     }
     let (start, end, mode) = (record.start, record.end, record.mode);
     let mut out = Vec::new();
@@ -461,7 +465,7 @@ pub fn decode_lock(role: FileRole, record: &LockRecord) -> Vec<Decoded> {
         FileRole::Journal | FileRole::Wal => unexplained = true,
     }
     if unexplained {
-        out.push(other(role, record));
+        out.push(keep_as_other(role, record));
     }
     out
 }
@@ -815,7 +819,7 @@ impl Default for ReportOptions {
 }
 
 /// The ancestors of `pid` among the processes read, parent first, bounded and cycle-safe.
-pub fn ancestors_of(pid: u32, processes: &BTreeMap<u32, ProcessInfo>) -> Vec<ProcessInfo> {
+pub fn collect_ancestors(pid: u32, processes: &BTreeMap<u32, ProcessInfo>) -> Vec<ProcessInfo> {
     let mut chain = Vec::new();
     let mut seen = BTreeSet::from([pid]);
     let mut next = processes.get(&pid).and_then(|p| p.ppid);
@@ -834,7 +838,11 @@ fn attribute_pid(pid: Option<u32>, input: &ReportInput<'_>, vars: &AttributionVa
     let Some(process) = pid.and_then(|p| input.processes.get(&p)) else {
         return Attribution::default();
     };
-    attribute(process, &ancestors_of(process.pid, input.processes), vars)
+    attribute(
+        process,
+        &collect_ancestors(process.pid, input.processes),
+        vars,
+    )
 }
 
 /// Builds the report of one database. Touches `tracker` for every lock held (the caller ends the
@@ -1033,7 +1041,7 @@ mod tests {
         inode: 7654321,
     };
 
-    fn rec(mode: LockMode, start: u64, end: Option<u64>) -> LockRecord {
+    fn make_record(mode: LockMode, start: u64, end: Option<u64>) -> LockRecord {
         LockRecord {
             blocked: false,
             class: LockClass::Posix,
@@ -1045,7 +1053,7 @@ mod tests {
         }
     }
 
-    fn states(role: FileRole, r: &LockRecord) -> Vec<LockState> {
+    fn decode_states(role: FileRole, r: &LockRecord) -> Vec<LockState> {
         decode_lock(role, r).into_iter().map(|d| d.state).collect()
     }
 
@@ -1055,7 +1063,7 @@ mod tests {
             parse_lock_line("1: POSIX  ADVISORY  WRITE 12345 08:01:1234567 1073741825 1073741825")
                 .expect("valid line");
         assert_eq!(r, {
-            let mut e = rec(LockMode::Exclusive, RESERVED_BYTE, Some(RESERVED_BYTE));
+            let mut e = make_record(LockMode::Exclusive, RESERVED_BYTE, Some(RESERVED_BYTE));
             e.pid = Some(12345);
             e
         });
@@ -1167,7 +1175,7 @@ mod tests {
             let end = if eof { None } else { Some(start.saturating_add(len)) };
             let mode = if write { LockMode::Exclusive } else { LockMode::Shared };
             let role = if shm { FileRole::Shm } else { FileRole::Db };
-            prop_assert!(!decode_lock(role, &rec(mode, start, end)).is_empty());
+            prop_assert!(!decode_lock(role, &make_record(mode, start, end)).is_empty());
         }
     }
 
@@ -1178,32 +1186,32 @@ mod tests {
         assert_eq!(PENDING_BYTE, 1073741824);
         let sh = (1073741826, Some(1073742335));
         assert_eq!(
-            states(FileRole::Db, &rec(LockMode::Shared, sh.0, sh.1)),
+            decode_states(FileRole::Db, &make_record(LockMode::Shared, sh.0, sh.1)),
             vec![Shared]
         );
         assert_eq!(
-            states(
+            decode_states(
                 FileRole::Db,
-                &rec(LockMode::Exclusive, 1073741825, Some(1073741825))
+                &make_record(LockMode::Exclusive, 1073741825, Some(1073741825))
             ),
             vec![Reserved]
         );
         assert_eq!(
-            states(
+            decode_states(
                 FileRole::Db,
-                &rec(LockMode::Exclusive, 1073741824, Some(1073741824))
+                &make_record(LockMode::Exclusive, 1073741824, Some(1073741824))
             ),
             vec![Pending]
         );
         assert_eq!(
-            states(FileRole::Db, &rec(LockMode::Exclusive, sh.0, sh.1)),
+            decode_states(FileRole::Db, &make_record(LockMode::Exclusive, sh.0, sh.1)),
             vec![Exclusive]
         );
         // What Linux shows for BEGIN EXCLUSIVE: one merged record.
         assert_eq!(
-            states(
+            decode_states(
                 FileRole::Db,
-                &rec(LockMode::Exclusive, 1073741824, Some(1073742335))
+                &make_record(LockMode::Exclusive, 1073741824, Some(1073742335))
             ),
             vec![Pending, Reserved, Exclusive]
         );
@@ -1212,7 +1220,7 @@ mod tests {
     #[test]
     fn keeps_what_it_cannot_decode_with_its_range() {
         use LockState::*;
-        let d = decode_lock(FileRole::Db, &rec(LockMode::Exclusive, 0, Some(0)));
+        let d = decode_lock(FileRole::Db, &make_record(LockMode::Exclusive, 0, Some(0)));
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].state, Other);
         assert_eq!(
@@ -1221,28 +1229,31 @@ mod tests {
         );
         // Partial shared range, read lock on the reserved byte, whole-file lock, journal lock.
         assert_eq!(
-            states(
+            decode_states(
                 FileRole::Db,
-                &rec(LockMode::Shared, 1073741826, Some(1073741900))
+                &make_record(LockMode::Shared, 1073741826, Some(1073741900))
             ),
             vec![Other]
         );
         assert_eq!(
-            states(
+            decode_states(
                 FileRole::Db,
-                &rec(LockMode::Shared, 1073741825, Some(1073741825))
+                &make_record(LockMode::Shared, 1073741825, Some(1073741825))
             ),
             vec![Other]
         );
         assert_eq!(
-            states(FileRole::Db, &rec(LockMode::Exclusive, 0, None)),
+            decode_states(FileRole::Db, &make_record(LockMode::Exclusive, 0, None)),
             vec![Pending, Reserved, Exclusive, Other]
         );
         assert_eq!(
-            states(FileRole::Journal, &rec(LockMode::Exclusive, 0, None)),
+            decode_states(
+                FileRole::Journal,
+                &make_record(LockMode::Exclusive, 0, None)
+            ),
             vec![Other]
         );
-        let mut flock = rec(LockMode::Exclusive, 0, None);
+        let mut flock = make_record(LockMode::Exclusive, 0, None);
         flock.class = LockClass::Flock;
         let d = decode_lock(FileRole::Db, &flock);
         assert_eq!(d[0].state, Other);
@@ -1255,7 +1266,7 @@ mod tests {
     #[test]
     fn decodes_wal_index_slots_at_documented_offsets() {
         use LockState::*;
-        let one = |off: u64, mode| states(FileRole::Shm, &rec(mode, off, Some(off)));
+        let one = |off: u64, mode| decode_states(FileRole::Shm, &make_record(mode, off, Some(off)));
         assert_eq!(one(120, LockMode::Exclusive), vec![WalWrite]);
         assert_eq!(one(121, LockMode::Exclusive), vec![WalCheckpoint]);
         assert_eq!(one(122, LockMode::Exclusive), vec![WalRecover]);
@@ -1265,12 +1276,18 @@ mod tests {
         assert_eq!(one(128, LockMode::Shared), vec![Dms]);
         // Merged by the kernel: read mark 4 and the dead-man switch.
         assert_eq!(
-            states(FileRole::Shm, &rec(LockMode::Shared, 127, Some(128))),
+            decode_states(
+                FileRole::Shm,
+                &make_record(LockMode::Shared, 127, Some(128))
+            ),
             vec![WalRead(4), Dms]
         );
         // Recovery: every slot but the write lock, exclusive.
         assert_eq!(
-            states(FileRole::Shm, &rec(LockMode::Exclusive, 121, Some(127))),
+            decode_states(
+                FileRole::Shm,
+                &make_record(LockMode::Exclusive, 121, Some(127))
+            ),
             vec![
                 WalCheckpoint,
                 WalRecover,
@@ -1283,7 +1300,10 @@ mod tests {
         );
         assert_eq!(one(0, LockMode::Exclusive), vec![Other]);
         assert_eq!(
-            states(FileRole::Shm, &rec(LockMode::Shared, 128, Some(129))),
+            decode_states(
+                FileRole::Shm,
+                &make_record(LockMode::Shared, 128, Some(129))
+            ),
             vec![Dms, Other]
         );
         assert!(
@@ -1296,7 +1316,7 @@ mod tests {
         assert_eq!(WalRead(3).to_string(), "wal_read3");
     }
 
-    fn proc(pid: u32, ppid: u32, env: &[(&str, &str)], cmd: &str) -> ProcessInfo {
+    fn make_process(pid: u32, ppid: u32, env: &[(&str, &str)], cmd: &str) -> ProcessInfo {
         ProcessInfo {
             pid,
             ppid: Some(ppid),
@@ -1312,7 +1332,7 @@ mod tests {
 
     #[test]
     fn attributes_from_own_environment() {
-        let p = proc(
+        let p = make_process(
             10,
             1,
             &[
@@ -1334,9 +1354,9 @@ mod tests {
 
     #[test]
     fn a_subprocess_inherits_from_its_nearest_attributed_ancestor() {
-        let server = proc(30, 20, &[("PATH", "/bin")], "uvicorn api");
-        let shell = proc(20, 10, &[], "sh -c uvicorn");
-        let worker = proc(
+        let server = make_process(30, 20, &[("PATH", "/bin")], "uvicorn api");
+        let shell = make_process(20, 10, &[], "sh -c uvicorn");
+        let worker = make_process(
             10,
             5,
             &[
@@ -1345,7 +1365,7 @@ mod tests {
             ],
             "pytest",
         );
-        let outer = proc(5, 1, &[("PYTEST_XDIST_WORKER", "gw9")], "pytest outer");
+        let outer = make_process(5, 1, &[("PYTEST_XDIST_WORKER", "gw9")], "pytest outer");
         let a = attribute(
             &server,
             &[shell, worker, outer],
@@ -1359,8 +1379,8 @@ mod tests {
     #[test]
     fn attribution_never_mixes_processes_and_never_guesses() {
         // The nearest process setting any variable decides, even if it lacks the others.
-        let child = proc(2, 1, &[("HONEY_TEST_SCHEMA_NAMESPACE", "ns1")], "x");
-        let parent = proc(1, 0, &[("PYTEST_XDIST_WORKER", "gw0")], "y");
+        let child = make_process(2, 1, &[("HONEY_TEST_SCHEMA_NAMESPACE", "ns1")], "x");
+        let parent = make_process(1, 0, &[("PYTEST_XDIST_WORKER", "gw0")], "y");
         let a = attribute(
             &child,
             std::slice::from_ref(&parent),
@@ -1371,7 +1391,7 @@ mod tests {
             (None, Some("ns1".into()))
         );
         // Malformed values are dropped, not guessed.
-        let bad = proc(
+        let bad = make_process(
             3,
             1,
             &[
@@ -1387,7 +1407,7 @@ mod tests {
             namespace: "MY_NS".into(),
             ..AttributionVars::default()
         };
-        let p = proc(4, 1, &[("MY_NS", "zz9")], "z");
+        let p = make_process(4, 1, &[("MY_NS", "zz9")], "z");
         assert_eq!(
             attribute(&p, &[], &vars)
                 .namespace
@@ -1395,11 +1415,11 @@ mod tests {
             Some("zz9".into())
         );
         // An unreadable environment stops the walk.
-        let mut hidden = proc(5, 1, &[], "z");
+        let mut hidden = make_process(5, 1, &[], "z");
         hidden.environ = None;
         let a = attribute(
             &hidden,
-            &[proc(1, 0, &[("PYTEST_XDIST_WORKER", "gw0")], "y")],
+            &[make_process(1, 0, &[("PYTEST_XDIST_WORKER", "gw0")], "y")],
             &AttributionVars::default(),
         );
         assert!(a.unreadable && a.worker.is_none());
@@ -1456,7 +1476,7 @@ mod tests {
         );
     }
 
-    fn report_for(
+    fn build_and_end_observation(
         locks: &[LockRecord],
         files: TargetFiles,
         processes: &BTreeMap<u32, ProcessInfo>,
@@ -1496,10 +1516,10 @@ mod tests {
         );
         assert_eq!(unparsed, 0);
         let processes: BTreeMap<u32, ProcessInfo> = [
-            proc(30, 10, &[], "uvicorn\x1b[2J api"),
-            proc(10, 1, &[("PYTEST_XDIST_WORKER", "gw0")], "pytest"),
-            proc(40, 1, &[("PYTEST_XDIST_WORKER", "gw1")], "pytest"),
-            proc(60, 1, &[], "sqlite3 shell"),
+            make_process(30, 10, &[], "uvicorn\x1b[2J api"),
+            make_process(10, 1, &[("PYTEST_XDIST_WORKER", "gw0")], "pytest"),
+            make_process(40, 1, &[("PYTEST_XDIST_WORKER", "gw1")], "pytest"),
+            make_process(60, 1, &[], "sqlite3 shell"),
         ]
         .into_iter()
         .map(|p| (p.pid, p))
@@ -1511,7 +1531,7 @@ mod tests {
         };
         let mut tracker = FirstSeen::new();
         let t0 = DateTime::<Utc>::from_timestamp(1_000, 0).expect("valid");
-        let r = report_for(
+        let r = build_and_end_observation(
             &records,
             files,
             &processes,
@@ -1546,7 +1566,7 @@ mod tests {
         assert!(r.warnings.is_empty());
 
         let t1 = t0 + chrono::Duration::milliseconds(2500);
-        let r = report_for(
+        let r = build_and_end_observation(
             &records,
             files,
             &processes,
@@ -1589,7 +1609,7 @@ mod tests {
         let processes = BTreeMap::new();
         let mut tracker = FirstSeen::new();
         let now = DateTime::<Utc>::from_timestamp(1_000, 0).expect("valid");
-        let r = report_for(
+        let r = build_and_end_observation(
             &records,
             files,
             &processes,
@@ -1624,12 +1644,12 @@ mod tests {
         };
         let (records, _) =
             parse_proc_locks("1: POSIX  ADVISORY  WRITE 30 08:01:1234567 1073741825 1073741825\n");
-        let mut hidden = proc(30, 10, &[], "server");
+        let mut hidden = make_process(30, 10, &[], "server");
         hidden.environ = None;
-        let mut hidden_parent = proc(41, 1, &[], "someone else's shell");
+        let mut hidden_parent = make_process(41, 1, &[], "someone else's shell");
         hidden_parent.environ = None;
         let processes: BTreeMap<u32, ProcessInfo> =
-            [hidden, hidden_parent, proc(40, 41, &[], "python")]
+            [hidden, hidden_parent, make_process(40, 41, &[], "python")]
                 .into_iter()
                 .map(|p| (p.pid, p))
                 .collect();

@@ -41,7 +41,7 @@ impl FileIndex {
         self.by_id.insert(id, target);
     }
 
-    fn target_of(&self, fd: &Path, link: &Path) -> Option<usize> {
+    fn find_target(&self, fd: &Path, link: &Path) -> Option<usize> {
         if let Some(t) = self.by_path.get(link) {
             return Some(*t);
         }
@@ -56,7 +56,7 @@ impl FileIndex {
     }
 }
 
-fn pids(proc_root: &Path) -> io::Result<Vec<u32>> {
+fn list_pids(proc_root: &Path) -> io::Result<Vec<u32>> {
     Ok(fs::read_dir(proc_root)?
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
@@ -69,7 +69,7 @@ pub fn scan_open_files(proc_root: &Path, index: &FileIndex) -> io::Result<OpenFi
     if index.by_path.is_empty() {
         return Ok(out);
     }
-    for pid in pids(proc_root)? {
+    for pid in list_pids(proc_root)? {
         let fd_dir = proc_root.join(pid.to_string()).join("fd");
         let entries = match fs::read_dir(&fd_dir) {
             Ok(e) => e,
@@ -85,7 +85,7 @@ pub fn scan_open_files(proc_root: &Path, index: &FileIndex) -> io::Result<OpenFi
             let Ok(link) = fs::read_link(&fd) else {
                 continue;
             };
-            if let Some(target) = index.target_of(&fd, &link) {
+            if let Some(target) = index.find_target(&fd, &link) {
                 out.by_target.entry(target).or_default().insert(pid);
             }
         }

@@ -40,7 +40,7 @@ pub fn identify(metadata: &fs::Metadata) -> FileId {
 }
 
 /// The path of one of a database's files.
-pub fn sibling(db: &Path, role: FileRole) -> PathBuf {
+pub fn build_sibling_path(db: &Path, role: FileRole) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(role.suffix());
     PathBuf::from(s)
@@ -114,7 +114,7 @@ pub fn locate(db: &Path) -> Located {
         FileRole::Wal,
         FileRole::Shm,
     ] {
-        let path = sibling(db, role);
+        let path = build_sibling_path(db, role);
         let id = match fs::metadata(&path) {
             Ok(m) => identify(&m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -197,7 +197,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("x.db");
         fs::write(&db, b"x").expect("write");
-        fs::write(sibling(&db, FileRole::Shm), b"x").expect("write");
+        fs::write(build_sibling_path(&db, FileRole::Shm), b"x").expect("write");
         let located = locate(&db);
         assert!(located.ids.db.is_some() && located.ids.shm.is_some());
         assert!(located.ids.wal.is_none() && located.ids.journal.is_none());
