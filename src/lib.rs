@@ -7,6 +7,9 @@
 //! - [`pg`]: all PostgreSQL I/O. libpq-style settings and configuration, the probe, the pollers and
 //!   the snapshot stream, the sweep's execution, throwaway servers for tests and the demo. Turns rows
 //!   into domain values; every decision is a call into `domain`.
+//! - [`sqlite`]: SQLite I/O (Linux), an I/O layer beside `pg` that depends only on `domain`: reads
+//!   `/proc/locks` and `/proc/PID/{fd,environ,cmdline,stat}` to tell who holds the locks of per-worker
+//!   SQLite test databases; every decision is a call into `domain::sqlite`.
 //! - [`tui`]: the dashboard. `app` is the state machine (events in, effects out, never awaits), `view`
 //!   only draws, `run` is the loop that owns the terminal and turns effects into `pg` calls.
 //! - [`cmd`]: one module per subcommand, the clap definitions, exit codes and output (text or JSON).
@@ -17,4 +20,5 @@
 pub mod cmd;
 pub mod domain;
 pub mod pg;
+pub mod sqlite;
 pub mod tui;

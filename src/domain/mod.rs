@@ -1,5 +1,5 @@
-//! The pure core: the naming convention, the snapshot model, lock graphs, the sweep's rules, and the
-//! rules for text that reaches a person (sanitising, redaction).
+//! The pure core: the naming convention, the snapshot model, lock graphs, the sweep's rules, SQLite
+//! lock decoding, and the rules for text that reaches a person (sanitising, redaction).
 //!
 //! Nothing in here does I/O, awaits, draws or reads the clock: `now` and every observation come in as
 //! values. That keeps the rules that decide what a person sees, and above all what a sweep may drop,
@@ -16,6 +16,7 @@ pub mod millis;
 pub mod naming;
 pub mod signal;
 pub mod snapshot;
+pub mod sqlite;
 pub mod summary;
 pub mod sweep;
 pub mod text;

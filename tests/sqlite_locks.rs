@@ -1,0 +1,359 @@
+//! Real SQLite locks, taken by Python's `sqlite3` in child processes, observed through `/proc`.
+//!
+//! Each holder takes its lock, prints `ready <pid>` and waits on stdin; the test observes, then closes
+//! stdin and kills the pids it spawned. These tests need `python3` with its `sqlite3` module (SQLite
+//! 3.x on Linux); without it they fail and say what to install.
+
+use chrono::Utc;
+use pgswarm::domain::naming::Worker;
+use pgswarm::domain::sqlite::{FirstSeen, JournalMode, LockMode, LockState, SqliteReport};
+use pgswarm::sqlite::{observe, SqliteOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Takes a lock as told and holds it until stdin closes.
+const HOLDER: &str = r#"
+import os, sqlite3, sys
+path, mode, action = sys.argv[1:4]
+if action == "open":
+    held = open(path, "rb")
+else:
+    c = sqlite3.connect(path, isolation_level=None, timeout=0)
+    c.execute("pragma journal_mode=" + mode)
+    c.execute("create table if not exists t(x)")
+    if action == "immediate":
+        c.execute("begin immediate")
+    elif action == "write":
+        c.execute("begin immediate")
+        c.execute("insert into t values (1)")
+    elif action == "exclusive":
+        c.execute("begin exclusive")
+    elif action == "read":
+        c.execute("begin")
+        c.execute("select count(*) from t").fetchall()
+print("ready", os.getpid(), flush=True)
+sys.stdin.read()
+"#;
+
+/// Starts the holder as a child with a stripped environment, and waits for it like the holder does.
+const PARENT: &str = r#"
+import os, subprocess, sys
+env = {k: v for k, v in os.environ.items()
+       if k not in ("PYTEST_XDIST_WORKER", "HONEY_TEST_SCHEMA_NAMESPACE", "PYTEST_XDIST_TESTRUNUID")}
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]] + sys.argv[2:], env=env)
+child.wait()
+"#;
+
+/// Children this test spawned; killed (by their own pids only) when dropped.
+struct Held {
+    children: Vec<Child>,
+    pid: u32,
+    extra_pids: Vec<u32>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            drop(child.stdin.take());
+        }
+        for pid in &self.extra_pids {
+            // SAFETY: kill(2) with a pid this test started (the grandchild reported its own pid).
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn prepare_python() -> Command {
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut cmd = Command::new(python);
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Spawns `python3 -c script args`, waits for `ready <pid>` and returns the holding pid.
+fn spawn(script: &str, args: &[&str], env: &[(&str, &str)]) -> Held {
+    let mut cmd = prepare_python();
+    cmd.arg("-c").arg(script).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "these tests need python3 with the sqlite3 module (Debian: apt-get install python3); \
+             spawning it failed: {e}"
+        )
+    });
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the holder's ready line");
+    let mut held = Held {
+        pid: child.id(),
+        children: vec![child],
+        extra_pids: Vec::new(),
+    };
+    let pid: u32 = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("holder did not get ready, it said {line:?}"));
+    if pid != held.pid {
+        held.extra_pids.push(pid);
+        held.pid = pid;
+    }
+    held
+}
+
+/// Creates a database in the given journal mode (and closes it, so nothing is held).
+fn create_db(dir: &Path, mode: &str) -> PathBuf {
+    create_named_db(dir, "prefect_gw0.db", mode)
+}
+
+fn create_named_db(dir: &Path, name: &str, mode: &str) -> PathBuf {
+    let db = dir.join(name);
+    let status = prepare_python()
+        .stdin(Stdio::null())
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             c.execute('pragma journal_mode=' + sys.argv[2]); c.execute('create table t(x)'); \
+             c.commit(); c.close()",
+        )
+        .arg(&db)
+        .arg(mode)
+        .status()
+        .expect("python3 with the sqlite3 module is needed (Debian: apt-get install python3)");
+    assert!(status.success(), "creating the database with python3 failed (is its sqlite3 module installed? Debian: apt-get install python3)");
+    db
+}
+
+fn observe_one(db: &Path, opts: &SqliteOptions, tracker: &mut FirstSeen) -> SqliteReport {
+    let mut reports = observe(
+        &[db.to_string_lossy().into_owned()],
+        opts,
+        tracker,
+        Utc::now(),
+    );
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    reports.remove(0)
+}
+
+fn collect_locks_of(report: &SqliteReport, pid: u32) -> Vec<LockState> {
+    report
+        .holders
+        .iter()
+        .filter(|h| h.pid == Some(pid))
+        .map(|h| h.lock)
+        .collect()
+}
+
+#[test]
+fn begin_immediate_in_rollback_mode_is_reserved_by_its_worker() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "delete");
+    let held = spawn(
+        HOLDER,
+        &[&db.to_string_lossy(), "delete", "immediate"],
+        &[("PYTEST_XDIST_WORKER", "gw0")],
+    );
+    let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
+    assert_eq!(r.journal_mode, JournalMode::Rollback);
+    assert_eq!(
+        collect_locks_of(&r, held.pid),
+        vec![LockState::Reserved],
+        "{r:#?}"
+    );
+    let h = &r.holders[0];
+    assert_eq!(h.worker, Some(Worker::Gw(0)));
+    assert!(h.via.is_empty());
+    assert!(h.command.contains("python"), "{:?}", h.command);
+    assert!(r.open_without_lock.iter().all(|o| o.pid != held.pid));
+}
+
+#[test]
+fn begin_exclusive_in_rollback_mode_is_exclusive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "delete");
+    let held = spawn(HOLDER, &[&db.to_string_lossy(), "delete", "exclusive"], &[]);
+    let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
+    assert_eq!(
+        collect_locks_of(&r, held.pid),
+        vec![LockState::Exclusive],
+        "{r:#?}"
+    );
+    assert_eq!(r.holders[0].worker, None);
+}
+
+#[test]
+fn a_wal_write_transaction_holds_wal_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "wal");
+    let held = spawn(HOLDER, &[&db.to_string_lossy(), "wal", "write"], &[]);
+    let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
+    assert_eq!(r.journal_mode, JournalMode::Wal);
+    let locks = collect_locks_of(&r, held.pid);
+    assert!(locks.contains(&LockState::WalWrite), "{r:#?}");
+    // The database file's SHARED lock and the dead-man switch only mean "connected" in WAL mode.
+    assert!(!locks.contains(&LockState::Shared) && !locks.contains(&LockState::Dms));
+}
+
+#[test]
+fn a_wal_reader_holds_a_read_mark() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "wal");
+    let held = spawn(HOLDER, &[&db.to_string_lossy(), "wal", "read"], &[]);
+    let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
+    let locks = collect_locks_of(&r, held.pid);
+    assert_eq!(locks.len(), 1, "{r:#?}");
+    assert!(matches!(locks[0], LockState::WalRead(_)), "{r:#?}");
+    assert_eq!(r.holders[0].mode, LockMode::Shared);
+    assert!(!locks[0].is_write());
+}
+
+#[test]
+fn a_subprocess_without_the_variables_is_attributed_via_its_parent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "delete");
+    let held = spawn(
+        PARENT,
+        &[HOLDER, &db.to_string_lossy(), "delete", "immediate"],
+        &[
+            ("PYTEST_XDIST_WORKER", "gw1"),
+            ("HONEY_TEST_SCHEMA_NAMESPACE", "abc123"),
+        ],
+    );
+    let parent = held.children[0].id();
+    assert_ne!(held.pid, parent, "the lock must be held by the child");
+    let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
+    assert_eq!(
+        collect_locks_of(&r, held.pid),
+        vec![LockState::Reserved],
+        "{r:#?}"
+    );
+    let h = &r.holders[0];
+    assert_eq!(h.worker, Some(Worker::Gw(1)));
+    assert_eq!(h.namespace.as_ref().map(|n| n.as_str()), Some("abc123"));
+    assert_eq!(h.via, vec![parent]);
+}
+
+#[test]
+fn a_process_with_the_file_open_and_no_lock_is_open_without_lock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "delete");
+    let held = spawn(
+        HOLDER,
+        &[&db.to_string_lossy(), "delete", "open"],
+        &[("PYTEST_XDIST_WORKER", "gw2")],
+    );
+    let r = observe_one(&db, &SqliteOptions::default(), &mut FirstSeen::new());
+    assert!(collect_locks_of(&r, held.pid).is_empty(), "{r:#?}");
+    let open: Vec<_> = r
+        .open_without_lock
+        .iter()
+        .filter(|o| o.pid == held.pid)
+        .collect();
+    assert_eq!(open.len(), 1, "{r:#?}");
+    assert_eq!(open[0].worker, Some(Worker::Gw(2)));
+    assert!(!open[0].connected);
+}
+
+#[test]
+fn held_for_grows_and_an_old_write_lock_is_warned_about() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = create_db(dir.path(), "delete");
+    let held = spawn(HOLDER, &[&db.to_string_lossy(), "delete", "immediate"], &[]);
+    let opts = SqliteOptions {
+        write_lock_warn_after: Duration::from_millis(200),
+        ..SqliteOptions::default()
+    };
+    let mut tracker = FirstSeen::new();
+    let first = observe_one(&db, &opts, &mut tracker);
+    assert_eq!(
+        collect_locks_of(&first, held.pid),
+        vec![LockState::Reserved]
+    );
+    assert!(first.warnings.is_empty(), "{first:#?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let second = observe_one(&db, &opts, &mut tracker);
+    assert!(
+        second.holders[0].held_for_s >= first.holders[0].held_for_s + 0.3,
+        "{first:#?} {second:#?}"
+    );
+    assert_eq!(second.warnings.len(), 1, "{second:#?}");
+    assert_eq!(second.warnings[0].pid, Some(held.pid));
+    assert_eq!(second.warnings[0].lock, LockState::Reserved);
+}
+
+#[test]
+fn a_pattern_matching_nothing_is_an_error_entry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pattern = format!("{}/prefect_gw*.db", dir.path().display());
+    let reports = observe(
+        std::slice::from_ref(&pattern),
+        &SqliteOptions::default(),
+        &mut FirstSeen::new(),
+        Utc::now(),
+    );
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].path, pattern);
+    assert_eq!(reports[0].journal_mode, JournalMode::Unknown);
+    assert!(reports[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("no file matches")));
+}
+
+#[test]
+fn one_pattern_gives_one_report_per_worker_database_with_its_own_holder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let db = create_named_db(dir.path(), &format!("prefect_gw{i}.db"), "delete");
+        let worker = format!("gw{i}");
+        held.push(spawn(
+            HOLDER,
+            &[&db.to_string_lossy(), "delete", "immediate"],
+            &[("PYTEST_XDIST_WORKER", &worker)],
+        ));
+    }
+    let pattern = format!("{}/prefect_gw*.db", dir.path().display());
+    let started = std::time::Instant::now();
+    let reports = observe(
+        &[pattern],
+        &SqliteOptions::default(),
+        &mut FirstSeen::new(),
+        Utc::now(),
+    );
+    let elapsed = started.elapsed();
+    eprintln!(
+        "observe() of 4 databases took {elapsed:?}; error: {:?}",
+        reports[0].error
+    );
+    assert_eq!(reports.len(), 4, "{reports:#?}");
+    for (i, (r, h)) in reports.iter().zip(&held).enumerate() {
+        assert!(r.path.ends_with(&format!("prefect_gw{i}.db")), "{r:#?}");
+        assert_eq!(
+            collect_locks_of(r, h.pid),
+            vec![LockState::Reserved],
+            "{r:#?}"
+        );
+        assert_eq!(r.holders.len(), 1, "{r:#?}");
+        assert_eq!(r.holders[0].worker, Some(Worker::Gw(i as u32)));
+    }
+}
