@@ -160,7 +160,8 @@ impl Monitor {
         )
         .expect("settings");
         settings.session.connect_timeout = Duration::from_secs(5);
-        let mut stream = SnapshotStream::spawn(&settings, interval, Arc::new(ProcessEnv), None);
+        let mut stream =
+            SnapshotStream::spawn(&settings, interval, Arc::new(ProcessEnv), None, None);
         let first = stream.updates.recv().await.expect("a first poll");
         assert!(
             first.snapshot.sessions.len() >= SESSIONS / 2,

@@ -28,6 +28,7 @@ impl Watch {
             Duration::from_millis(500),
             Arc::new(ProcessEnv),
             log,
+            None,
         );
         let ended: Arc<Mutex<Vec<Episode>>> = Arc::default();
         let sink = ended.clone();

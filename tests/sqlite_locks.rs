@@ -357,3 +357,71 @@ fn one_pattern_gives_one_report_per_worker_database_with_its_own_holder() {
         assert_eq!(r.holders[0].worker, Some(Worker::Gw(i as u32)));
     }
 }
+
+/// The command line (issue 17): `snapshot --sqlite` with no PostgreSQL configured reports the holder
+/// by worker in JSON and text, a `[[sqlite]]` config entry does the same, and a pattern matching
+/// nothing exits 3 and says so.
+#[test]
+fn snapshot_with_only_sqlite_targets_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create_db(dir.path(), "delete");
+    let _holder = spawn(
+        HOLDER,
+        &[db.to_str().unwrap(), "delete", "immediate"],
+        &[("PYTEST_XDIST_WORKER", "gw0")],
+    );
+    let pattern = format!("{}/prefect_gw*.db", dir.path().display());
+    let pgswarm = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+            .args(args)
+            // Nothing from a developer's environment may add a PostgreSQL database.
+            .env_remove("PGSWARM_DB")
+            .env("PGHOST", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let out = pgswarm(&["snapshot", "--json", "--sqlite", &pattern]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["databases"].as_array().unwrap().len(),
+        0,
+        "no PostgreSQL tried"
+    );
+    let report = &json["sqlite"][0];
+    assert_eq!(report["path"], db.to_str().unwrap());
+    assert_eq!(report["journal_mode"], "rollback");
+    assert_eq!(report["holders"][0]["lock"], "reserved");
+    assert_eq!(report["holders"][0]["worker"], "gw0");
+
+    let text = pgswarm(&["snapshot", "--sqlite", &pattern]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("SQLITE"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("reserved") && l.contains("gw0")),
+        "{text}"
+    );
+
+    let config = dir.path().join("pgswarm.toml");
+    std::fs::write(&config, format!("[[sqlite]]\npath = {pattern:?}\n")).unwrap();
+    let out = pgswarm(&["snapshot", "--json", "--config", config.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["sqlite"][0]["holders"][0]["lock"], "reserved");
+
+    let missing = format!("{}/nothing_*.db", dir.path().display());
+    let out = pgswarm(&["snapshot", "--sqlite", &missing]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no file matches"));
+}

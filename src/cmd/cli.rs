@@ -97,6 +97,15 @@ pub struct GlobalArgs {
         help_heading = "Databases"
     )]
     pub db: Vec<String>,
+    /// A SQLite test database to watch: a path or a glob such as 'tmp/prefect_gw*.db'
+    /// (repeatable; Linux, from /proc/locks); works with no PostgreSQL database configured
+    #[arg(
+        long = "sqlite",
+        value_name = "PATH",
+        global = true,
+        help_heading = "Databases"
+    )]
+    pub sqlite: Vec<String>,
     /// TOML file with `databases = [{ name, url }]` and the options below
     #[arg(
         long,
@@ -426,7 +435,7 @@ pub struct SnapshotArgs {
     #[arg(long, conflicts_with = "replay")]
     pub exact_sizes: bool,
     /// One line (with --json: one small JSON object): blocked sessions, collisions, the longest
-    /// wait and each lock table's fill, at about the cost of one activity scan
+    /// wait and each lock table's fill; reads only the waiting sessions and their blockers
     #[arg(long, conflicts_with_all = ["replay", "exact_sizes"])]
     pub summary: bool,
 }

@@ -235,8 +235,13 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
         return Err(CmdError::Io("cannot install signal handlers".into()));
     };
     let log = crate::cmd::watch::flight_log(&args.flight_log);
-    let mut stream =
-        SnapshotStream::spawn(settings, args.interval.interval, Arc::new(ProcessEnv), log);
+    let mut stream = SnapshotStream::spawn(
+        settings,
+        args.interval.interval,
+        Arc::new(ProcessEnv),
+        log,
+        None,
+    );
     let mut unreadable: Vec<String> = Vec::new();
     let mut flight_log_error: Option<String> = None;
     loop {

@@ -104,6 +104,7 @@ fn cli_settings(cli: &Cli) -> CliSettings {
     let g = &cli.global;
     CliSettings {
         db: g.db.clone(),
+        sqlite: g.sqlite.clone(),
         env_db: std::env::var("PGSWARM_DB").ok(),
         config: g.config.clone(),
         app_prefix: g.app_prefix.clone(),

@@ -42,7 +42,13 @@ async fn record(
     let interval = args.interval.interval;
     let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
     let log = crate::cmd::watch::flight_log(&args.flight_log);
-    let mut stream = SnapshotStream::spawn(settings, interval, Arc::new(ProcessEnv), log);
+    let mut stream = SnapshotStream::spawn(
+        settings,
+        interval,
+        Arc::new(ProcessEnv),
+        log,
+        crate::sqlite::report_source(&settings.sqlite),
+    );
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -24,6 +24,18 @@ pub fn render_report(snap: &Snapshot) -> String {
 
 fn render_unchecked(snap: &Snapshot) -> String {
     let mut out = String::new();
+    if snap.databases.is_empty() && !snap.sqlite.is_empty() {
+        // SQLite targets only: no PostgreSQL sections to show empty.
+        let _ = writeln!(
+            out,
+            "pgswarm snapshot {} · {} SQLite database{}",
+            snap.taken_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            snap.sqlite.len(),
+            plural(snap.sqlite.len())
+        );
+        render_sqlite(&mut out, snap);
+        return out;
+    }
     render_title(&mut out, snap);
     render_databases(&mut out, snap);
     render_servers(&mut out, snap);
@@ -31,6 +43,7 @@ fn render_unchecked(snap: &Snapshot) -> String {
     render_invocations(&mut out, snap);
     render_schemas(&mut out, snap);
     render_others(&mut out, snap);
+    render_sqlite(&mut out, snap);
     if !snap.warnings.is_empty() {
         out.push_str("\nWARNINGS\n");
         for w in &snap.warnings {
@@ -38,6 +51,19 @@ fn render_unchecked(snap: &Snapshot) -> String {
         }
     }
     out
+}
+
+/// Who holds the SQLite test databases' locks (`--sqlite`).
+fn render_sqlite(out: &mut String, snap: &Snapshot) {
+    if snap.sqlite.is_empty() {
+        return;
+    }
+    out.push_str("\nSQLITE (from /proc/locks; waiters retry inside SQLite and cannot be seen)\n");
+    for r in &snap.sqlite {
+        for line in r.render_lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
 }
 
 fn plural(n: usize) -> &'static str {

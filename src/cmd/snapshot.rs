@@ -37,6 +37,13 @@ pub fn run(
             sanitize(d.error.as_deref().unwrap_or("?"))
         );
     }
+    for r in snap.sqlite.iter().filter(|r| r.is_unreadable()) {
+        eprintln!(
+            "pgswarm: SQLite target {:?} could not be read: {}",
+            r.path_display(),
+            r.error_display().unwrap_or_default()
+        );
+    }
     if let Some(hint) = nothing_configured_hint(settings, &snap) {
         eprintln!("pgswarm: {hint}");
     }
@@ -94,8 +101,32 @@ pub async fn take_snapshot_with(
         schema_prefix: settings.convention.schema_prefix.clone(),
         exact_sizes,
     };
-    let obs = observe_once(&settings.databases, &settings.session, &opts, env).await;
-    build_snapshot(obs, &settings.convention)
+    let (obs, sqlite) = futures_util::future::join(
+        observe_once(&settings.databases, &settings.session, &opts, env),
+        observe_sqlite_once(settings),
+    )
+    .await;
+    let mut snap = build_snapshot(obs, &settings.convention);
+    snap.sqlite = sqlite;
+    snap
+}
+
+/// Reads the SQLite targets once, off the async threads (it reads `/proc`). A one-shot sees each
+/// lock for the first time, so `held_for_s` is 0: ages need the dashboard or `record`.
+async fn observe_sqlite_once(settings: &Settings) -> Vec<crate::domain::sqlite::SqliteReport> {
+    if settings.sqlite.is_empty() {
+        return Vec::new();
+    }
+    let targets = settings.sqlite.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::sqlite::observe(
+            &targets,
+            &crate::sqlite::SqliteOptions::default(),
+            &mut crate::domain::sqlite::FirstSeen::new(),
+            chrono::Utc::now(),
+        )
+    });
+    read.await.unwrap_or_default()
 }
 
 /// The exit code a snapshot maps to: unreachable (3) before blocked (1), since a partial picture
@@ -105,7 +136,8 @@ pub fn snapshot_exit(snap: &Snapshot, fail_on_blocked: bool) -> Exit {
     let partial = snap
         .databases
         .iter()
-        .any(|d| !matches!(d.read, ReadStatus::Read | ReadStatus::SchemasFailed));
+        .any(|d| !matches!(d.read, ReadStatus::Read | ReadStatus::SchemasFailed))
+        || snap.sqlite.iter().any(|r| r.is_unreadable());
     if partial {
         Exit::Unreachable
     } else if fail_on_blocked && snap.blocked_sessions() > 0 {

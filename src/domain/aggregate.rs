@@ -26,6 +26,25 @@ impl Aggregator {
         }
     }
 
+    /// The snapshot of nothing read yet (SQLite targets alone, before or without PostgreSQL).
+    pub fn empty(&self, now: chrono::DateTime<chrono::Utc>) -> Snapshot {
+        let databases = self
+            .order
+            .iter()
+            .map(|n| ObservedDatabase::not_read_yet(n))
+            .collect();
+        build_snapshot(
+            Observation {
+                taken_at: now,
+                databases,
+                servers: Vec::new(),
+                sessions: Vec::new(),
+                schemas: Vec::new(),
+            },
+            &self.convention,
+        )
+    }
+
     /// Takes one group's result and returns the snapshot of everything known now: a database whose
     /// newest read failed shows its previous reading, marked stale (`carry_forward`), and one no
     /// group has reported yet is marked not read yet, so the snapshot is never complete before

@@ -92,10 +92,30 @@ impl Serialize for Worker {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Worker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Worker::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a worker: {s:?}")))
+    }
+}
+
 /// A namespace token: `[a-z0-9]{1,32}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Namespace(String);
+
+impl From<Namespace> for String {
+    fn from(n: Namespace) -> String {
+        n.0
+    }
+}
+
+impl TryFrom<String> for Namespace {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Namespace::parse(&s).ok_or_else(|| format!("not a namespace: {s:?}"))
+    }
+}
 
 /// What a generated token (`p<PID>t<EPOCH>r<8 hex>`) says about the runner that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

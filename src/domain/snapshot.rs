@@ -197,6 +197,10 @@ pub struct Snapshot {
     /// decide on, never the words.
     #[serde(default)]
     pub warning_codes: Vec<WarningCode>,
+    /// SQLite test databases (`--sqlite`): who holds which lock, from `/proc/locks`. Attached after
+    /// the PostgreSQL picture is built; empty when none are configured.
+    #[serde(default)]
+    pub sqlite: Vec<crate::domain::sqlite::SqliteReport>,
 }
 
 /// A lock table this full gets a warning: at 100% the next lock fails with `out of shared memory`

@@ -24,7 +24,7 @@
 use crate::domain::naming::{Namespace, Worker};
 use crate::domain::text::sanitize;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -103,7 +103,7 @@ impl fmt::Display for LockClass {
 }
 
 /// Read (shared) or write (exclusive) access, as the kernel prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockMode {
     Shared,
@@ -241,7 +241,7 @@ pub fn parse_proc_locks(text: &str) -> (Vec<LockRecord>, usize) {
 // Decoding SQLite lock bytes
 
 /// Which of a database's files a lock is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileRole {
     Db,
@@ -335,6 +335,35 @@ impl fmt::Display for LockState {
 impl Serialize for LockState {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.name())
+    }
+}
+
+impl LockState {
+    /// The inverse of [`LockState::name`] (recordings are read back).
+    pub fn from_name(name: &str) -> Option<LockState> {
+        Some(match name {
+            "shared" => LockState::Shared,
+            "reserved" => LockState::Reserved,
+            "pending" => LockState::Pending,
+            "exclusive" => LockState::Exclusive,
+            "wal_write" => LockState::WalWrite,
+            "wal_checkpoint" => LockState::WalCheckpoint,
+            "wal_recover" => LockState::WalRecover,
+            "dms" => LockState::Dms,
+            "other" => LockState::Other,
+            _ => {
+                let i: u8 = name.strip_prefix("wal_read")?.parse().ok()?;
+                return (i <= 4).then_some(LockState::WalRead(i));
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for LockState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LockState::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a SQLite lock state: {s:?}")))
     }
 }
 
@@ -658,7 +687,7 @@ impl FirstSeen {
 // The report
 
 /// A process holding (or, for `waiters`, blocked in the kernel on) a lock of the database.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Holder {
     /// `None` for an OFD lock (the kernel does not say which process).
     pub pid: Option<u32>,
@@ -689,7 +718,7 @@ impl Holder {
 
 /// A process with one of the database's files open and no lock on it (the WAL index's dead-man switch
 /// and, in WAL mode, the database file's SHARED lock only mean "connected").
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenWithoutLock {
     pub pid: u32,
     pub worker: Option<Worker>,
@@ -707,10 +736,18 @@ impl OpenWithoutLock {
     }
 }
 
+/// What a SQLite warning is about (scripts decide on this, never on the words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteWarningCode {
+    /// A write lock held longer than the threshold.
+    WriteLockHeld,
+}
+
 /// A write lock held longer than the threshold.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SqliteWarning {
-    pub code: &'static str,
+    pub code: SqliteWarningCode,
     pub pid: Option<u32>,
     pub lock: LockState,
     pub held_for_s: f64,
@@ -718,7 +755,7 @@ pub struct SqliteWarning {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JournalMode {
     Wal,
@@ -727,7 +764,7 @@ pub enum JournalMode {
 }
 
 /// One database file: who holds which lock, who has it open without one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SqliteReport {
     /// The database path (or, for a pattern that matched nothing, the pattern).
     pub path: String,
@@ -755,6 +792,58 @@ impl SqliteReport {
         }
     }
 
+    /// The target could not be looked at at all (a pattern that matched nothing, a file that could
+    /// not be read): the picture is partial, as for an unreachable PostgreSQL database.
+    pub fn is_unreadable(&self) -> bool {
+        self.error.is_some()
+            && self.journal_mode == JournalMode::Unknown
+            && self.holders.is_empty()
+            && self.open_without_lock.is_empty()
+    }
+
+    /// The report as text lines (for the text report; sanitised, no colours).
+    pub fn render_lines(&self) -> Vec<String> {
+        let mode = match self.journal_mode {
+            JournalMode::Wal => "WAL",
+            JournalMode::Rollback => "rollback journal",
+            JournalMode::Unknown => "journal mode unknown",
+        };
+        let mut lines = vec![format!("{}  ({mode})", self.path_display())];
+        for h in &self.holders {
+            lines.push(format!(
+                "  {:<14} {} {}  held {:.1} s  {}",
+                h.lock.name(),
+                h.pid.map_or("pid ?".to_string(), |p| format!("pid {p}")),
+                describe_run(h.worker.as_ref(), h.namespace.as_ref(), &h.via),
+                h.held_for_s,
+                h.command_display()
+            ));
+        }
+        for o in &self.open_without_lock {
+            lines.push(format!(
+                "  {:<14} pid {} {}  {}",
+                if o.connected {
+                    "connected"
+                } else {
+                    "open, no lock"
+                },
+                o.pid,
+                describe_run(o.worker.as_ref(), o.namespace.as_ref(), &o.via),
+                o.command_display()
+            ));
+        }
+        if self.holders.is_empty() && self.open_without_lock.is_empty() && self.error.is_none() {
+            lines.push("  no lock held, nobody has it open".into());
+        }
+        for w in &self.warnings {
+            lines.push(format!("  ! {}", sanitize(&w.message)));
+        }
+        if let Some(e) = self.error_display() {
+            lines.push(format!("  error: {e}"));
+        }
+        lines
+    }
+
     pub fn path_display(&self) -> Cow<'_, str> {
         sanitize(&self.path)
     }
@@ -762,6 +851,24 @@ impl SqliteReport {
     pub fn error_display(&self) -> Option<Cow<'_, str>> {
         self.error.as_deref().map(sanitize)
     }
+}
+
+/// Something that observes the SQLite targets when called (the I/O layer builds it; the snapshot
+/// stream calls it off the async threads at each refresh).
+pub type ReportSource = Box<dyn FnMut(chrono::DateTime<chrono::Utc>) -> Vec<SqliteReport> + Send>;
+
+/// `gw0 abc123` (and `via 1234` when attributed through a parent), or `unattributed`.
+fn describe_run(worker: Option<&Worker>, namespace: Option<&Namespace>, via: &[u32]) -> String {
+    let mut s = match (worker, namespace) {
+        (Some(w), Some(n)) => format!("{w} {}", n.as_str()),
+        (Some(w), None) => w.to_string(),
+        (None, Some(n)) => n.as_str().to_string(),
+        (None, None) => "unattributed".into(),
+    };
+    if let Some(first) = via.first() {
+        s.push_str(&format!(" (via parent {first})"));
+    }
+    s
 }
 
 /// The identities of a database's files; `None` for a file that does not exist.
@@ -961,7 +1068,7 @@ pub fn build_report(
         .iter()
         .filter(|h| h.lock.is_write() && h.held_for_s > threshold)
         .map(|h| SqliteWarning {
-            code: "write_lock_held",
+            code: SqliteWarningCode::WriteLockHeld,
             pid: h.pid,
             lock: h.lock,
             held_for_s: h.held_for_s,
@@ -1588,6 +1695,31 @@ mod tests {
         assert_eq!(json["holders"][0]["worker"], "gw0");
         assert_eq!(json["journal_mode"], "rollback");
         assert_eq!(json["holders"][0]["held_for_s"], 2.5);
+        // Recordings are read back: the report survives a round trip unchanged.
+        let back: SqliteReport = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn every_lock_state_name_reads_back() {
+        let mut states = vec![
+            LockState::Shared,
+            LockState::Reserved,
+            LockState::Pending,
+            LockState::Exclusive,
+            LockState::WalWrite,
+            LockState::WalCheckpoint,
+            LockState::WalRecover,
+            LockState::Dms,
+            LockState::Other,
+        ];
+        states.extend((0..=4).map(LockState::WalRead));
+        for s in states {
+            assert_eq!(LockState::from_name(&s.name()), Some(s));
+        }
+        for bad in ["wal_read5", "wal_read", "WAL_WRITE", "", "wal_read-1"] {
+            assert_eq!(LockState::from_name(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub struct FileConfig {
     pub read_only: Option<bool>,
     #[serde(default)]
     pub databases: Vec<FileDatabase>,
+    /// `[[sqlite]] path = "..."`: SQLite test databases (paths or globs).
+    #[serde(default)]
+    pub sqlite: Vec<FileSqlite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSqlite {
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +58,7 @@ pub struct FileDatabase {
 #[derive(Debug, Default, Clone)]
 pub struct CliSettings {
     pub db: Vec<String>,
+    pub sqlite: Vec<String>,
     pub env_db: Option<String>,
     pub config: Option<PathBuf>,
     pub app_prefix: Option<String>,
@@ -70,6 +80,8 @@ pub struct Settings {
     /// No database was configured (`--db`, `PGSWARM_DB`, `--config`): the one database is libpq's
     /// default, and a failure to reach it should say how to configure pgswarm.
     pub nothing_configured: bool,
+    /// SQLite test databases (paths or globs): `--sqlite`, else `[[sqlite]]` in the config file.
+    pub sqlite: Vec<String>,
 }
 
 impl Settings {
@@ -247,16 +259,30 @@ fn resolve(
         (Some(p), Some(t)) => parse_file(p, t)?,
         _ => FileConfig::default(),
     };
-    let nothing_configured = with_databases
-        && cli.db.is_empty()
+    let sqlite: Vec<String> = if cli.sqlite.is_empty() {
+        file.sqlite.iter().map(|s| s.path.clone()).collect()
+    } else {
+        cli.sqlite.clone()
+    };
+    if let Some(empty) = sqlite.iter().find(|p| p.trim().is_empty()) {
+        return Err(ConfigError(format!(
+            "SQLite path {empty:?} is empty: give a file path or a glob (--sqlite PATH)"
+        )));
+    }
+    let no_postgres = cli.db.is_empty()
         && cli.env_db.as_deref().is_none_or(|s| s.trim().is_empty())
         && file.databases.is_empty();
-    let databases = if with_databases {
+    // SQLite targets on their own are a configuration: no PostgreSQL default is tried.
+    let nothing_configured = with_databases && no_postgres && sqlite.is_empty();
+    let sqlite_only = no_postgres && !sqlite.is_empty();
+    let databases = if with_databases && !sqlite_only {
         resolve_databases(cli, &file, env)?
     } else {
         Vec::new()
     };
-    finish(cli, file, databases, env, nothing_configured)
+    let mut settings = finish(cli, file, databases, env, nothing_configured)?;
+    settings.sqlite = sqlite;
+    Ok(settings)
 }
 
 fn resolve_databases(
@@ -366,6 +392,7 @@ fn finish(
 
     Ok(Settings {
         databases,
+        sqlite: Vec::new(),
         convention: Convention {
             app_prefix,
             schema_prefix,

@@ -1119,11 +1119,13 @@ fn lock_detail(l: &RawLock) -> Option<String> {
     }
 }
 
-/// What `pgswarm snapshot --summary` reads per server, in one statement: every reported session
-/// is formed once (the activity floor's work, without the view's joins), but only the waiting ones
-/// and their blockers are shipped; then one `pg_locks` scan gives the lock table's fill and each
-/// wait's start (`waitstart`, PostgreSQL 14+). Row kinds: `row` (as in `session_columns`),
-/// `waitstart` (pid, column 15), `locks` (the row count in column 16) and `alive` (the time).
+/// What `pgswarm snapshot --summary` reads per server, in one statement: the lock-wait state from
+/// the per-backend accessor (no row formed for the other backends), `pg_blocking_pids()` for the
+/// waiters, whole rows only for the waiters and their blockers, and one `pg_locks` scan for the lock
+/// table's fill and each wait's start (`waitstart`, PostgreSQL 14+). A backend whose wait event is
+/// hidden (no `pg_read_all_stats`) counts as waiting when it has a lock not granted. Row kinds:
+/// `row` (as in `session_columns`), `waitstart` (pid, column 15), `locks` (the row count in column
+/// 16, and the statement time).
 fn summary_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
         "waitstart"
@@ -1131,25 +1133,25 @@ fn summary_sql(version_num: i32) -> String {
         "NULL::timestamptz"
     };
     format!(
-        "WITH s AS MATERIALIZED ( \
-           SELECT a.pid, a.datid, a.usesysid, a.application_name, a.client_addr, a.backend_type, \
-                  a.state, a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, \
-                  a.query_start, a.state_change, \
-                  CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
-                       WHEN a.backend_type IS NULL \
-                            AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l WHERE NOT l.granted)) \
-                       THEN pg_blocking_pids(a.pid) END AS by \
-           FROM pg_stat_get_activity(NULL) a WHERE {reported}), \
-         k AS (SELECT DISTINCT unnest(by) AS pid FROM s WHERE by IS NOT NULL), \
-         l AS MATERIALIZED (SELECT pid, granted, {waitstart} AS waitstart FROM pg_locks) \
-         SELECT s.pid, d.datname::text, \
-                CASE WHEN s.usesysid IS NOT NULL THEN pg_get_userbyid(s.usesysid)::text END, \
-                coalesce(s.application_name, ''), host(s.client_addr), s.backend_type, s.state, \
-                s.wait_event_type, s.wait_event, s.query, s.backend_start, s.xact_start, \
-                s.query_start, s.state_change, s.by, NULL::timestamptz, NULL::int4[], \
+        "WITH l AS MATERIALIZED (SELECT pid, granted, {waitstart} AS waitstart FROM pg_locks), \
+         b AS MATERIALIZED ( \
+           SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_wait_event_type(i) AS wt \
+           FROM pg_stat_get_backend_idset() i), \
+         w AS MATERIALIZED ( \
+           SELECT b.pid, pg_blocking_pids(b.pid) AS by FROM b \
+           WHERE b.pid <> pg_backend_pid() \
+             AND (b.wt = 'Lock' \
+                  OR (b.wt IS NULL AND b.pid IN (SELECT pid FROM l WHERE NOT granted)))), \
+         k AS (SELECT pid FROM w UNION SELECT unnest(by) FROM w) \
+         SELECT a.pid, d.datname::text, \
+                CASE WHEN a.usesysid IS NOT NULL THEN pg_get_userbyid(a.usesysid)::text END, \
+                coalesce(a.application_name, ''), host(a.client_addr), a.backend_type, a.state, \
+                a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, \
+                a.query_start, a.state_change, w.by, NULL::timestamptz, NULL::int4[], \
                 NULL::timestamptz[], 'row' \
-         FROM s LEFT JOIN pg_database d ON d.oid = s.datid \
-         WHERE s.by IS NOT NULL OR s.pid IN (SELECT pid FROM k) \
+         FROM k CROSS JOIN LATERAL pg_stat_get_activity(k.pid) a \
+              LEFT JOIN w ON w.pid = a.pid LEFT JOIN pg_database d ON d.oid = a.datid \
+         WHERE {reported} \
          UNION ALL \
          SELECT l.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
                 NULL, l.waitstart, NULL, NULL, 'waitstart' FROM l WHERE NOT l.granted \

@@ -10,6 +10,7 @@
 use crate::domain::aggregate::Aggregator;
 use crate::domain::incidents::{Episode, EpisodeTracker};
 use crate::domain::snapshot::Snapshot;
+use crate::domain::sqlite::{ReportSource, SqliteReport};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
 use crate::pg::flightlog::FlightLog;
@@ -51,6 +52,7 @@ impl SnapshotStream {
         interval: Duration,
         env: Arc<dyn Environment + Send + Sync>,
         flight_log: Option<FlightLog>,
+        sqlite: Option<ReportSource>,
     ) -> SnapshotStream {
         let (control, control_rx) = watch::channel(PollControl {
             interval,
@@ -70,10 +72,40 @@ impl SnapshotStream {
         let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
         let (tx, updates) = mpsc::unbounded_channel();
         let mut tracker = EpisodeTracker::new();
+        let (sqlite_tx, mut sqlite_rx) = mpsc::unbounded_channel::<Vec<SqliteReport>>();
+        if let Some(source) = sqlite {
+            tasks.push(spawn_sqlite_observer(
+                source,
+                control.subscribe(),
+                sqlite_tx,
+            ));
+        }
+        let has_postgres = !settings.databases.is_empty();
         tasks.push(tokio::spawn(async move {
-            while let Some(result) = polls.recv().await {
-                let latencies = latencies(&result);
-                let snapshot = Arc::new(aggregator.accept(result.group, result.observation));
+            let mut sqlite_reports: Vec<SqliteReport> = Vec::new();
+            let mut last: Option<Snapshot> = None;
+            loop {
+                let (base, latencies) = tokio::select! {
+                    Some(result) = polls.recv() => {
+                        let latencies = latencies(&result);
+                        (aggregator.accept(result.group, result.observation), latencies)
+                    }
+                    Some(reports) = sqlite_rx.recv() => {
+                        sqlite_reports = reports;
+                        // With PostgreSQL configured the next poll carries them; alone, they are
+                        // the update (on top of the last picture, or an empty one).
+                        if has_postgres && last.is_some() {
+                            continue;
+                        }
+                        let base = last.clone().unwrap_or_else(|| aggregator.empty(Utc::now()));
+                        (base, Vec::new())
+                    }
+                    else => return,
+                };
+                let mut snapshot = base;
+                snapshot.sqlite = sqlite_reports.clone();
+                last = Some(snapshot.clone());
+                let snapshot = Arc::new(snapshot);
                 let ended = tracker.observe(&snapshot);
                 let flight_log_error = flight_log.as_ref().and_then(|log| {
                     log.append(&ended)
@@ -132,4 +164,34 @@ pub fn latencies(result: &GroupResult) -> Vec<(String, Duration)> {
         .iter()
         .map(|d| (d.name.clone(), result.elapsed))
         .collect()
+}
+
+/// Observes the SQLite targets once per refresh interval, off the async threads (it reads `/proc`),
+/// and sends each result to the aggregator.
+fn spawn_sqlite_observer(
+    source: ReportSource,
+    mut control: watch::Receiver<PollControl>,
+    tx: mpsc::UnboundedSender<Vec<SqliteReport>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let source = Arc::new(std::sync::Mutex::new(source));
+        loop {
+            let s = Arc::clone(&source);
+            let read = tokio::task::spawn_blocking(move || {
+                let mut f = s.lock().unwrap_or_else(|p| p.into_inner());
+                f(Utc::now())
+            })
+            .await;
+            if let Ok(reports) = read {
+                if tx.send(reports).is_err() {
+                    return;
+                }
+            }
+            let interval = control.borrow().interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                changed = control.changed() => if changed.is_err() { return },
+            }
+        }
+    })
 }

@@ -156,3 +156,17 @@ pub fn observe(
     }
     reports.into_iter().flatten().collect()
 }
+
+/// A source for the snapshot stream: observes `targets` at each call, keeping its own first-seen
+/// tracker so that `held_for_s` grows across refreshes. `None` when there are no targets.
+pub fn report_source(targets: &[String]) -> Option<crate::domain::sqlite::ReportSource> {
+    if targets.is_empty() {
+        return None;
+    }
+    let targets = targets.to_vec();
+    let opts = SqliteOptions::default();
+    let mut tracker = FirstSeen::new();
+    Some(Box::new(move |now| {
+        observe(&targets, &opts, &mut tracker, now)
+    }))
+}

@@ -741,7 +741,7 @@ impl App {
                 crate::domain::snapshot::ReadStatus::Read
                     | crate::domain::snapshot::ReadStatus::SchemasFailed
             )
-        });
+        }) || snapshot.sqlite.iter().any(|r| !r.is_unreadable());
         let mut model = Model::build(snapshot, &self.filter);
         model.sort_invocations(self.sort);
         model.incidents = self.incident_rows();

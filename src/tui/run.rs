@@ -158,6 +158,7 @@ async fn event_loop(
         interval,
         Arc::new(ProcessEnv),
         options.flight_log,
+        crate::sqlite::report_source(&settings.sqlite),
     );
     let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
     let mut app = App::new(

@@ -73,6 +73,7 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         servers,
         warning_codes: warnings.iter().map(|(c, _)| *c).collect(),
         warnings: warnings.into_iter().map(|(_, w)| w).collect(),
+        sqlite: Vec::new(),
     }
 }
 

@@ -131,6 +131,10 @@ fn status_spans(app: &App, theme: &Theme, compact: bool) -> Vec<Span<'static>> {
         {
             Span::styled(" · no database readable yet, retrying", theme.bad())
         }
+        None if app.databases.is_empty() => Span::styled(
+            " · SQLite only (no PostgreSQL database configured)",
+            theme.dim(),
+        ),
         None => Span::styled(" · waiting for the first poll…", theme.dim()),
     });
     first

@@ -19,6 +19,7 @@ mod locks;
 mod popup;
 mod schemas;
 mod signal;
+mod sqlite;
 mod sweep;
 
 use crate::tui::app::{App, Overlay, Pane, RowKey, SignalView};
@@ -136,6 +137,26 @@ fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         );
         return;
     }
+    // SQLite targets get a pane at the bottom: what they need, up to a third of the body (all of
+    // it when no PostgreSQL database is configured).
+    let area = match &app.model.snapshot {
+        Some(snap) if !snap.sqlite.is_empty() => {
+            let want = sqlite::wanted_height(snap);
+            let height = if app.databases.is_empty() {
+                area.height
+            } else {
+                want.min(area.height / 3).max(3)
+            };
+            let [rest, bottom] =
+                Layout::vertical([Constraint::Fill(1), Constraint::Length(height)]).areas(area);
+            sqlite::draw(frame, snap, theme, bottom);
+            if app.databases.is_empty() {
+                return;
+            }
+            rest
+        }
+        _ => area,
+    };
     if area.width >= 120 && area.height >= 26 {
         // Lock trees get the full width: their lines carry the most.
         // Heights follow content: the top row (invocations, schemas) and the lock trees take what
