@@ -425,3 +425,53 @@ fn snapshot_with_only_sqlite_targets_names_the_holder() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no file matches"));
 }
+
+/// `record` with SQLite targets only (issue 17): the stream observes them at each refresh, so a
+/// held lock's age grows from one recorded snapshot to the next, and so does the snapshot's time.
+#[test]
+fn record_keeps_sqlite_holders_and_their_growing_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create_db(dir.path(), "wal");
+    let _holder = spawn(
+        HOLDER,
+        &[db.to_str().unwrap(), "wal", "write"],
+        &[("PYTEST_XDIST_WORKER", "gw0")],
+    );
+    let out_file = dir.path().join("rec.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args([
+            "record",
+            "--sqlite",
+            db.to_str().unwrap(),
+            "--interval",
+            "0.5s",
+        ])
+        .args(["--duration", "2.6s", "--out", out_file.to_str().unwrap()])
+        .env_remove("PGSWARM_DB")
+        .env("PGHOST", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3, "{} snapshots", lines.len());
+    let ages: Vec<f64> = lines
+        .iter()
+        .map(|s| s["sqlite"][0]["holders"][0]["held_for_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lines[0]["sqlite"][0]["holders"][0]["lock"], "wal_write");
+    assert!(ages.windows(2).all(|w| w[1] > w[0]), "ages {ages:?}");
+    let times: Vec<&str> = lines
+        .iter()
+        .map(|s| s["taken_at"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "times {times:?}");
+}

@@ -97,7 +97,12 @@ impl SnapshotStream {
                         if has_postgres && last.is_some() {
                             continue;
                         }
-                        let base = last.clone().unwrap_or_else(|| aggregator.empty(Utc::now()));
+                        let mut base =
+                            last.clone().unwrap_or_else(|| aggregator.empty(Utc::now()));
+                        if !has_postgres {
+                            // The picture is the SQLite observation: it is as old as that.
+                            base.taken_at = Utc::now();
+                        }
                         (base, Vec::new())
                     }
                     else => return,
