@@ -475,3 +475,73 @@ fn record_keeps_sqlite_holders_and_their_growing_age() {
         .collect();
     assert!(times.windows(2).all(|w| w[1] > w[0]), "times {times:?}");
 }
+
+/// Black-box attack finding (issue 17): back-to-back short write transactions, sampled every 0.7 s,
+/// must not add up to one long hold and a false "held too long" warning: a commit between two
+/// observations restarts the write lock's age.
+#[test]
+fn short_write_transactions_in_a_row_are_not_one_long_hold() {
+    const LOOPER: &str = r#"
+import os, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+c.execute("create table if not exists t(x)")
+print("ready", os.getpid(), flush=True)
+end = time.time() + 6
+while time.time() < end:
+    c.execute("begin immediate"); c.execute("insert into t values (1)")
+    time.sleep(0.3)
+    c.execute("commit")
+    time.sleep(0.002)
+sys.stdin.read()
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let db = create_db(dir.path(), "delete");
+    let _looper = spawn(LOOPER, &[db.to_str().unwrap()], &[]);
+    let opts = SqliteOptions {
+        write_lock_warn_after: Duration::from_millis(1_000),
+        ..SqliteOptions::default()
+    };
+    let mut tracker = FirstSeen::new();
+    let mut seen_writer = 0;
+    for _ in 0..6 {
+        let r = observe_one(&db, &opts, &mut tracker);
+        for h in r.holders.iter().filter(|h| h.lock.is_write()) {
+            seen_writer += 1;
+            assert!(h.held_for_s < 1.0, "one 0.3 s transaction at a time: {h:?}");
+        }
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert!(seen_writer >= 3, "the writer was seen {seen_writer} times");
+}
+
+/// Black-box attack findings (issue 17): a file whose name has glob characters is found by its
+/// plain name, and the same file reached through a hard link, a symbolic link and a second pattern
+/// is one database, reported once.
+#[test]
+fn one_file_through_links_and_odd_names_is_one_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create_named_db(dir.path(), "glob[1]*.db", "delete");
+    let _holder = spawn(
+        HOLDER,
+        &[db.to_str().unwrap(), "delete", "immediate"],
+        &[("PYTEST_XDIST_WORKER", "gw4")],
+    );
+    std::fs::hard_link(&db, dir.path().join("hard.db")).unwrap();
+    std::os::unix::fs::symlink(&db, dir.path().join("sym.db")).unwrap();
+    let targets = [
+        db.to_string_lossy().into_owned(),
+        format!("{}/*.db", dir.path().display()),
+        dir.path().join("hard.db").to_string_lossy().into_owned(),
+    ];
+    let reports = observe(
+        &targets,
+        &SqliteOptions::default(),
+        &mut FirstSeen::new(),
+        Utc::now(),
+    );
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0].path, db.to_string_lossy());
+    assert_eq!(reports[0].holders.len(), 1);
+    assert_eq!(reports[0].holders[0].lock, LockState::Reserved);
+}

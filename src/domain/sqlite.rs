@@ -607,6 +607,11 @@ pub fn attribute(
         .enumerate()
     {
         if i > 0 {
+            // The machine's init is nobody's test run, and often unreadable even to root (in a
+            // container): reaching it ends the walk with nothing found, not with an error.
+            if p.pid == 1 {
+                break;
+            }
             via.push(p.pid);
         }
         let Some(env) = &p.environ else {
@@ -643,6 +648,8 @@ pub struct HoldKey {
     pub file: FileId,
     pub state: LockState,
     pub mode: LockMode,
+    /// For a write lock, the file's write marker (`ReportInput::write_marker`); 0 otherwise.
+    pub write_marker: u64,
 }
 
 /// When each held lock was first observed. `/proc/locks` has no timestamps, so a lock's age is the
@@ -810,12 +817,20 @@ impl SqliteReport {
         };
         let mut lines = vec![format!("{}  ({mode})", self.path_display())];
         for h in &self.holders {
+            if let Some(d) = h.detail_display() {
+                lines.push(format!("  {:<14} {d}", h.lock.name()));
+            }
+            // Ages count from pgswarm's first sight of the lock: a lower bound, 0 in a one-shot.
+            let age = if h.held_for_s > 0.0 {
+                format!("held ≥{:.1} s", h.held_for_s)
+            } else {
+                "first seen now".to_string()
+            };
             lines.push(format!(
-                "  {:<14} {} {}  held {:.1} s  {}",
+                "  {:<14} {} {}  {age}  {}",
                 h.lock.name(),
                 h.pid.map_or("pid ?".to_string(), |p| format!("pid {p}")),
                 describe_run(h.worker.as_ref(), h.namespace.as_ref(), &h.via),
-                h.held_for_s,
                 h.command_display()
             ));
         }
@@ -865,8 +880,10 @@ fn describe_run(worker: Option<&Worker>, namespace: Option<&Namespace>, via: &[u
         (None, Some(n)) => n.as_str().to_string(),
         (None, None) => "unattributed".into(),
     };
-    if let Some(first) = via.first() {
-        s.push_str(&format!(" (via parent {first})"));
+    match via {
+        [] => {}
+        [parent] => s.push_str(&format!(" (via parent {parent})")),
+        [.., from] => s.push_str(&format!(" (via ancestor {from})")),
     }
     s
 }
@@ -899,6 +916,11 @@ impl TargetFiles {
 pub struct ReportInput<'a> {
     pub path: &'a str,
     pub files: TargetFiles,
+    /// Changes when a write transaction ends (see `sqlite::targets::Located::write_marker`): a write
+    /// lock seen again after it changed was released and taken again in between, so its age starts
+    /// over. Without it, back-to-back short transactions sampled once a second would look like one
+    /// long hold.
+    pub write_marker: u64,
     /// Every `/proc/locks` record (filtered here by the files' identities).
     pub locks: &'a [LockRecord],
     /// Pids with one of the files open.
@@ -1035,6 +1057,11 @@ pub fn build_report(
                 file: record.file,
                 state: d.state,
                 mode: record.mode,
+                write_marker: if d.state.is_write() {
+                    input.write_marker
+                } else {
+                    0
+                },
             };
             let first = tracker.touch(key, now);
             (now - first).num_milliseconds().max(0) as f64 / 1000.0
@@ -1050,7 +1077,14 @@ pub fn build_report(
             command: process.map(ProcessInfo::command).unwrap_or_default(),
             held_for_s,
             via: attribution.via,
-            detail: d.detail,
+            // An OFD lock has no pid in /proc/locks: say so instead of an empty holder.
+            detail: d.detail.or_else(|| {
+                record.pid.is_none().then(|| {
+                    "an open-file-description (OFD) lock: the kernel does not say which process \
+                     holds it"
+                        .to_string()
+                })
+            }),
         };
         if record.blocked {
             waiters.push(holder);
@@ -1530,6 +1564,16 @@ mod tests {
             &AttributionVars::default(),
         );
         assert!(a.unreadable && a.worker.is_none());
+        // The machine's init ends the walk quietly: nobody's run, and often unreadable.
+        let mut init = make_process(1, 0, &[], "init");
+        init.environ = None;
+        let a = attribute(
+            &make_process(9, 8, &[], "server"),
+            &[make_process(8, 1, &[], "sh"), init],
+            &AttributionVars::default(),
+        );
+        assert!(!a.unreadable, "init's environment is not an error");
+        assert_eq!(a.worker, None);
     }
 
     #[test]
@@ -1561,6 +1605,7 @@ mod tests {
             file: DB,
             state: LockState::Reserved,
             mode: LockMode::Exclusive,
+            write_marker: 0,
         };
         let t0 = DateTime::<Utc>::from_timestamp(1_000, 0).expect("valid");
         let t1 = t0 + chrono::Duration::seconds(3);
@@ -1596,6 +1641,7 @@ mod tests {
             &ReportInput {
                 path: "/tmp/prefect_gw0.db",
                 files,
+                write_marker: 0,
                 locks,
                 openers,
                 processes,
@@ -1789,6 +1835,7 @@ mod tests {
             &ReportInput {
                 path: "/tmp/x.db",
                 files,
+                write_marker: 0,
                 locks: &records,
                 openers: &BTreeSet::from([40]),
                 processes: &processes,

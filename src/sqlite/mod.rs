@@ -129,7 +129,15 @@ pub fn observe(
         vars: opts.vars.clone(),
     };
     let no_openers = BTreeSet::new();
+    // The same file reached through several paths (hard or symbolic links, two patterns) is one
+    // database: reported once, under the first path.
+    let mut reported: HashSet<crate::domain::sqlite::FileId> = HashSet::new();
     for (i, ((slot, path), l)) in databases.iter().zip(&located).enumerate() {
+        if let Some(id) = l.ids.db {
+            if !reported.insert(id) {
+                continue;
+            }
+        }
         let openers = open.by_target.get(&i).unwrap_or(&no_openers);
         let mut errors = l.errors.clone();
         errors.extend(common_errors.iter().cloned());
@@ -139,6 +147,7 @@ pub fn observe(
             &ReportInput {
                 path: &path,
                 files: l.ids,
+                write_marker: l.write_marker,
                 locks: &relevant,
                 openers,
                 processes: &processes,
@@ -154,7 +163,10 @@ pub fn observe(
     if lock_text.is_ok() {
         tracker.end_observation();
     }
-    reports.into_iter().flatten().collect()
+    // Files with holders first: with many targets the locked one must not hide among idle ones.
+    let mut reports: Vec<SqliteReport> = reports.into_iter().flatten().collect();
+    reports.sort_by_key(|r| r.holders.is_empty() && r.error.is_none());
+    reports
 }
 
 /// A source for the snapshot stream: observes `targets` at each call, keeping its own first-seen

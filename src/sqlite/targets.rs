@@ -63,6 +63,16 @@ pub fn expand(patterns: &[String]) -> Vec<Expanded> {
     patterns
         .iter()
         .map(|pattern| {
+            // An existing file is itself, even when its name has glob characters (`[`, `*`, `?`).
+            let literal = Path::new(pattern);
+            if literal.is_file() {
+                let p = literal.to_path_buf();
+                return Expanded::Files(if listed.insert(p.clone()) {
+                    vec![p]
+                } else {
+                    Vec::new()
+                });
+            }
             let paths = match glob::glob(pattern) {
                 Ok(paths) => paths,
                 Err(e) => {
@@ -103,6 +113,9 @@ pub struct Located {
     pub files: Vec<(PathBuf, FileId)>,
     /// What could not be stat'ed (not "does not exist", which is normal for siblings).
     pub errors: Vec<String>,
+    /// Changes whenever a write transaction ends: the database's and the WAL's size and
+    /// modification time, and the rollback journal's identity (a new journal per transaction).
+    pub write_marker: u64,
 }
 
 /// Stats a database and its siblings.
@@ -116,7 +129,17 @@ pub fn locate(db: &Path) -> Located {
     ] {
         let path = build_sibling_path(db, role);
         let id = match fs::metadata(&path) {
-            Ok(m) => identify(&m),
+            Ok(m) => {
+                if matches!(role, FileRole::Db | FileRole::Wal | FileRole::Journal) {
+                    use std::hash::{Hash, Hasher};
+                    use std::os::unix::fs::MetadataExt;
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    located.write_marker.hash(&mut h);
+                    (role as u8, m.size(), m.mtime(), m.mtime_nsec(), m.ino()).hash(&mut h);
+                    located.write_marker = h.finish();
+                }
+                identify(&m)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 located
