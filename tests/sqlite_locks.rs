@@ -4,6 +4,8 @@
 //! stdin and kills the pids it spawned. These tests need `python3` with its `sqlite3` module (SQLite
 //! 3.x on Linux); without it they fail and say what to install.
 
+mod common;
+
 use chrono::Utc;
 use pgswarm::domain::naming::Worker;
 use pgswarm::domain::sqlite::{FirstSeen, JournalMode, LockMode, LockState, SqliteReport};
@@ -544,4 +546,43 @@ fn one_file_through_links_and_odd_names_is_one_report() {
     assert_eq!(reports[0].path, db.to_string_lossy());
     assert_eq!(reports[0].holders.len(), 1);
     assert_eq!(reports[0].holders[0].lock, LockState::Reserved);
+}
+
+/// Issue 17: SQLite holders are grouped with the PostgreSQL invocation of the same run (by the
+/// namespace in their environment), against a real server.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runs_sqlite_lock_is_counted_with_its_postgresql_invocation() {
+    let srv = common::Server::start(&["app_test"]);
+    let ci = srv.conninfo("app_test");
+    let _session = common::connect_as(&ci, &format!("pytest_gw0_{}", common::NS_A)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = create_db(dir.path(), "delete");
+    let _holder = spawn(
+        HOLDER,
+        &[db.to_str().unwrap(), "delete", "immediate"],
+        &[
+            ("PYTEST_XDIST_WORKER", "gw0"),
+            ("HONEY_TEST_SCHEMA_NAMESPACE", common::NS_A),
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["snapshot", "--json", "--db", &format!("app={ci}")])
+        .args(["--sqlite", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inv = json["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["namespace"] == common::NS_A)
+        .expect("the run's invocation");
+    assert_eq!(inv["sessions"], 1);
+    assert_eq!(inv["sqlite_locks"], 1);
 }

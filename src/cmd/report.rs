@@ -64,6 +64,17 @@ fn render_sqlite(out: &mut String, snap: &Snapshot) {
             let _ = writeln!(out, "  {line}");
         }
     }
+    for inv in snap.invocations.iter().filter(|i| i.sqlite_locks > 0) {
+        let _ = writeln!(
+            out,
+            "  run {} holds {} SQLite lock{} (and has {} PostgreSQL session{})",
+            t(&inv.namespace),
+            inv.sqlite_locks,
+            plural(inv.sqlite_locks),
+            inv.sessions,
+            plural(inv.sessions)
+        );
+    }
 }
 
 fn plural(n: usize) -> &'static str {

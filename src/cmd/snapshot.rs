@@ -107,7 +107,7 @@ pub async fn take_snapshot_with(
     )
     .await;
     let mut snap = build_snapshot(obs, &settings.convention);
-    snap.sqlite = sqlite;
+    snap.attach_sqlite(sqlite);
     snap
 }
 

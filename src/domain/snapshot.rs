@@ -305,6 +305,9 @@ pub struct InvocationReport {
     pub cross_invocation: bool,
     pub schemas: usize,
     pub schema_bytes: i64,
+    /// SQLite locks (`--sqlite`) held by this run's processes, by the namespace in their environment.
+    #[serde(default)]
+    pub sqlite_locks: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,6 +508,23 @@ pub struct SchemaReport {
 }
 
 impl Snapshot {
+    /// Attaches the SQLite reports and counts, for each PostgreSQL invocation, the SQLite locks its
+    /// processes hold (matched by namespace), so that one run's trouble is seen in one place.
+    pub fn attach_sqlite(&mut self, reports: Vec<crate::domain::sqlite::SqliteReport>) {
+        for inv in &mut self.invocations {
+            inv.sqlite_locks = reports
+                .iter()
+                .flat_map(|r| &r.holders)
+                .filter(|h| {
+                    h.namespace
+                        .as_ref()
+                        .is_some_and(|n| n.as_str() == inv.namespace)
+                })
+                .count();
+        }
+        self.sqlite = reports;
+    }
+
     pub fn blocked_sessions(&self) -> usize {
         self.sessions
             .iter()

@@ -108,7 +108,7 @@ impl SnapshotStream {
                     else => return,
                 };
                 let mut snapshot = base;
-                snapshot.sqlite = sqlite_reports.clone();
+                snapshot.attach_sqlite(sqlite_reports.clone());
                 last = Some(snapshot.clone());
                 let snapshot = Arc::new(snapshot);
                 let ended = tracker.observe(&snapshot);

@@ -728,6 +728,7 @@ impl Acc<'_> {
             schemas: self.schemas,
             schema_bytes: self.schema_bytes,
             namespace: ns.to_owned(),
+            sqlite_locks: 0,
         }
     }
 }
