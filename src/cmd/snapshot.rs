@@ -39,7 +39,7 @@ pub fn run(
     }
     for r in snap.sqlite.iter().filter(|r| r.is_unreadable()) {
         eprintln!(
-            "pgswarm: SQLite target {:?} could not be read: {}",
+            "pgswarm: SQLite target \"{}\" could not be read: {}",
             r.path_display(),
             r.error_display().unwrap_or_default()
         );

@@ -1149,10 +1149,12 @@ pub fn build_report(
 
     let mut errors: Vec<String> = input.error.map(str::to_owned).into_iter().collect();
     if !unattributable.is_empty() {
+        let n = unattributable.len();
         errors.push(format!(
-            "the environment of {} processes (or of an ancestor) could not be read: worker and \
-             namespace unknown for them",
-            unattributable.len()
+            "the environment of {n} process{} (or of an ancestor) could not be read: worker and \
+             namespace unknown for {}",
+            if n == 1 { "" } else { "es" },
+            if n == 1 { "it" } else { "them" }
         ));
     }
     SqliteReport {

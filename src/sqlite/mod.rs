@@ -101,9 +101,10 @@ pub fn observe(
     };
     if open.unreadable > 0 {
         common_errors.push(format!(
-            "{} processes of other users could not be read (files they have open are unknown; run \
+            "{} process{} of other users could not be read (files they have open are unknown; run \
              as their user or root to see them)",
-            open.unreadable
+            open.unreadable,
+            if open.unreadable == 1 { "" } else { "es" }
         ));
     }
 
