@@ -11,7 +11,6 @@
 mod common;
 
 use common::*;
-use pgswarm::domain::snapshot::Observation;
 use pgswarm::pg::conninfo::ProcessEnv;
 use pgswarm::pg::probe::{observe, observe_once, open_all, ProbeOptions};
 use std::time::{Duration, Instant};
@@ -54,45 +53,6 @@ enum Slot {
 const TABLES: usize = 3;
 const SLOTS: usize = 7;
 const STEPS: usize = 120;
-
-type Row = (
-    i32,
-    String,
-    Option<String>,
-    Option<String>,
-    (Option<String>, Option<String>),
-    Vec<Option<chrono::DateTime<chrono::Utc>>>,
-    Vec<i32>,
-    Option<(String, Option<String>)>,
-    (Option<String>, Option<String>),
-);
-
-fn rows(o: &Observation) -> Vec<Row> {
-    let mut v: Vec<Row> = o
-        .sessions
-        .iter()
-        .filter(|s| s.application_name.starts_with("pytest_"))
-        .map(|s| {
-            let mut blockers = s.blocked_by.clone();
-            blockers.sort_unstable();
-            (
-                s.pid,
-                s.application_name.clone(),
-                s.state.clone(),
-                s.query.clone(),
-                (s.wait_event_type.clone(), s.wait_event.clone()),
-                vec![s.backend_start, s.xact_start, s.query_start, s.state_change],
-                blockers,
-                s.awaited
-                    .as_ref()
-                    .map(|a| (a.mode.clone(), a.relation.clone())),
-                (s.datname.clone(), s.usename.clone()),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 async fn wait_for(admin: &Client, pid: i32, sql_condition: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -386,9 +346,9 @@ async fn random_session_histories_read_incrementally_equal_fresh_full_reads() {
             observe(&cfg.databases, &persistent, &opts, Duration::from_secs(10)).await;
         delta_reads += 2 * usize::from(monitor.counters().full_reads == before);
         let full = observe_once(&cfg.databases, &cfg.session, &opts, &ProcessEnv).await;
-        let (inc, fresh) = (rows(&incremental), rows(&full));
-        let only_inc: Vec<&Row> = inc.iter().filter(|r| !fresh.contains(r)).collect();
-        let only_fresh: Vec<&Row> = fresh.iter().filter(|r| !inc.contains(r)).collect();
+        let (inc, fresh) = (session_rows(&incremental), session_rows(&full));
+        let only_inc: Vec<&SessionRow> = inc.iter().filter(|r| !fresh.contains(r)).collect();
+        let only_fresh: Vec<&SessionRow> = fresh.iter().filter(|r| !inc.contains(r)).collect();
         assert!(
             only_inc.is_empty() && only_fresh.is_empty(),
             "step {step} ({kind} on slot {i}, pid {pid}), seed {seed}:\n incremental only: \

@@ -455,7 +455,6 @@ async fn permission_limited_role_sees_insufficient_privilege() {
 /// equal a fresh full read.
 #[tokio::test]
 async fn incremental_polls_match_fresh_full_reads() {
-    use pgswarm::domain::snapshot::Observation;
     use pgswarm::pg::probe::{observe, observe_once, open_all, ProbeOptions};
 
     let srv = Server::start(&["app_test"]);
@@ -473,35 +472,7 @@ async fn incremental_polls_match_fresh_full_reads() {
     let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
     let poll = || observe(&cfg.databases, &persistent, &opts, Duration::from_secs(10));
     let counters = || persistent[0].as_ref().unwrap().counters();
-    type Row = (
-        i32,
-        String,
-        Option<String>,
-        Option<String>,
-        Vec<i32>,
-        Option<(String, Option<String>)>,
-    );
-    fn rows(o: &Observation) -> Vec<Row> {
-        let mut v: Vec<Row> = o
-            .sessions
-            .iter()
-            .filter(|s| s.application_name.starts_with("pytest_"))
-            .map(|s| {
-                (
-                    s.pid,
-                    s.application_name.clone(),
-                    s.state.clone(),
-                    s.query.clone(),
-                    s.blocked_by.clone(),
-                    s.awaited
-                        .as_ref()
-                        .map(|a| (a.mode.clone(), a.relation.clone())),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    }
+    let rows = session_rows;
     let fresh = || observe_once(&cfg.databases, &cfg.session, &opts, &ProcessEnv);
 
     let a = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
@@ -570,7 +541,7 @@ async fn incremental_polls_match_fresh_full_reads() {
         .find(|r| r.0 == waiter_pid)
         .expect("waiter seen");
     assert_eq!(
-        w.5,
+        w.7,
         Some(("AccessShareLock".into(), Some("public.t1".into())))
     );
 
@@ -589,7 +560,7 @@ async fn incremental_polls_match_fresh_full_reads() {
         .into_iter()
         .find(|r| r.0 == waiter_pid)
         .unwrap();
-    assert_eq!(w.5.map(|l| l.1), Some(Some("public.t2".into())));
+    assert_eq!(w.7.map(|l| l.1), Some(Some("public.t2".into())));
 
     holder.batch_execute("ROLLBACK").await.unwrap();
     task.await.unwrap().1.unwrap();

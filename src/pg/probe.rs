@@ -260,16 +260,24 @@ pub async fn open_all(
 /// role (no hidden rows) it never runs.
 macro_rules! session_columns {
     () => {
-        "a.pid, d.datname::text, \
-         CASE WHEN a.usesysid IS NOT NULL THEN pg_get_userbyid(a.usesysid)::text END, \
-         coalesce(a.application_name, ''), host(a.client_addr), a.backend_type, a.state, \
-         a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, a.query_start, \
-         a.state_change, \
-         CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
-              WHEN a.backend_type IS NULL \
-                   AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l WHERE NOT l.granted)) \
-              THEN pg_blocking_pids(a.pid) END, \
-         NULL::timestamptz, NULL::int4[], NULL::timestamptz[], 'row'"
+        session_columns!(
+            "CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
+                  WHEN a.backend_type IS NULL \
+                       AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l WHERE NOT l.granted)) \
+                  THEN pg_blocking_pids(a.pid) END"
+        )
+    };
+    // With the blockers already computed (`--summary` has them for its waiters).
+    ($blockers:literal) => {
+        concat!(
+            "a.pid, d.datname::text, \
+             CASE WHEN a.usesysid IS NOT NULL THEN pg_get_userbyid(a.usesysid)::text END, \
+             coalesce(a.application_name, ''), host(a.client_addr), a.backend_type, a.state, \
+             a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, a.query_start, \
+             a.state_change, ",
+            $blockers,
+            ", NULL::timestamptz, NULL::int4[], NULL::timestamptz[], 'row'"
+        )
     };
 }
 
@@ -372,10 +380,6 @@ const DELTA_SQL: &str = concat!(
      UNION ALL ",
     alive_row!("array_agg(b.pid), array_agg(b.bs), 'alive' FROM b")
 );
-
-/// The activity probe's statements (full, one-shot, incremental), for the probe-cost benchmark.
-#[cfg(feature = "testkit")]
-pub const ACTIVITY_SQL_FOR_BENCH: [&str; 3] = [FULL_SQL, ONCE_SQL, DELTA_SQL];
 
 /// One lock-manager snapshot (`pg_locks`, materialized once with plain columns) and four kinds of
 /// row from it:
@@ -847,30 +851,15 @@ pub async fn observe(
         .zip(schema_results)
         .enumerate()
         .map(|(i, ((t, s), listed))| {
-            let outcome = s.as_ref().map_err(Clone::clone).map(|s| {
-                let schema_error = match listed {
-                    Some(Ok(v)) => {
-                        schemas.extend(v);
-                        None
-                    }
-                    Some(Err(e)) => Some(e),
-                    None => None,
-                };
-                DatabaseInfo {
-                    server: grouping.server_of[i].expect("a reachable database has a server"),
-                    server_version: s.version.clone(),
-                    datname: s.datname.clone(),
-                    latency: s.latency,
-                    schema_error,
+            let schema_error = match listed {
+                Some(Ok(v)) => {
+                    schemas.extend(v);
+                    None
                 }
-            });
-            ObservedDatabase {
-                name: t.name.clone(),
-                target: t.target.display(),
-                outcome,
-                stale: None,
-                not_read_yet: false,
-            }
+                Some(Err(e)) => Some(e),
+                None => None,
+            };
+            observed_database(t, s, grouping.server_of[i], schema_error)
         })
         .collect();
 
@@ -880,6 +869,31 @@ pub async fn observe(
         servers,
         sessions: all_sessions,
         schemas,
+    }
+}
+
+/// One configured database as a poll saw it: its session's identity, or why it has none.
+fn observed_database(
+    target: &DbTarget,
+    session: &Result<DbSession, String>,
+    server: Option<ServerId>,
+    schema_error: Option<String>,
+) -> ObservedDatabase {
+    ObservedDatabase {
+        name: target.name.clone(),
+        target: target.target.display(),
+        outcome: session
+            .as_ref()
+            .map_err(Clone::clone)
+            .map(|s| DatabaseInfo {
+                server: server.expect("a reachable database has a server"),
+                server_version: s.version.clone(),
+                datname: s.datname.clone(),
+                latency: s.latency,
+                schema_error,
+            }),
+        stale: None,
+        not_read_yet: false,
     }
 }
 
@@ -1143,12 +1157,7 @@ fn summary_sql(version_num: i32) -> String {
              AND (b.wt = 'Lock' \
                   OR (b.wt IS NULL AND b.pid IN (SELECT pid FROM l WHERE NOT granted)))), \
          k AS (SELECT pid FROM w UNION SELECT unnest(by) FROM w) \
-         SELECT a.pid, d.datname::text, \
-                CASE WHEN a.usesysid IS NOT NULL THEN pg_get_userbyid(a.usesysid)::text END, \
-                coalesce(a.application_name, ''), host(a.client_addr), a.backend_type, a.state, \
-                a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, \
-                a.query_start, a.state_change, w.by, NULL::timestamptz, NULL::int4[], \
-                NULL::timestamptz[], 'row' \
+         SELECT {columns} \
          FROM k CROSS JOIN LATERAL pg_stat_get_activity(k.pid) a \
               LEFT JOIN w ON w.pid = a.pid LEFT JOIN pg_database d ON d.oid = a.datid \
          WHERE {reported} \
@@ -1158,6 +1167,7 @@ fn summary_sql(version_num: i32) -> String {
          UNION ALL \
          SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
                 NULL, statement_timestamp(), ARRAY[count(*)::int4], NULL, 'locks' FROM l",
+        columns = session_columns!("w.by"),
         reported = reported!(),
     )
 }
@@ -1237,19 +1247,7 @@ pub async fn summarize_once(
         .iter()
         .zip(&sessions)
         .enumerate()
-        .map(|(i, (t, s))| ObservedDatabase {
-            name: t.name.clone(),
-            target: t.target.display(),
-            outcome: s.as_ref().map_err(Clone::clone).map(|s| DatabaseInfo {
-                server: grouping.server_of[i].expect("a reachable database has a server"),
-                server_version: s.version.clone(),
-                datname: s.datname.clone(),
-                latency: s.latency,
-                schema_error: None,
-            }),
-            stale: None,
-            not_read_yet: false,
-        })
+        .map(|(i, (t, s))| observed_database(t, s, grouping.server_of[i], None))
         .collect();
     let obs = Observation {
         taken_at,

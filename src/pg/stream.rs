@@ -80,36 +80,29 @@ impl SnapshotStream {
                 sqlite_tx,
             ));
         }
-        let has_postgres = !settings.databases.is_empty();
         tasks.push(tokio::spawn(async move {
             let mut sqlite_reports: Vec<SqliteReport> = Vec::new();
-            let mut last: Option<Snapshot> = None;
+            let mut polled = false;
             loop {
-                let (base, latencies) = tokio::select! {
+                let (mut snapshot, latencies) = tokio::select! {
                     Some(result) = polls.recv() => {
+                        polled = true;
                         let latencies = latencies(&result);
                         (aggregator.accept(result.group, result.observation), latencies)
                     }
                     Some(reports) = sqlite_rx.recv() => {
                         sqlite_reports = reports;
-                        // With PostgreSQL configured the next poll carries them; alone, they are
-                        // the update (on top of the last picture, or an empty one).
-                        if has_postgres && last.is_some() {
+                        // Once PostgreSQL has been polled, the next poll carries them. Before that,
+                        // or with SQLite targets alone, they are the update, on the picture of
+                        // nothing read yet, as old as this observation.
+                        if polled {
                             continue;
                         }
-                        let mut base =
-                            last.clone().unwrap_or_else(|| aggregator.empty(Utc::now()));
-                        if !has_postgres {
-                            // The picture is the SQLite observation: it is as old as that.
-                            base.taken_at = Utc::now();
-                        }
-                        (base, Vec::new())
+                        (aggregator.empty(Utc::now()), Vec::new())
                     }
                     else => return,
                 };
-                let mut snapshot = base;
                 snapshot.attach_sqlite(sqlite_reports.clone());
-                last = Some(snapshot.clone());
                 let snapshot = Arc::new(snapshot);
                 let ended = tracker.observe(&snapshot);
                 let flight_log_error = flight_log.as_ref().and_then(|log| {

@@ -375,3 +375,43 @@ pub async fn wait_for_lock_waiter(admin: &Client, application_name: &str) -> i32
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A test session's row, every column the probe reads (blockers sorted), for comparing two reads.
+pub type SessionRow = (
+    i32,
+    String,
+    Option<String>,
+    Option<String>,
+    (Option<String>, Option<String>),
+    Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    Vec<i32>,
+    Option<(String, Option<String>)>,
+    (Option<String>, Option<String>),
+);
+
+pub fn session_rows(o: &pgswarm::domain::snapshot::Observation) -> Vec<SessionRow> {
+    let mut v: Vec<SessionRow> = o
+        .sessions
+        .iter()
+        .filter(|s| s.application_name.starts_with("pytest_"))
+        .map(|s| {
+            let mut blockers = s.blocked_by.clone();
+            blockers.sort_unstable();
+            (
+                s.pid,
+                s.application_name.clone(),
+                s.state.clone(),
+                s.query.clone(),
+                (s.wait_event_type.clone(), s.wait_event.clone()),
+                vec![s.backend_start, s.xact_start, s.query_start, s.state_change],
+                blockers,
+                s.awaited
+                    .as_ref()
+                    .map(|a| (a.mode.clone(), a.relation.clone())),
+                (s.datname.clone(), s.usename.clone()),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
