@@ -381,22 +381,26 @@ const DELTA_SQL: &str = concat!(
     alive_row!("array_agg(b.pid), array_agg(b.bs), 'alive' FROM b")
 );
 
-/// One lock-manager snapshot (`pg_locks`, materialized once with plain columns) and four kinds of
-/// row from it:
+/// One lock-manager snapshot (`pg_lock_status()`, materialized once as the function returns it:
+/// picking columns first made PostgreSQL copy every row into a new shape, which cost as much as
+/// the snapshot itself) and four kinds of row from it:
 ///
 /// - `awaits`: each waiter's lock not granted (a process waits for at most one);
 /// - `row`: each waiter's granted `tuple` lock. A row-lock wait shows as a wait for the holder's
 ///   `transactionid`, which names no table; the waiter has queued for the row first, so its tuple
-///   lock says which table (and which row) the wait is about;
-/// - `held`: each mode a blocker holds on the very object a waiter awaits, joined on the object's
-///   columns (NULLs made comparable), so the planner can hash it: a DDL holder may hold thousands
-///   of locks, and formatting a text key for each of them was most of this statement's time;
-/// - `count`: the number of rows, the lock table's fill (in the pid column), from the same scan.
+///   lock says which table (and which row) the wait is about. Both come from one pass (`x`);
+/// - `held`: each mode a blocker holds on the very object a waiter awaits. The join hashes the
+///   object's most telling columns (NULLs made comparable: within one lock type a column is always
+///   or never NULL) and compares the rest only for the pairs that hash alike. The blocker filter
+///   names `w.pid` so that it is applied to the few joined rows, not as a linear search of the
+///   array for each of the thousands of locks a DDL transaction can hold;
+/// - `count`: the number of rows, the lock table's fill (in the pid column), from the same snapshot.
 ///
-/// `$1` is the waiters and their blockers, `$2` the waiters.
+/// `$1` is the waiters and their blockers, `$2` the waiters. At 2,500 locks and 50 waiters this is
+/// about 1.7 times a bare `count(*) FROM pg_lock_status()` (it was 3 times).
 fn locks_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
-        "l.waitstart"
+        "w.waitstart"
     } else {
         "NULL::timestamptz"
     };
@@ -407,43 +411,42 @@ fn locks_sql(version_num: i32) -> String {
              {t}.objsubid)"
         )
     };
-    let same = |c: &str, none: &str| format!("coalesce(h.{c}, {none}) = coalesce(w.{c}, {none})");
+    let hashed = |c: &str, none: &str| format!("coalesce(h.{c}, {none}) = coalesce(w.{c}, {none})");
+    let same = |c: &str| format!("h.{c} IS NOT DISTINCT FROM w.{c}");
     let same_object = [
         "h.locktype = w.locktype".to_string(),
-        same("database", "0"),
-        same("relation", "0"),
-        same("page", "-1"),
-        same("tuple", "-1"),
-        same("virtualxid", "''"),
-        same("transactionid", "'0'::xid"),
-        same("classid", "0"),
-        same("objid", "0"),
-        same("objsubid", "-1"),
+        hashed("relation", "0"),
+        hashed("transactionid", "'0'::xid"),
+        hashed("objid", "0"),
+        same("database"),
+        same("page"),
+        same("tuple"),
+        same("virtualxid"),
+        same("classid"),
+        same("objsubid"),
     ]
     .join(" AND ");
-    let (w_obj, t_obj) = (obj("a"), obj("t"));
+    let x_obj = obj("a");
     format!(
-        "WITH a AS MATERIALIZED ( \
-           SELECT l.pid, l.locktype, l.mode, l.granted, l.database, l.relation, l.page, l.tuple, \
-                  {waitstart} AS waitstart, l.virtualxid, l.transactionid, l.classid, l.objid, \
-                  l.objsubid \
-           FROM pg_locks l), \
-         w AS MATERIALIZED ( \
-           SELECT a.*, {w_obj} AS obj FROM a WHERE NOT a.granted AND a.pid = ANY($2)) \
+        "WITH a AS MATERIALIZED (SELECT * FROM pg_lock_status() l), \
+         x AS MATERIALIZED ( \
+           SELECT a.*, {x_obj} AS obj FROM a \
+           WHERE (NOT a.granted OR a.locktype = 'tuple') AND a.pid = ANY($2)), \
+         w AS (SELECT * FROM x WHERE NOT x.granted) \
          SELECT 'awaits', w.pid, w.locktype, w.mode, w.database, d.datname::text, w.relation, \
-                w.page, w.tuple, w.waitstart, w.obj, NULL::int4, w.transactionid::text, \
+                w.page, w.tuple, {waitstart}, w.obj, NULL::int4, w.transactionid::text, \
                 w.virtualxid, w.classid, w.objid \
            FROM w LEFT JOIN pg_database d ON d.oid = w.database \
          UNION ALL \
          SELECT 'row', t.pid, t.locktype, t.mode, t.database, d.datname::text, t.relation, t.page, \
-                t.tuple, NULL, {t_obj}, NULL, NULL, NULL, NULL, NULL \
-           FROM a t LEFT JOIN pg_database d ON d.oid = t.database \
-          WHERE t.granted AND t.locktype = 'tuple' AND t.pid = ANY($2) \
+                t.tuple, NULL, t.obj, NULL, NULL, NULL, NULL, NULL \
+           FROM x t LEFT JOIN pg_database d ON d.oid = t.database \
+          WHERE t.granted \
          UNION ALL \
          SELECT 'held', w.pid, h.locktype, h.mode, NULL, NULL, NULL, NULL, NULL, NULL, w.obj, h.pid, \
                 NULL, NULL, NULL, NULL \
            FROM w JOIN a h ON {same_object} \
-          WHERE h.granted AND h.pid <> w.pid AND h.pid = ANY($1) \
+          WHERE h.granted AND h.pid <> w.pid AND h.pid = ANY($1::int4[] || w.pid) \
          UNION ALL \
          SELECT 'count', count(*)::int4, '', '', NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, \
                 NULL, NULL, NULL \
