@@ -440,3 +440,90 @@ async fn wait_until_all_settled(admin: &Client) {
         last = now;
     }
 }
+
+/// A backend appears in the activity only once authenticated, which can be long after the
+/// `backend_start` the incremental rules look at (here: a client that takes 3 s to send its
+/// password). Its row was never formed; a live pid with no row must make the next read full, so the
+/// session shows up one poll later instead of at the next scheduled full read, a minute on.
+#[tokio::test]
+async fn a_session_that_authenticates_slowly_still_appears() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = start_cluster(
+        &["app_test"],
+        pgswarm::pg::cluster::ClusterOptions {
+            tcp: true,
+            tcp_hba: vec!["host all all 127.0.0.1/32 password".into()],
+            ..Default::default()
+        },
+    );
+    srv.psql("postgres", "CREATE ROLE slow LOGIN PASSWORD 'pw'")
+        .unwrap();
+    let ci = srv.conninfo("app_test");
+    let cfg = settings(&[entry("app_test", &ci)]);
+    let opts = ProbeOptions {
+        schema_prefix: "test".into(),
+        exact_sizes: false,
+    };
+    let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
+    persistent[0]
+        .as_ref()
+        .unwrap()
+        .set_margin_for_tests(chrono::Duration::zero());
+    let poll = || observe(&cfg.databases, &persistent, &opts, Duration::from_secs(10));
+    let label = format!("pytest_gw7_{NS_A}");
+    let shown = |o: &pgswarm::domain::snapshot::Observation| {
+        o.sessions.iter().any(|s| s.application_name == label)
+    };
+
+    // The startup packet, then the server asks for the cleartext password: the backend exists
+    // (its backend_start is now) but is not in the activity yet.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", srv.port()))
+        .await
+        .unwrap();
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for kv in ["user", "slow", "database", "app_test"] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    body.extend_from_slice(b"application_name\0");
+    body.extend_from_slice(label.as_bytes());
+    body.extend_from_slice(&[0, 0]);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    sock.write_all(&packet).await.unwrap();
+    let mut head = [0u8; 9];
+    sock.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        (head[0], &head[5..9]),
+        (b'R', &3i32.to_be_bytes()[..]),
+        "the server should ask for a cleartext password"
+    );
+
+    assert!(!shown(&poll().await), "not authenticated yet");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!shown(&poll().await));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!shown(&poll().await));
+
+    let mut msg = vec![b'p'];
+    msg.extend_from_slice(&(4 + 3i32).to_be_bytes());
+    msg.extend_from_slice(b"pw\0");
+    sock.write_all(&msg).await.unwrap();
+    // Read until ReadyForQuery: the backend is now in the activity, with a 3 s old backend_start.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let first = poll().await;
+    let second = poll().await;
+    assert!(
+        shown(&first) || shown(&second),
+        "a session that took 3 s to authenticate must show up within two polls"
+    );
+    let third = poll().await;
+    assert!(shown(&third), "and stay");
+    drop(sock);
+}

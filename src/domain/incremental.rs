@@ -21,7 +21,8 @@
 //!   busy session leaves its state by finishing its statement, which changes its wait event (to
 //!   `Client`/`ClientRead`) or its transaction (`xact_start`). A new backend on a reused pid has a
 //!   new `backend_start`. The margin covers a backend that took its timestamp before our scan but
-//!   published it after; a full read every [`FULL_READ_EVERY`] reads bounds anything else (a server
+//!   published it after; one that published it later still (it appears only once authenticated)
+//!   is a live pid with no row, which makes the next read full; a full read every [`FULL_READ_EVERY`] reads bounds anything else (a server
 //!   clock stepping backwards; a `COPY FROM STDIN` inside a transaction block, which waits on
 //!   `ClientRead` while active and again once idle in its transaction).
 //! * [`LockCache`]: the awaited lock (mode, relation, `waitstart`) of a waiter is reused while its
@@ -89,6 +90,8 @@ pub struct ActivityCache {
     margin: Option<Duration>,
     /// Rows the next read forms again (see [`RECHECK_WINDOW`]).
     again: std::collections::HashSet<i32>,
+    /// Live backends the last read had no row for (background processes, pgswarm's own session).
+    unreported: std::collections::HashSet<(i32, Option<DateTime<Utc>>)>,
 }
 
 impl ActivityCache {
@@ -141,7 +144,10 @@ impl ActivityCache {
             let sent: std::collections::HashSet<i32> = read.sent.iter().map(|s| s.pid).collect();
             // Unsent live sessions are unchanged: keep the held row if it is the same backend (sent
             // rows replace theirs below), with fresh blockers for a busy one. A live pid that is
-            // neither sent nor held is a backend the probe does not report (a background process).
+            // neither sent nor held must be a backend the last read did not report either (a
+            // background process): a backend appears only once authenticated, which can be long
+            // after the `backend_start` the incremental rules look at, so an unknown one means a
+            // full read next.
             for (pid, start) in read.alive.iter().flatten() {
                 if let Some(mut held) = self.rows.remove(pid) {
                     if held.backend_start != *start {
@@ -154,6 +160,8 @@ impl ActivityCache {
                         doubt = true;
                     }
                     rows.insert(*pid, held);
+                } else if !sent.contains(pid) && !self.unreported.contains(&(*pid, *start)) {
+                    doubt = true;
                 }
             }
         }
@@ -176,6 +184,13 @@ impl ActivityCache {
             rows.insert(s.pid, s);
         }
         self.rows = rows;
+        self.unreported = read
+            .alive
+            .iter()
+            .flatten()
+            .filter(|(pid, _)| !self.rows.contains_key(pid))
+            .copied()
+            .collect();
         match (read.alive.is_some() && !doubt, read.statement_time) {
             (true, Some(t)) => {
                 self.last_statement = Some(t);
@@ -358,6 +373,30 @@ mod tests {
         assert_eq!(pids, vec![1, 2], "3 is gone, 99 is not a reported backend");
         assert_eq!(out[0].query.as_deref(), Some("SELECT 1"));
         assert_eq!(out[1].state.as_deref(), Some("active"));
+    }
+
+    #[test]
+    fn a_backend_that_appears_with_an_old_start_and_no_row_forces_a_full_read() {
+        let mut c = ActivityCache::default();
+        // 50 is a background process: live, never reported.
+        c.merge(ActivityRead {
+            alive: Some(vec![(1, Some(t(0))), (50, Some(t(0)))]),
+            ..full(vec![idle(1, 0, 1)], 10)
+        });
+        let incremental = |alive: Vec<(i32, Option<DateTime<Utc>>)>, now: i64| ActivityRead {
+            full: false,
+            alive: Some(alive),
+            statement_time: Some(t(now)),
+            ..Default::default()
+        };
+        c.merge(incremental(vec![(1, Some(t(0))), (50, Some(t(0)))], 12));
+        assert!(c.since().is_some(), "known backends only: no doubt");
+        // 9 forked long ago but finished authenticating only now: no row was formed for it.
+        c.merge(incremental(
+            vec![(1, Some(t(0))), (9, Some(t(1))), (50, Some(t(0)))],
+            14,
+        ));
+        assert_eq!(c.since(), None, "an unknown live backend means a full read");
     }
 
     #[test]

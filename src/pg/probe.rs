@@ -1145,12 +1145,12 @@ fn lock_detail(l: &RawLock) -> Option<String> {
 /// 16, and the statement time).
 fn summary_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
-        "waitstart"
+        "l.waitstart"
     } else {
         "NULL::timestamptz"
     };
     format!(
-        "WITH l AS MATERIALIZED (SELECT pid, granted, {waitstart} AS waitstart FROM pg_locks), \
+        "WITH l AS MATERIALIZED (SELECT * FROM pg_lock_status() l), \
          b AS MATERIALIZED ( \
            SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_wait_event_type(i) AS wt \
            FROM pg_stat_get_backend_idset() i), \
@@ -1166,7 +1166,7 @@ fn summary_sql(version_num: i32) -> String {
          WHERE {reported} \
          UNION ALL \
          SELECT l.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                NULL, l.waitstart, NULL, NULL, 'waitstart' FROM l WHERE NOT l.granted \
+                NULL, {waitstart}, NULL, NULL, 'waitstart' FROM l WHERE NOT l.granted \
          UNION ALL \
          SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
                 NULL, statement_timestamp(), ARRAY[count(*)::int4], NULL, 'locks' FROM l",
