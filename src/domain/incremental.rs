@@ -22,9 +22,10 @@
 //!   `Client`/`ClientRead`) or its transaction (`xact_start`). A new backend on a reused pid has a
 //!   new `backend_start`. The margin covers a backend that took its timestamp before our scan but
 //!   published it after; one that published it later still (it appears only once authenticated)
-//!   is a live pid with no row, which makes the next read full; a full read every [`FULL_READ_EVERY`] reads bounds anything else (a server
-//!   clock stepping backwards; a `COPY FROM STDIN` inside a transaction block, which waits on
-//!   `ClientRead` while active and again once idle in its transaction).
+//!   is a live pid with no row, which makes the next read full; a full read every
+//!   [`FULL_READ_EVERY`] reads bounds anything else (a server clock stepping backwards; a
+//!   `COPY FROM STDIN` inside a transaction block, which waits on `ClientRead` while active and
+//!   again once idle in its transaction).
 //! * [`LockCache`]: the awaited lock (mode, relation, `waitstart`) of a waiter is reused while its
 //!   [`WaitKey`] is unchanged: same statement, same wait event, same blockers, and every blocker in
 //!   the same statement and state. For the awaited lock to change, the waiter must have been granted
