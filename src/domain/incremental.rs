@@ -63,6 +63,8 @@ pub struct Asked {
     pub wait_event_types: Vec<Option<String>>,
     pub wait_events: Vec<Option<String>>,
     pub again: Vec<bool>,
+    /// The server's key of the live set held (see [`ActivityRead::alive_key`]).
+    pub alive_key: Option<String>,
 }
 
 /// One activity read as the server answered it.
@@ -75,8 +77,14 @@ pub struct ActivityRead {
     /// Held busy rows that did not change, with their blockers as of this read.
     pub refreshed: Vec<(i32, Vec<i32>)>,
     /// Every live backend as `(pid, backend_start)`, from the same snapshot. `None` when the server
-    /// did not report it (then only `sent` is trusted and the next read is full).
+    /// did not report it (then only `sent` is trusted and the next read is full), or when it is the
+    /// set held (see `alive_key`).
     pub alive: Option<Vec<(i32, Option<DateTime<Utc>>)>>,
+    /// The server's key of its live set (a count and two sums of pid hashes). An incremental read
+    /// sends the live list only when this differs from the key it was asked with: shipping 1,000
+    /// pids and start times on every poll was a third of an incremental read's server time, for a
+    /// set that rarely changes.
+    pub alive_key: Option<String>,
     /// The statement's start time on the server.
     pub statement_time: Option<DateTime<Utc>>,
 }
@@ -93,6 +101,9 @@ pub struct ActivityCache {
     again: std::collections::HashSet<i32>,
     /// Live backends the last read had no row for (background processes, pgswarm's own session).
     unreported: std::collections::HashSet<(i32, Option<DateTime<Utc>>)>,
+    /// Every backend live at the last read, and the server's key of that set.
+    alive: Vec<(i32, Option<DateTime<Utc>>)>,
+    alive_key: Option<String>,
 }
 
 impl ActivityCache {
@@ -125,6 +136,7 @@ impl ActivityCache {
                 asked.again.push(again);
             }
         }
+        asked.alive_key = self.alive_key.clone();
         asked
     }
 
@@ -138,6 +150,7 @@ impl ActivityCache {
 
     /// Merges a read into the cache and returns every session of the server, sorted by pid.
     pub fn merge(&mut self, read: ActivityRead) -> Vec<ObservedSession> {
+        let alive = self.live_set(&read);
         let mut rows: HashMap<i32, ObservedSession> = HashMap::with_capacity(self.rows.len());
         let mut doubt = false;
         if !read.full {
@@ -149,7 +162,7 @@ impl ActivityCache {
             // background process): a backend appears only once authenticated, which can be long
             // after the `backend_start` the incremental rules look at, so an unknown one means a
             // full read next.
-            for (pid, start) in read.alive.iter().flatten() {
+            for (pid, start) in alive.iter().flatten() {
                 if let Some(mut held) = self.rows.remove(pid) {
                     if held.backend_start != *start {
                         continue;
@@ -185,14 +198,16 @@ impl ActivityCache {
             rows.insert(s.pid, s);
         }
         self.rows = rows;
-        self.unreported = read
-            .alive
+        self.unreported = alive
             .iter()
             .flatten()
             .filter(|(pid, _)| !self.rows.contains_key(pid))
             .copied()
             .collect();
-        match (read.alive.is_some() && !doubt, read.statement_time) {
+        self.alive_key = read.alive_key.filter(|_| alive.is_some());
+        let known = alive.is_some();
+        self.alive = alive.unwrap_or_default();
+        match (known && !doubt, read.statement_time) {
             (true, Some(t)) => {
                 self.last_statement = Some(t);
                 self.reads_since_full = if read.full {
@@ -207,6 +222,29 @@ impl ActivityCache {
         let mut out: Vec<ObservedSession> = self.rows.values().cloned().collect();
         out.sort_by_key(|s| s.pid);
         out
+    }
+}
+
+impl ActivityCache {
+    /// Every live backend as of `read`: the list it brought, or the one held when the server said
+    /// the set is the same (its key is the one asked with). A sent row's `backend_start` is the live
+    /// one: a reused pid is always sent (its new backend started after the previous read).
+    fn live_set(&self, read: &ActivityRead) -> Option<Vec<(i32, Option<DateTime<Utc>>)>> {
+        if read.alive.is_some() || read.full {
+            return read.alive.clone();
+        }
+        let same = read.alive_key.is_some() && read.alive_key == self.alive_key;
+        if !same {
+            return None;
+        }
+        let starts: HashMap<i32, Option<DateTime<Utc>>> =
+            read.sent.iter().map(|s| (s.pid, s.backend_start)).collect();
+        Some(
+            self.alive
+                .iter()
+                .map(|(pid, start)| (*pid, starts.get(pid).copied().unwrap_or(*start)))
+                .collect(),
+        )
     }
 }
 
@@ -398,6 +436,50 @@ mod tests {
             14,
         ));
         assert_eq!(c.since(), None, "an unknown live backend means a full read");
+    }
+
+    #[test]
+    fn the_held_live_set_stands_while_the_server_reports_the_same_key() {
+        let mut c = ActivityCache::default();
+        c.merge(ActivityRead {
+            alive_key: Some("3:a:b".into()),
+            ..full(vec![idle(1, 0, 1), idle(2, 0, 1), idle(3, 0, 1)], 10)
+        });
+        assert_eq!(c.asked().alive_key.as_deref(), Some("3:a:b"));
+        // Same key, no list: every held row stays; 2 is a new backend on a reused pid (sent).
+        let reused = idle(2, 11, 11);
+        let out = c.merge(ActivityRead {
+            full: false,
+            sent: vec![reused],
+            alive_key: Some("3:a:b".into()),
+            statement_time: Some(t(12)),
+            ..Default::default()
+        });
+        let key = |v: &[ObservedSession]| {
+            v.iter()
+                .map(|s| (s.pid, s.backend_start))
+                .collect::<Vec<_>>()
+        };
+        let expected = vec![(1, Some(t(0))), (2, Some(t(11))), (3, Some(t(0)))];
+        assert_eq!(key(&out), expected);
+        assert!(c.since().is_some());
+        // The reused pid's new start is now the held one: it stays on a read that sends nothing.
+        let out = c.merge(ActivityRead {
+            full: false,
+            alive_key: Some("3:a:b".into()),
+            statement_time: Some(t(13)),
+            ..Default::default()
+        });
+        assert_eq!(key(&out), expected);
+        // A different key without the list (cannot happen with a well-behaved server): trust
+        // nothing and read everything next.
+        c.merge(ActivityRead {
+            full: false,
+            alive_key: Some("2:c:d".into()),
+            statement_time: Some(t(14)),
+            ..Default::default()
+        });
+        assert_eq!(c.since(), None);
     }
 
     #[test]

@@ -290,14 +290,33 @@ macro_rules! reported {
     };
 }
 
-/// The `alive` row: the statement time and every live `(pid, backend_start)` from the same status
-/// snapshot, read through the per-backend accessors that do not build whole rows.
+/// The `alive` row: the key of the live set (see `live_key`), the statement time and every live
+/// `(pid, backend_start)` from the same status snapshot, read through the per-backend accessors
+/// that do not build whole rows.
 macro_rules! alive_row {
-    ($from:literal) => {
+    ($key:expr, $from:literal) => {
         concat!(
-            "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+            "SELECT NULL, ",
+            $key,
+            ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
                     NULL, NULL, statement_timestamp(), ",
             $from
+        )
+    };
+}
+
+/// The key of a live set (`domain::incremental::ActivityRead::alive_key`): its size and two sums of
+/// differently salted pid hashes, so that a set that changed has the same key only by a 64-bit
+/// accident, and even then only until the next full read.
+macro_rules! live_key {
+    ($pid:literal) => {
+        concat!(
+            "count(*)::text || ':' || coalesce(sum(hashint4(",
+            $pid,
+            "))::text, '') || ':' \
+             || coalesce(sum(hashint4(",
+            $pid,
+            " # 1431655765))::text, '')"
         )
     };
 }
@@ -311,6 +330,7 @@ const FULL_SQL: &str = concat!(
     reported!(),
     " UNION ALL ",
     alive_row!(
+        live_key!("pg_stat_get_backend_pid(i)"),
         "array_agg(pg_stat_get_backend_pid(i)), array_agg(pg_stat_get_backend_start(i)), 'alive' \
          FROM pg_stat_get_backend_idset() i"
     )
@@ -324,13 +344,14 @@ const ONCE_SQL: &str = concat!(
     " FROM pg_stat_get_activity(NULL) a LEFT JOIN pg_database d ON d.oid = a.datid WHERE ",
     reported!(),
     " UNION ALL ",
-    alive_row!("NULL, NULL, 'alive'")
+    alive_row!("NULL", "NULL, NULL, 'alive'")
 );
 
 /// An incremental read (see `domain::incremental` for why it is exact). `$1` is the bound (the
 /// previous read's statement time minus the margin); `$2` to `$5` the held rows it asks about
 /// (`domain::incremental::Asked`): pid, wait event type and wait event as held, and whether to form
-/// the row again regardless.
+/// the row again regardless; `$6` the key of the live set held: the live list is sent only when
+/// the server's differs.
 ///
 /// `b` reads three per-backend accessors for every backend (pid, `backend_start`, `query_start`:
 /// a settled idle session changes only with a new statement, which moves `query_start`); the
@@ -360,7 +381,10 @@ const DELTA_SQL: &str = concat!(
                         AS h(pid, wt, we, again) ON h.pid = b.pid \
        WHERE b.pid <> pg_backend_pid()), \
      w AS MATERIALIZED (SELECT pid FROM c WHERE whole), \
-     n AS MATERIALIZED (SELECT (SELECT count(*) FROM w) * 16 > (SELECT count(*) FROM b) AS scan) \
+     n AS MATERIALIZED (SELECT (SELECT count(*) FROM w) * 16 > (SELECT count(*) FROM b) AS scan), \
+     s AS MATERIALIZED (SELECT ",
+    live_key!("b.pid"),
+    " AS k FROM b) \
      SELECT ",
     session_columns!(),
     " FROM w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a \
@@ -378,7 +402,12 @@ const DELTA_SQL: &str = concat!(
             CASE WHEN c.wt = 'Lock' THEN pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers' \
      FROM c WHERE c.busy AND NOT c.whole \
      UNION ALL ",
-    alive_row!("array_agg(b.pid), array_agg(b.bs), 'alive' FROM b")
+    alive_row!(
+        "(SELECT k FROM s)",
+        "CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT array_agg(b.pid) FROM b) END, \
+         CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT array_agg(b.bs) FROM b) END, \
+         'alive'"
+    )
 );
 
 /// One lock-manager snapshot (`pg_lock_status()`, materialized once as the function returns it:
@@ -495,12 +524,13 @@ async fn query_activity(
                 .delta_stmt
                 .get_or_try_init(|| bounded(limit, c.prepare(DELTA_SQL)))
                 .await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
                 &since,
                 &asked.pids,
                 &asked.wait_event_types,
                 &asked.wait_events,
                 &asked.again,
+                &asked.alive_key,
             ];
             bounded(limit, c.query(stmt, &params)).await
         }
@@ -541,6 +571,7 @@ fn decode_activity(row: &tokio_postgres::Row, server: ServerId, read: &mut Activ
             if let (Some(pids), Some(starts)) = (pids, starts) {
                 read.alive = Some(pids.into_iter().zip(starts).collect());
             }
+            read.alive_key = row.get(1);
         }
     }
 }
