@@ -138,10 +138,7 @@ async fn measure(n: usize, tables: usize) -> Scale {
         .unwrap()
     };
     let settings = SessionSettings::default();
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     // A refresh as the dashboard and `record` do it: sessions opened once, then polled.
     let refresh_targets = [target_as("r_refresh")];
     let open = open_all(&refresh_targets, &settings, &ProcessEnv).await;

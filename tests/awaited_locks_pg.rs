@@ -22,18 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-/// A small deterministic generator (the seed is printed, and `PGSWARM_TEST_SEED` replays one).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 const SESSIONS: usize = 6;
 const ROUNDS: usize = 80;
 const TABLES: usize = 3;
@@ -136,18 +124,8 @@ async fn settle(admin: &Client, pid: i32, task: &Task) {
 
 #[tokio::test]
 async fn every_waiter_gets_exactly_the_locks_its_blockers_hold_on_its_object() {
-    let seed: u64 = std::env::var("PGSWARM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("seed {seed} (replay with PGSWARM_TEST_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
+    let seed = rng.seed();
 
     let srv = Server::start(&["app_test"]);
     let mut setup = String::new();
@@ -160,10 +138,7 @@ async fn every_waiter_gets_exactly_the_locks_its_blockers_hold_on_its_object() {
     let ci = srv.conninfo("app_test");
     let targets = [build_target(Some("app_test"), &ci, "test", &ProcessEnv).unwrap()];
     let cfg = settings(&[entry("app_test", &ci)]);
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let admin = connect_as(&ci, "admin").await;
 
     let mut compared = 0usize;

@@ -23,10 +23,7 @@ async fn a_filling_lock_table_warns_before_out_of_shared_memory() {
     );
     let c = srv.conninfo("platform");
     let settings = settings(&[entry("platform", &c)]);
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let snapshot = || async {
         let obs = observe_once(&settings.databases, &settings.session, &opts, &ProcessEnv).await;
         build_snapshot(obs, &settings.convention)

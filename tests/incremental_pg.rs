@@ -17,18 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-/// A small deterministic generator (the seed is printed, and `PGSWARM_TEST_SEED` replays one).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 type Task = JoinHandle<(Client, Result<u64, tokio_postgres::Error>)>;
 
 enum Slot {
@@ -74,18 +62,8 @@ async fn wait_for(admin: &Client, pid: i32, sql_condition: &str) {
 
 #[tokio::test]
 async fn random_session_histories_read_incrementally_equal_fresh_full_reads() {
-    let seed: u64 = std::env::var("PGSWARM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("seed {seed} (replay with PGSWARM_TEST_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
+    let seed = rng.seed();
 
     let srv = Server::start(&["app_test"]);
     srv.psql(
@@ -94,10 +72,7 @@ async fn random_session_histories_read_incrementally_equal_fresh_full_reads() {
     );
     let ci = srv.conninfo("app_test");
     let cfg = settings(&[entry("app_test", &ci)]);
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let admin = connect_as(&ci, "admin").await;
     let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
     let monitor = persistent[0].as_ref().unwrap();
@@ -460,10 +435,7 @@ async fn a_session_that_authenticates_slowly_still_appears() {
         .unwrap();
     let ci = srv.conninfo("app_test");
     let cfg = settings(&[entry("app_test", &ci)]);
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
     persistent[0]
         .as_ref()

@@ -31,10 +31,7 @@ async fn polls_reuse_prepared_statements_and_never_plan_them_again() {
     wait_until_lock_wait(&admin, w_pid).await;
 
     let sessions = open_all(&settings.databases, &settings.session, &ProcessEnv).await;
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let polls = 12;
     for _ in 0..polls {
         let obs = observe(

@@ -173,10 +173,7 @@ fn a_target_whose_identity_changed_after_the_plan_is_skipped_not_hit() {
             backend_pid(&s2).await,
             backend_pid(&s3).await,
         );
-        let opts = ProbeOptions {
-            schema_prefix: "test".into(),
-            exact_sizes: false,
-        };
+        let opts = ProbeOptions::default();
         let obs = observe_once(&settings.databases, &settings.session, &opts, &ProcessEnv).await;
         let snap = build_snapshot(obs, &settings.convention);
         let sel = Selector::Invocation {

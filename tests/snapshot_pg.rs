@@ -464,10 +464,7 @@ async fn incremental_polls_match_fresh_full_reads() {
     );
     let ci = srv.conninfo("app_test");
     let cfg = settings(&[entry("app_test", &ci)]);
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let admin = connect_as(&ci, "admin").await;
     let persistent = open_all(&cfg.databases, &cfg.session, &ProcessEnv).await;
     let poll = || observe(&cfg.databases, &persistent, &opts, Duration::from_secs(10));
@@ -902,10 +899,7 @@ async fn schema_listing_is_reused_until_the_catalog_changes() {
     let srv = Server::start(&["app_test"]);
     let ci = srv.conninfo("app_test");
     let cfg = settings(&[entry("app_test", &ci)]);
-    let opts = ProbeOptions {
-        schema_prefix: "test".into(),
-        exact_sizes: false,
-    };
+    let opts = ProbeOptions::default();
     let ddl = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
     ddl.batch_execute(&format!(
         "CREATE SCHEMA test_{NS_A}_gw0; CREATE TABLE test_{NS_A}_gw0.t1 (id int)"

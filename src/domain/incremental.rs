@@ -99,10 +99,9 @@ pub struct ActivityCache {
     margin: Option<Duration>,
     /// Rows the next read forms again (see [`RECHECK_WINDOW`]).
     again: std::collections::HashSet<i32>,
-    /// Live backends the last read had no row for (background processes, pgswarm's own session).
-    unreported: std::collections::HashSet<(i32, Option<DateTime<Utc>>)>,
-    /// Every backend live at the last read, and the server's key of that set.
-    alive: Vec<(i32, Option<DateTime<Utc>>)>,
+    /// Every backend live at the last read (reported or not) with its `backend_start`, and the
+    /// server's key of that set.
+    alive: HashMap<i32, Option<DateTime<Utc>>>,
     alive_key: Option<String>,
 }
 
@@ -148,6 +147,27 @@ impl ActivityCache {
         };
     }
 
+    /// Every live backend as of `read`: the list it brought, or the one held when the server said
+    /// the set is the same (its key is the one asked with). A sent row's `backend_start` is the live
+    /// one: a reused pid is always sent (its new backend started after the previous read).
+    fn live_set(&self, read: &ActivityRead) -> Option<Vec<(i32, Option<DateTime<Utc>>)>> {
+        if read.alive.is_some() || read.full {
+            return read.alive.clone();
+        }
+        let same = read.alive_key.is_some() && read.alive_key == self.alive_key;
+        if !same {
+            return None;
+        }
+        let starts: HashMap<i32, Option<DateTime<Utc>>> =
+            read.sent.iter().map(|s| (s.pid, s.backend_start)).collect();
+        Some(
+            self.alive
+                .iter()
+                .map(|(pid, start)| (*pid, starts.get(pid).copied().unwrap_or(*start)))
+                .collect(),
+        )
+    }
+
     /// Merges a read into the cache and returns every session of the server, sorted by pid.
     pub fn merge(&mut self, read: ActivityRead) -> Vec<ObservedSession> {
         let alive = self.live_set(&read);
@@ -174,7 +194,7 @@ impl ActivityCache {
                         doubt = true;
                     }
                     rows.insert(*pid, held);
-                } else if !sent.contains(pid) && !self.unreported.contains(&(*pid, *start)) {
+                } else if !sent.contains(pid) && self.alive.get(pid) != Some(start) {
                     doubt = true;
                 }
             }
@@ -198,15 +218,9 @@ impl ActivityCache {
             rows.insert(s.pid, s);
         }
         self.rows = rows;
-        self.unreported = alive
-            .iter()
-            .flatten()
-            .filter(|(pid, _)| !self.rows.contains_key(pid))
-            .copied()
-            .collect();
         self.alive_key = read.alive_key.filter(|_| alive.is_some());
         let known = alive.is_some();
-        self.alive = alive.unwrap_or_default();
+        self.alive = alive.into_iter().flatten().collect();
         match (known && !doubt, read.statement_time) {
             (true, Some(t)) => {
                 self.last_statement = Some(t);
@@ -222,29 +236,6 @@ impl ActivityCache {
         let mut out: Vec<ObservedSession> = self.rows.values().cloned().collect();
         out.sort_by_key(|s| s.pid);
         out
-    }
-}
-
-impl ActivityCache {
-    /// Every live backend as of `read`: the list it brought, or the one held when the server said
-    /// the set is the same (its key is the one asked with). A sent row's `backend_start` is the live
-    /// one: a reused pid is always sent (its new backend started after the previous read).
-    fn live_set(&self, read: &ActivityRead) -> Option<Vec<(i32, Option<DateTime<Utc>>)>> {
-        if read.alive.is_some() || read.full {
-            return read.alive.clone();
-        }
-        let same = read.alive_key.is_some() && read.alive_key == self.alive_key;
-        if !same {
-            return None;
-        }
-        let starts: HashMap<i32, Option<DateTime<Utc>>> =
-            read.sent.iter().map(|s| (s.pid, s.backend_start)).collect();
-        Some(
-            self.alive
-                .iter()
-                .map(|(pid, start)| (*pid, starts.get(pid).copied().unwrap_or(*start)))
-                .collect(),
-        )
     }
 }
 

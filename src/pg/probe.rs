@@ -49,6 +49,16 @@ pub struct ProbeOptions {
     pub exact_sizes: bool,
 }
 
+impl Default for ProbeOptions {
+    /// The naming convention's schema prefix, estimated sizes.
+    fn default() -> Self {
+        ProbeOptions {
+            schema_prefix: crate::domain::snapshot::Convention::default().schema_prefix,
+            exact_sizes: false,
+        }
+    }
+}
+
 /// An open monitor session to one configured database, with what identifies its server.
 pub struct DbSession {
     pub client: Client,

@@ -415,3 +415,39 @@ pub fn session_rows(o: &pgswarm::domain::snapshot::Observation) -> Vec<SessionRo
     v.sort();
     v
 }
+
+/// A small deterministic generator for randomized tests: the seed comes from `PGSWARM_TEST_SEED`
+/// (to replay a failure) or the clock, and is printed.
+pub struct Rng {
+    state: u64,
+    seed: u64,
+}
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        let seed: u64 = std::env::var("PGSWARM_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("seed {seed} (replay with PGSWARM_TEST_SEED={seed})");
+        Rng { state: seed, seed }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// xorshift64: a value in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        (self.state % n as u64) as usize
+    }
+}
