@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use pgswarm::domain::signal::{build_signal_report, plan_signal, Action, Selector};
 use pgswarm::domain::snapshot::build_snapshot;
-use pgswarm::pg::connect::APPLICATION_NAME;
 use pgswarm::pg::conninfo::ProcessEnv;
 use pgswarm::pg::probe::{observe_once, ProbeOptions};
 use std::process::Command;
@@ -181,7 +180,7 @@ fn a_target_whose_identity_changed_after_the_plan_is_skipped_not_hit() {
             worker: None,
             only_blocking: false,
         };
-        let mut plan = plan_signal(&snap, &sel, Action::Terminate, APPLICATION_NAME).unwrap();
+        let mut plan = plan_signal(&snap, &sel, Action::Terminate).unwrap();
         assert_eq!(plan.targets.len(), 3);
         // After the plan: s1 relabels itself; s2's pid "is reused" (its recorded start no longer
         // matches, as for a new backend that got the same pid); s3 disconnects.

@@ -13,7 +13,6 @@ use crate::domain::signal::{
 use crate::domain::snapshot::build_snapshot;
 use crate::domain::text::sanitize_lines;
 use crate::pg::config::Settings;
-use crate::pg::connect::APPLICATION_NAME;
 use crate::pg::conninfo::ProcessEnv;
 use crate::pg::probe::{observe_once, ProbeOptions};
 use std::fmt::Write;
@@ -81,8 +80,7 @@ async fn plan_confirm_send(
     };
     let obs = observe_once(&settings.databases, &settings.session, &opts, &ProcessEnv).await;
     let snap = build_snapshot(obs, &settings.convention);
-    let plan = plan_signal(&snap, selector, action, APPLICATION_NAME)
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let plan = plan_signal(&snap, selector, action).map_err(|e| CmdError::Usage(e.to_string()))?;
     if !args.json {
         emit(&render_plan(&plan));
     }

@@ -148,12 +148,12 @@ pub enum PlanError {
     NoSuchPid { pid: i32, where_: String },
 }
 
-/// Builds the plan from `snap`. `own_application_name` is the label of pgswarm's own sessions.
+/// Builds the plan from `snap`. pgswarm's own sessions are those marked `own` (this process's
+/// backend pids), never those that merely carry its label.
 pub fn plan_signal(
     snap: &Snapshot,
     selector: &Selector,
     action: Action,
-    own_application_name: &str,
 ) -> Result<SignalPlan, PlanError> {
     let via = |server: &str| {
         snap.databases
@@ -215,9 +215,7 @@ pub fn plan_signal(
         let via = via(&s.server);
         let client = s.backend_type.as_deref() == Some("client backend");
         match (s.backend_start.filter(|_| client), via) {
-            _ if s.application_name == own_application_name => {
-                refused.push(refuse("pgswarm's own session"))
-            }
+            _ if s.own => refused.push(refuse("pgswarm's own session")),
             _ if s.backend_type.is_some() && !client => refused.push(refuse(&format!(
                 "not a client backend ({})",
                 s.backend_type.as_deref().unwrap_or_default()

@@ -147,6 +147,9 @@ pub struct ObservedSession {
     pub state_change: Option<DateTime<Utc>>,
     pub blocked_by: Vec<i32>,
     pub awaited: Option<AwaitedLock>,
+    /// A session this pgswarm process opened (known by its backend pid and start, never by the
+    /// name a session gives itself): never signalled.
+    pub own: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -353,6 +356,10 @@ pub struct SessionReport {
     /// `wait_source`) the waiting statement's start. Lets episodes be told apart after the fact.
     #[serde(default)]
     pub wait_started_at: Option<DateTime<Utc>>,
+    /// One of the sessions of the pgswarm process that took this snapshot (shown only while it
+    /// blocks someone; never signalled). Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
 }
 
 /// Where a wait age comes from. Only `waitstart` is the real start of the lock wait.

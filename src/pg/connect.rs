@@ -10,17 +10,29 @@
 //!   plaintext first. Unix sockets never use TLS, as in libpq.
 //! - Monitor sessions identify as `application_name=pgswarm` and carry their own `statement_timeout`
 //!   and `lock_timeout` in the startup packet (no extra round trip), so pgswarm never queues behind DDL.
+//! - Every session is **pinned** before it sends anything else (`pin_session`): `search_path` is set
+//!   to `pg_catalog, pg_temp` and `jit` off, after startup, whatever the URL's `options`, the role or
+//!   the database say, and both are read back and verified in the same round trip. A database owner
+//!   can put look-alike functions, operators, views and types in any schema they like; with the pin
+//!   none of them is ever chosen (the temporary schema is never searched for functions or
+//!   operators, and only this session could create relations in it). A session whose pin cannot be
+//!   verified is closed and reported as a connection error: nothing is read through it. See
+//!   docs/architecture.md ("The catalog is input").
+//! - The backend pid (and start) of every session this process opens is remembered (`is_own_session`):
+//!   pgswarm knows its own sessions by pid, never by the name a session gives itself.
 //!
 //! Error messages are built from our own fields and the server's error fields; they never contain a
 //! password.
 
 use crate::pg::conninfo::{lookup_passfile, Environment, Host, SslMode, Target};
+use chrono::{DateTime, Utc};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -153,7 +165,11 @@ pub async fn connect(
                 Err(warning) => passfile_note = Some(warning),
             },
         }
-        let attempt = tokio::time::timeout(timeout, connect_host(config, host, target));
+        let attempt = tokio::time::timeout(timeout, async {
+            let client = connect_host(config, host, target).await?;
+            pin_session(&client).await?;
+            Ok::<_, ConnectError>(client)
+        });
         match attempt.await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(mut e)) => {
@@ -182,6 +198,103 @@ pub async fn connect(
         .collect::<Vec<_>>()
         .join("; ");
     Err(ConnectError { message, sqlstate })
+}
+
+/// The `search_path` every pgswarm session runs with.
+pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Pins the session and reads back what it needs to verify the pin and to know itself.
+///
+/// One simple-protocol round trip: the statements are parsed only when each one runs, so the
+/// `SELECT` is resolved under the pin the two `SET`s just made, and it is written fully qualified
+/// (functions, casts and the operator) in case the pin did not take. A `SET` after startup wins over
+/// anything the connection's `options`, `ALTER ROLE … SET` or `ALTER DATABASE … SET` chose; the
+/// values are read back anyway, because the proof is cheaper than the argument.
+///
+/// `jit = off`: pgswarm's statements are catalog-sized, so JIT compilation never pays, and under
+/// `plan_cache_mode = force_generic_plan` a generic plan's estimate on a database with catalog
+/// churn can cross `jit_above_cost` and cost seconds per execution of a millisecond query.
+const PIN_SQL: &str = "SET search_path TO pg_catalog, pg_temp; SET jit TO off; \
+     SELECT pg_catalog.current_setting('search_path'), \
+            pg_catalog.array_to_string(pg_catalog.current_schemas(true), ','), \
+            pg_catalog.current_setting('jit'), \
+            pg_catalog.pg_backend_pid()::pg_catalog.text, \
+            pg_catalog.textcat(pg_catalog.textcat(pg_catalog.pg_postmaster_start_time()::pg_catalog.text, ' port '), \
+                               pg_catalog.current_setting('port')), \
+            (SELECT pg_catalog.float8mul(pg_catalog.date_part('epoch', a.backend_start), 1000000) \
+                    ::pg_catalog.int8::pg_catalog.text \
+               FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a)";
+
+/// Why a pin could not be verified, from what the server read back (`None`: verified).
+fn check_pin(search_path: &str, schemas: &str, jit: &str) -> Option<String> {
+    if search_path != PINNED_SEARCH_PATH {
+        return Some(format!(
+            "search_path reads back as {search_path:?} after SET (expected {PINNED_SEARCH_PATH:?})"
+        ));
+    }
+    // `current_schemas(true)` lists the implicit schemas too; only pg_catalog and this session's
+    // own temporary schema may be searched.
+    if schemas
+        .split(',')
+        .any(|s| s != "pg_catalog" && !s.starts_with("pg_temp_"))
+    {
+        return Some(format!("the effective search path is {schemas:?}"));
+    }
+    (jit != "off").then(|| format!("jit reads back as {jit:?} after SET jit TO off"))
+}
+
+async fn pin_session(client: &Client) -> Result<(), ConnectError> {
+    let messages = client
+        .simple_query(PIN_SQL)
+        .await
+        .map_err(|e| ConnectError {
+            message: format!(
+                "could not pin the session's search_path: {}",
+                describe_error(&e)
+            ),
+            sqlstate: e.code().map(|c| c.code().to_string()),
+        })?;
+    let row = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    let col = |i: usize| row.and_then(|r| r.get(i)).unwrap_or_default();
+    let problem = match row {
+        None => Some("the server returned no row".to_string()),
+        Some(_) => check_pin(col(0), col(1), col(2)),
+    };
+    if let Some(problem) = problem {
+        return Err(ConnectError {
+            message: format!(
+                "refusing this session: its catalog resolution could not be pinned ({problem}); \
+                 pgswarm reads nothing through a session whose search_path it does not control"
+            ),
+            sqlstate: None,
+        });
+    }
+    if let (Ok(pid), key, Ok(start)) = (col(3).parse::<i32>(), col(4), col(5).parse::<i64>()) {
+        own_sessions().insert((key.to_string(), pid, start));
+    }
+    Ok(())
+}
+
+/// `(server key, pid, backend_start in µs since the epoch)` of every session this process opened.
+type OwnSession = (String, i32, i64);
+
+fn own_sessions() -> std::sync::MutexGuard<'static, BTreeSet<OwnSession>> {
+    static OWN: Mutex<BTreeSet<OwnSession>> = Mutex::new(BTreeSet::new());
+    // A panic elsewhere while holding the lock leaves a set that is still a set.
+    OWN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the backend `pid` started at `backend_start` on the server `server_key` (the probe's
+/// key: postmaster start and port) is a session this process opened. A pid reused by another
+/// backend has another start, so it is never mistaken for ours.
+pub fn is_own_session(server_key: &str, pid: i32, backend_start: Option<DateTime<Utc>>) -> bool {
+    let Some(start) = backend_start else {
+        return false;
+    };
+    own_sessions().contains(&(server_key.to_string(), pid, start.timestamp_micros()))
 }
 
 fn to_connect_error(e: tokio_postgres::Error) -> ConnectError {
@@ -402,5 +515,23 @@ impl ServerCertVerifier for VerifyChain {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_pin;
+
+    #[test]
+    fn only_the_exact_pin_passes() {
+        assert_eq!(check_pin("pg_catalog, pg_temp", "pg_catalog", "off"), None);
+        assert_eq!(
+            check_pin("pg_catalog, pg_temp", "pg_catalog,pg_temp_3", "off"),
+            None
+        );
+        assert!(check_pin("evil, pg_catalog", "evil,pg_catalog", "off").is_some());
+        assert!(check_pin("pg_catalog, pg_temp", "pg_catalog,evil", "off").is_some());
+        assert!(check_pin("pg_catalog, pg_temp", "pg_catalog", "on").is_some());
+        assert!(check_pin("", "", "").is_some());
     }
 }

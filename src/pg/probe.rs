@@ -24,8 +24,11 @@ use crate::domain::snapshot::{
     AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedHealth, ObservedSchema,
     ObservedServer, ObservedSession, ServerId,
 };
-use crate::pg::connect::{connect, describe_error, SessionSettings, APPLICATION_NAME};
+use crate::pg::connect::{
+    connect, describe_error, is_own_session, SessionSettings, APPLICATION_NAME,
+};
 use crate::pg::conninfo::{Environment, Target};
+use crate::pg::row::RowExt;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -140,7 +143,7 @@ impl DbSession {
 
     /// Counts `pg_locks` (only on polls that read it anyway, and on the session's first poll).
     async fn read_lock_table(&self, limit: Duration) {
-        const SQL: &str = "SELECT count(*) FROM pg_locks";
+        const SQL: &str = "SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks";
         let Ok(stmt) = self
             .lock_count_stmt
             .get_or_try_init(|| bounded(limit, self.client.prepare(SQL)))
@@ -149,7 +152,9 @@ impl DbSession {
             return;
         };
         if let Ok(row) = bounded(limit, self.client.query_one(stmt, &[])).await {
-            lock(&self.cache).lock_table = Some((row.get::<_, i64>(0), Utc::now()));
+            if let Ok(count) = row.col::<i64>(0) {
+                lock(&self.cache).lock_table = Some((count, Utc::now()));
+            }
         }
     }
 }
@@ -189,25 +194,30 @@ pub async fn open_session(
     let row = bounded(
         settings.statement_timeout,
         client.query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
-                    current_database()::text, \
-                    pg_postmaster_start_time()::text || ' port ' || current_setting('port'), \
-                    current_setting('max_connections')::int4, \
-                    current_setting('max_locks_per_transaction')::int8 \
-                      * (current_setting('max_connections')::int8 \
-                         + current_setting('max_prepared_transactions')::int8)",
+            "SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_setting('server_version_num')::pg_catalog.int4, \
+                    pg_catalog.current_database()::pg_catalog.text, \
+                    pg_catalog.pg_postmaster_start_time()::pg_catalog.text || ' port ' || pg_catalog.current_setting('port'), \
+                    pg_catalog.current_setting('max_connections')::pg_catalog.int4, \
+                    pg_catalog.current_setting('max_locks_per_transaction')::pg_catalog.int8 \
+                      * (pg_catalog.current_setting('max_connections')::pg_catalog.int8 \
+                         + pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int8)",
             &[],
         ),
     )
     .await?;
     let latency = started.elapsed();
-    let version_num: i32 = row.get(1);
+    let column = |e: crate::pg::row::ColumnError| e.to_string();
+    let version: String = row.col(0).map_err(column)?;
+    let version_num: i32 = row.col(1).map_err(column)?;
     if version_num < MIN_VERSION_NUM {
         return Err(format!(
-            "PostgreSQL {} is too old: pgswarm needs 10 or later",
-            row.get::<_, String>(0)
+            "PostgreSQL {version} is too old: pgswarm needs 10 or later"
         ));
     }
+    let max_connections: i32 = row.col(4).map_err(column)?;
+    let lock_capacity: i64 = row.col(5).map_err(column)?;
+    let datname: String = row.col(2).map_err(column)?;
+    let server_key: String = row.col(3).map_err(column)?;
     if version_num >= 120_000 {
         // Plan each prepared statement once, not a custom plan per call for the first five (and
         // forever when the planner keeps preferring them).
@@ -227,13 +237,13 @@ pub async fn open_session(
         relations_stmt: tokio::sync::OnceCell::new(),
         lock_count_stmt: tokio::sync::OnceCell::new(),
         schema_fingerprint_stmt: tokio::sync::OnceCell::new(),
-        max_connections: row.get(4),
-        lock_capacity: row.get(5),
+        max_connections,
+        lock_capacity,
         cache: Mutex::new(ProbeCache::default()),
-        version: row.get(0),
+        version,
         version_num,
-        datname: row.get(2),
-        server_key: row.get(3),
+        datname,
+        server_key,
         latency,
     })
 }
@@ -271,22 +281,22 @@ pub async fn open_all(
 macro_rules! session_columns {
     () => {
         session_columns!(
-            "CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) \
+            "CASE WHEN a.wait_event_type = 'Lock' THEN pg_catalog.pg_blocking_pids(a.pid) \
                   WHEN a.backend_type IS NULL \
-                       AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_locks l WHERE NOT l.granted)) \
-                  THEN pg_blocking_pids(a.pid) END"
+                       AND a.pid = ANY (ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l WHERE NOT l.granted)) \
+                  THEN pg_catalog.pg_blocking_pids(a.pid) END"
         )
     };
     // With the blockers already computed (`--summary` has them for its waiters).
     ($blockers:literal) => {
         concat!(
-            "a.pid, d.datname::text, \
-             CASE WHEN a.usesysid IS NOT NULL THEN pg_get_userbyid(a.usesysid)::text END, \
-             coalesce(a.application_name, ''), host(a.client_addr), a.backend_type, a.state, \
+            "a.pid, d.datname::pg_catalog.text, \
+             CASE WHEN a.usesysid IS NOT NULL THEN pg_catalog.pg_get_userbyid(a.usesysid)::pg_catalog.text END, \
+             coalesce(a.application_name, ''), pg_catalog.host(a.client_addr), a.backend_type, a.state, \
              a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, a.query_start, \
              a.state_change, ",
             $blockers,
-            ", NULL::timestamptz, NULL::int4[], NULL::timestamptz[], 'row'"
+            ", NULL::pg_catalog.timestamptz, NULL::pg_catalog.int4[], NULL::pg_catalog.timestamptz[], 'row'"
         )
     };
 }
@@ -294,7 +304,7 @@ macro_rules! session_columns {
 /// Which backends are reported (see `session_columns`); pgswarm's own probe session never is.
 macro_rules! reported {
     () => {
-        "a.pid <> pg_backend_pid() \
+        "a.pid <> pg_catalog.pg_backend_pid() \
          AND (a.backend_type IN ('client backend', 'autovacuum worker', 'walsender') \
               OR (a.backend_type IS NULL AND a.datid IS NOT NULL))"
     };
@@ -309,7 +319,7 @@ macro_rules! alive_row {
             "SELECT NULL, ",
             $key,
             ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                    NULL, NULL, statement_timestamp(), ",
+                    NULL, NULL, pg_catalog.statement_timestamp(), ",
             $from
         )
     };
@@ -321,12 +331,12 @@ macro_rules! alive_row {
 macro_rules! live_key {
     ($pid:literal) => {
         concat!(
-            "count(*)::text || ':' || coalesce(sum(hashint4(",
+            "pg_catalog.count(*)::pg_catalog.text || ':' || coalesce(pg_catalog.sum(pg_catalog.hashint4(",
             $pid,
-            "))::text, '') || ':' \
-             || coalesce(sum(hashint4(",
+            "))::pg_catalog.text, '') || ':' \
+             || coalesce(pg_catalog.sum(pg_catalog.hashint4(",
             $pid,
-            " # 1431655765))::text, '')"
+            " # 1431655765))::pg_catalog.text, '')"
         )
     };
 }
@@ -336,13 +346,13 @@ macro_rules! live_key {
 const FULL_SQL: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM pg_stat_get_activity(NULL) a LEFT JOIN pg_database d ON d.oid = a.datid WHERE ",
+    " FROM pg_catalog.pg_stat_get_activity(NULL) a LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid WHERE ",
     reported!(),
     " UNION ALL ",
     alive_row!(
-        live_key!("pg_stat_get_backend_pid(i)"),
-        "array_agg(pg_stat_get_backend_pid(i)), array_agg(pg_stat_get_backend_start(i)), 'alive' \
-         FROM pg_stat_get_backend_idset() i"
+        live_key!("pg_catalog.pg_stat_get_backend_pid(i)"),
+        "pg_catalog.array_agg(pg_catalog.pg_stat_get_backend_pid(i)), pg_catalog.array_agg(pg_catalog.pg_stat_get_backend_start(i)), 'alive' \
+         FROM pg_catalog.pg_stat_get_backend_idset() i"
     )
 );
 
@@ -351,7 +361,7 @@ const FULL_SQL: &str = concat!(
 const ONCE_SQL: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM pg_stat_get_activity(NULL) a LEFT JOIN pg_database d ON d.oid = a.datid WHERE ",
+    " FROM pg_catalog.pg_stat_get_activity(NULL) a LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid WHERE ",
     reported!(),
     " UNION ALL ",
     alive_row!("NULL", "NULL, NULL, 'alive'")
@@ -376,46 +386,46 @@ const ONCE_SQL: &str = concat!(
 /// can be NULL on a live backend (an aborted transaction has no `xact_start`).
 const DELTA_SQL: &str = concat!(
     "WITH b AS MATERIALIZED ( \
-       SELECT i, pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_start(i) AS bs, \
-              pg_stat_get_backend_activity_start(i) AS qs \
-       FROM pg_stat_get_backend_idset() i), \
+       SELECT i, pg_catalog.pg_stat_get_backend_pid(i) AS pid, pg_catalog.pg_stat_get_backend_start(i) AS bs, \
+              pg_catalog.pg_stat_get_backend_activity_start(i) AS qs \
+       FROM pg_catalog.pg_stat_get_backend_idset() i), \
      c AS MATERIALIZED ( \
        SELECT b.pid, h.pid IS NOT NULL AS busy, \
-              CASE WHEN h.pid IS NOT NULL THEN pg_stat_get_backend_wait_event_type(b.i) END AS wt, \
+              CASE WHEN h.pid IS NOT NULL THEN pg_catalog.pg_stat_get_backend_wait_event_type(b.i) END AS wt, \
               b.bs IS NULL OR b.bs >= $1 OR coalesce(b.qs >= $1, false) \
               OR (h.pid IS NOT NULL \
-                  AND (h.again OR coalesce(pg_stat_get_backend_xact_start(b.i) >= $1, false) \
-                       OR pg_stat_get_backend_wait_event_type(b.i) IS DISTINCT FROM h.wt \
-                       OR pg_stat_get_backend_wait_event(b.i) IS DISTINCT FROM h.we)) AS whole \
-       FROM b LEFT JOIN unnest($2::int4[], $3::text[], $4::text[], $5::bool[]) \
+                  AND (h.again OR coalesce(pg_catalog.pg_stat_get_backend_xact_start(b.i) >= $1, false) \
+                       OR pg_catalog.pg_stat_get_backend_wait_event_type(b.i) IS DISTINCT FROM h.wt \
+                       OR pg_catalog.pg_stat_get_backend_wait_event(b.i) IS DISTINCT FROM h.we)) AS whole \
+       FROM b LEFT JOIN ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]), pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.bool[])) \
                         AS h(pid, wt, we, again) ON h.pid = b.pid \
-       WHERE b.pid <> pg_backend_pid()), \
+       WHERE b.pid <> pg_catalog.pg_backend_pid()), \
      w AS MATERIALIZED (SELECT pid FROM c WHERE whole), \
-     n AS MATERIALIZED (SELECT (SELECT count(*) FROM w) * 16 > (SELECT count(*) FROM b) AS scan), \
+     n AS MATERIALIZED (SELECT (SELECT pg_catalog.count(*) FROM w) * 16 > (SELECT pg_catalog.count(*) FROM b) AS scan), \
      s AS MATERIALIZED (SELECT ",
     live_key!("b.pid"),
     " AS k FROM b) \
      SELECT ",
     session_columns!(),
-    " FROM w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a \
-       LEFT JOIN pg_database d ON d.oid = a.datid \
+    " FROM w CROSS JOIN LATERAL pg_catalog.pg_stat_get_activity(w.pid) a \
+       LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid \
      WHERE NOT (SELECT scan FROM n) AND ",
     reported!(),
     " UNION ALL SELECT ",
     session_columns!(),
-    " FROM pg_stat_get_activity(NULL) a JOIN w ON w.pid = a.pid \
-       LEFT JOIN pg_database d ON d.oid = a.datid \
+    " FROM pg_catalog.pg_stat_get_activity(NULL) a JOIN w ON w.pid = a.pid \
+       LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid \
      WHERE (SELECT scan FROM n) AND ",
     reported!(),
     " UNION ALL \
      SELECT c.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-            CASE WHEN c.wt = 'Lock' THEN pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers' \
+            CASE WHEN c.wt = 'Lock' THEN pg_catalog.pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers' \
      FROM c WHERE c.busy AND NOT c.whole \
      UNION ALL ",
     alive_row!(
         "(SELECT k FROM s)",
-        "CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT array_agg(b.pid) FROM b) END, \
-         CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT array_agg(b.bs) FROM b) END, \
+        "CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT pg_catalog.array_agg(b.pid) FROM b) END, \
+         CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT pg_catalog.array_agg(b.bs) FROM b) END, \
          'alive'"
     )
 );
@@ -441,11 +451,11 @@ fn locks_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
         "w.waitstart"
     } else {
-        "NULL::timestamptz"
+        "NULL::pg_catalog.timestamptz"
     };
     let obj = |t: &str| {
         format!(
-            "format('%s:%s:%s:%s:%s:%s:%s:%s:%s:%s', {t}.locktype, {t}.database, {t}.relation, \
+            "pg_catalog.format('%s:%s:%s:%s:%s:%s:%s:%s:%s:%s', {t}.locktype, {t}.database, {t}.relation, \
              {t}.page, {t}.tuple, {t}.virtualxid, {t}.transactionid, {t}.classid, {t}.objid, \
              {t}.objsubid)"
         )
@@ -455,7 +465,7 @@ fn locks_sql(version_num: i32) -> String {
     let same_object = [
         "h.locktype = w.locktype".to_string(),
         hashed("relation", "0"),
-        hashed("transactionid", "'0'::xid"),
+        hashed("transactionid", "'0'::pg_catalog.xid"),
         hashed("objid", "0"),
         same("database"),
         same("page"),
@@ -467,27 +477,27 @@ fn locks_sql(version_num: i32) -> String {
     .join(" AND ");
     let x_obj = obj("a");
     format!(
-        "WITH a AS MATERIALIZED (SELECT * FROM pg_lock_status() l), \
+        "WITH a AS MATERIALIZED (SELECT * FROM pg_catalog.pg_lock_status() l), \
          x AS MATERIALIZED ( \
            SELECT a.*, {x_obj} AS obj FROM a \
            WHERE (NOT a.granted OR a.locktype = 'tuple') AND a.pid = ANY($2)), \
          w AS (SELECT * FROM x WHERE NOT x.granted) \
-         SELECT 'awaits', w.pid, w.locktype, w.mode, w.database, d.datname::text, w.relation, \
-                w.page, w.tuple, {waitstart}, w.obj, NULL::int4, w.transactionid::text, \
+         SELECT 'awaits', w.pid, w.locktype, w.mode, w.database, d.datname::pg_catalog.text, w.relation, \
+                w.page, w.tuple, {waitstart}, w.obj, NULL::pg_catalog.int4, w.transactionid::pg_catalog.text, \
                 w.virtualxid, w.classid, w.objid \
-           FROM w LEFT JOIN pg_database d ON d.oid = w.database \
+           FROM w LEFT JOIN pg_catalog.pg_database d ON d.oid = w.database \
          UNION ALL \
-         SELECT 'row', t.pid, t.locktype, t.mode, t.database, d.datname::text, t.relation, t.page, \
+         SELECT 'row', t.pid, t.locktype, t.mode, t.database, d.datname::pg_catalog.text, t.relation, t.page, \
                 t.tuple, NULL, t.obj, NULL, NULL, NULL, NULL, NULL \
-           FROM x t LEFT JOIN pg_database d ON d.oid = t.database \
+           FROM x t LEFT JOIN pg_catalog.pg_database d ON d.oid = t.database \
           WHERE t.granted \
          UNION ALL \
          SELECT 'held', w.pid, h.locktype, h.mode, NULL, NULL, NULL, NULL, NULL, NULL, w.obj, h.pid, \
                 NULL, NULL, NULL, NULL \
            FROM w JOIN a h ON {same_object} \
-          WHERE h.granted AND h.pid <> w.pid AND h.pid = ANY($1::int4[] || w.pid) \
+          WHERE h.granted AND h.pid <> w.pid AND h.pid = ANY($1::pg_catalog.int4[] || w.pid) \
          UNION ALL \
-         SELECT 'count', count(*)::int4, '', '', NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, \
+         SELECT 'count', pg_catalog.count(*)::pg_catalog.int4, '', '', NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, \
                 NULL, NULL, NULL \
            FROM a"
     )
@@ -548,42 +558,48 @@ async fn query_activity(
 }
 
 /// One row of an activity read into `read` (see `session_columns` for the layout).
-fn decode_activity(row: &tokio_postgres::Row, server: ServerId, read: &mut ActivityRead) {
-    let kind: &str = row.get(18);
-    let pid: Option<i32> = row.get(0);
+fn decode_activity(
+    row: &tokio_postgres::Row,
+    server: ServerId,
+    read: &mut ActivityRead,
+) -> Result<(), crate::pg::row::ColumnError> {
+    let kind: &str = row.col(18)?;
+    let pid: Option<i32> = row.col(0)?;
     match (kind, pid) {
         ("row", Some(pid)) => read.sent.push(ObservedSession {
             server,
             pid,
-            datname: row.get(1),
-            usename: row.get(2),
-            application_name: row.get(3),
-            client_addr: row.get(4),
-            backend_type: row.get(5),
-            state: row.get(6),
-            wait_event_type: row.get(7),
-            wait_event: row.get(8),
-            query: row.get(9),
-            backend_start: row.get(10),
-            xact_start: row.get(11),
-            query_start: row.get(12),
-            state_change: row.get(13),
-            blocked_by: row.get::<_, Option<Vec<i32>>>(14).unwrap_or_default(),
+            datname: row.col(1)?,
+            usename: row.col(2)?,
+            application_name: row.col(3)?,
+            client_addr: row.col(4)?,
+            backend_type: row.col(5)?,
+            state: row.col(6)?,
+            wait_event_type: row.col(7)?,
+            wait_event: row.col(8)?,
+            query: row.col(9)?,
+            backend_start: row.col(10)?,
+            xact_start: row.col(11)?,
+            query_start: row.col(12)?,
+            state_change: row.col(13)?,
+            blocked_by: row.col::<Option<Vec<i32>>>(14)?.unwrap_or_default(),
             awaited: None,
+            own: false,
         }),
         ("blockers", Some(pid)) => read
             .refreshed
-            .push((pid, row.get::<_, Option<Vec<i32>>>(14).unwrap_or_default())),
+            .push((pid, row.col::<Option<Vec<i32>>>(14)?.unwrap_or_default())),
         _ => {
-            read.statement_time = row.get(15);
-            let pids: Option<Vec<i32>> = row.get(16);
-            let starts: Option<Vec<Option<DateTime<Utc>>>> = row.get(17);
+            read.statement_time = row.col(15)?;
+            let pids: Option<Vec<i32>> = row.col(16)?;
+            let starts: Option<Vec<Option<DateTime<Utc>>>> = row.col(17)?;
             if let (Some(pids), Some(starts)) = (pids, starts) {
                 read.alive = Some(pids.into_iter().zip(starts).collect());
             }
-            read.alive_key = row.get(1);
+            read.alive_key = row.col(1)?;
         }
     }
+    Ok(())
 }
 
 async fn read_activity(
@@ -607,7 +623,10 @@ async fn read_activity(
         ..Default::default()
     };
     for row in rows {
-        decode_activity(&row, server, &mut read);
+        if let Err(e) = decode_activity(&row, server, &mut read) {
+            lock(&session.cache).activity.reset();
+            return Err(e.to_string());
+        }
     }
     let now = read.statement_time.unwrap_or_else(Utc::now);
     let mut sessions = {
@@ -620,15 +639,24 @@ async fn read_activity(
     for s in &mut sessions {
         // Held rows may come from a poll where this server had another position in the list.
         s.server = server;
+        s.own = is_own_session(&session.server_key, s.pid, s.backend_start);
     }
-    // pgswarm's own sessions are left out, unless one of them blocks somebody (a sweep's DROP must
-    // show up if it ever holds a test run up).
+    hide_monitors(&mut sessions);
+    Ok(ServerActivity { now, sessions })
+}
+
+/// Monitor sessions (this process's own, and other pgswarm processes' by their label) are left
+/// out, unless one of them blocks somebody: a sweep's DROP, or a session that merely calls itself
+/// `pgswarm`, must show up when it holds a test run up. Only `own` protects a session from being
+/// signalled; the label decides nothing but this display.
+fn hide_monitors(sessions: &mut Vec<ObservedSession>) {
     let blockers: std::collections::HashSet<i32> = sessions
         .iter()
         .flat_map(|s| s.blocked_by.iter().copied())
         .collect();
-    sessions.retain(|s| s.application_name != APPLICATION_NAME || blockers.contains(&s.pid));
-    Ok(ServerActivity { now, sessions })
+    sessions.retain(|s| {
+        !(s.own || s.application_name == APPLICATION_NAME) || blockers.contains(&s.pid)
+    });
 }
 
 /// A poisoned cache only means a panic elsewhere mid-update: start over from a full read.
@@ -676,36 +704,39 @@ async fn read_awaited_locks(
         .await?;
     let all: Vec<i32> = waiters.iter().chain(blockers).copied().collect();
     let rows = bounded(limit, session.client.query(stmt, &[&all, &waiters])).await?;
-    let (counts, rows): (Vec<_>, Vec<_>) = rows
-        .into_iter()
-        .partition(|row| row.get::<_, &str>(0) == "count");
-    if let Some(count) = counts.first().and_then(|r| r.get::<_, Option<i32>>(1)) {
-        lock(&session.cache).lock_table = Some((i64::from(count), Utc::now()));
-    }
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let page: Option<i32> = row.get(7);
-            let tuple: Option<i16> = row.get(8);
-            RawLock {
-                kind: row.get(0),
-                pid: row.get(1),
-                lock_type: row.get(2),
-                mode: row.get(3),
-                database: row.get(4),
-                datname: row.get(5),
-                relation: row.get(6),
-                row: page.zip(tuple).map(|(p, t)| format!("({p},{t})")),
-                waitstart: row.get(9),
-                object: row.get(10),
-                holder: row.get(11),
-                xid: row.get(12),
-                virtualxid: row.get(13),
-                classid: row.get(14),
-                objid: row.get(15),
+    let mut locks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.col::<&str>(0).map_err(|e| e.to_string())? == "count" {
+            if let Some(count) = row.col::<Option<i32>>(1).map_err(|e| e.to_string())? {
+                lock(&session.cache).lock_table = Some((i64::from(count), Utc::now()));
             }
-        })
-        .collect())
+            continue;
+        }
+        locks.push(decode_lock(row).map_err(|e| e.to_string())?);
+    }
+    Ok(locks)
+}
+
+fn decode_lock(row: &tokio_postgres::Row) -> Result<RawLock, crate::pg::row::ColumnError> {
+    let page: Option<i32> = row.col(7)?;
+    let tuple: Option<i16> = row.col(8)?;
+    Ok(RawLock {
+        kind: row.col(0)?,
+        pid: row.col(1)?,
+        lock_type: row.col(2)?,
+        mode: row.col(3)?,
+        database: row.col(4)?,
+        datname: row.col(5)?,
+        relation: row.col(6)?,
+        row: page.zip(tuple).map(|(p, t)| format!("({p},{t})")),
+        waitstart: row.col(9)?,
+        object: row.col(10)?,
+        holder: row.col(11)?,
+        xid: row.col(12)?,
+        virtualxid: row.col(13)?,
+        classid: row.col(14)?,
+        objid: row.col(15)?,
+    })
 }
 
 async fn resolve_relations(
@@ -713,8 +744,8 @@ async fn resolve_relations(
     oids: &[u32],
     limit: Duration,
 ) -> HashMap<u32, String> {
-    const SQL: &str = "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_class c \
-               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)";
+    const SQL: &str = "SELECT c.oid, n.nspname::pg_catalog.text, c.relname::pg_catalog.text FROM pg_catalog.pg_class c \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)";
     let Ok(stmt) = session
         .relations_stmt
         .get_or_try_init(|| bounded(limit, session.client.prepare(SQL)))
@@ -723,13 +754,14 @@ async fn resolve_relations(
         return HashMap::new();
     };
     match bounded(limit, session.client.query(stmt, &[&oids])).await {
+        // A row that is not an (oid, schema, name) leaves that relation unnamed (shown by oid).
         Ok(rows) => rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<_, u32>(0),
-                    format!("{}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
-                )
+            .iter()
+            .filter_map(|r| {
+                let oid = r.col::<u32>(0).ok()?;
+                let schema = r.col::<String>(1).ok()?;
+                let name = r.col::<String>(2).ok()?;
+                Some((oid, format!("{schema}.{name}")))
             })
             .collect(),
         Err(_) => HashMap::new(),
@@ -742,11 +774,11 @@ async fn resolve_relations(
 /// schemas. Listing the schemas with their tables scans all of `pg_class`: with 5,000 test tables
 /// that was 15-20 ms, most of a refresh.
 const SCHEMA_FINGERPRINT_SQL: &str = "SELECT \
-       pg_stat_get_tuples_inserted(1259) + pg_stat_get_tuples_updated(1259) \
-         + pg_stat_get_tuples_deleted(1259) + pg_stat_get_tuples_inserted(2615) \
-         + pg_stat_get_tuples_updated(2615) + pg_stat_get_tuples_deleted(2615), \
-       (SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1), \
-       (SELECT hashtext(string_agg(nspname::text, ',' ORDER BY nspname)) FROM pg_namespace \
+       pg_catalog.pg_stat_get_tuples_inserted(1259) + pg_catalog.pg_stat_get_tuples_updated(1259) \
+         + pg_catalog.pg_stat_get_tuples_deleted(1259) + pg_catalog.pg_stat_get_tuples_inserted(2615) \
+         + pg_catalog.pg_stat_get_tuples_updated(2615) + pg_catalog.pg_stat_get_tuples_deleted(2615), \
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace WHERE nspname LIKE $1), \
+       (SELECT pg_catalog.hashtext(pg_catalog.string_agg(nspname::pg_catalog.text, ',' ORDER BY nspname)) FROM pg_catalog.pg_namespace \
          WHERE nspname LIKE $1)";
 
 /// How old a persistent session's schema listing may get while its fingerprint holds.
@@ -758,11 +790,11 @@ async fn read_schemas(
     opts: &ProbeOptions,
     limit: Duration,
 ) -> Result<Vec<ObservedSchema>, String> {
-    const SQL: &str = "SELECT n.nspname::text, \
-                    (count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p')))::int8, \
-                    (coalesce(sum(c.relpages::int8), 0) \
-                       * current_setting('block_size')::int8)::int8 \
-             FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid \
+    const SQL: &str = "SELECT n.nspname::pg_catalog.text, \
+                    (pg_catalog.count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p')))::pg_catalog.int8, \
+                    (coalesce(pg_catalog.sum(c.relpages::pg_catalog.int8), 0) \
+                       * pg_catalog.current_setting('block_size')::pg_catalog.int8)::pg_catalog.int8 \
+             FROM pg_catalog.pg_namespace n LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
              WHERE n.nspname LIKE $1 \
              GROUP BY n.nspname";
     let pattern = like_prefix(&opts.schema_prefix);
@@ -776,7 +808,12 @@ async fn read_schemas(
             .get_or_try_init(|| bounded(limit, session.client.prepare(SCHEMA_FINGERPRINT_SQL)))
             .await?;
         let row = bounded(limit, session.client.query_one(stmt, &[&pattern])).await?;
-        let print: SchemaFingerprint = (row.get(0), row.get(1), row.get(2));
+        let column = |e: crate::pg::row::ColumnError| e.to_string();
+        let print: SchemaFingerprint = (
+            row.col(0).map_err(column)?,
+            row.col(1).map_err(column)?,
+            row.col(2).map_err(column)?,
+        );
         let now = Utc::now();
         if let Some((held, at, listed)) = &lock(&session.cache).schemas {
             if *held == print && now - *at < SCHEMA_RELIST_AFTER {
@@ -796,15 +833,18 @@ async fn read_schemas(
     let rows = bounded(limit, session.client.query(stmt, &[&pattern])).await?;
     lock(&session.cache).counters.schema_listings += 1;
     let mut schemas: Vec<ObservedSchema> = rows
-        .into_iter()
-        .map(|r| ObservedSchema {
-            database: database.to_owned(),
-            schema: r.get(0),
-            tables: r.get(1),
-            bytes: r.get(2),
-            bytes_exact: false,
+        .iter()
+        .map(|r| {
+            Ok(ObservedSchema {
+                database: database.to_owned(),
+                schema: r.col(0)?,
+                tables: r.col(1)?,
+                bytes: r.col(2)?,
+                bytes_exact: false,
+            })
         })
-        .collect();
+        .collect::<Result<_, crate::pg::row::ColumnError>>()
+        .map_err(|e| e.to_string())?;
     if let Some((print, at)) = fingerprint {
         lock(&session.cache).schemas = Some((print, at, schemas.clone()));
     }
@@ -844,18 +884,19 @@ async fn read_exact_sizes(
     let result = bounded(
         limit,
         c.query(
-            "SELECT n.nspname::text, coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 \
-             FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid \
+            "SELECT n.nspname::pg_catalog.text, coalesce(pg_catalog.sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::pg_catalog.int8 \
+             FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
              WHERE n.nspname LIKE $1 AND c.relkind IN ('r', 'p', 'm') GROUP BY 1",
             &[&pattern],
         ),
     )
     .await;
     let _ = bounded(limit, c.batch_execute("ROLLBACK")).await;
-    Ok(result?
-        .into_iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-        .collect())
+    result?
+        .iter()
+        .map(|r| Ok((r.col::<String>(0)?, r.col::<i64>(1)?)))
+        .collect::<Result<_, crate::pg::row::ColumnError>>()
+        .map_err(|e| e.to_string())
 }
 
 /// Polls every configured database once over already-open sessions (`Err` = unreachable): one
@@ -1188,29 +1229,29 @@ fn summary_sql(version_num: i32) -> String {
     let waitstart = if version_num >= 140000 {
         "l.waitstart"
     } else {
-        "NULL::timestamptz"
+        "NULL::pg_catalog.timestamptz"
     };
     format!(
-        "WITH l AS MATERIALIZED (SELECT * FROM pg_lock_status() l), \
+        "WITH l AS MATERIALIZED (SELECT * FROM pg_catalog.pg_lock_status() l), \
          b AS MATERIALIZED ( \
-           SELECT pg_stat_get_backend_pid(i) AS pid, pg_stat_get_backend_wait_event_type(i) AS wt \
-           FROM pg_stat_get_backend_idset() i), \
+           SELECT pg_catalog.pg_stat_get_backend_pid(i) AS pid, pg_catalog.pg_stat_get_backend_wait_event_type(i) AS wt \
+           FROM pg_catalog.pg_stat_get_backend_idset() i), \
          w AS MATERIALIZED ( \
-           SELECT b.pid, pg_blocking_pids(b.pid) AS by FROM b \
-           WHERE b.pid <> pg_backend_pid() \
+           SELECT b.pid, pg_catalog.pg_blocking_pids(b.pid) AS by FROM b \
+           WHERE b.pid <> pg_catalog.pg_backend_pid() \
              AND (b.wt = 'Lock' \
                   OR (b.wt IS NULL AND b.pid IN (SELECT pid FROM l WHERE NOT granted)))), \
-         k AS (SELECT pid FROM w UNION SELECT unnest(by) FROM w) \
+         k AS (SELECT pid FROM w UNION SELECT pg_catalog.unnest(by) FROM w) \
          SELECT {columns} \
-         FROM k CROSS JOIN LATERAL pg_stat_get_activity(k.pid) a \
-              LEFT JOIN w ON w.pid = a.pid LEFT JOIN pg_database d ON d.oid = a.datid \
+         FROM k CROSS JOIN LATERAL pg_catalog.pg_stat_get_activity(k.pid) a \
+              LEFT JOIN w ON w.pid = a.pid LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid \
          WHERE {reported} \
          UNION ALL \
          SELECT l.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
                 NULL, {waitstart}, NULL, NULL, 'waitstart' FROM l WHERE NOT l.granted \
          UNION ALL \
          SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                NULL, statement_timestamp(), ARRAY[count(*)::int4], NULL, 'locks' FROM l",
+                NULL, pg_catalog.statement_timestamp(), ARRAY[pg_catalog.count(*)::pg_catalog.int4], NULL, 'locks' FROM l",
         columns = session_columns!("w.by"),
         reported = reported!(),
     )
@@ -1248,23 +1289,28 @@ pub async fn summarize_once(
                 Ok(rows) => {
                     let mut read = ActivityRead::default();
                     let mut used = None;
-                    for row in &rows {
-                        match row.get::<_, &str>(18) {
+                    let decoded = rows.iter().try_for_each(|row| {
+                        match row.col::<&str>(18)? {
                             "waitstart" => {
-                                if let (Some(pid), Some(t)) = (row.get(0), row.get(15)) {
+                                if let (Some(pid), Some(t)) = (row.col(0)?, row.col(15)?) {
                                     waits.started.insert((label.clone(), pid), t);
                                 }
                             }
                             "locks" => {
                                 server.now =
-                                    row.get::<_, Option<DateTime<Utc>>>(15).unwrap_or(taken_at);
+                                    row.col::<Option<DateTime<Utc>>>(15)?.unwrap_or(taken_at);
                                 used = row
-                                    .get::<_, Option<Vec<i32>>>(16)
+                                    .col::<Option<Vec<i32>>>(16)?
                                     .and_then(|v| v.first().copied())
                                     .map(i64::from);
                             }
-                            _ => decode_activity(row, id, &mut read),
+                            _ => decode_activity(row, id, &mut read)?,
                         }
+                        Ok::<_, crate::pg::row::ColumnError>(())
+                    });
+                    if let Err(e) = decoded {
+                        last_err = Some(format!("{}: {e}", targets[i].name));
+                        continue;
                     }
                     server.health = ObservedHealth {
                         max_connections: Some(via.max_connections),
@@ -1273,11 +1319,11 @@ pub async fn summarize_once(
                         lock_table_read_at: Some(server.now),
                     };
                     waits.server_now.insert(label.clone(), server.now);
-                    all_sessions.extend(
-                        read.sent
-                            .into_iter()
-                            .filter(|s| s.application_name != APPLICATION_NAME),
-                    );
+                    for s in &mut read.sent {
+                        s.own = is_own_session(&via.server_key, s.pid, s.backend_start);
+                    }
+                    hide_monitors(&mut read.sent);
+                    all_sessions.extend(read.sent);
                     last_err = None;
                     break;
                 }

@@ -11,6 +11,7 @@ use crate::domain::signal::{privilege_hint, Action, Outcome, SignalPlan, Target}
 use crate::pg::config::Settings;
 use crate::pg::connect::{connect, describe_error};
 use crate::pg::conninfo::Environment;
+use crate::pg::row::RowExt;
 use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 /// gives up on that server (a frozen server or network must not hang pgswarm).
 pub const CLIENT_MARGIN: Duration = Duration::from_secs(3);
 
-const IDENTITY: &str = "FROM pg_stat_activity
+const IDENTITY: &str = "FROM pg_catalog.pg_stat_activity
      WHERE pid = $1 AND backend_start = $2 AND application_name = $3
        AND backend_type = 'client backend'";
 
@@ -88,13 +89,16 @@ async fn send_via(
     let facts = tokio::time::timeout(
         bound,
         client.query_one(
-            "SELECT current_setting('server_version_num')::int, current_user::text",
+            "SELECT pg_catalog.current_setting('server_version_num')::int, current_user::pg_catalog.text",
             &[],
         ),
     )
     .await;
     let (version, role) = match facts {
-        Ok(Ok(r)) => (r.get::<_, i32>(0), r.get::<_, String>(1)),
+        Ok(Ok(r)) => match (r.col::<i32>(0), r.col::<String>(1)) {
+            (Ok(version), Ok(role)) => (version, role),
+            (Err(e), _) | (_, Err(e)) => return fail_all(e.to_string()),
+        },
         Ok(Err(e)) => return fail_all(describe_error(&e)),
         Err(_) => return fail_all(format!("{via}: no answer within {bound:?}")),
     };
@@ -142,11 +146,11 @@ async fn signal_one(
     let wait_ms = wait.as_millis() as i64;
     let waits_in_server = action == Action::Terminate && version >= 140_000 && wait_ms > 0;
     let sql = match action {
-        Action::Cancel => format!("SELECT pg_cancel_backend(pid) {IDENTITY}"),
+        Action::Cancel => format!("SELECT pg_catalog.pg_cancel_backend(pid) {IDENTITY}"),
         Action::Terminate if waits_in_server => {
-            format!("SELECT pg_terminate_backend(pid, $4::int8) {IDENTITY}")
+            format!("SELECT pg_catalog.pg_terminate_backend(pid, $4::pg_catalog.int8) {IDENTITY}")
         }
-        Action::Terminate => format!("SELECT pg_terminate_backend(pid) {IDENTITY}"),
+        Action::Terminate => format!("SELECT pg_catalog.pg_terminate_backend(pid) {IDENTITY}"),
     };
     let rows = if waits_in_server {
         client
@@ -172,7 +176,17 @@ async fn signal_one(
     let Some(row) = rows.first() else {
         return why_not(client, t).await;
     };
-    let sent: bool = row.get(0);
+    let sent: bool = match row.col(0) {
+        Ok(sent) => sent,
+        // Whether the signal went out is unknown: say so, never guess.
+        Err(e) => {
+            return Outcome::Failed {
+                sqlstate: None,
+                error: format!("whether the signal was sent is unknown: {e}"),
+                hint: None,
+            }
+        }
+    };
     match action {
         Action::Cancel if sent => Outcome::Signalled { exited: None },
         Action::Terminate if waits_in_server => Outcome::Signalled {
@@ -191,15 +205,15 @@ async fn signal_one(
 async fn why_not(client: &Client, t: &Target) -> Outcome {
     let now = client
         .query_opt(
-            "SELECT backend_start, application_name FROM pg_stat_activity WHERE pid = $1",
+            "SELECT backend_start, application_name FROM pg_catalog.pg_stat_activity WHERE pid = $1",
             &[&t.pid],
         )
         .await;
     match now {
         Ok(None) => Outcome::Gone,
         Ok(Some(r)) => {
-            let start: Option<chrono::DateTime<chrono::Utc>> = r.get(0);
-            let app: Option<String> = r.get(1);
+            let start: Option<chrono::DateTime<chrono::Utc>> = r.col(0).ok().flatten();
+            let app: Option<String> = r.col(1).ok().flatten();
             let reason = if start != Some(t.backend_start) {
                 "the pid now belongs to another session (it reconnected or the pid was reused)"
                     .to_string()

@@ -109,7 +109,7 @@ impl Simulator {
             let c = self.session(db, "pgswarm_demo_setup").await?;
             c.batch_execute(
                 "CREATE TABLE IF NOT EXISTS public.shared_counters (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
-                 INSERT INTO public.shared_counters SELECT g, 0 FROM generate_series(1, 10) g ON CONFLICT DO NOTHING;
+                 INSERT INTO public.shared_counters SELECT g, 0 FROM pg_catalog.generate_series(1, 10) g ON CONFLICT DO NOTHING;
                  CREATE TABLE IF NOT EXISTS public.chain_a (id int);
                  CREATE TABLE IF NOT EXISTS public.chain_b (id int);
                  CREATE TABLE IF NOT EXISTS public.catalog (id int);",
@@ -129,9 +129,9 @@ impl Simulator {
 
     async fn create_schema(&self, c: &Client, schema: &str) -> Result<(), String> {
         c.batch_execute(&format!(
-            "DO $$ BEGIN EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', '{schema}'); \
+            "DO $$ BEGIN EXECUTE pg_catalog.format('CREATE SCHEMA IF NOT EXISTS %I', '{schema}'); \
              FOR i IN 0..{} LOOP \
-               EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (id serial PRIMARY KEY, name text, created int)', '{schema}', 't' || i); \
+               EXECUTE pg_catalog.format('CREATE TABLE IF NOT EXISTS %I.%I (id serial PRIMARY KEY, name text, created int)', '{schema}', 't' || i); \
              END LOOP; END $$",
             self.config.tables_per_schema as i64 - 1
         ))
@@ -161,7 +161,7 @@ impl Simulator {
                         let _ = c
                             .batch_execute(&format!(
                                 "INSERT INTO {table} (name, created) VALUES ('x', 1); \
-                                 SELECT count(*) FROM {table}"
+                                 SELECT pg_catalog.count(*) FROM {table}"
                             ))
                             .await;
                         tokio::select! {
@@ -241,10 +241,10 @@ impl Simulator {
         });
         tokio::time::sleep(QUEUE_SETTLE).await;
         let z = self.session(0, &self.app("gw2", b, None)).await?;
-        let zt =
-            tokio::spawn(
-                async move { z.batch_execute("SELECT count(*) FROM public.chain_b").await },
-            );
+        let zt = tokio::spawn(async move {
+            z.batch_execute("SELECT pg_catalog.count(*) FROM public.chain_b")
+                .await
+        });
         tokio::time::sleep(hold).await;
         let _ = x.batch_execute("ROLLBACK").await;
         let _ = yt.await;
@@ -276,7 +276,7 @@ impl Simulator {
         let hold = self.config.incident_hold;
         let reader = self.session(1, &self.app("gw2", a, None)).await?;
         reader
-            .batch_execute("BEGIN; SELECT count(*) FROM public.catalog")
+            .batch_execute("BEGIN; SELECT pg_catalog.count(*) FROM public.catalog")
             .await
             .map_err(|e| describe_error(&e))?;
         let ddl = self
@@ -294,7 +294,7 @@ impl Simulator {
         tokio::time::sleep(QUEUE_SETTLE).await;
         let late = self.session(1, &self.app("gw0", c, None)).await?;
         let l = tokio::spawn(async move {
-            late.batch_execute("SELECT count(*) FROM public.catalog")
+            late.batch_execute("SELECT pg_catalog.count(*) FROM public.catalog")
                 .await
         });
         tokio::time::sleep(hold).await;

@@ -13,7 +13,6 @@ use crate::domain::signal::{
 use crate::domain::snapshot::{Convention, Snapshot};
 use crate::domain::sweep::SweepPlan;
 use crate::domain::sweep::SweepReport;
-use crate::pg::connect::APPLICATION_NAME;
 use crate::pg::poller::GroupResult;
 use crate::tui::keys::{action_for, Action};
 use chrono::{DateTime, Utc};
@@ -1043,7 +1042,7 @@ impl App {
         let Some(snap) = &self.model.snapshot else {
             return SignalView::Nothing("no snapshot yet".into());
         };
-        match plan_signal(snap, selector, kind, APPLICATION_NAME) {
+        match plan_signal(snap, selector, kind) {
             Ok(plan) => SignalView::Plan(Box::new(plan)),
             Err(e) => SignalView::Nothing(e.to_string()),
         }

@@ -22,19 +22,13 @@ fn pids(plan: &SignalPlan) -> Vec<i32> {
 #[test]
 fn a_run_is_its_labeled_sessions_on_every_database() {
     let s = snap(fixtures::collision());
-    let plan = plan_signal(
-        &s,
-        &run(&fixture_namespace(1)),
-        Action::Terminate,
-        "pgswarm",
-    )
-    .unwrap();
+    let plan = plan_signal(&s, &run(&fixture_namespace(1)), Action::Terminate).unwrap();
     assert_eq!(pids(&plan), vec![101, 102], "platform and tenant_a");
     assert!(plan.actionable());
     assert_eq!(plan.targets[0].blocks, vec![201]);
     assert_eq!(plan.targets[0].via, "platform");
     // Run 2's worker gw0 carries a suffix (`_setup`): still its session.
-    let plan = plan_signal(&s, &run(&fixture_namespace(2)), Action::Cancel, "pgswarm").unwrap();
+    let plan = plan_signal(&s, &run(&fixture_namespace(2)), Action::Cancel).unwrap();
     assert_eq!(pids(&plan), vec![201, 202]);
 }
 
@@ -47,7 +41,7 @@ fn only_blocking_and_one_worker() {
         only_blocking: true,
     };
     assert_eq!(
-        pids(&plan_signal(&s, &sel, Action::Terminate, "pgswarm").unwrap()),
+        pids(&plan_signal(&s, &sel, Action::Terminate).unwrap()),
         vec![101]
     );
     let sel = Selector::Invocation {
@@ -56,7 +50,7 @@ fn only_blocking_and_one_worker() {
         only_blocking: false,
     };
     assert_eq!(
-        pids(&plan_signal(&s, &sel, Action::Terminate, "pgswarm").unwrap()),
+        pids(&plan_signal(&s, &sel, Action::Terminate).unwrap()),
         vec![102]
     );
 }
@@ -64,13 +58,7 @@ fn only_blocking_and_one_worker() {
 #[test]
 fn an_unread_database_means_nothing_is_signalled() {
     let s = snap(fixtures::unreachable());
-    let plan = plan_signal(
-        &s,
-        &run(&fixture_namespace(1)),
-        Action::Terminate,
-        "pgswarm",
-    )
-    .unwrap();
+    let plan = plan_signal(&s, &run(&fixture_namespace(1)), Action::Terminate).unwrap();
     assert_eq!(plan.unread, vec!["tenant_b".to_string()]);
     assert!(
         !plan.actionable(),
@@ -83,15 +71,13 @@ fn an_unread_database_means_nothing_is_signalled() {
         pid: 101,
         database: None,
     };
-    assert!(!plan_signal(&s, &sel, Action::Cancel, "pgswarm")
-        .unwrap()
-        .actionable());
+    assert!(!plan_signal(&s, &sel, Action::Cancel).unwrap().actionable());
     // Naming a database that was read is enough.
     let sel = Selector::Pid {
         pid: 101,
         database: Some("platform".into()),
     };
-    let plan = plan_signal(&s, &sel, Action::Cancel, "pgswarm").unwrap();
+    let plan = plan_signal(&s, &sel, Action::Cancel).unwrap();
     assert!(plan.actionable());
     assert_eq!(pids(&plan), vec![101]);
 }
@@ -105,13 +91,35 @@ fn unlabeled_sessions_only_by_pid_and_never_pgswarm_itself() {
         database: None,
     };
     assert_eq!(
-        pids(&plan_signal(&s, &sel, Action::Cancel, "pgswarm").unwrap()),
+        pids(&plan_signal(&s, &sel, Action::Cancel).unwrap()),
         vec![900]
     );
-    // The same session, if it were pgswarm's own.
-    let plan = plan_signal(&s, &sel, Action::Cancel, "psql").unwrap();
+    // The same session, if it were one this process opened (known by pid, not by name).
+    let mut obs = fixtures::collision();
+    obs.sessions
+        .iter_mut()
+        .filter(|x| x.pid == 900)
+        .for_each(|x| x.own = true);
+    let plan = plan_signal(&snap(obs), &sel, Action::Cancel).unwrap();
     assert!(plan.targets.is_empty());
     assert_eq!(plan.refused[0].reason, "pgswarm's own session");
+}
+
+/// Issue 23: a session that merely calls itself `pgswarm` is not protected: only the pids this
+/// process opened are.
+#[test]
+fn a_session_named_pgswarm_is_not_pgswarm() {
+    let mut obs = fixtures::collision();
+    obs.sessions
+        .iter_mut()
+        .filter(|x| x.pid == 900)
+        .for_each(|x| x.application_name = "pgswarm".into());
+    let sel = Selector::Pid {
+        pid: 900,
+        database: None,
+    };
+    let plan = plan_signal(&snap(obs), &sel, Action::Terminate).unwrap();
+    assert_eq!(pids(&plan), vec![900], "{plan:?}");
 }
 
 #[test]
@@ -122,7 +130,7 @@ fn hidden_identities_and_other_backend_types_are_refused() {
         pid: 202,
         database: None,
     };
-    let plan = plan_signal(&s, &sel, Action::Terminate, "pgswarm").unwrap();
+    let plan = plan_signal(&s, &sel, Action::Terminate).unwrap();
     assert!(plan.targets.is_empty(), "{plan:?}");
     assert!(plan.refused[0].reason.contains("not visible"), "{plan:?}");
     let mut obs = fixtures::collision();
@@ -134,7 +142,6 @@ fn hidden_identities_and_other_backend_types_are_refused() {
             database: None,
         },
         Action::Terminate,
-        "pgswarm",
     )
     .unwrap();
     assert!(plan.refused[0].reason.contains("not a client backend"));
@@ -150,7 +157,6 @@ fn bad_selections_are_usage_errors_naming_the_value() {
             database: None,
         },
         Action::Cancel,
-        "pgswarm",
     )
     .unwrap_err();
     assert!(e.to_string().contains("4242"), "{e}");
@@ -161,7 +167,6 @@ fn bad_selections_are_usage_errors_naming_the_value() {
             database: Some("nope".into()),
         },
         Action::Cancel,
-        "pgswarm",
     )
     .unwrap_err();
     assert!(
@@ -188,7 +193,6 @@ fn the_same_pid_on_two_servers_must_be_disambiguated() {
             database: None,
         },
         Action::Cancel,
-        "pgswarm",
     )
     .unwrap_err();
     assert!(matches!(e, PlanError::AmbiguousPid { .. }), "{e}");
@@ -206,7 +210,6 @@ fn the_same_pid_on_two_servers_must_be_disambiguated() {
             database: Some(db),
         },
         Action::Cancel,
-        "pgswarm",
     )
     .unwrap();
     assert_eq!(plan.targets.len(), 1);
@@ -215,13 +218,7 @@ fn the_same_pid_on_two_servers_must_be_disambiguated() {
 #[test]
 fn report_sorting_and_exit_status() {
     let s = snap(fixtures::collision());
-    let plan = plan_signal(
-        &s,
-        &run(&fixture_namespace(1)),
-        Action::Terminate,
-        "pgswarm",
-    )
-    .unwrap();
+    let plan = plan_signal(&s, &run(&fixture_namespace(1)), Action::Terminate).unwrap();
     let outcomes = vec![
         (
             plan.targets[0].clone(),
@@ -285,7 +282,7 @@ proptest! {
         let s = snap(obs);
         let ns = fixture_namespace(pick % invocations);
         let sel = Selector::Invocation { namespace: ns.clone(), worker: None, only_blocking };
-        let plan = plan_signal(&s, &sel, Action::Terminate, "pgswarm").unwrap();
+        let plan = plan_signal(&s, &sel, Action::Terminate).unwrap();
         if break_db {
             prop_assert!(!plan.actionable());
         }
@@ -298,7 +295,7 @@ proptest! {
             prop_assert_eq!(x.backend_type.as_deref(), Some("client backend"));
             prop_assert_eq!(x.backend_start, Some(t.backend_start));
             prop_assert!(!only_blocking || !x.blocking.is_empty());
-            prop_assert!(t.application_name != "pgswarm");
+            prop_assert!(!x.own);
         }
         // Every selected session is a target or refused, with a reason.
         let selected = s.sessions.iter().filter(|x| {

@@ -515,6 +515,7 @@ fn session_report(
         waiting_s,
         wait_source,
         wait_started_at,
+        own: s.own,
     }
 }
 

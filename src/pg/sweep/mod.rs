@@ -53,6 +53,7 @@ use crate::domain::sweep::{
 use crate::pg::connect::{connect, describe_error, SessionSettings};
 use crate::pg::conninfo::Environment;
 use crate::pg::probe::DbTarget;
+use crate::pg::row::{ColumnError, RowExt};
 use chrono::Utc;
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -115,6 +116,15 @@ struct Failure {
 }
 
 impl Failure {
+    /// A column that was not what the statement promised: nothing further is decided from it.
+    fn unreadable(e: ColumnError) -> Failure {
+        Failure {
+            reason: FailReason::SqlError,
+            sqlstate: None,
+            error: e.to_string(),
+        }
+    }
+
     fn into_failed(self, schema: &str) -> FailedDrop {
         FailedDrop {
             schema: schema.to_string(),
@@ -291,7 +301,10 @@ async fn open_checked(
     .await?;
     let checks = async {
         let exists = conn
-            .run(c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]))
+            .run(c.query_opt(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                &[&schema],
+            ))
             .await?;
         if exists.is_none() {
             return Ok(Err(Attempt::Kept(KeepReason::Vanished, vec![])));
@@ -319,7 +332,7 @@ async fn open_checked(
 async fn lock_relations(conn: &DropConn, schema: &str) -> Result<(), Failure> {
     let rows = conn
         .run(conn.client.query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v') ORDER BY c.oid",
             &[&schema],
         ))
@@ -329,7 +342,7 @@ async fn lock_relations(conn: &DropConn, schema: &str) -> Result<(), Failure> {
     }
     let sql = format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        qualified_names(schema, &rows)
+        qualified_names(schema, &rows)?
     );
     conn.run(conn.client.batch_execute(&sql)).await
 }
@@ -443,7 +456,7 @@ async fn attempt(
 async fn batch_sql(conn: &DropConn, schema: &str, n: usize) -> Result<Option<String>, Failure> {
     let tables = conn
         .run(conn.client.query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
                AND NOT c.relispartition ORDER BY c.oid LIMIT $2",
             &[&schema, &(n as i64)],
@@ -454,7 +467,7 @@ async fn batch_sql(conn: &DropConn, schema: &str, n: usize) -> Result<Option<Str
     }
     Ok(Some(format!(
         "DROP TABLE IF EXISTS {} CASCADE",
-        qualified_names(schema, &tables)
+        qualified_names(schema, &tables)?
     )))
 }
 
@@ -547,7 +560,7 @@ async fn sweep_database(
             Ok(None) => {
                 run_drops(&conns, plan, ctx, &mut out, unresponsive, progress).await;
                 if conns[0].broken().is_none() {
-                    let unlock = "SELECT pg_advisory_unlock($1)";
+                    let unlock = "SELECT pg_catalog.pg_advisory_unlock($1)";
                     let c = &conns[0].client;
                     let _ = conns[0].run(c.query_one(unlock, &[&SWEEP_LOCK_KEY])).await;
                 }
@@ -764,24 +777,28 @@ fn stop_after(
 /// `Ok(None)`: taken. `Ok(Some(" (pid N)"))`: another sweep holds it.
 async fn take_sweep_lock(conn: &DropConn) -> Result<Option<String>, Failure> {
     let c = &conn.client;
-    let taken: bool = conn
-        .run(c.query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK_KEY]))
-        .await?
-        .get(0);
+    let row = conn
+        .run(c.query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1)",
+            &[&SWEEP_LOCK_KEY],
+        ))
+        .await?;
+    let taken: bool = row.col(0).map_err(Failure::unreadable)?;
     if taken {
         return Ok(None);
     }
     let holder = conn
         .run(c.query_opt(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid LIMIT 1",
+            "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
+               AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+               AND classid = ($1 >> 32)::pg_catalog.oid AND objid = ($1 & 4294967295)::pg_catalog.oid LIMIT 1",
             &[&SWEEP_LOCK_KEY],
         ))
         .await
         .ok()
         .flatten()
-        .map(|r| format!(" (pid {})", r.get::<_, i32>(0)))
+        .and_then(|r| r.col::<i32>(0).ok())
+        .map(|pid| format!(" (pid {pid})"))
         .unwrap_or_default();
     Ok(Some(holder))
 }
@@ -890,17 +907,15 @@ async fn sweep_server(
 }
 
 /// `"schema"."t1", "schema"."t2"` from rows whose first column is a relation name.
-fn qualified_names(schema: &str, rows: &[tokio_postgres::Row]) -> String {
-    rows.iter()
+fn qualified_names(schema: &str, rows: &[tokio_postgres::Row]) -> Result<String, Failure> {
+    let names = rows
+        .iter()
         .map(|r| {
-            format!(
-                "{}.{}",
-                quote_ident(schema),
-                quote_ident(&r.get::<_, String>(0))
-            )
+            let name = r.col::<String>(0).map_err(Failure::unreadable)?;
+            Ok(format!("{}.{}", quote_ident(schema), quote_ident(&name)))
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect::<Result<Vec<_>, Failure>>()?;
+    Ok(names.join(", "))
 }
 
 fn expire_all(plan: &SweepPlan, detail: &str) -> Vec<DatabaseOutcome> {

@@ -5,6 +5,7 @@ use crate::domain::sweep::LivenessAnswer;
 use crate::pg::connect::{connect, describe_error, SessionSettings};
 use crate::pg::conninfo::{Environment, Target};
 use crate::pg::probe::{server_label, DbTarget};
+use crate::pg::row::RowExt;
 use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,8 +38,9 @@ enum VerifierConn {
     Dead(String),
 }
 
-const LIVENESS_SQL: &str = "SELECT coalesce(application_name, '') FROM pg_stat_activity \
-                            WHERE application_name LIKE $1 AND pid <> pg_backend_pid()";
+const LIVENESS_SQL: &str =
+    "SELECT coalesce(application_name, '') FROM pg_catalog.pg_stat_activity \
+                            WHERE application_name LIKE $1 AND pid <> pg_catalog.pg_backend_pid()";
 
 impl Verifiers {
     /// One verifier per distinct server among `targets` (by host list), connected concurrently.
@@ -111,7 +113,11 @@ impl Verifiers {
             VerifierConn::Closed => Err("not connected".to_string()),
             VerifierConn::Open(client, stmt) => {
                 match tokio::time::timeout(self.bound, client.query(stmt, &[&self.pattern])).await {
-                    Ok(Ok(rows)) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+                    Ok(Ok(rows)) => rows
+                        .iter()
+                        .map(|r| r.col::<String>(0))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| e.to_string()),
                     Ok(Err(e)) => Err(describe_error(&e)),
                     Err(_) => Err(format!(
                         "no answer within {:.0} s",
