@@ -7,6 +7,7 @@
 //! Missing server binaries fail the test loudly with what to install.
 #![allow(dead_code)]
 
+pub mod lookalike;
 pub mod sweep;
 
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};
