@@ -66,6 +66,9 @@ pub enum KeepReason {
     NotAttempted,
     /// The plan was older than [`PLAN_MAX_AGE`] when it was confirmed: nothing was run.
     PlanExpired,
+    /// Another transaction in the database (a session's, or a prepared one) may hold uncommitted
+    /// catalog changes that the dependency closure cannot see: see [`judge_uncommitted`].
+    UncommittedDdl,
 }
 
 impl KeepReason {
@@ -85,6 +88,7 @@ impl KeepReason {
             KeepReason::ServerUnresponsive => "server_unresponsive",
             KeepReason::NotAttempted => "not_attempted",
             KeepReason::PlanExpired => "plan_expired",
+            KeepReason::UncommittedDdl => "uncommitted_ddl",
         }
     }
 }
@@ -504,6 +508,84 @@ pub fn judge_dependents(outside: &[String]) -> Verdict {
     } else {
         Verdict::Keep(KeepReason::ExternalDependents, outside.to_vec())
     }
+}
+
+/// Another transaction in the database being swept that may hold uncommitted catalog changes: it
+/// holds a transaction id and either is prepared, or holds a lock that data changes never take
+/// (stronger than `RowExclusiveLock` on a relation, or any lock on a non-relation object), or holds
+/// no relation lock at all in this database (catalog changes alone: `CREATE FUNCTION`,
+/// `CREATE DOMAIN` or `CREATE OPERATOR` take none), or has sat idle in its writing transaction for
+/// longer than a few seconds (data and catalog changes mixed in one transaction show only the data
+/// change's locks). A busy swarm's ordinary short writes match none of these. Read by `pg::sweep`
+/// inside the drop's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UncommittedSuspect {
+    /// `None` for a prepared transaction.
+    pub pid: Option<i32>,
+    pub application_name: Option<String>,
+    pub state: Option<String>,
+    /// The transaction's start (a session's) or when it was prepared.
+    pub since: Option<DateTime<Utc>>,
+    /// A prepared transaction's identifier and owner.
+    pub gid: Option<String>,
+    pub owner: Option<String>,
+    /// Why it is suspected, in words (`AccessExclusiveLock on public.orders`, `no relation lock`).
+    pub evidence: String,
+}
+
+/// Judges the transactions that may hold uncommitted catalog changes (see
+/// [`UncommittedSuspect`]): any at all keeps the schema, each named with what ends it. The
+/// dependency closure reads only committed catalog rows, so a column of the schema's type added by
+/// such a transaction would be cut off by the drop when it commits.
+pub fn judge_uncommitted(
+    app_prefix: &str,
+    suspects: &[UncommittedSuspect],
+    now: DateTime<Utc>,
+) -> Verdict {
+    if suspects.is_empty() {
+        return Verdict::Clear;
+    }
+    let age = |since: Option<DateTime<Utc>>| {
+        since
+            .map(|t| {
+                let secs = (now - t).num_milliseconds().max(0) as f64 / 1000.0;
+                format!(" for {}", crate::domain::format::fmt_age(secs))
+            })
+            .unwrap_or_default()
+    };
+    let detail = suspects
+        .iter()
+        .map(|s| match (&s.gid, s.pid) {
+            (Some(gid), _) => format!(
+                "prepared transaction {gid:?} (owner {}, prepared{}; {}): COMMIT PREPARED or \
+                 ROLLBACK PREPARED it",
+                s.owner.as_deref().unwrap_or("?"),
+                age(s.since),
+                s.evidence
+            ),
+            (None, pid) => {
+                let who = match parse_label(app_prefix, s.application_name.as_deref().unwrap_or(""))
+                {
+                    LabelParse::Labeled(l) => {
+                        format!("run {} worker {}", l.namespace.as_str(), l.worker)
+                    }
+                    _ => format!(
+                        "application_name {:?}",
+                        s.application_name.as_deref().unwrap_or("")
+                    ),
+                };
+                format!(
+                    "session pid {} ({who}, {}{}; {}): its transaction may hold uncommitted \
+                     catalog changes; commit or roll it back, or terminate it",
+                    pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
+                    s.state.as_deref().unwrap_or("state hidden"),
+                    age(s.since),
+                    s.evidence
+                )
+            }
+        })
+        .collect();
+    Verdict::Keep(KeepReason::UncommittedDdl, detail)
 }
 
 /// A drop that failed.

@@ -444,11 +444,13 @@ impl Rng {
         self.seed
     }
 
-    /// xorshift64: a value in `0..n`.
+    /// xorshift64*: a value in `0..n`. The multiply and the high bits matter: plain xorshift's
+    /// low bits made consecutive draws correlated (a draw of 6 or 7 out of 9 was always followed by
+    /// 2 out of 3).
     pub fn below(&mut self, n: usize) -> usize {
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
-        (self.state % n as u64) as usize
+        ((self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % n as u64) as usize
     }
 }

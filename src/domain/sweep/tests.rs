@@ -556,3 +556,47 @@ fn sweep_status_table() {
     let r = build_report(&plan, &none, RunMode::Executed, Timings::default());
     assert_eq!(r.status(), SweepStatus::DetectionIncomplete);
 }
+
+/// Issue 23: a transaction that may hold uncommitted catalog changes keeps the schema, named with
+/// what ends it; none clears it.
+#[test]
+fn uncommitted_catalog_changes_keep_and_name_the_transaction() {
+    let now = Utc::now();
+    assert!(matches!(
+        judge_uncommitted("pytest", &[], now),
+        Verdict::Clear
+    ));
+    let session = UncommittedSuspect {
+        pid: Some(4242),
+        application_name: Some("pytest_gw3_p18234t1745178234r3af93d71".into()),
+        state: Some("idle in transaction".into()),
+        since: Some(now - chrono::Duration::seconds(90)),
+        gid: None,
+        owner: None,
+        evidence: "AccessExclusiveLock on public.orders".into(),
+    };
+    let prepared = UncommittedSuspect {
+        pid: None,
+        application_name: None,
+        state: None,
+        since: Some(now - chrono::Duration::hours(3)),
+        gid: Some("tx\n1".into()),
+        owner: Some("alice".into()),
+        evidence: "prepared".into(),
+    };
+    let Verdict::Keep(reason, detail) = judge_uncommitted("pytest", &[session, prepared], now)
+    else {
+        panic!("kept");
+    };
+    assert_eq!(reason, KeepReason::UncommittedDdl);
+    assert!(detail[0].contains("pid 4242"), "{detail:?}");
+    assert!(
+        detail[0].contains("run p18234t1745178234r3af93d71 worker gw3"),
+        "{detail:?}"
+    );
+    assert!(detail[0].contains("public.orders"), "{detail:?}");
+    // The gid is quoted (a newline in it cannot forge a line), with what ends it.
+    assert!(detail[1].contains("\"tx\\n1\""), "{detail:?}");
+    assert!(detail[1].contains("ROLLBACK PREPARED"), "{detail:?}");
+    assert!(detail[1].contains("alice"), "{detail:?}");
+}

@@ -47,8 +47,9 @@ pub use discover::{discover_and_plan, DependencyCheck};
 pub use verify::Verifiers;
 
 use crate::domain::sweep::{
-    judge_dependents, judge_liveness, plan_expired, quote_ident, DatabaseOutcome, DatabasePlan,
-    FailReason, FailedDrop, KeepReason, Kept, PlannedDrop, SweepPlan, SweepRules, Verdict,
+    judge_dependents, judge_liveness, judge_uncommitted, plan_expired, quote_ident,
+    DatabaseOutcome, DatabasePlan, FailReason, FailedDrop, KeepReason, Kept, PlannedDrop,
+    SweepPlan, SweepRules, UncommittedSuspect, Verdict,
 };
 use crate::pg::connect::{connect, describe_error, SessionSettings};
 use crate::pg::conninfo::Environment;
@@ -285,6 +286,31 @@ async fn open_checked(
     d: &PlannedDrop,
     step: Step,
 ) -> Result<Result<Opened, Attempt>, Failure> {
+    let mut tries = 1;
+    loop {
+        let result = open_checked_once(conn, ctx, d, step).await;
+        match result {
+            Ok(Err(Attempt::Kept(KeepReason::UncommittedDdl, _))) if tries < UNCOMMITTED_TRIES => {
+                // Most such transactions are a live run's short DDL: give them a moment.
+                tries += 1;
+                tokio::time::sleep(UNCOMMITTED_WAIT).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a drop is tried while another transaction may hold uncommitted catalog changes, and
+/// how long it waits between tries (see `uncommitted_suspects`).
+const UNCOMMITTED_TRIES: u32 = 4;
+const UNCOMMITTED_WAIT: Duration = Duration::from_millis(250);
+
+async fn open_checked_once(
+    conn: &DropConn,
+    ctx: &Ctx<'_>,
+    d: &PlannedDrop,
+    step: Step,
+) -> Result<Result<Opened, Attempt>, Failure> {
     let schema = d.schema.as_str();
     if let Verdict::Keep(reason, detail) = ctx.liveness(d).await {
         return Ok(Err(Attempt::Kept(reason, detail)));
@@ -312,7 +338,11 @@ async fn open_checked(
         if matches!(step, Step::Whole) {
             lock_relations(conn, schema).await?;
         }
-        match judge_dependents(&conn.outside_of(schema).await?) {
+        if let Verdict::Keep(reason, detail) = judge_dependents(&conn.outside_of(schema).await?) {
+            return Ok(Err(Attempt::Kept(reason, detail)));
+        }
+        let suspects = uncommitted_suspects(conn).await?;
+        match judge_uncommitted(ctx.app_prefix, &suspects, Utc::now()) {
             Verdict::Keep(reason, detail) => Ok(Err(Attempt::Kept(reason, detail))),
             Verdict::Clear => Ok(Ok(Opened {
                 checked: Instant::now(),
@@ -345,6 +375,70 @@ async fn lock_relations(conn: &DropConn, schema: &str) -> Result<(), Failure> {
         qualified_names(schema, &rows)?
     );
     conn.run(conn.client.batch_execute(&sql)).await
+}
+
+/// Other transactions of this database that may hold uncommitted catalog changes (the rule and why
+/// it is narrow: `domain::sweep::UncommittedSuspect`). Read inside the drop's transaction, after the
+/// dependency closure: a transaction that changed the catalog before the closure read it and is
+/// still open is seen here; one that starts later is in the measured window up to the COMMIT.
+///
+/// Catalog row locks (`RowExclusiveLock` on `pg_depend`, ...) are no evidence: PostgreSQL releases
+/// them when the catalog is closed. What stays to the end of the transaction is its xid, the locks on
+/// relations it created or altered, and object locks; a prepared transaction keeps its locks with no
+/// pid and is listed in `pg_prepared_xacts`.
+const UNCOMMITTED_SQL: &str = "\
+WITH db AS (SELECT d.oid FROM pg_catalog.pg_database d \
+             WHERE d.datname = pg_catalog.current_database()), \
+     l AS MATERIALIZED (SELECT * FROM pg_catalog.pg_lock_status()), \
+     s AS (SELECT a.pid, a.application_name, a.state, a.xact_start, \
+             coalesce( \
+               (SELECT l.mode || ' on ' || l.relation::pg_catalog.regclass::pg_catalog.text FROM l \
+                 WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.database = (SELECT oid FROM db) \
+                   AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock') LIMIT 1), \
+               (SELECT l.mode || ' on a catalog object' FROM l \
+                 WHERE l.pid = a.pid AND l.locktype = 'object' LIMIT 1), \
+               CASE WHEN NOT EXISTS (SELECT 1 FROM l WHERE l.pid = a.pid AND l.locktype = 'relation' \
+                                       AND l.database = (SELECT oid FROM db)) \
+                    THEN 'a transaction id and no relation lock' END, \
+               CASE WHEN a.state LIKE 'idle in transaction%' \
+                         AND a.xact_start < pg_catalog.statement_timestamp() - $1::pg_catalog.text::pg_catalog.interval \
+                    THEN 'idle in a writing transaction for longer than ' || $1::pg_catalog.text END) AS evidence \
+           FROM pg_catalog.pg_stat_get_activity(NULL) a \
+          WHERE a.datid = (SELECT oid FROM db) AND a.backend_xid IS NOT NULL \
+            AND a.pid <> pg_catalog.pg_backend_pid()) \
+SELECT s.pid, s.application_name, s.state, s.xact_start, NULL::pg_catalog.text, \
+       NULL::pg_catalog.text, s.evidence \
+  FROM s WHERE s.evidence IS NOT NULL \
+UNION ALL \
+SELECT NULL, NULL, NULL, p.prepared, p.gid, p.owner::pg_catalog.text, 'prepared' \
+  FROM pg_catalog.pg_prepared_xacts p WHERE p.database = pg_catalog.current_database()";
+
+/// A transaction that wrote (holds an xid) and has sat idle this long is suspected whatever its
+/// locks: it may have mixed catalog changes into data changes (`INSERT …; CREATE FUNCTION …`), which
+/// its locks alone would not show. Shorter ones are in the window the sweep measures.
+const IDLE_WRITER_SUSPECT_AFTER: Duration = Duration::from_secs(10);
+
+async fn uncommitted_suspects(conn: &DropConn) -> Result<Vec<UncommittedSuspect>, Failure> {
+    let rows = conn
+        .run(conn.client.query(
+            UNCOMMITTED_SQL,
+            &[&format!("{} s", IDLE_WRITER_SUSPECT_AFTER.as_secs())],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UncommittedSuspect {
+                pid: r.col(0)?,
+                application_name: r.col(1)?,
+                state: r.col(2)?,
+                since: r.col(3)?,
+                gid: r.col(4)?,
+                owner: r.col(5)?,
+                evidence: r.col(6)?,
+            })
+        })
+        .collect::<Result<_, ColumnError>>()
+        .map_err(Failure::unreadable)
 }
 
 /// What [`open_checked`] leaves behind when the drop may go ahead.
