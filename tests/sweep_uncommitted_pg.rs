@@ -260,3 +260,87 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
     }
     eprintln!("cases: {seen:?}");
 }
+
+/// Issue 23: prepared transactions belong in the picture: the health line's oldest transaction
+/// names the gid, `servers[].prepared[]` lists it, the session it blocks shows blocker pid 0, and
+/// `terminate --pid 0` refuses with the statement that ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_is_shown_with_its_gid_and_never_signalled() {
+    let srv = start_cluster(
+        &["d"],
+        ClusterOptions {
+            settings: vec![("max_prepared_transactions".into(), "5".into())],
+            ..Default::default()
+        },
+    );
+    let ci = srv.conninfo("d");
+    let admin = connect_as(&ci, "admin").await;
+    admin
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("BEGIN; LOCK TABLE t IN SHARE MODE; PREPARE TRANSACTION 'stuck-migration'")
+        .await
+        .unwrap();
+    let victim = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    let victim_pid = backend_pid(&victim).await;
+    let wait = spawn_blocking_query(victim, "INSERT INTO t VALUES (1)");
+    wait_until_lock_wait(&admin, victim_pid).await;
+
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+            .args(args)
+            .args(["--db", &format!("d={ci}")])
+            .env_remove("PGSWARM_DB")
+            .env_remove("PGSWARM_CONFIG")
+            .output()
+            .expect("pgswarm runs")
+    };
+    let out = run(&["snapshot", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let server = &v["servers"][0];
+    assert_eq!(
+        server["prepared"][0]["gid"], "stuck-migration",
+        "{server:#}"
+    );
+    assert_eq!(server["oldest_xact_pid"], 0, "{server:#}");
+    assert!(
+        server["oldest_xact_owner"]
+            .as_str()
+            .is_some_and(|o| o.contains("stuck-migration")),
+        "{server:#}"
+    );
+    let victim_row = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pid"] == victim_pid)
+        .expect("the victim is shown");
+    assert_eq!(victim_row["blocked_by"], serde_json::json!([0]));
+    let text = run(&["snapshot"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("prepared transaction \"stuck-migration\""),
+        "{text}"
+    );
+
+    let t = run(&["terminate", "--pid", "0", "--yes"]);
+    assert_eq!(
+        t.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+    let err = String::from_utf8_lossy(&t.stderr);
+    assert!(
+        err.contains("ROLLBACK PREPARED") && err.contains("stuck-migration"),
+        "{err}"
+    );
+
+    admin
+        .batch_execute("ROLLBACK PREPARED 'stuck-migration'")
+        .await
+        .unwrap();
+    wait.await.unwrap().1.unwrap();
+}

@@ -41,6 +41,7 @@ fn server(i: usize) -> ObservedServer {
             lock_table_capacity: Some(6400),
             lock_table_used: Some(230),
             lock_table_read_at: Some(fixture_now()),
+            prepared: Vec::new(),
         },
     }
 }

@@ -90,11 +90,27 @@ pub fn server_health(s: &crate::domain::snapshot::ServerReport) -> String {
         Some(m) => format!("{}/{m} connections", s.connections),
         None => format!("{} connections", s.connections),
     });
-    if let (Some(age), Some(pid)) = (s.oldest_xact_age_s, s.oldest_xact_pid) {
-        parts.push(format!(
+    match (s.oldest_xact_age_s, s.oldest_xact_pid) {
+        // A prepared transaction has no session: its owner names its gid.
+        (Some(age), Some(0)) => parts.push(format!(
+            "oldest transaction {} ({})",
+            fmt_age(age),
+            s.oldest_xact_owner
+                .as_deref()
+                .unwrap_or("prepared transaction")
+        )),
+        (Some(age), Some(pid)) => parts.push(format!(
             "oldest transaction {} ({}, pid {pid})",
             fmt_age(age),
             s.oldest_xact_owner.as_deref().unwrap_or("?")
+        )),
+        _ => {}
+    }
+    if !s.prepared.is_empty() {
+        parts.push(format!(
+            "{} prepared transaction{}",
+            s.prepared.len(),
+            if s.prepared.len() == 1 { "" } else { "s" }
         ));
     }
     if s.idle_in_transaction > 0 {

@@ -87,6 +87,8 @@ pub struct ActivityRead {
     pub alive_key: Option<String>,
     /// The statement's start time on the server.
     pub statement_time: Option<DateTime<Utc>>,
+    /// The server's prepared transactions (always read whole: there are few, and no session).
+    pub prepared: Vec<crate::domain::snapshot::PreparedXact>,
 }
 
 /// The sessions of one server as of the last read, keyed by pid.

@@ -146,6 +146,8 @@ pub enum PlanError {
     AmbiguousPid { pid: i32, servers: String },
     #[error("no client session with pid {pid} {where_}: it may have ended, or it is not a client backend or is pgswarm's own session (never signalled); `pgswarm snapshot` lists the sessions")]
     NoSuchPid { pid: i32, where_: String },
+    #[error("pid 0 is a prepared transaction{gids}: it has no session to cancel or terminate; end it with COMMIT PREPARED 'gid' or ROLLBACK PREPARED 'gid' (as its owner or a superuser)")]
+    PreparedTransaction { gids: String },
 }
 
 /// Builds the plan from `snap`. pgswarm's own sessions are those marked `own` (this process's
@@ -162,6 +164,20 @@ pub fn plan_signal(
             .map(|d| d.name.clone())
     };
     let (candidates, unread) = match selector {
+        Selector::Pid { pid: 0, .. } => {
+            let gids: Vec<String> = snap
+                .servers
+                .iter()
+                .flat_map(|s| s.prepared.iter().map(|p| format!("{:?}", p.gid)))
+                .collect();
+            return Err(PlanError::PreparedTransaction {
+                gids: if gids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", gids.join(", "))
+                },
+            });
+        }
         Selector::Pid { pid, database } => pid_candidates(snap, *pid, database.as_deref())?,
         Selector::Session { server, pid } => {
             let unread: Vec<String> = snap

@@ -84,8 +84,18 @@ pub struct DatabaseInfo {
     pub schema_error: Option<String>,
 }
 
+/// A prepared transaction (`PREPARE TRANSACTION`): it has no session, keeps its locks (shown as
+/// blocker pid 0) and its transaction open until `COMMIT PREPARED` or `ROLLBACK PREPARED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreparedXact {
+    pub gid: String,
+    pub owner: Option<String>,
+    pub database: Option<String>,
+    pub prepared_at: Option<DateTime<Utc>>,
+}
+
 /// What a server's settings and lock table say about its health (read by the probe).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservedHealth {
     pub max_connections: Option<i32>,
     /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`.
@@ -94,6 +104,8 @@ pub struct ObservedHealth {
     /// anyway (and on a session's first poll, so every one-shot snapshot has it).
     pub lock_table_used: Option<i64>,
     pub lock_table_read_at: Option<DateTime<Utc>>,
+    /// Its prepared transactions, read with the activity.
+    pub prepared: Vec<PreparedXact>,
 }
 
 /// A server (cluster) reached through at least one configured database.
@@ -229,6 +241,10 @@ pub struct ServerReport {
     pub lock_table_read_at: Option<DateTime<Utc>>,
     /// At least [`LOCK_TABLE_WARN`] full.
     pub lock_table_warning: bool,
+    /// Prepared transactions, oldest first (each holds its locks until committed or rolled back;
+    /// the oldest transaction above counts them, as pid 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepared: Vec<PreparedXact>,
 }
 
 /// What a warning is about.

@@ -22,7 +22,7 @@
 use crate::domain::incremental::{ActivityCache, ActivityRead, Asked, LockCache};
 use crate::domain::snapshot::{
     AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedHealth, ObservedSchema,
-    ObservedServer, ObservedSession, ServerId,
+    ObservedServer, ObservedSession, PreparedXact, ServerId,
 };
 use crate::pg::connect::{
     connect, describe_error, is_own_session, SessionSettings, APPLICATION_NAME,
@@ -138,6 +138,7 @@ impl DbSession {
             lock_table_capacity: Some(self.lock_capacity),
             lock_table_used: used,
             lock_table_read_at: at,
+            prepared: Vec::new(),
         }
     }
 
@@ -341,6 +342,17 @@ macro_rules! live_key {
     };
 }
 
+/// The prepared transactions, one row each (kind `prepared`): gid in the application_name column,
+/// database and owner in the datname and usename columns, the time it was prepared in `xact_start`.
+/// `pg_prepared_xact()` reads a small shared array; most servers have none.
+macro_rules! prepared_rows {
+    () => {
+        "SELECT NULL::pg_catalog.int4, p.database::pg_catalog.text, p.owner::pg_catalog.text, p.gid, \
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.prepared, NULL, NULL, NULL, NULL, NULL, \
+                NULL, 'prepared' FROM pg_catalog.pg_prepared_xacts p"
+    };
+}
+
 /// A full read over a persistent session: every reported row, and the live list for the next,
 /// incremental read (see `domain::incremental`).
 const FULL_SQL: &str = concat!(
@@ -348,6 +360,8 @@ const FULL_SQL: &str = concat!(
     session_columns!(),
     " FROM pg_catalog.pg_stat_get_activity(NULL) a LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid WHERE ",
     reported!(),
+    " UNION ALL ",
+    prepared_rows!(),
     " UNION ALL ",
     alive_row!(
         live_key!("pg_catalog.pg_stat_get_backend_pid(i)"),
@@ -363,6 +377,8 @@ const ONCE_SQL: &str = concat!(
     session_columns!(),
     " FROM pg_catalog.pg_stat_get_activity(NULL) a LEFT JOIN pg_catalog.pg_database d ON d.oid = a.datid WHERE ",
     reported!(),
+    " UNION ALL ",
+    prepared_rows!(),
     " UNION ALL ",
     alive_row!("NULL", "NULL, NULL, 'alive'")
 );
@@ -422,6 +438,8 @@ const DELTA_SQL: &str = concat!(
             CASE WHEN c.wt = 'Lock' THEN pg_catalog.pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers' \
      FROM c WHERE c.busy AND NOT c.whole \
      UNION ALL ",
+    prepared_rows!(),
+    " UNION ALL ",
     alive_row!(
         "(SELECT k FROM s)",
         "CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT pg_catalog.array_agg(b.pid) FROM b) END, \
@@ -519,6 +537,7 @@ fn like_prefix(prefix: &str) -> String {
 struct ServerActivity {
     now: DateTime<Utc>,
     sessions: Vec<ObservedSession>,
+    prepared: Vec<PreparedXact>,
 }
 
 /// Sends the activity read this session is due: full (first poll, every so often, one-shot) or
@@ -589,6 +608,12 @@ fn decode_activity(
         ("blockers", Some(pid)) => read
             .refreshed
             .push((pid, row.col::<Option<Vec<i32>>>(14)?.unwrap_or_default())),
+        ("prepared", _) => read.prepared.push(PreparedXact {
+            gid: row.col(3)?,
+            database: row.col(1)?,
+            owner: row.col(2)?,
+            prepared_at: row.col(11)?,
+        }),
         _ => {
             read.statement_time = row.col(15)?;
             let pids: Option<Vec<i32>> = row.col(16)?;
@@ -629,6 +654,7 @@ async fn read_activity(
         }
     }
     let now = read.statement_time.unwrap_or_else(Utc::now);
+    let prepared = std::mem::take(&mut read.prepared);
     let mut sessions = {
         let mut cache = lock(&session.cache);
         cache.counters.activity_reads += 1;
@@ -642,7 +668,11 @@ async fn read_activity(
         s.own = is_own_session(&session.server_key, s.pid, s.backend_start);
     }
     hide_monitors(&mut sessions);
-    Ok(ServerActivity { now, sessions })
+    Ok(ServerActivity {
+        now,
+        sessions,
+        prepared,
+    })
 }
 
 /// Monitor sessions (this process's own, and other pgswarm processes' by their label) are left
@@ -1043,7 +1073,10 @@ async fn read_server(
                     label,
                     now: act.now,
                     activity_error: None,
-                    health: via.health(),
+                    health: ObservedHealth {
+                        prepared: act.prepared,
+                        ..via.health()
+                    },
                 };
                 return (server, act.sessions);
             }
@@ -1317,6 +1350,7 @@ pub async fn summarize_once(
                         lock_table_capacity: Some(via.lock_capacity),
                         lock_table_used: used,
                         lock_table_read_at: Some(server.now),
+                        prepared: Vec::new(),
                     };
                     waits.server_now.insert(label.clone(), server.now);
                     for s in &mut read.sent {

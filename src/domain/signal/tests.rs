@@ -306,3 +306,27 @@ proptest! {
         prop_assert_eq!(selected, plan.targets.len() + plan.refused.len());
     }
 }
+
+/// Issue 23: pid 0 (a prepared transaction, as `pg_blocking_pids` reports it) is refused with
+/// the statement that ends it, and its gid when the snapshot has it.
+#[test]
+fn pid_zero_is_a_prepared_transaction_and_says_how_to_end_it() {
+    let mut obs = fixtures::collision();
+    obs.servers[0]
+        .health
+        .prepared
+        .push(crate::domain::snapshot::PreparedXact {
+            gid: "stuck-42".into(),
+            owner: Some("ci".into()),
+            database: Some("platform".into()),
+            prepared_at: Some(fixtures::fixture_now()),
+        });
+    let sel = Selector::Pid {
+        pid: 0,
+        database: None,
+    };
+    let e = plan_signal(&snap(obs), &sel, Action::Terminate).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("ROLLBACK PREPARED"), "{text}");
+    assert!(text.contains("\"stuck-42\""), "{text}");
+}

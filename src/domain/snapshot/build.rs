@@ -770,9 +770,23 @@ fn server_reports(
                 .collect();
             let oldest = mine
                 .iter()
-                .filter_map(|s| s.xact_start.map(|t| (t, *s)))
-                .min_by_key(|(t, _)| *t);
-            let h = sv.health;
+                .filter_map(|s| {
+                    s.xact_start.map(|t| {
+                        let owner = match (&s.namespace, &s.worker) {
+                            (Some(ns), Some(w)) => format!("{ns}/{w}"),
+                            _ => s.application_name.clone(),
+                        };
+                        (t, s.pid, owner)
+                    })
+                })
+                .chain(sv.health.prepared.iter().filter_map(|p| {
+                    p.prepared_at
+                        .map(|t| (t, 0, format!("prepared transaction {:?}", p.gid)))
+                }))
+                .min_by_key(|(t, _, _)| *t);
+            let h = &sv.health;
+            let mut prepared = h.prepared.clone();
+            prepared.sort_by_key(|p| p.prepared_at);
             let fill = h
                 .lock_table_used
                 .zip(h.lock_table_capacity)
@@ -782,14 +796,11 @@ fn server_reports(
                 server: sv.label.clone(),
                 connections: mine.len(),
                 max_connections: h.max_connections,
-                oldest_xact_age_s: oldest.map(|(t, _)| {
-                    ((sv.now.max(taken_at) - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+                oldest_xact_age_s: oldest.as_ref().map(|(t, _, _)| {
+                    ((sv.now.max(taken_at) - *t).num_milliseconds() as f64 / 1000.0).max(0.0)
                 }),
-                oldest_xact_pid: oldest.map(|(_, s)| s.pid),
-                oldest_xact_owner: oldest.map(|(_, s)| match (&s.namespace, &s.worker) {
-                    (Some(ns), Some(w)) => format!("{ns}/{w}"),
-                    _ => s.application_name.clone(),
-                }),
+                oldest_xact_pid: oldest.as_ref().map(|(_, pid, _)| *pid),
+                oldest_xact_owner: oldest.map(|(_, _, owner)| owner),
                 idle_in_transaction: mine
                     .iter()
                     .filter(|s| {
@@ -803,6 +814,7 @@ fn server_reports(
                 lock_table_fill: fill,
                 lock_table_read_at: h.lock_table_read_at,
                 lock_table_warning: fill.is_some_and(|f| f >= LOCK_TABLE_WARN),
+                prepared,
             }
         })
         .collect()
