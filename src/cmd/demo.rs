@@ -131,6 +131,7 @@ fn simulate(
         let options = crate::tui::run::DashboardOptions {
             interval: args.interval.interval,
             flight_log: None,
+            flight_log_off: None,
             bell: false,
         };
         crate::tui::run::run_dashboard(runtime, settings.clone(), options)

@@ -41,7 +41,7 @@ async fn record(
 ) -> Result<Exit, CmdError> {
     let interval = args.interval.interval;
     let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let log = crate::cmd::watch::flight_log(&args.flight_log);
+    let log = crate::cmd::watch::flight_log_or_warn(&args.flight_log);
     let mut stream = SnapshotStream::spawn(
         settings,
         interval,

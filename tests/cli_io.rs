@@ -1,0 +1,172 @@
+//! The binary against files and pipes that misbehave (issue 23): a FIFO or a device as the flight log
+//! or as `record --out`, a reader that stops reading, stdout and stderr closed early. Nothing here
+//! needs a database: an unreachable one is enough for `record`, and recordings replay offline.
+//!
+//! A regression in this file is a hang or a panic, so every child runs under a deadline and is killed
+//! (and the test failed) when it passes it.
+
+mod common;
+
+use common::assert_exit;
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a command that must not hang gets (each takes well under a second when it works).
+const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// The binary with a clean environment: no PG* or PGSWARM_* from the caller, and a state directory
+/// of its own so that no test touches the real flight log.
+fn pgswarm(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pgswarm"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") && k != "PGSWARM_PG_BINDIR" {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", state).env("XDG_STATE_HOME", state);
+    c
+}
+
+/// A database that cannot be reached (a socket directory that does not exist): `record` still writes
+/// a snapshot per tick, with the database unreachable.
+fn unreachable_db(dir: &Path) -> String {
+    format!(
+        "x_test=host={} dbname=x_test",
+        dir.join("no-such-socket-dir").display()
+    )
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test when it takes longer.
+fn wait_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return collect(child, status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            let out = collect(child, status);
+            panic!(
+                "{what}: still running after {limit:?} (killed). stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn collect(mut child: Child, status: ExitStatus) -> Output {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_end(&mut stdout);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_end(&mut stderr);
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Runs `cmd` to the end within [`PROMPTLY`], capturing its output.
+fn run_promptly(cmd: &mut Command, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_within(child, PROMPTLY, what)
+}
+
+fn make_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue 23: `incidents` given a FIFO or `/dev/zero` as its flight log says what it is and what to
+/// do, exits 2, and never waits for a writer or reads for ever.
+#[test]
+fn incidents_refuses_a_fifo_or_a_device_as_the_flight_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("incidents.jsonl");
+    make_fifo(&fifo);
+    for (log, kind) in [
+        (fifo.as_path(), "FIFO"),
+        (Path::new("/dev/zero"), "character device"),
+    ] {
+        let out = run_promptly(
+            pgswarm(dir.path()).args(["incidents", "--log"]).arg(log),
+            &format!("incidents --log {}", log.display()),
+        );
+        assert_exit(&out, 2);
+        let err = stderr_of(&out);
+        assert!(err.contains(&log.display().to_string()), "{err}");
+        assert!(err.contains(kind), "{err}");
+        assert!(err.contains("give --log"), "says what to do: {err}");
+        assert!(out.stdout.is_empty());
+        // The same through the environment variable.
+        let out = run_promptly(
+            pgswarm(dir.path())
+                .arg("incidents")
+                .env("PGSWARM_INCIDENTS_LOG", log),
+            "incidents with PGSWARM_INCIDENTS_LOG",
+        );
+        assert_exit(&out, 2);
+    }
+}
+
+/// Issue 23: `record` and `incidents --follow` with a FIFO as the flight log (nobody at its other
+/// end) say at once that the flight log is off and why, keep working, and stop on `--duration` and
+/// on SIGTERM as usual.
+#[test]
+fn a_fifo_as_the_flight_log_turns_it_off_with_a_warning_for_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("incidents.jsonl");
+    make_fifo(&fifo);
+    let rec = dir.path().join("rec.jsonl");
+    let db = unreachable_db(dir.path());
+    let out = run_promptly(
+        pgswarm(dir.path())
+            .args(["record", "--interval", "250ms", "--duration", "1s", "--out"])
+            .arg(&rec)
+            .args(["--db", &db])
+            .env("PGSWARM_INCIDENTS_LOG", &fifo),
+        "record with a FIFO as the flight log",
+    );
+    assert_exit(&out, 0);
+    let err = stderr_of(&out);
+    assert!(err.contains("warning: flight log off"), "{err}");
+    assert!(err.contains(&fifo.display().to_string()), "{err}");
+    assert!(err.contains("--no-flight-log"), "says what to do: {err}");
+    assert!(
+        std::fs::metadata(&rec).unwrap().len() > 0,
+        "the recording itself was written"
+    );
+
+    let follow = pgswarm(dir.path())
+        .args(["incidents", "--follow", "--interval", "250ms", "--db", &db])
+        .env("PGSWARM_INCIDENTS_LOG", &fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: signalling a child this test started and has not reaped.
+    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
+    let out = wait_within(follow, PROMPTLY, "incidents --follow after SIGTERM");
+    assert_exit(&out, 0);
+    assert!(stderr_of(&out).contains("warning: flight log off"));
+}
