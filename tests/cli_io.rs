@@ -9,6 +9,7 @@ mod common;
 
 use common::assert_exit;
 use std::io::Read as _;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -169,4 +170,83 @@ fn a_fifo_as_the_flight_log_turns_it_off_with_a_warning_for_writers() {
     let out = wait_within(follow, PROMPTLY, "incidents --follow after SIGTERM");
     assert_exit(&out, 0);
     assert!(stderr_of(&out).contains("warning: flight log off"));
+}
+
+/// A FIFO whose only reader is this test, which never reads, with the pipe's buffer already full:
+/// the first write of whoever opens it for writing blocks.
+fn full_fifo(path: &Path) -> OwnedFd {
+    use std::os::unix::fs::OpenOptionsExt;
+    make_fifo(path);
+    // Read and write: a FIFO opened so never waits for the other end (Linux).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
+    // SAFETY: fcntl on a descriptor this function owns; the smallest pipe buffer fills quickest.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let chunk = [b'x'; 4096];
+    loop {
+        use std::io::Write;
+        match (&f).write(&chunk) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the FIFO: {e}"),
+        }
+    }
+    f.into()
+}
+
+/// Issue 23: `record --out` to a pipe whose reader stopped reading still stops on SIGTERM and on
+/// `--duration` (the write waits off the loop that watches them), and a FIFO that nobody reads is
+/// an error at once instead of a hang before the recording starts.
+#[test]
+fn record_stops_on_time_and_on_sigterm_when_its_output_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unreachable_db(dir.path());
+    let fifo = dir.path().join("out.fifo");
+    let _reader = full_fifo(&fifo);
+    let record = |extra: &[&str]| {
+        pgswarm(dir.path())
+            .args(["record", "--no-flight-log", "--interval", "250ms"])
+            .args(extra)
+            .arg("--out")
+            .arg(&fifo)
+            .args(["--db", &db])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = record(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = wait_within(child, PROMPTLY, "record after SIGTERM, its output blocked");
+    assert_exit(&out, 0);
+
+    let started = Instant::now();
+    let out = wait_within(
+        record(&["--duration", "1s"]),
+        PROMPTLY,
+        "record --duration 1s, its output blocked",
+    );
+    assert_exit(&out, 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let lonely = dir.path().join("nobody-reads.fifo");
+    make_fifo(&lonely);
+    let out = run_promptly(
+        pgswarm(dir.path())
+            .args(["record", "--no-flight-log", "--duration", "1s", "--out"])
+            .arg(&lonely)
+            .args(["--db", &db]),
+        "record to a FIFO that nobody reads",
+    );
+    assert_exit(&out, 2);
+    let err = stderr_of(&out);
+    assert!(err.contains(&lonely.display().to_string()), "{err}");
+    assert!(err.contains("nobody reads"), "{err}");
 }

@@ -203,7 +203,7 @@ pub fn snapshot_at(snaps: &[Snapshot], at: DateTime<Utc>) -> Option<&Snapshot> {
 
 /// Appends one snapshot as one line (a single write, flushed), so concurrent readers and an
 /// interrupted recorder never leave half a document in the middle of the file.
-pub fn append_snapshot(out: &mut std::fs::File, snap: &Snapshot) -> std::io::Result<usize> {
+pub fn append_snapshot(mut out: &std::fs::File, snap: &Snapshot) -> std::io::Result<usize> {
     let mut line = serde_json::to_string(snap).expect("snapshot serializes");
     line.push('\n');
     out.write_all(line.as_bytes())?;
