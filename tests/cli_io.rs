@@ -9,8 +9,8 @@ mod common;
 
 use common::assert_exit;
 use std::io::Read as _;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -249,4 +249,101 @@ fn record_stops_on_time_and_on_sigterm_when_its_output_blocks() {
     let err = stderr_of(&out);
     assert!(err.contains(&lonely.display().to_string()), "{err}");
     assert!(err.contains("nobody reads"), "{err}");
+}
+
+/// The bundled recording (replays need no database).
+fn demo_recording() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo-recording.jsonl")
+}
+
+/// The write end of a pipe whose read end is already closed: every write to it fails with EPIPE,
+/// the way `| head -1` ends up once `head` has exited, without the race.
+fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors, which are owned right below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    Stdio::from(write)
+}
+
+/// Issue 23: a closed stdout or stderr is never a panic (exit 101). A closed stdout is success, as
+/// with ripgrep; a closed stderr swallows the message and the exit code still says what happened.
+#[test]
+fn a_closed_stdout_or_stderr_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_recording();
+    let demo = demo.to_str().unwrap();
+    let with_bad_lines = dir.path().join("flight.jsonl");
+    std::fs::write(&with_bad_lines, "not an episode\n").unwrap();
+    let bad_log = with_bad_lines.to_str().unwrap();
+    // (arguments, exit code, close stdout, close stderr)
+    let cases: &[(&[&str], i32, bool, bool)] = &[
+        (&["--help"], 0, true, false),
+        (&["--version"], 0, true, false),
+        (&["snapshot", "--help"], 0, true, true),
+        (&["snapshot", "--replay", demo, "--json"], 0, true, false),
+        (&["snapshot", "--replay", demo], 0, true, true),
+        (&["incidents", "--from", demo], 0, true, false),
+        (&["incidents", "--from", demo, "--json"], 0, true, true),
+        // A warning on stderr (a line that is not an episode) and the report on stdout.
+        (&["incidents", "--log", bad_log], 0, false, true),
+        (&["incidents", "--log", bad_log], 0, true, true),
+        // Errors on a closed stderr: still exit 2.
+        (
+            &["snapshot", "--replay", "/nonexistent.jsonl"],
+            2,
+            false,
+            true,
+        ),
+        (&["incidents", "--log", "/dev/zero"], 2, true, true),
+        (&["snapshot", "--no-such-flag"], 2, false, true),
+        (&["no-such-command"], 2, true, true),
+    ];
+    for &(args, code, close_out, close_err) in cases {
+        let mut cmd = pgswarm(dir.path());
+        cmd.args(args).stdin(Stdio::null());
+        cmd.stdout(if close_out {
+            closed_pipe()
+        } else {
+            Stdio::null()
+        });
+        cmd.stderr(if close_err {
+            closed_pipe()
+        } else {
+            Stdio::piped()
+        });
+        let child = cmd.spawn().unwrap();
+        let out = wait_within(child, PROMPTLY, &format!("{args:?}"));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?} (stdout closed: {close_out}, stderr closed: {close_err}): {}",
+            stderr_of(&out)
+        );
+    }
+}
+
+/// `2>&-`: no stderr at all. The message has nowhere to go; the exit code is unchanged.
+#[test]
+fn no_stderr_at_all_is_not_a_panic() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (args, code) in [
+        (vec!["snapshot", "--replay", "/nonexistent.jsonl"], 2),
+        (vec!["incidents", "--log", "/dev/zero"], 2),
+    ] {
+        let mut cmd = pgswarm(dir.path());
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null());
+        // SAFETY: close(2) is async-signal-safe; it runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::close(2);
+                Ok(())
+            })
+        };
+        let out = wait_within(cmd.spawn().unwrap(), PROMPTLY, &format!("{args:?} 2>&-"));
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>&-");
+    }
 }

@@ -8,7 +8,7 @@
 
 use crate::cmd::cli::RecordArgs;
 use crate::cmd::recording::append_snapshot;
-use crate::cmd::{print_error, CmdError, Exit};
+use crate::cmd::{emit_stderr, print_error, CmdError, Exit};
 use crate::domain::snapshot::Snapshot;
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
@@ -123,30 +123,30 @@ async fn record(
         last_write = Some(Instant::now());
         count += 1;
         if progress {
-            eprint!(
+            emit_stderr(&format!(
                 "\rpgswarm record: {count} snapshot{}, {} KiB, {:.0} s",
                 if count == 1 { "" } else { "s" },
                 written / 1024,
                 started.elapsed().as_secs_f64()
-            );
+            ));
         }
         if args.max_bytes.is_some_and(|m| written >= m) {
             if progress {
-                eprintln!();
+                emit_stderr("\n");
             }
-            eprintln!("pgswarm record: reached --max-bytes, stopping");
+            emit_stderr("pgswarm record: reached --max-bytes, stopping\n");
             break;
         }
     }
     if progress {
-        eprintln!();
+        emit_stderr("\n");
     }
-    eprintln!(
-        "pgswarm record: {count} snapshot{} written to {} ({} KiB)",
+    emit_stderr(&format!(
+        "pgswarm record: {count} snapshot{} written to {} ({} KiB)\n",
         if count == 1 { "" } else { "s" },
         args.out.display(),
         written / 1024
-    );
+    ));
     Ok(Exit::Ok)
 }
 

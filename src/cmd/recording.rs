@@ -166,12 +166,12 @@ fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
 /// Prints bad lines to stderr, naming each.
 pub fn report_bad_lines(source: &str, bad: &[BadLine]) {
     for b in bad {
-        eprintln!(
-            "pgswarm: {} line {}: not a snapshot, skipped ({})",
+        super::emit_stderr(&format!(
+            "pgswarm: {} line {}: not a snapshot, skipped ({})\n",
             crate::domain::text::sanitize(source),
             b.line,
             crate::domain::text::sanitize(&b.error)
-        );
+        ));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::cmd::cli::SnapshotArgs;
 use crate::cmd::report::render_report;
-use crate::cmd::{emit, CmdError, Exit};
+use crate::cmd::{emit, emit_stderr, CmdError, Exit};
 use crate::domain::snapshot::{build_snapshot, Snapshot};
 use crate::domain::summary::{render_summary_line, summarize, Summary};
 use crate::domain::text::sanitize;
@@ -31,8 +31,8 @@ pub fn run(
         snap
     };
     for d in snap.unread() {
-        eprintln!(
-            "pgswarm: database {:?} {}: {}",
+        emit_stderr(&format!(
+            "pgswarm: database {:?} {}: {}\n",
             d.name,
             if d.reachable {
                 "not read"
@@ -40,17 +40,17 @@ pub fn run(
                 "unreachable"
             },
             sanitize(d.error.as_deref().unwrap_or("?"))
-        );
+        ));
     }
     for r in snap.sqlite.iter().filter(|r| r.is_unreadable()) {
-        eprintln!(
-            "pgswarm: SQLite target \"{}\" could not be read: {}",
+        emit_stderr(&format!(
+            "pgswarm: SQLite target \"{}\" could not be read: {}\n",
             r.path_display(),
             r.error_display().unwrap_or_default()
-        );
+        ));
     }
     if let Some(hint) = nothing_configured_hint(settings, &snap) {
-        eprintln!("pgswarm: {hint}");
+        emit_stderr(&format!("pgswarm: {hint}\n"));
     }
     Ok(snapshot_exit(&snap, args.fail_on_blocked))
 }
