@@ -347,3 +347,57 @@ fn no_stderr_at_all_is_not_a_panic() {
         assert_eq!(out.status.code(), Some(code), "{args:?} 2>&-");
     }
 }
+
+/// Issue 23: `snapshot --replay --at` after the recording's last snapshot is an error, as before its
+/// first one: exit 2, nothing on stdout, and the message names the value, the recording's span (in a
+/// form `--at` takes back) and what to do. Both bounds of the span are valid `--at` values.
+#[test]
+fn at_outside_the_recording_is_an_error_naming_its_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_recording();
+    let text = std::fs::read_to_string(&demo).unwrap();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["taken_at"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    let rfc =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let (start, end) = (
+        rfc(times.iter().min().unwrap()),
+        rfc(times.iter().max().unwrap()),
+    );
+    let replay = |at: &str| {
+        run_promptly(
+            pgswarm(dir.path())
+                .args(["snapshot", "--json", "--replay"])
+                .arg(&demo)
+                .args(["--at", at]),
+            &format!("--at {at}"),
+        )
+    };
+    for (at, side, advice) in [
+        ("+1h", "after the recording ends", "leave --at out"),
+        ("23:59:59", "after the recording ends", "leave --at out"),
+        (
+            "2030-01-01T00:00:00Z",
+            "after the recording ends",
+            "leave --at out",
+        ),
+        ("00:00:00", "before the recording starts", "+0s"),
+    ] {
+        let out = replay(at);
+        assert_exit(&out, 2);
+        assert!(out.stdout.is_empty(), "--at {at} printed a snapshot");
+        let err = stderr_of(&out);
+        assert!(err.contains(&format!("--at {at:?}")), "{err}");
+        assert!(err.contains(side), "{err}");
+        assert!(err.contains(&format!("spans {start} to {end}")), "{err}");
+        assert!(err.contains(advice), "{err}");
+    }
+    for at in [&start, &end] {
+        assert_exit(&replay(at), 0);
+    }
+}
