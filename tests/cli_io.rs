@@ -86,6 +86,36 @@ fn run_promptly(cmd: &mut Command, what: &str) -> Output {
     wait_within(child, PROMPTLY, what)
 }
 
+/// Waits until process `pid` catches SIGTERM (its handler is installed: before that, SIGTERM would
+/// kill it outright, and a test that sends it too early would test nothing), read from
+/// `/proc/PID/status`.
+fn wait_for_sigterm_handler(pid: u32) {
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (libc::SIGTERM - 1)) != 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} installed no SIGTERM handler"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to a child once it catches it.
+fn terminate(child: &Child) {
+    wait_for_sigterm_handler(child.id());
+    // SAFETY: signalling a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
 fn make_fifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path and a mode.
@@ -164,9 +194,7 @@ fn a_fifo_as_the_flight_log_turns_it_off_with_a_warning_for_writers() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    // SAFETY: signalling a child this test started and has not reaped.
-    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
+    terminate(&follow);
     let out = wait_within(follow, PROMPTLY, "incidents --follow after SIGTERM");
     assert_exit(&out, 0);
     assert!(stderr_of(&out).contains("warning: flight log off"));
@@ -221,9 +249,10 @@ fn record_stops_on_time_and_on_sigterm_when_its_output_blocks() {
             .unwrap()
     };
     let child = record(&[]);
+    wait_for_sigterm_handler(child.id());
+    // Long enough for the first snapshots to reach the full pipe (they come every 250 ms).
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling a child this test started and has not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    terminate(&child);
     let out = wait_within(child, PROMPTLY, "record after SIGTERM, its output blocked");
     assert_exit(&out, 0);
 

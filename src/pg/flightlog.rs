@@ -253,8 +253,14 @@ impl FlightLog {
         if let Err(e) = spawned {
             return Err(FlightLogError::io(&self.path, e));
         }
-        rx.recv_timeout(within)
-            .unwrap_or_else(|_| Err(self.no_answer(within)))
+        match rx.recv_timeout(within) {
+            Ok(checked) => checked,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(self.no_answer(within)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(FlightLogError::io(
+                &self.path,
+                std::io::Error::other("the check stopped without an answer"),
+            )),
+        }
     }
 
     fn no_answer(&self, within: Duration) -> FlightLogError {
