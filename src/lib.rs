@@ -17,6 +17,9 @@
 //!
 //! Reference documentation (JSON fields, naming, the sweep's guarantees, benchmarks) is in `docs/`.
 
+// Output goes through `cmd::emit` / `cmd::emit_stderr`: the print macros panic on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cmd;
 pub mod domain;
 pub mod pg;

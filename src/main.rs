@@ -1,6 +1,9 @@
 //! The `pgswarm` binary: parse the command line, build the one runtime, dispatch, map the outcome to
 //! an exit code. Everything else lives in the library (`pgswarm::cmd` and below).
 
+// Output goes through `cmd::emit` / `cmd::emit_stderr`: the print macros panic on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use clap::Parser;
 use pgswarm::cmd::cli::Cli;
 use pgswarm::cmd::{print_error, Exit};

@@ -890,6 +890,77 @@ async fn summary_agrees_with_the_full_snapshot() {
     }
 }
 
+/// Issue 23: `snapshot --summary` names every configured database it could not read, beside a
+/// readable one: one that does not exist, and one whose server's activity scan failed (connected,
+/// but the role may not call `pg_lock_status()`). That one used to be left out: a bare `blocked 0`
+/// with `unreachable: []`. Exit 3, in text and in JSON, and stderr says why for each. Two servers
+/// of its own: databases on one server share one scan, which succeeds through any readable one.
+#[tokio::test]
+async fn summary_names_the_databases_it_could_not_read() {
+    let readable = start_cluster(&["app_test"], ClusterOptions::default());
+    let refused = start_cluster(&["locked_test"], ClusterOptions::default());
+    refused
+        .psql("postgres", "CREATE ROLE watcher LOGIN")
+        .unwrap();
+    refused
+        .psql(
+            "locked_test",
+            "REVOKE EXECUTE ON FUNCTION pg_lock_status() FROM PUBLIC",
+        )
+        .unwrap();
+    let watcher = format!(
+        "{} user=watcher",
+        refused.conninfo("locked_test").replace("user=postgres", "")
+    );
+    let dbs = [
+        entry("app_test", &readable.conninfo("app_test")),
+        entry("locked_test", &watcher),
+        entry("missing_test", &readable.conninfo("missing_test")),
+    ];
+    let (snap, summary) = pgswarm::cmd::snapshot::take_summary(&settings(&dbs), &ProcessEnv).await;
+    assert_eq!(summary.unreachable, vec!["locked_test", "missing_test"]);
+    let locked = &snap.databases[1];
+    assert!(locked.reachable, "connected: only its scan failed");
+    assert!(
+        locked.error.as_deref().unwrap().contains("pg_lock_status"),
+        "{locked:?}"
+    );
+
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"));
+        c.args(["snapshot", "--summary"]);
+        if json {
+            c.arg("--json");
+        }
+        for d in &dbs {
+            c.args(["--db", d]);
+        }
+        c.output().unwrap()
+    };
+    let out = run(true);
+    assert_exit(&out, 3);
+    let s: pgswarm::domain::summary::Summary = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s.unreachable, vec!["locked_test", "missing_test"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database \"locked_test\" not read: activity scan failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("database \"missing_test\" unreachable"),
+        "{err}"
+    );
+    let out = run(false);
+    assert_exit(&out, 3);
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("blocked 0 · "), "{line}");
+    assert!(
+        line.trim_end()
+            .ends_with(" · not read: locked_test, missing_test"),
+        "{line}"
+    );
+}
+
 /// Issue 16: a persistent session lists the test schemas with their tables only when the catalog
 /// may have changed: a new schema shows on the next poll, a new table once its creator's statistics
 /// are flushed, and a quiet poll reuses the last listing.

@@ -421,7 +421,8 @@ pub struct SnapshotArgs {
     /// Print the state recorded in FILE (with --at) instead of polling
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
-    /// With --replay: RFC 3339 time, HH:MM:SS (UTC) or +90s from the start [default: the end]
+    /// With --replay: RFC 3339 time, HH:MM:SS (UTC) or +90s from the start, within the recording
+    /// [default: the end]
     #[arg(long, value_name = "TIME", requires = "replay")]
     pub at: Option<String>,
     /// Print one JSON document (fields in docs/json.md)

@@ -7,7 +7,7 @@
 
 use crate::cmd::cli::DemoArgs;
 use crate::cmd::recording::{parse_recording, report_bad_lines, BUNDLED_RECORDING};
-use crate::cmd::{CmdError, Exit};
+use crate::cmd::{emit_stderr, CmdError, Exit};
 use crate::pg::cluster::{ClusterOptions, TempCluster};
 use crate::pg::config::{build_target, Settings};
 use crate::pg::conninfo::ProcessEnv;
@@ -33,7 +33,7 @@ pub fn looks_like_test_database(name: &str) -> bool {
 }
 
 fn say(msg: &str) {
-    eprintln!("pgswarm demo: {msg}");
+    emit_stderr(&format!("pgswarm demo: {msg}\n"));
 }
 
 /// Runs the demo: on its own private server, or (`own_databases`) on the configured databases.
@@ -120,7 +120,7 @@ fn simulate(
     let sim_task = runtime.spawn(Arc::clone(&sim).run(stop_rx));
     let result = if args.no_tui {
         say("simulator running; watch it from another terminal with:");
-        eprintln!("  pgswarm {}", watch_args(settings).join(" "));
+        emit_stderr(&format!("  pgswarm {}\n", watch_args(settings).join(" ")));
         say("Ctrl-C or SIGTERM stops it and removes the server.");
         runtime.block_on(wait_for_a_signal());
         Ok(Exit::Ok)
@@ -131,6 +131,7 @@ fn simulate(
         let options = crate::tui::run::DashboardOptions {
             interval: args.interval.interval,
             flight_log: None,
+            flight_log_off: None,
             bell: false,
         };
         crate::tui::run::run_dashboard(runtime, settings.clone(), options)

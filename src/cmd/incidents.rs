@@ -12,7 +12,7 @@ use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
 use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
-use crate::pg::flightlog::{self, default_path};
+use crate::pg::flightlog::{self, default_path, FlightLogError};
 use crate::pg::stream::SnapshotStream;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -67,8 +67,13 @@ fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
             ))
         }
     };
-    let read = flightlog::read(&path)
-        .map_err(|e| CmdError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let read = flightlog::read(&path).map_err(|e| match e {
+        FlightLogError::NotRegular { .. } => CmdError::Io(format!(
+            "cannot read the flight log: {e}; give --log (or PGSWARM_INCIDENTS_LOG) the path of \
+             a regular file, such as the default $XDG_STATE_HOME/pgswarm/incidents.jsonl"
+        )),
+        e => CmdError::Io(format!("cannot read the flight log: {e}")),
+    })?;
     if read.skipped > 0 {
         print_warning(format!(
             "{}: skipped {} line(s) that are not episodes this version reads",
@@ -234,7 +239,7 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
     ) else {
         return Err(CmdError::Io("cannot install signal handlers".into()));
     };
-    let log = crate::cmd::watch::flight_log(&args.flight_log);
+    let log = crate::cmd::watch::flight_log_or_warn(&args.flight_log);
     let mut stream = SnapshotStream::spawn(
         settings,
         args.interval.interval,

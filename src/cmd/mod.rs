@@ -63,21 +63,30 @@ impl CmdError {
     }
 }
 
-/// Prints `pgswarm: error: MESSAGE` to stderr, sanitised: error messages quote values from the user
-/// and from the database, and neither may drive the terminal.
 /// A warning on stderr: something was skipped or degraded, the command still did its job.
 pub fn print_warning(message: impl std::fmt::Display) {
-    eprintln!(
-        "pgswarm: warning: {}",
+    emit_stderr(&format!(
+        "pgswarm: warning: {}\n",
         crate::domain::text::sanitize_lines(&message.to_string())
-    );
+    ));
 }
 
+/// Prints `pgswarm: error: MESSAGE` to stderr, sanitised: error messages quote values from the user
+/// and from the database, and neither may drive the terminal.
 pub fn print_error(message: impl std::fmt::Display) {
-    eprintln!(
-        "pgswarm: error: {}",
+    emit_stderr(&format!(
+        "pgswarm: error: {}\n",
         crate::domain::text::sanitize_lines(&message.to_string())
-    );
+    ));
+}
+
+/// Writes to stderr, the one way anything in pgswarm does. `eprintln!` panics when stderr is a pipe
+/// whose reader has gone (`2>&1 | head -1`): a closed stderr has nobody left to tell, so its errors
+/// are dropped, and the exit code still says how the command went.
+pub fn emit_stderr(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|_| err.flush());
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is success, not an error.

@@ -166,12 +166,12 @@ fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
 /// Prints bad lines to stderr, naming each.
 pub fn report_bad_lines(source: &str, bad: &[BadLine]) {
     for b in bad {
-        eprintln!(
-            "pgswarm: {} line {}: not a snapshot, skipped ({})",
+        super::emit_stderr(&format!(
+            "pgswarm: {} line {}: not a snapshot, skipped ({})\n",
             crate::domain::text::sanitize(source),
             b.line,
             crate::domain::text::sanitize(&b.error)
-        );
+        ));
     }
 }
 
@@ -195,15 +195,87 @@ pub fn parse_at(s: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
     ))
 }
 
-/// The state at `at`: the last snapshot taken at or before it.
-pub fn snapshot_at(snaps: &[Snapshot], at: DateTime<Utc>) -> Option<&Snapshot> {
+/// Which side of the recording a time falls on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    BeforeStart,
+    AfterEnd,
+}
+
+/// A time outside the recording: nothing was recorded before its first snapshot, and after its last
+/// one the state is unknown (the recorder stopped), so neither has a state to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutsideRecording {
+    pub side: Side,
+    pub at: DateTime<Utc>,
+    /// The first and the last snapshot's times.
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl OutsideRecording {
+    /// The message for `--at GIVEN`: the value, the time it means, the recording's span (in a form
+    /// `--at` accepts), and what to give instead.
+    pub fn to_message(&self, given: &str) -> String {
+        let (side, instead) = match self.side {
+            Side::BeforeStart => (
+                "before the recording starts",
+                "a time within it, such as +0s for its first snapshot",
+            ),
+            Side::AfterEnd => (
+                "after the recording ends",
+                "a time within it, or leave --at out for its last snapshot",
+            ),
+        };
+        format!(
+            "--at {given:?} is {}, {side}: the recording spans {} to {} ({}); give {instead}",
+            format_at(self.at),
+            format_at(self.start),
+            format_at(self.end),
+            crate::domain::format::fmt_age(
+                (self.end - self.start).num_milliseconds() as f64 / 1000.0
+            ),
+        )
+    }
+}
+
+/// A time as `--at` takes it back: RFC 3339 in UTC, with as many digits as it has, so that the
+/// span's bounds given back as `--at` are within it (rounded to milliseconds, the last snapshot's
+/// time could round past it).
+fn format_at(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The state at `at`: the last snapshot taken at or before it, if `at` is within the recording
+/// (from its first snapshot to its last).
+pub fn snapshot_at(snaps: &[Snapshot], at: DateTime<Utc>) -> Result<&Snapshot, OutsideRecording> {
+    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else {
+        // read_snapshots never returns an empty recording; answer sensibly anyway.
+        return Err(OutsideRecording {
+            side: Side::AfterEnd,
+            at,
+            start: at,
+            end: at,
+        });
+    };
+    let outside = |side| OutsideRecording {
+        side,
+        at,
+        start: first.taken_at,
+        end: last.taken_at,
+    };
+    if at > last.taken_at {
+        return Err(outside(Side::AfterEnd));
+    }
     let i = snaps.partition_point(|s| s.taken_at <= at);
-    i.checked_sub(1).map(|i| &snaps[i])
+    i.checked_sub(1)
+        .map(|i| &snaps[i])
+        .ok_or_else(|| outside(Side::BeforeStart))
 }
 
 /// Appends one snapshot as one line (a single write, flushed), so concurrent readers and an
 /// interrupted recorder never leave half a document in the middle of the file.
-pub fn append_snapshot(out: &mut std::fs::File, snap: &Snapshot) -> std::io::Result<usize> {
+pub fn append_snapshot(mut out: &std::fs::File, snap: &Snapshot) -> std::io::Result<usize> {
     let mut line = serde_json::to_string(snap).expect("snapshot serializes");
     line.push('\n');
     out.write_all(line.as_bytes())?;
@@ -286,24 +358,45 @@ mod tests {
     fn at_picks_the_last_snapshot_not_after_the_time() {
         let s = snaps();
         let start = s[0].taken_at;
-        assert_eq!(snapshot_at(&s, start - chrono::Duration::seconds(1)), None);
-        assert_eq!(
-            snapshot_at(&s, parse_at("+0s", start).unwrap()),
-            Some(&s[0])
-        );
-        assert_eq!(
-            snapshot_at(&s, parse_at("+15s", start).unwrap()),
-            Some(&s[1])
-        );
+        let before = snapshot_at(&s, start - chrono::Duration::seconds(1)).unwrap_err();
+        assert_eq!(before.side, Side::BeforeStart);
+        assert_eq!(snapshot_at(&s, parse_at("+0s", start).unwrap()), Ok(&s[0]));
+        assert_eq!(snapshot_at(&s, parse_at("+15s", start).unwrap()), Ok(&s[1]));
         assert_eq!(
             snapshot_at(&s, parse_at("12:00:20", start).unwrap()),
-            Some(&s[2])
+            Ok(&s[2])
         );
         assert_eq!(
             snapshot_at(&s, parse_at("2026-11-23T12:00:09Z", start).unwrap()),
-            Some(&s[0])
+            Ok(&s[0])
         );
         let e = parse_at("noon", start).unwrap_err();
         assert!(e.contains("\"noon\""));
+    }
+
+    /// Issue 23: a time after the last snapshot is an error, as one before the first already was,
+    /// naming the value, the recording's span and what to give instead; the last snapshot's own time
+    /// is still within it.
+    #[test]
+    fn at_after_the_end_of_the_recording_is_an_error_naming_its_span() {
+        let s = snaps();
+        let start = s[0].taken_at;
+        assert_eq!(snapshot_at(&s, s[2].taken_at), Ok(&s[2]));
+        for given in ["+21s", "12:00:21", "2026-11-24T00:00:00Z"] {
+            let e = snapshot_at(&s, parse_at(given, start).unwrap()).unwrap_err();
+            assert_eq!(e.side, Side::AfterEnd, "{given}");
+            let m = e.to_message(given);
+            assert!(m.contains(&format!("--at {given:?}")), "{m}");
+            assert!(m.contains("after the recording ends"), "{m}");
+            assert!(
+                m.contains("spans 2026-11-23T12:00:00Z to 2026-11-23T12:00:20Z (20.0s)"),
+                "{m}"
+            );
+            assert!(m.contains("leave --at out"), "{m}");
+        }
+        let e = snapshot_at(&s, parse_at("11:59:59", start).unwrap()).unwrap_err();
+        let m = e.to_message("11:59:59");
+        assert!(m.contains("before the recording starts"), "{m}");
+        assert!(m.contains("+0s"), "{m}");
     }
 }

@@ -14,14 +14,11 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<Exit, CmdError> {
     let snaps = read_snapshots(path)?;
     let first = snaps[0].taken_at;
     let snap = match args.at.as_deref() {
-        None => snaps.last(),
-        Some(t) => snapshot_at(&snaps, parse_at(t, first).map_err(CmdError::Usage)?),
-    };
-    let Some(snap) = snap else {
-        return Err(CmdError::Usage(format!(
-            "the recording starts at {first}: nothing was recorded at or before {:?}",
-            args.at.as_deref().unwrap_or_default()
-        )));
+        None => snaps
+            .last()
+            .expect("read_snapshots returns at least one snapshot"),
+        Some(t) => snapshot_at(&snaps, parse_at(t, first).map_err(CmdError::Usage)?)
+            .map_err(|outside| CmdError::Usage(outside.to_message(t)))?,
     };
     emit(&render_snapshot(snap, args.json, true));
     Ok(Exit::Ok)

@@ -5,7 +5,7 @@
 //! prints. Every string from a database is sanitised in text output (JSON keeps it raw).
 
 use crate::cmd::cli::SignalArgs;
-use crate::cmd::{emit, CmdError, Exit};
+use crate::cmd::{emit, emit_stderr, CmdError, Exit};
 use crate::domain::naming::{Namespace, Worker, MAX_NAMESPACE_LEN};
 use crate::domain::signal::{
     build_signal_report, plan_signal, Action, Selector, SignalPlan, SignalReport, SignalStatus,
@@ -110,16 +110,16 @@ async fn plan_confirm_send(
 /// Anything but "yes" cancels.
 fn confirm_on_terminal(plan: &SignalPlan) -> bool {
     let n = plan.targets.len();
-    eprint!(
+    emit_stderr(&format!(
         "{} {n} session{}? Type 'yes' to proceed: ",
         plan.action.title(),
         if n == 1 { "" } else { "s" }
-    );
+    ));
     let mut answer = String::new();
     let ok = std::io::stdin().read_line(&mut answer).is_ok()
         && answer.trim_end_matches(['\n', '\r']) == "yes";
     if !ok {
-        eprintln!("cancelled: nothing signalled");
+        emit_stderr("cancelled: nothing signalled\n");
     }
     ok
 }

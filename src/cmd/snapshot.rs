@@ -2,8 +2,8 @@
 
 use crate::cmd::cli::SnapshotArgs;
 use crate::cmd::report::render_report;
-use crate::cmd::{emit, CmdError, Exit};
-use crate::domain::snapshot::{build_snapshot, ReadStatus, Snapshot};
+use crate::cmd::{emit, emit_stderr, CmdError, Exit};
+use crate::domain::snapshot::{build_snapshot, Snapshot};
 use crate::domain::summary::{render_summary_line, summarize, Summary};
 use crate::domain::text::sanitize;
 use crate::pg::config::Settings;
@@ -30,22 +30,27 @@ pub fn run(
         emit(&render_snapshot(&snap, args.json, false));
         snap
     };
-    for d in snap.unreachable() {
-        eprintln!(
-            "pgswarm: database {:?} unreachable: {}",
+    for d in snap.unread() {
+        emit_stderr(&format!(
+            "pgswarm: database {:?} {}: {}\n",
             d.name,
+            if d.reachable {
+                "not read"
+            } else {
+                "unreachable"
+            },
             sanitize(d.error.as_deref().unwrap_or("?"))
-        );
+        ));
     }
     for r in snap.sqlite.iter().filter(|r| r.is_unreadable()) {
-        eprintln!(
-            "pgswarm: SQLite target \"{}\" could not be read: {}",
+        emit_stderr(&format!(
+            "pgswarm: SQLite target \"{}\" could not be read: {}\n",
             r.path_display(),
             r.error_display().unwrap_or_default()
-        );
+        ));
     }
     if let Some(hint) = nothing_configured_hint(settings, &snap) {
-        eprintln!("pgswarm: {hint}");
+        emit_stderr(&format!("pgswarm: {hint}\n"));
     }
     Ok(snapshot_exit(&snap, args.fail_on_blocked))
 }
@@ -53,10 +58,7 @@ pub fn run(
 /// When no database was configured and libpq's default could not be read either: what was tried,
 /// and how to configure pgswarm.
 pub fn nothing_configured_hint(settings: &Settings, snap: &Snapshot) -> Option<String> {
-    let read = snap
-        .databases
-        .iter()
-        .any(|d| matches!(d.read, ReadStatus::Read | ReadStatus::SchemasFailed));
+    let read = snap.databases.iter().any(|d| d.read.sessions_read());
     if !settings.nothing_configured || read {
         return None;
     }
@@ -133,11 +135,7 @@ async fn observe_sqlite_once(settings: &Settings) -> Vec<crate::domain::sqlite::
 /// cannot promise that nothing is blocked. A database whose sessions could not be read makes the
 /// picture partial; one whose schema listing alone failed does not.
 pub fn snapshot_exit(snap: &Snapshot, fail_on_blocked: bool) -> Exit {
-    let partial = snap
-        .databases
-        .iter()
-        .any(|d| !matches!(d.read, ReadStatus::Read | ReadStatus::SchemasFailed))
-        || snap.sqlite.iter().any(|r| r.is_unreadable());
+    let partial = snap.unread().next().is_some() || snap.sqlite.iter().any(|r| r.is_unreadable());
     if partial {
         Exit::Unreachable
     } else if fail_on_blocked && snap.blocked_sessions() > 0 {

@@ -1,7 +1,7 @@
 //! `pgswarm sweep`: plan on read-only sessions, show the plan, confirm, drop exactly that plan.
 
 use crate::cmd::cli::SweepArgs;
-use crate::cmd::{emit, CmdError, Exit};
+use crate::cmd::{emit, emit_stderr, CmdError, Exit};
 use crate::domain::format::fmt_bytes;
 use crate::domain::sweep::{
     build_report, summary_line, DatabaseOutcome, DatabasePlan, KeepReason, RunMode, SweepPlan,
@@ -103,12 +103,12 @@ async fn plan_confirm_run(
 
 /// Asks on the terminal; anything but "yes" cancels.
 fn confirm_on_terminal(drops: usize) -> bool {
-    eprint!("Drop {drops} schemas? Type 'yes' to proceed: ");
+    emit_stderr(&format!("Drop {drops} schemas? Type 'yes' to proceed: "));
     let mut answer = String::new();
     let ok = std::io::stdin().read_line(&mut answer).is_ok()
         && answer.trim_end_matches(['\n', '\r']) == "yes";
     if !ok {
-        eprintln!("cancelled: nothing dropped");
+        emit_stderr("cancelled: nothing dropped\n");
     }
     ok
 }

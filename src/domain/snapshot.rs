@@ -284,6 +284,13 @@ pub enum ReadStatus {
     NotReadYet,
 }
 
+impl ReadStatus {
+    /// Whether the database's sessions were read (with or without its schemas).
+    pub fn sessions_read(self) -> bool {
+        matches!(self, ReadStatus::Read | ReadStatus::SchemasFailed)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseReport {
     pub name: String,
@@ -557,6 +564,13 @@ impl Snapshot {
 
     pub fn unreachable(&self) -> impl Iterator<Item = &DatabaseReport> {
         self.databases.iter().filter(|d| !d.reachable)
+    }
+
+    /// Databases whose sessions could not be read: unreachable ones, and reachable ones whose
+    /// server's activity scan failed (a schema listing that alone failed still read the sessions).
+    /// What the picture leaves out, and what makes `snapshot` exit 3.
+    pub fn unread(&self) -> impl Iterator<Item = &DatabaseReport> {
+        self.databases.iter().filter(|d| !d.read.sessions_read())
     }
 }
 

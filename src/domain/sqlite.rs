@@ -984,7 +984,28 @@ pub fn build_report(
     now: DateTime<Utc>,
     opts: &ReportOptions,
 ) -> SqliteReport {
-    let mut decoded: Vec<(&LockRecord, FileRole, Decoded)> = Vec::new();
+    let decoded = decode_target_locks(input);
+    let journal_mode = infer_journal_mode(&input.files, &decoded);
+    let mut holds = sort_holds(input, decoded, journal_mode, tracker, now, opts);
+    let warnings = warn_long_write_locks(&holds.holders, opts.write_lock_warn_after);
+    let open_without_lock = list_open_without_lock(input, &mut holds, opts);
+    SqliteReport {
+        path: input.path.to_owned(),
+        journal_mode,
+        holders: holds.holders,
+        waiters: holds.waiters,
+        open_without_lock,
+        warnings,
+        error: join_errors(input.error, &holds.unattributable),
+    }
+}
+
+/// One kernel lock record on one of the database's files, decoded into a SQLite state.
+type DecodedLock<'a> = (&'a LockRecord, FileRole, Decoded);
+
+/// The lock records on the database's own files, each decoded into the SQLite states it stands for.
+fn decode_target_locks<'a>(input: &ReportInput<'a>) -> Vec<DecodedLock<'a>> {
+    let mut decoded = Vec::new();
     for record in input.locks {
         let Some(role) = input.files.role_of(record.file) else {
             continue;
@@ -993,19 +1014,28 @@ pub fn build_report(
             decoded.push((record, role, d));
         }
     }
+    decoded
+}
+
+/// WAL when a `-wal` or `-shm` file exists or the WAL index is locked; rollback when only the
+/// database file is there.
+fn infer_journal_mode(files: &TargetFiles, decoded: &[DecodedLock<'_>]) -> JournalMode {
     let wal_locks_seen = decoded.iter().any(|(_, role, _)| *role == FileRole::Shm);
-    let journal_mode = if input.files.wal.is_some() || input.files.shm.is_some() || wal_locks_seen {
+    if files.wal.is_some() || files.shm.is_some() || wal_locks_seen {
         JournalMode::Wal
-    } else if input.files.db.is_some() {
+    } else if files.db.is_some() {
         JournalMode::Rollback
     } else {
         JournalMode::Unknown
-    };
+    }
+}
 
-    // Each rollback state implies the lower ones of the same process (EXCLUSIVE is even one merged
-    // kernel record spanning PENDING, RESERVED and the shared range): keep the highest only.
+/// The highest rollback state of each (process, blocked) pair on the database file. Each rollback
+/// state implies the lower ones of the same process (EXCLUSIVE is even one merged kernel record
+/// spanning PENDING, RESERVED and the shared range): only the highest is shown.
+fn rank_rollback_states(decoded: &[DecodedLock<'_>]) -> HashMap<(Option<u32>, bool), u8> {
     let mut top_rollback: HashMap<(Option<u32>, bool), u8> = HashMap::new();
-    for (record, role, d) in &decoded {
+    for (record, role, d) in decoded {
         if *role == FileRole::Db {
             if let Some(rank) = d.state.rollback_rank() {
                 let top = top_rollback
@@ -1015,14 +1045,36 @@ pub fn build_report(
             }
         }
     }
+    top_rollback
+}
 
-    let mut holders = Vec::new();
-    let mut waiters = Vec::new();
-    let mut connected: BTreeSet<u32> = BTreeSet::new();
-    let mut lock_holding: BTreeSet<u32> = BTreeSet::new();
+/// The locks sorted into holders and waiters, and what the rest of the report needs from them.
+#[derive(Default)]
+struct Holds {
+    holders: Vec<Holder>,
+    waiters: Vec<Holder>,
+    /// Processes whose only "lock" marks a live connection (the dead-man switch, WAL-mode SHARED).
+    connected: BTreeSet<u32>,
+    /// Processes that hold a real lock.
+    lock_holding: BTreeSet<u32>,
+    /// Processes whose worker and namespace stay unknown because an environment could not be read.
+    unattributable: BTreeSet<u32>,
+}
+
+/// Sorts the decoded locks into holders (ordered by pid, file and state) and waiters: the lower
+/// rollback states a process's highest one implies are dropped, a lock that only marks a connection
+/// is counted as one, and the same state seen in two records (a split range) is shown once.
+fn sort_holds(
+    input: &ReportInput<'_>,
+    decoded: Vec<DecodedLock<'_>>,
+    journal_mode: JournalMode,
+    tracker: &mut FirstSeen,
+    now: DateTime<Utc>,
+    opts: &ReportOptions,
+) -> Holds {
+    let top_rollback = rank_rollback_states(&decoded);
+    let mut holds = Holds::default();
     let mut seen_holds = BTreeSet::new();
-    // Processes whose worker and namespace stay unknown because an environment could not be read.
-    let mut unattributable: BTreeSet<u32> = BTreeSet::new();
     for (record, role, d) in decoded {
         if let Some(rank) = d.state.rollback_rank() {
             if top_rollback.get(&(record.pid, record.blocked)) != Some(&rank) {
@@ -1034,71 +1086,94 @@ pub fn build_report(
                 && role == FileRole::Db
                 && d.state == LockState::Shared);
         if marks_connection && !record.blocked {
-            if let Some(pid) = record.pid {
-                connected.insert(pid);
-            }
+            holds.connected.extend(record.pid);
             continue;
         }
-        // The same state can come from two records (a split range); show it once.
         if !seen_holds.insert((record.pid, record.blocked, role, d.state, d.detail.clone())) {
             continue;
         }
-        let process = record.pid.and_then(|p| input.processes.get(&p));
-        let attribution = attribute_pid(record.pid, input, &opts.vars);
-        if attribution.unreadable {
-            unattributable.extend(record.pid);
+        let holder = describe_holder(input, record, role, d, tracker, now, opts);
+        if holder.attribution_unreadable {
+            holds.unattributable.extend(record.pid);
         }
-        let held_for_s = if record.blocked {
-            0.0
-        } else {
-            let key = HoldKey {
-                pid: record.pid,
-                start_ticks: process.and_then(|p| p.start_ticks),
-                file: record.file,
-                state: d.state,
-                mode: record.mode,
-                write_marker: if d.state.is_write() {
-                    input.write_marker
-                } else {
-                    0
-                },
-            };
-            let first = tracker.touch(key, now);
-            (now - first).num_milliseconds().max(0) as f64 / 1000.0
-        };
-        let holder = Holder {
-            pid: record.pid,
-            lock: d.state,
-            mode: record.mode,
-            file: role,
-            worker: attribution.worker,
-            run_id: attribution.run_id,
-            namespace: attribution.namespace,
-            command: process.map(ProcessInfo::command).unwrap_or_default(),
-            held_for_s,
-            via: attribution.via,
-            // An OFD lock has no pid in /proc/locks: say so instead of an empty holder.
-            detail: d.detail.or_else(|| {
-                record.pid.is_none().then(|| {
-                    "an open-file-description (OFD) lock: the kernel does not say which process \
-                     holds it"
-                        .to_string()
-                })
-            }),
-        };
         if record.blocked {
-            waiters.push(holder);
+            holds.waiters.push(holder.holder);
         } else {
-            if let Some(pid) = record.pid {
-                lock_holding.insert(pid);
-            }
-            holders.push(holder);
+            holds.lock_holding.extend(record.pid);
+            holds.holders.push(holder.holder);
         }
     }
-    holders.sort_by_key(|h| (h.pid, h.file, h.lock));
+    holds.holders.sort_by_key(|h| (h.pid, h.file, h.lock));
+    holds
+}
 
-    let threshold = opts.write_lock_warn_after.as_secs_f64();
-    let warnings = holders
+/// A holder (or waiter) and whether its attribution failed on an unreadable environment.
+struct DescribedHolder {
+    holder: Holder,
+    attribution_unreadable: bool,
+}
+
+/// One lock as a [`Holder`]: its process attributed to a worker and run, and how long the lock has
+/// been held (0 for a waiter).
+fn describe_holder(
+    input: &ReportInput<'_>,
+    record: &LockRecord,
+    role: FileRole,
+    d: Decoded,
+    tracker: &mut FirstSeen,
+    now: DateTime<Utc>,
+    opts: &ReportOptions,
+) -> DescribedHolder {
+    let process = record.pid.and_then(|p| input.processes.get(&p));
+    let attribution = attribute_pid(record.pid, input, &opts.vars);
+    let held_for_s = if record.blocked {
+        0.0
+    } else {
+        let key = HoldKey {
+            pid: record.pid,
+            start_ticks: process.and_then(|p| p.start_ticks),
+            file: record.file,
+            state: d.state,
+            mode: record.mode,
+            write_marker: if d.state.is_write() {
+                input.write_marker
+            } else {
+                0
+            },
+        };
+        let first = tracker.touch(key, now);
+        (now - first).num_milliseconds().max(0) as f64 / 1000.0
+    };
+    let holder = Holder {
+        pid: record.pid,
+        lock: d.state,
+        mode: record.mode,
+        file: role,
+        worker: attribution.worker,
+        run_id: attribution.run_id,
+        namespace: attribution.namespace,
+        command: process.map(ProcessInfo::command).unwrap_or_default(),
+        held_for_s,
+        via: attribution.via,
+        // An OFD lock has no pid in /proc/locks: say so instead of an empty holder.
+        detail: d.detail.or_else(|| {
+            record.pid.is_none().then(|| {
+                "an open-file-description (OFD) lock: the kernel does not say which process \
+                 holds it"
+                    .to_string()
+            })
+        }),
+    };
+    DescribedHolder {
+        holder,
+        attribution_unreadable: attribution.unreadable,
+    }
+}
+
+/// A warning for each write lock held longer than `warn_after`.
+fn warn_long_write_locks(holders: &[Holder], warn_after: Duration) -> Vec<SqliteWarning> {
+    let threshold = warn_after.as_secs_f64();
+    holders
         .iter()
         .filter(|h| h.lock.is_write() && h.held_for_s > threshold)
         .map(|h| SqliteWarning {
@@ -1116,20 +1191,28 @@ pub fn build_report(
                 threshold
             ),
         })
-        .collect();
+        .collect()
+}
 
-    let open_without_lock = input
+/// The processes that have one of the files open, or are connected, without holding a lock; adds
+/// those whose environment could not be read to `holds.unattributable`.
+fn list_open_without_lock(
+    input: &ReportInput<'_>,
+    holds: &mut Holds,
+    opts: &ReportOptions,
+) -> Vec<OpenWithoutLock> {
+    let pids: BTreeSet<u32> = input
         .openers
         .iter()
-        .chain(connected.iter())
+        .chain(holds.connected.iter())
         .copied()
-        .collect::<BTreeSet<u32>>()
-        .into_iter()
-        .filter(|pid| !lock_holding.contains(pid))
+        .filter(|pid| !holds.lock_holding.contains(pid))
+        .collect();
+    pids.into_iter()
         .map(|pid| {
             let a = attribute_pid(Some(pid), input, &opts.vars);
             if a.unreadable {
-                unattributable.insert(pid);
+                holds.unattributable.insert(pid);
             }
             OpenWithoutLock {
                 pid,
@@ -1142,12 +1225,15 @@ pub fn build_report(
                     .map(ProcessInfo::command)
                     .unwrap_or_default(),
                 via: a.via,
-                connected: connected.contains(&pid),
+                connected: holds.connected.contains(&pid),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let mut errors: Vec<String> = input.error.map(str::to_owned).into_iter().collect();
+/// The input's error, and how many processes could not be attributed, as one message.
+fn join_errors(input_error: Option<&str>, unattributable: &BTreeSet<u32>) -> Option<String> {
+    let mut errors: Vec<String> = input_error.map(str::to_owned).into_iter().collect();
     if !unattributable.is_empty() {
         let n = unattributable.len();
         errors.push(format!(
@@ -1157,15 +1243,7 @@ pub fn build_report(
             if n == 1 { "it" } else { "them" }
         ));
     }
-    SqliteReport {
-        path: input.path.to_owned(),
-        journal_mode,
-        holders,
-        waiters,
-        open_without_lock,
-        warnings,
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
-    }
+    (!errors.is_empty()).then(|| errors.join("; "))
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ pub struct Summary {
     /// The longest current lock wait, from `waitstart` (PostgreSQL 14+) where known.
     pub longest_wait_s: Option<f64>,
     pub lock_tables: Vec<LockTableFill>,
-    /// Configured databases whose sessions could not be read: the counts above leave them out.
+    /// Configured databases whose sessions could not be read (unreachable, or their server's
+    /// activity scan failed): the counts above leave them out.
     pub unreachable: Vec<String>,
 }
 
@@ -85,7 +86,9 @@ pub fn summarize(snap: &Snapshot, waits: &WaitStarts) -> Summary {
                 warning: s.lock_table_warning,
             })
             .collect(),
-        unreachable: snap.unreachable().map(|d| d.name.clone()).collect(),
+        // Every database left out of the counts, whether it could not be reached or its server's
+        // activity scan failed: a bare `blocked 0` must not pass for a full reading.
+        unreachable: snap.unread().map(|d| d.name.clone()).collect(),
     }
 }
 
@@ -120,7 +123,42 @@ pub fn render_summary_line(s: &Summary) -> String {
         line.push_str(&t);
     }
     if !s.unreachable.is_empty() {
-        line.push_str(&format!(" · {} unreachable", s.unreachable.len()));
+        let names: Vec<_> = s
+            .unreachable
+            .iter()
+            .map(|n| crate::domain::text::sanitize(n))
+            .collect();
+        line.push_str(&format!(" · not read: {}", names.join(", ")));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures;
+    use crate::domain::snapshot::{build_snapshot, Convention};
+
+    /// Issue 23: a server whose activity scan failed is reachable, yet its databases were not
+    /// read. The summary lists them with the unreachable one, and the line names them all, where it
+    /// used to say a bare `blocked 0` (and only counted the unreachable one).
+    #[test]
+    fn the_summary_names_every_database_it_could_not_read() {
+        let mut o = fixtures::unreachable();
+        o.servers[0].activity_error = Some("permission denied for function pg_lock_status".into());
+        o.sessions.clear();
+        let snap = build_snapshot(o, &Convention::default());
+        let s = summarize(&snap, &WaitStarts::default());
+        assert_eq!(s.blocked, 0);
+        assert_eq!(s.unreachable, vec!["platform", "tenant_a", "tenant_b"]);
+        let line = render_summary_line(&s);
+        assert!(
+            line.ends_with(" · not read: platform, tenant_a, tenant_b"),
+            "{line}"
+        );
+        let readable = build_snapshot(fixtures::collision(), &Convention::default());
+        let s = summarize(&readable, &WaitStarts::default());
+        assert!(s.unreachable.is_empty());
+        assert!(!render_summary_line(&s).contains("not read"));
+    }
 }

@@ -10,18 +10,30 @@
 //!
 //! This is file I/O next to the PostgreSQL I/O: it lives in `pg` so the dashboard (`tui`) and the
 //! commands (`cmd`) can both use it without one importing the other.
+//!
+//! Only a regular file is read or appended to. The path comes from the user (`--log`,
+//! `PGSWARM_INCIDENTS_LOG`), and anything else can hang its opener: a FIFO without a writer blocks a
+//! reader's `open`, one without a reader blocks a writer's, and a device such as `/dev/zero` never
+//! ends. So every open is non-blocking and the opened descriptor is checked (`fstat`), not the path
+//! beforehand, which could be swapped between the check and the open. A stale network mount can
+//! still block in the kernel: the dashboard, `record` and `incidents --follow` wait for it at most
+//! [`ANSWER_WITHIN`] and then turn the flight log off for the run.
 
 use crate::domain::incidents::{Episode, EPISODES_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Read as _, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Rotation threshold of the flight log.
 pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Lines longer than this are skipped when reading (an episode is a few KiB at most).
 const MAX_LINE: usize = 1024 * 1024;
+/// How long a writer waits for the file system before it turns the flight log off: a local append
+/// takes well under a millisecond, so this only ever fires on a file system that stopped answering.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 /// pgswarm's state directory: `$XDG_STATE_HOME/pgswarm`, else `~/.local/state/pgswarm`.
 pub fn state_dir() -> Option<PathBuf> {
@@ -38,6 +50,146 @@ pub fn default_path() -> Option<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| state_dir().map(|d| d.join("incidents.jsonl")))
+}
+
+/// What a path that is not a regular file turned out to be (for the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+    Other,
+}
+
+impl FileKind {
+    fn of(t: std::fs::FileType) -> FileKind {
+        if t.is_dir() {
+            FileKind::Directory
+        } else if t.is_fifo() {
+            FileKind::Fifo
+        } else if t.is_char_device() {
+            FileKind::CharDevice
+        } else if t.is_block_device() {
+            FileKind::BlockDevice
+        } else if t.is_socket() {
+            FileKind::Socket
+        } else {
+            FileKind::Other
+        }
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Socket => "a socket",
+            FileKind::Other => "not a file",
+        })
+    }
+}
+
+/// Why the flight log could not be read or appended to. Each names the file; what to do depends on
+/// who asked (a reader is told about `--log`, a writer about `--no-flight-log`).
+#[derive(Debug, thiserror::Error)]
+pub enum FlightLogError {
+    /// A FIFO, a device, a directory: refused, since opening or reading it could block for ever.
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, kind: FileKind },
+    /// The file system did not answer in time (a stale network mount).
+    #[error("{} did not answer within {} s (a stale network mount?)", path.display(), within.as_secs())]
+    NoAnswer { path: PathBuf, within: Duration },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FlightLogError {
+    fn io(path: &Path, source: std::io::Error) -> FlightLogError {
+        FlightLogError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// What a writer (the dashboard, `record`, `incidents --follow`) says when appending failed.
+    pub fn to_write_message(&self) -> String {
+        match self {
+            FlightLogError::Io { .. } => format!("flight log not written: {self}"),
+            FlightLogError::NotRegular { .. } => format!(
+                "flight log not written: {self}; set PGSWARM_INCIDENTS_LOG to a regular file, or \
+                 pass --no-flight-log"
+            ),
+            FlightLogError::NoAnswer { .. } => format!(
+                "flight log off for the rest of this run: {self}; set PGSWARM_INCIDENTS_LOG to a \
+                 local file, or pass --no-flight-log"
+            ),
+        }
+    }
+
+    /// What a writer says when the check before a run failed: the flight log is off for the run.
+    pub fn to_off_message(&self) -> String {
+        format!(
+            "flight log off for this run, ended lock waits are not kept: {self}; set \
+             PGSWARM_INCIDENTS_LOG to a regular local file, or pass --no-flight-log"
+        )
+    }
+}
+
+/// Opens `path` without blocking and clears `O_NONBLOCK` again, so that the descriptor behaves as an
+/// ordinary one: a FIFO without a reader fails at once (`ENXIO`) instead of waiting for one.
+pub fn open_nonblocking(
+    path: &Path,
+    options: &std::fs::OpenOptions,
+) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let mut options = options.clone();
+    let file = options.custom_flags(libc::O_NONBLOCK).open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns (`file`), with plain integer arguments.
+    let cleared = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Opens `path` as [`open_nonblocking`] does and keeps it only if the opened file is a regular one
+/// (checked on the descriptor, so the path cannot be swapped after the check).
+fn open_regular(
+    path: &Path,
+    options: &std::fs::OpenOptions,
+) -> Result<std::fs::File, FlightLogError> {
+    let file = open_nonblocking(path, options).map_err(|e| {
+        // A FIFO without a reader or a socket fails to open (ENXIO), a directory to open for writing
+        // (EISDIR): name what it is rather than the errno.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => FlightLogError::NotRegular {
+                path: path.to_path_buf(),
+                kind: FileKind::of(m.file_type()),
+            },
+            _ => FlightLogError::io(path, e),
+        }
+    })?;
+    let meta = file.metadata().map_err(|e| FlightLogError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(FlightLogError::NotRegular {
+            path: path.to_path_buf(),
+            kind: FileKind::of(meta.file_type()),
+        });
+    }
+    Ok(file)
 }
 
 /// One line of the flight log.
@@ -72,8 +224,54 @@ impl FlightLog {
         &self.path
     }
 
+    /// Checks, before a run, that the flight log can be appended to: a missing file is fine (the
+    /// first append creates it), a regular one is opened for appending and closed. Nothing is
+    /// created or written.
+    pub fn check_writable(&self) -> Result<(), FlightLogError> {
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true);
+        match open_regular(&self.path, &options) {
+            Err(FlightLogError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// [`FlightLog::check_writable`] on a thread of its own, waiting for it at most `within`: a
+    /// stale network mount must not hold up the command that only wanted to know.
+    pub fn check_writable_within(&self, within: Duration) -> Result<(), FlightLogError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("flight-log-check".into())
+            .spawn(move || {
+                let _ = tx.send(log.check_writable());
+            });
+        if let Err(e) = spawned {
+            return Err(FlightLogError::io(&self.path, e));
+        }
+        match rx.recv_timeout(within) {
+            Ok(checked) => checked,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(self.no_answer(within)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(FlightLogError::io(
+                &self.path,
+                std::io::Error::other("the check stopped without an answer"),
+            )),
+        }
+    }
+
+    fn no_answer(&self, within: Duration) -> FlightLogError {
+        FlightLogError::NoAnswer {
+            path: self.path.clone(),
+            within,
+        }
+    }
+
     /// Appends episodes, one line each, rotating first if the file would grow past the bound.
-    pub fn append(&self, episodes: &[Episode]) -> std::io::Result<()> {
+    pub fn append(&self, episodes: &[Episode]) -> Result<(), FlightLogError> {
         if episodes.is_empty() {
             return Ok(());
         }
@@ -83,24 +281,54 @@ impl FlightLog {
                 schema_version: EPISODES_VERSION,
                 episode: e.clone(),
             };
-            text.push_str(&serde_json::to_string(&line).map_err(std::io::Error::other)?);
+            let json = serde_json::to_string(&line)
+                .map_err(|e| FlightLogError::io(&self.path, std::io::Error::other(e)))?;
+            text.push_str(&json);
             text.push('\n');
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|e| FlightLogError::io(dir, e))?;
         }
-        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let mut f = self.open_for_append()?;
+        let size = f
+            .metadata()
+            .map_err(|e| FlightLogError::io(&self.path, e))?
+            .len();
         if size > 0 && size + text.len() as u64 > self.max_bytes {
-            std::fs::rename(&self.path, rotated(&self.path))?;
+            std::fs::rename(&self.path, rotated(&self.path))
+                .map_err(|e| FlightLogError::io(&self.path, e))?;
+            f = self.open_for_append()?;
         }
-        // Query texts are in it: readable by its owner only, like a shell history.
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
         // One write per batch: concurrent writers interleave whole lines.
         f.write_all(text.as_bytes())
+            .map_err(|e| FlightLogError::io(&self.path, e))
+    }
+
+    /// [`FlightLog::append`] off the async threads, waiting for it at most `within`. On
+    /// [`FlightLogError::NoAnswer`] the write may still complete later, or never: the caller should
+    /// stop appending rather than pile up threads stuck on the same file system.
+    pub async fn append_within(
+        &self,
+        episodes: Vec<Episode>,
+        within: Duration,
+    ) -> Result<(), FlightLogError> {
+        if episodes.is_empty() {
+            return Ok(());
+        }
+        let log = self.clone();
+        let write = tokio::task::spawn_blocking(move || log.append(&episodes));
+        match tokio::time::timeout(within, write).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(FlightLogError::io(&self.path, std::io::Error::other(join))),
+            Err(_) => Err(self.no_answer(within)),
+        }
+    }
+
+    fn open_for_append(&self) -> Result<std::fs::File, FlightLogError> {
+        let mut options = std::fs::OpenOptions::new();
+        // Query texts are in it: readable by its owner only, like a shell history.
+        options.create(true).append(true).mode(0o600);
+        open_regular(&self.path, &options)
     }
 }
 
@@ -119,67 +347,73 @@ pub struct Read {
     pub skipped: usize,
 }
 
-/// Reads the rotated file and the current one. A missing file is an empty history.
-pub fn read(path: &Path) -> std::io::Result<Read> {
+/// Reads the rotated file and the current one. A missing file is an empty history; anything but a
+/// regular file is refused before a byte is read.
+pub fn read(path: &Path) -> Result<Read, FlightLogError> {
     let mut out = Read::default();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     for p in [rotated(path), path.to_path_buf()] {
-        // Checked before opening: opening a FIFO would wait for a writer.
-        match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is not a regular file",
-                    p.display()
-                )))
+        let file = match open_regular(&p, std::fs::OpenOptions::new().read(true)) {
+            Ok(f) => f,
+            Err(FlightLogError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
-        }
-        let file = std::fs::File::open(&p)?;
-        let mut reader = std::io::BufReader::new(file);
-        loop {
-            // A line is read into memory only up to MAX_LINE: a huge line is skipped, not loaded.
-            let mut line = Vec::new();
-            let n = (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
-                out.skipped += 1;
-                // Skip the rest of it without keeping it.
-                let mut sink = Vec::new();
-                loop {
-                    sink.clear();
-                    let m = (&mut reader)
-                        .take(MAX_LINE as u64)
-                        .read_until(b'\n', &mut sink)?;
-                    if m == 0 || sink.last() == Some(&b'\n') {
-                        break;
-                    }
-                }
-                continue;
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            match serde_json::from_slice::<Line>(&line) {
-                Ok(l) if l.schema_version == EPISODES_VERSION => match by_id.get(&l.episode.id) {
-                    Some(&i) => out.episodes[i] = l.episode,
-                    None => {
-                        by_id.insert(l.episode.id.clone(), out.episodes.len());
-                        out.episodes.push(l.episode);
-                    }
-                },
-                _ if line.iter().all(u8::is_ascii_whitespace) => {}
-                _ => out.skipped += 1,
-            }
-        }
+        };
+        read_lines(std::io::BufReader::new(file), &mut out, &mut by_id)
+            .map_err(|e| FlightLogError::io(&p, e))?;
     }
     out.episodes.sort_by_key(|e| e.sort_time());
     Ok(out)
+}
+
+/// Reads one file's lines into `out`, keeping each episode id once (the last line wins).
+fn read_lines(
+    mut reader: impl BufRead,
+    out: &mut Read,
+    by_id: &mut HashMap<String, usize>,
+) -> std::io::Result<()> {
+    loop {
+        // A line is read into memory only up to MAX_LINE: a huge line is skipped, not loaded.
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            out.skipped += 1;
+            // Skip the rest of it without keeping it.
+            let mut sink = Vec::new();
+            loop {
+                sink.clear();
+                let m = (&mut reader)
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut sink)?;
+                if m == 0 || sink.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            continue;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        match serde_json::from_slice::<Line>(&line) {
+            Ok(l) if l.schema_version == EPISODES_VERSION => match by_id.get(&l.episode.id) {
+                Some(&i) => out.episodes[i] = l.episode,
+                None => {
+                    by_id.insert(l.episode.id.clone(), out.episodes.len());
+                    out.episodes.push(l.episode);
+                }
+            },
+            _ if line.iter().all(u8::is_ascii_whitespace) => {}
+            _ => out.skipped += 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,5 +488,89 @@ mod tests {
         let r = read(&dir.path().join("none.jsonl")).unwrap();
         assert!(r.episodes.is_empty());
         assert!(read(dir.path()).is_err());
+    }
+
+    /// Runs `f` on a thread and fails the test if it takes longer than a few seconds: a regression
+    /// here is a hang, and a hung test binary says nothing.
+    fn promptly<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} blocked for more than 5 s"))
+    }
+
+    fn make_fifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    fn assert_not_regular(r: Result<(), FlightLogError>, path: &Path, kind: FileKind) {
+        match r {
+            Err(FlightLogError::NotRegular { path: p, kind: k }) => {
+                assert_eq!((p.as_path(), k), (path, kind))
+            }
+            other => panic!("{} as {kind:?}: {other:?}", path.display()),
+        }
+    }
+
+    /// Issue 23: a FIFO or a device as the flight log is refused at once, by the reader and by the
+    /// writer, with or without a process at the FIFO's other end; nothing is created in its place.
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("incidents.jsonl");
+        make_fifo(&fifo);
+        let eps = some_episodes();
+        let (f, e) = (fifo.clone(), eps.clone());
+        let appended = promptly("append to a FIFO without a reader", move || {
+            FlightLog::new(f).append(&e[..1])
+        });
+        assert_not_regular(appended, &fifo, FileKind::Fifo);
+        let f = fifo.clone();
+        let checked = promptly("check a FIFO", move || FlightLog::new(f).check_writable());
+        assert_not_regular(checked, &fifo, FileKind::Fifo);
+        let f = fifo.clone();
+        let read_back = promptly("read a FIFO without a writer", move || read(&f).map(drop));
+        assert_not_regular(read_back, &fifo, FileKind::Fifo);
+        // With a reader at the other end the open succeeds: the opened descriptor is refused.
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let (f, e) = (fifo.clone(), eps.clone());
+        let appended = promptly("append to a FIFO with a reader", move || {
+            FlightLog::new(f).append(&e[..1])
+        });
+        assert_not_regular(appended, &fifo, FileKind::Fifo);
+        // /dev/zero would be read for ever, /dev/null would swallow every episode.
+        let zero = promptly("read /dev/zero", || read(Path::new("/dev/zero")).map(drop));
+        assert_not_regular(zero, Path::new("/dev/zero"), FileKind::CharDevice);
+        let null = FlightLog::new("/dev/null".into()).append(&eps[..1]);
+        assert_not_regular(null, Path::new("/dev/null"), FileKind::CharDevice);
+        assert!(FlightLog::new(dir.path().join("missing.jsonl"))
+            .check_writable()
+            .is_ok());
+        assert!(
+            !dir.path().join("missing.jsonl").exists(),
+            "check creates nothing"
+        );
+    }
+
+    /// The rotated file is read first: a FIFO there is refused as well, naming it.
+    #[test]
+    fn a_fifo_in_place_of_the_rotated_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        FlightLog::new(path.clone())
+            .append(&some_episodes()[..1])
+            .unwrap();
+        make_fifo(&rotated(&path));
+        let p = path.clone();
+        let r = promptly("read with a FIFO as the rotated file", move || {
+            read(&p).map(drop)
+        });
+        assert_not_regular(r, &rotated(&path), FileKind::Fifo);
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::snapshot::Snapshot;
 use crate::domain::sqlite::{ReportSource, SqliteReport};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
-use crate::pg::flightlog::FlightLog;
+use crate::pg::flightlog::{FlightLog, FlightLogError, ANSWER_WITHIN};
 use crate::pg::poller::{group_targets, spawn_pollers, GroupResult, PollControl};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -72,6 +72,7 @@ impl SnapshotStream {
         let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
         let (tx, updates) = mpsc::unbounded_channel();
         let mut tracker = EpisodeTracker::new();
+        let mut flight_log = FlightLogWriter::new(flight_log);
         let (sqlite_tx, mut sqlite_rx) = mpsc::unbounded_channel::<Vec<SqliteReport>>();
         if let Some(source) = sqlite {
             tasks.push(spawn_sqlite_observer(
@@ -105,11 +106,7 @@ impl SnapshotStream {
                 snapshot.attach_sqlite(sqlite_reports.clone());
                 let snapshot = Arc::new(snapshot);
                 let ended = tracker.observe(&snapshot);
-                let flight_log_error = flight_log.as_ref().and_then(|log| {
-                    log.append(&ended)
-                        .err()
-                        .map(|e| format!("flight log {} not written: {e}", log.path().display()))
-                });
+                let flight_log_error = flight_log.append(&ended).await;
                 let update = Update {
                     snapshot,
                     latencies,
@@ -150,6 +147,41 @@ impl Drop for SnapshotStream {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// The aggregator's end of the flight log: appends each update's ended episodes off the async
+/// threads, and gives up on a file system that does not answer within [`ANSWER_WITHIN`] (a stale
+/// network mount), saying so with every later update that had episodes to write instead of piling
+/// up threads stuck on it.
+struct FlightLogWriter {
+    log: Option<FlightLog>,
+    gave_up: Option<String>,
+}
+
+impl FlightLogWriter {
+    fn new(log: Option<FlightLog>) -> Self {
+        FlightLogWriter { log, gave_up: None }
+    }
+
+    /// Appends `ended`; the message of what went wrong, if anything did.
+    async fn append(&mut self, ended: &[Episode]) -> Option<String> {
+        if ended.is_empty() {
+            return None;
+        }
+        if let Some(message) = &self.gave_up {
+            return Some(message.clone());
+        }
+        let log = self.log.as_ref()?;
+        match log.append_within(ended.to_vec(), ANSWER_WITHIN).await {
+            Ok(()) => None,
+            Err(e @ FlightLogError::NoAnswer { .. }) => {
+                let message = e.to_write_message();
+                self.gave_up = Some(message.clone());
+                Some(message)
+            }
+            Err(e) => Some(e.to_write_message()),
         }
     }
 }

@@ -14,12 +14,12 @@ mod procfs;
 pub mod targets;
 
 use crate::domain::sqlite::{
-    build_report, parse_proc_locks, AttributionVars, FirstSeen, LockRecord, ReportInput,
-    ReportOptions, SqliteReport, DEFAULT_WRITE_LOCK_WARN_AFTER, MAX_ANCESTORS,
+    build_report, parse_proc_locks, AttributionVars, FirstSeen, LockRecord, ProcessInfo,
+    ReportInput, ReportOptions, SqliteReport, DEFAULT_WRITE_LOCK_WARN_AFTER, MAX_ANCESTORS,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How to observe.
@@ -52,6 +52,38 @@ pub fn observe(
     tracker: &mut FirstSeen,
     now: DateTime<Utc>,
 ) -> Vec<SqliteReport> {
+    let (mut reports, databases) = expand_targets(targets);
+    let located: Vec<targets::Located> = databases
+        .iter()
+        .map(|(_, path)| targets::locate(path))
+        .collect();
+    let mut common_errors: Vec<String> = Vec::new();
+    let locks = read_lock_table(&opts.proc_root, &mut common_errors);
+    let lock_table_read = locks.is_some();
+    let open = scan_openers(&opts.proc_root, &located, &mut common_errors);
+    let relevant = keep_target_locks(locks.unwrap_or_default(), &located);
+    let processes = read_involved_processes(&opts.proc_root, &relevant, &open);
+    let reading = Reading {
+        located,
+        relevant,
+        open,
+        processes,
+        common_errors,
+    };
+    report_databases(&databases, &reading, &mut reports, tracker, now, opts);
+    // Without the lock table nothing was touched: ending the observation would forget every age.
+    if lock_table_read {
+        tracker.end_observation();
+    }
+    // Files with holders first: with many targets the locked one must not hide among idle ones.
+    let mut reports: Vec<SqliteReport> = reports.into_iter().flatten().collect();
+    reports.sort_by_key(|r| r.holders.is_empty() && r.error.is_none());
+    reports
+}
+
+/// A report slot per database file matched (filled in by [`report_databases`]), and a finished
+/// report per pattern that matched nothing; the databases with their slots.
+fn expand_targets(targets: &[String]) -> (Vec<Option<SqliteReport>>, Vec<(usize, PathBuf)>) {
     let mut reports: Vec<Option<SqliteReport>> = Vec::new();
     let mut databases: Vec<(usize, PathBuf)> = Vec::new();
     for expanded in targets::expand(targets) {
@@ -67,81 +99,121 @@ pub fn observe(
             }
         }
     }
+    (reports, databases)
+}
 
-    let located: Vec<targets::Located> = databases
-        .iter()
-        .map(|(_, path)| targets::locate(path))
-        .collect();
-
-    let mut common_errors: Vec<String> = Vec::new();
-    let lock_text = std::fs::read_to_string(opts.proc_root.join("locks"));
-    let (locks, unparsed): (Vec<LockRecord>, usize) = match &lock_text {
-        Ok(text) => parse_proc_locks(text),
+/// Reads and parses `/proc/locks`; `None` when it could not be read. What went wrong (or was not
+/// understood) goes to `errors`, stated in every report.
+fn read_lock_table(proc_root: &Path, errors: &mut Vec<String>) -> Option<Vec<LockRecord>> {
+    let text = match std::fs::read_to_string(proc_root.join("locks")) {
+        Ok(text) => text,
         Err(e) => {
-            common_errors.push(format!("cannot read /proc/locks: {e}"));
-            (Vec::new(), 0)
+            errors.push(format!("cannot read /proc/locks: {e}"));
+            return None;
         }
     };
+    let (locks, unparsed) = parse_proc_locks(&text);
     if unparsed > 0 {
-        common_errors.push(format!("{unparsed} /proc/locks lines not understood"));
+        errors.push(format!("{unparsed} /proc/locks lines not understood"));
     }
+    Some(locks)
+}
 
+/// Scans `/proc/*/fd` once for processes that have one of the located files open. Processes that
+/// could not be listed, or a scan that failed, go to `errors`.
+fn scan_openers(
+    proc_root: &Path,
+    located: &[targets::Located],
+    errors: &mut Vec<String>,
+) -> procfs::OpenFiles {
     let mut index = procfs::FileIndex::default();
     for (i, l) in located.iter().enumerate() {
         for (path, id) in &l.files {
             index.add(i, path, *id);
         }
     }
-    let open = match procfs::scan_open_files(&opts.proc_root, &index) {
+    let open = match procfs::scan_open_files(proc_root, &index) {
         Ok(open) => open,
         Err(e) => {
-            common_errors.push(format!("cannot list processes: {e}"));
+            errors.push(format!("cannot list processes: {e}"));
             procfs::OpenFiles::default()
         }
     };
     if open.unreadable > 0 {
-        common_errors.push(format!(
+        errors.push(format!(
             "{} process{} of other users could not be read (files they have open are unknown; run \
              as their user or root to see them)",
             open.unreadable,
             if open.unreadable == 1 { "" } else { "es" }
         ));
     }
+    open
+}
 
-    // Only the locks on target files matter: read just their holders and the openers.
+/// Only the locks on target files matter.
+fn keep_target_locks(locks: Vec<LockRecord>, located: &[targets::Located]) -> Vec<LockRecord> {
     let target_ids: HashSet<_> = located
         .iter()
         .flat_map(|l| [l.ids.db, l.ids.journal, l.ids.wal, l.ids.shm])
         .flatten()
         .collect();
-    let relevant: Vec<LockRecord> = locks
+    locks
         .into_iter()
         .filter(|r| target_ids.contains(&r.file))
-        .collect();
+        .collect()
+}
+
+/// Reads just the holders of those locks and the openers, with their ancestors (for attribution).
+fn read_involved_processes(
+    proc_root: &Path,
+    relevant: &[LockRecord],
+    open: &procfs::OpenFiles,
+) -> BTreeMap<u32, ProcessInfo> {
     let pids: BTreeSet<u32> = relevant
         .iter()
         .filter_map(|r| r.pid)
         .chain(open.by_target.values().flatten().copied())
         .collect();
-    let processes = procfs::read_processes(&opts.proc_root, pids, MAX_ANCESTORS);
+    procfs::read_processes(proc_root, pids, MAX_ANCESTORS)
+}
 
+/// What one observation read, shared by every database's report.
+struct Reading {
+    /// Per database, in the order of `databases`.
+    located: Vec<targets::Located>,
+    /// The lock records on target files.
+    relevant: Vec<LockRecord>,
+    open: procfs::OpenFiles,
+    processes: BTreeMap<u32, ProcessInfo>,
+    /// What could not be read for all of them.
+    common_errors: Vec<String>,
+}
+
+/// Builds each database's report into its slot. The same file reached through several paths (hard
+/// or symbolic links, two patterns) is one database: reported once, under the first path.
+fn report_databases(
+    databases: &[(usize, PathBuf)],
+    reading: &Reading,
+    reports: &mut [Option<SqliteReport>],
+    tracker: &mut FirstSeen,
+    now: DateTime<Utc>,
+    opts: &SqliteOptions,
+) {
     let report_opts = ReportOptions {
         write_lock_warn_after: opts.write_lock_warn_after,
         vars: opts.vars.clone(),
     };
     let no_openers = BTreeSet::new();
-    // The same file reached through several paths (hard or symbolic links, two patterns) is one
-    // database: reported once, under the first path.
     let mut reported: HashSet<crate::domain::sqlite::FileId> = HashSet::new();
-    for (i, ((slot, path), l)) in databases.iter().zip(&located).enumerate() {
+    for (i, ((slot, path), l)) in databases.iter().zip(&reading.located).enumerate() {
         if let Some(id) = l.ids.db {
             if !reported.insert(id) {
                 continue;
             }
         }
-        let openers = open.by_target.get(&i).unwrap_or(&no_openers);
+        let openers = reading.open.by_target.get(&i).unwrap_or(&no_openers);
         let mut errors = l.errors.clone();
-        errors.extend(common_errors.iter().cloned());
+        errors.extend(reading.common_errors.iter().cloned());
         let error = (!errors.is_empty()).then(|| errors.join("; "));
         let path = path.to_string_lossy();
         let report = build_report(
@@ -149,9 +221,9 @@ pub fn observe(
                 path: &path,
                 files: l.ids,
                 write_marker: l.write_marker,
-                locks: &relevant,
+                locks: &reading.relevant,
                 openers,
-                processes: &processes,
+                processes: &reading.processes,
                 error: error.as_deref(),
             },
             tracker,
@@ -160,14 +232,6 @@ pub fn observe(
         );
         reports[*slot] = Some(report);
     }
-    // Without the lock table nothing was touched: ending the observation would forget every age.
-    if lock_text.is_ok() {
-        tracker.end_observation();
-    }
-    // Files with holders first: with many targets the locked one must not hide among idle ones.
-    let mut reports: Vec<SqliteReport> = reports.into_iter().flatten().collect();
-    reports.sort_by_key(|r| r.holders.is_empty() && r.error.is_none());
-    reports
 }
 
 /// A source for the snapshot stream: observes `targets` at each call, keeping its own first-seen

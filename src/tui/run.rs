@@ -92,6 +92,9 @@ pub struct DashboardOptions {
     pub interval: Duration,
     /// Where ended lock waits are appended (`None`: nowhere, e.g. the demo's simulated ones).
     pub flight_log: Option<FlightLog>,
+    /// Why the flight log is off for this run when it was meant to be on (it could not be appended
+    /// to): said under the Incidents pane from the start.
+    pub flight_log_off: Option<String>,
     /// Ring the bell when a wait between two invocations begins.
     pub bell: bool,
 }
@@ -153,6 +156,7 @@ async fn event_loop(
 ) -> std::io::Result<DashboardEnd> {
     let theme = Theme::from_env();
     let interval = options.interval;
+    let logging = options.flight_log.is_some();
     let mut stream = SnapshotStream::spawn(
         &settings,
         interval,
@@ -173,6 +177,9 @@ async fn event_loop(
     app.read_only_source = settings.read_only_source.clone();
     app.nothing_configured = settings.nothing_configured;
     app.bell = options.bell;
+    if let Some(off) = options.flight_log_off {
+        app.update(Event::FlightLog(Err(off)));
+    }
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     spawn_input_thread(events_tx.clone());
@@ -189,7 +196,7 @@ async fn event_loop(
         let first = tokio::select! {
             Some(e) = events.recv() => e,
             Some(u) = stream.updates.recv() => {
-                for e in update_events(u.ended, u.ongoing, u.flight_log_error) {
+                for e in update_events(u.ended, u.ongoing, u.flight_log_error, logging) {
                     events_tx.send(e).ok();
                 }
                 Event::Snapshot(u.snapshot, u.latencies, u.at)
@@ -206,7 +213,12 @@ async fn event_loop(
         }
         while let Ok(u) = stream.updates.try_recv() {
             batch.push(Event::Snapshot(u.snapshot, u.latencies, u.at));
-            batch.extend(update_events(u.ended, u.ongoing, u.flight_log_error));
+            batch.extend(update_events(
+                u.ended,
+                u.ongoing,
+                u.flight_log_error,
+                logging,
+            ));
         }
         for event in coalesce(batch) {
             for effect in app.update(event) {
@@ -229,13 +241,15 @@ async fn event_loop(
 }
 
 /// The events an update carries besides its snapshot: its episodes, and the flight log's state when
-/// there were episodes to write.
+/// there were episodes to write (`logging`: a flight log is on; without one, nothing was written and
+/// a message saying why it is off stays).
 fn update_events(
     ended: Vec<Episode>,
     ongoing: Vec<Episode>,
     flight_log_error: Option<String>,
+    logging: bool,
 ) -> Vec<Event> {
-    let wrote = !ended.is_empty();
+    let wrote = logging && !ended.is_empty();
     let mut events = vec![Event::Episodes { ended, ongoing }];
     match flight_log_error {
         Some(e) => events.push(Event::FlightLog(Err(e))),
@@ -385,4 +399,40 @@ fn spawn_input_thread(input_tx: mpsc::UnboundedSender<Event>) {
             Err(_) => return,
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures;
+    use crate::domain::incidents::episodes_of;
+    use crate::domain::snapshot::{build_snapshot, Convention};
+
+    fn flight_log_events(events: Vec<Event>) -> Vec<Result<(), String>> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::FlightLog(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Issue 23: a flight log turned off before the run (a FIFO, a device, a mount that does not
+    /// answer) is said under the Incidents pane, and an ended episode must not clear that as if it
+    /// had been written.
+    #[test]
+    fn only_a_written_flight_log_clears_its_message() {
+        let ended = episodes_of(&[build_snapshot(
+            fixtures::collision(),
+            &Convention::default(),
+        )]);
+        assert!(!ended.is_empty());
+        let with_log = update_events(ended.clone(), Vec::new(), None, true);
+        assert_eq!(flight_log_events(with_log), vec![Ok(())]);
+        let without_log = update_events(ended.clone(), Vec::new(), None, false);
+        assert_eq!(flight_log_events(without_log), vec![]);
+        let failed = update_events(ended, Vec::new(), Some("not written".into()), true);
+        assert_eq!(flight_log_events(failed), vec![Err("not written".into())]);
+    }
 }
