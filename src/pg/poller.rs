@@ -17,6 +17,7 @@ use crate::pg::connect::{connect, SessionSettings};
 use crate::pg::conninfo::Environment;
 use crate::pg::probe::{
     exact_schema_sizes, observe, open_session, server_label, DbSession, DbTarget, ProbeOptions,
+    ReadError,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -140,12 +141,12 @@ struct GroupPoller {
     env: Arc<dyn Environment + Send + Sync>,
 }
 
-type Pending = Option<JoinHandle<Result<DbSession, String>>>;
+type Pending = Option<JoinHandle<Result<DbSession, ReadError>>>;
 
 /// The monitor sessions of one group, with their reconnects: a session that fails or closes is
 /// reopened in the background with jittered backoff, never holding up a poll.
 struct Connections {
-    sessions: Vec<Result<DbSession, String>>,
+    sessions: Vec<Result<DbSession, ReadError>>,
     pending: Vec<Pending>,
     backoff: Vec<Backoff>,
     retry_at: Vec<Option<Instant>>,
@@ -156,7 +157,7 @@ impl Connections {
     fn start(poller: &GroupPoller) -> Self {
         let n = poller.targets.len();
         Connections {
-            sessions: (0..n).map(|_| Err("connecting…".to_string())).collect(),
+            sessions: (0..n).map(|_| Err(ReadError::Connecting)).collect(),
             pending: (0..n).map(|i| Some(poller.spawn_connect(i))).collect(),
             backoff: (0..n)
                 .map(|i| {
@@ -174,8 +175,8 @@ impl Connections {
             if let Some(h) = p.take() {
                 self.sessions[i] = match tokio::time::timeout(limit, h).await {
                     Ok(Ok(r)) => r,
-                    Ok(Err(e)) => Err(format!("connection task failed: {e}")),
-                    Err(_) => Err("timed out connecting".into()),
+                    Ok(Err(e)) => Err(ReadError::Lost(format!("connection task failed: {e}"))),
+                    Err(_) => Err(ReadError::Timeout(limit)),
                 };
             }
         }
@@ -188,7 +189,7 @@ impl Connections {
                 let h = self.pending[i].take().expect("checked");
                 self.sessions[i] = match h.await {
                     Ok(r) => r,
-                    Err(e) => Err(format!("connection task failed: {e}")),
+                    Err(e) => Err(ReadError::Lost(format!("connection task failed: {e}"))),
                 };
                 let name = &poller.targets[i].name;
                 match &self.sessions[i] {
@@ -216,7 +217,9 @@ impl Connections {
         for (i, s) in self.sessions.iter_mut().enumerate() {
             if matches!(s, Ok(db) if db.client.is_closed()) {
                 tracing::warn!(database = %poller.targets[i].name, "monitor session closed; reconnecting");
-                *s = Err("monitor connection lost; reconnecting".into());
+                *s = Err(ReadError::Lost(
+                    "monitor connection lost; reconnecting".into(),
+                ));
                 self.retry_at[i] = None;
             }
         }
@@ -224,7 +227,7 @@ impl Connections {
 }
 
 impl GroupPoller {
-    fn spawn_connect(&self, i: usize) -> JoinHandle<Result<DbSession, String>> {
+    fn spawn_connect(&self, i: usize) -> JoinHandle<Result<DbSession, ReadError>> {
         let target = self.targets[i].target.clone();
         let settings = self.session.clone();
         let env = self.env.clone();

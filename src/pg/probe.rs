@@ -28,7 +28,7 @@ use crate::pg::connect::{
     connect, describe_error, is_own_session, SessionSettings, APPLICATION_NAME,
 };
 use crate::pg::conninfo::{Environment, Target};
-use crate::pg::row::RowExt;
+use crate::pg::row::{ColumnError, RowExt};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -160,6 +160,32 @@ impl DbSession {
     }
 }
 
+/// Why a database could not be read (opened, or one of its statements answered). Shown, and
+/// carried to the snapshot as text; nothing is decided from its wording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The session could not be opened (or its catalog resolution pinned): see `connect`.
+    #[error("{}", .0.message)]
+    Connect(crate::pg::connect::ConnectError),
+    /// The server answered a statement with an error (described with its SQLSTATE).
+    #[error("{0}")]
+    Server(String),
+    /// No answer within the statement's bound (the server's timeout plus `CLIENT_SLACK`).
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// A column was not what the statement promised.
+    #[error(transparent)]
+    Column(#[from] ColumnError),
+    #[error("PostgreSQL {0} is too old: pgswarm needs 10 or later")]
+    TooOld(String),
+    /// The session went away (its task failed, or the server closed it); the poller reconnects.
+    #[error("{0}")]
+    Lost(String),
+    /// The first connection attempt has not finished yet.
+    #[error("connecting…")]
+    Connecting,
+}
+
 /// Oldest server the probe supports (`pg_blocking_pids`, `backend_type`).
 pub const MIN_VERSION_NUM: i32 = 100000;
 
@@ -171,14 +197,11 @@ pub const CLIENT_SLACK: Duration = Duration::from_secs(2);
 async fn bounded<T>(
     limit: Duration,
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, String> {
+) -> Result<T, ReadError> {
     match tokio::time::timeout(limit + CLIENT_SLACK, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(describe_error(&e)),
-        Err(_) => Err(format!(
-            "no answer within {} s",
-            (limit + CLIENT_SLACK).as_secs()
-        )),
+        Ok(Err(e)) => Err(ReadError::Server(describe_error(&e))),
+        Err(_) => Err(ReadError::Timeout(limit + CLIENT_SLACK)),
     }
 }
 
@@ -187,10 +210,10 @@ pub async fn open_session(
     target: &Target,
     settings: &SessionSettings,
     env: &(dyn Environment + Sync),
-) -> Result<DbSession, String> {
+) -> Result<DbSession, ReadError> {
     let client = connect(target, settings, env)
         .await
-        .map_err(|e| e.message)?;
+        .map_err(ReadError::Connect)?;
     let started = Instant::now();
     let row = bounded(
         settings.statement_timeout,
@@ -207,18 +230,15 @@ pub async fn open_session(
     )
     .await?;
     let latency = started.elapsed();
-    let column = |e: crate::pg::row::ColumnError| e.to_string();
-    let version: String = row.col(0).map_err(column)?;
-    let version_num: i32 = row.col(1).map_err(column)?;
+    let version: String = row.col(0)?;
+    let version_num: i32 = row.col(1)?;
     if version_num < MIN_VERSION_NUM {
-        return Err(format!(
-            "PostgreSQL {version} is too old: pgswarm needs 10 or later"
-        ));
+        return Err(ReadError::TooOld(version));
     }
-    let max_connections: i32 = row.col(4).map_err(column)?;
-    let lock_capacity: i64 = row.col(5).map_err(column)?;
-    let datname: String = row.col(2).map_err(column)?;
-    let server_key: String = row.col(3).map_err(column)?;
+    let max_connections: i32 = row.col(4)?;
+    let lock_capacity: i64 = row.col(5)?;
+    let datname: String = row.col(2)?;
+    let server_key: String = row.col(3)?;
     if version_num >= 120_000 {
         // Plan each prepared statement once, not a custom plan per call for the first five (and
         // forever when the planner keeps preferring them).
@@ -254,7 +274,7 @@ pub async fn open_all(
     targets: &[DbTarget],
     settings: &SessionSettings,
     env: &(dyn Environment + Sync),
-) -> Vec<Result<DbSession, String>> {
+) -> Vec<Result<DbSession, ReadError>> {
     join_all(
         targets
             .iter()
@@ -547,7 +567,7 @@ async fn query_activity(
     since: Option<DateTime<Utc>>,
     asked: &Asked,
     limit: Duration,
-) -> Result<Vec<tokio_postgres::Row>, String> {
+) -> Result<Vec<tokio_postgres::Row>, ReadError> {
     let c = &session.client;
     match since {
         None => {
@@ -581,7 +601,7 @@ fn decode_activity(
     row: &tokio_postgres::Row,
     server: ServerId,
     read: &mut ActivityRead,
-) -> Result<(), crate::pg::row::ColumnError> {
+) -> Result<(), ColumnError> {
     let kind: &str = row.col(18)?;
     let pid: Option<i32> = row.col(0)?;
     match (kind, pid) {
@@ -631,7 +651,7 @@ async fn read_activity(
     session: &DbSession,
     server: ServerId,
     limit: Duration,
-) -> Result<ServerActivity, String> {
+) -> Result<ServerActivity, ReadError> {
     let (since, asked) = {
         let cache = lock(&session.cache);
         (cache.activity.since(), cache.activity.asked())
@@ -650,7 +670,7 @@ async fn read_activity(
     for row in rows {
         if let Err(e) = decode_activity(&row, server, &mut read) {
             lock(&session.cache).activity.reset();
-            return Err(e.to_string());
+            return Err(e.into());
         }
     }
     let now = read.statement_time.unwrap_or_else(Utc::now);
@@ -725,7 +745,7 @@ async fn read_awaited_locks(
     waiters: &[i32],
     blockers: &[i32],
     limit: Duration,
-) -> Result<Vec<RawLock>, String> {
+) -> Result<Vec<RawLock>, ReadError> {
     lock(&session.cache).counters.lock_reads += 1;
     let sql = locks_sql(session.version_num);
     let stmt = session
@@ -736,18 +756,18 @@ async fn read_awaited_locks(
     let rows = bounded(limit, session.client.query(stmt, &[&all, &waiters])).await?;
     let mut locks = Vec::with_capacity(rows.len());
     for row in &rows {
-        if row.col::<&str>(0).map_err(|e| e.to_string())? == "count" {
-            if let Some(count) = row.col::<Option<i32>>(1).map_err(|e| e.to_string())? {
+        if row.col::<&str>(0)? == "count" {
+            if let Some(count) = row.col::<Option<i32>>(1)? {
                 lock(&session.cache).lock_table = Some((i64::from(count), Utc::now()));
             }
             continue;
         }
-        locks.push(decode_lock(row).map_err(|e| e.to_string())?);
+        locks.push(decode_lock(row)?);
     }
     Ok(locks)
 }
 
-fn decode_lock(row: &tokio_postgres::Row) -> Result<RawLock, crate::pg::row::ColumnError> {
+fn decode_lock(row: &tokio_postgres::Row) -> Result<RawLock, ColumnError> {
     let page: Option<i32> = row.col(7)?;
     let tuple: Option<i16> = row.col(8)?;
     Ok(RawLock {
@@ -819,7 +839,7 @@ async fn read_schemas(
     database: &str,
     opts: &ProbeOptions,
     limit: Duration,
-) -> Result<Vec<ObservedSchema>, String> {
+) -> Result<Vec<ObservedSchema>, ReadError> {
     const SQL: &str = "SELECT n.nspname::pg_catalog.text, \
                     (pg_catalog.count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p')))::pg_catalog.int8, \
                     (coalesce(pg_catalog.sum(c.relpages::pg_catalog.int8), 0) \
@@ -838,12 +858,7 @@ async fn read_schemas(
             .get_or_try_init(|| bounded(limit, session.client.prepare(SCHEMA_FINGERPRINT_SQL)))
             .await?;
         let row = bounded(limit, session.client.query_one(stmt, &[&pattern])).await?;
-        let column = |e: crate::pg::row::ColumnError| e.to_string();
-        let print: SchemaFingerprint = (
-            row.col(0).map_err(column)?,
-            row.col(1).map_err(column)?,
-            row.col(2).map_err(column)?,
-        );
+        let print: SchemaFingerprint = (row.col(0)?, row.col(1)?, row.col(2)?);
         let now = Utc::now();
         if let Some((held, at, listed)) = &lock(&session.cache).schemas {
             if *held == print && now - *at < SCHEMA_RELIST_AFTER {
@@ -873,8 +888,7 @@ async fn read_schemas(
                 bytes_exact: false,
             })
         })
-        .collect::<Result<_, crate::pg::row::ColumnError>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<_, ColumnError>>()?;
     if let Some((print, at)) = fingerprint {
         lock(&session.cache).schemas = Some((print, at, schemas.clone()));
     }
@@ -895,7 +909,7 @@ pub async fn exact_schema_sizes(
     client: &Client,
     schema_prefix: &str,
     limit: Duration,
-) -> Result<HashMap<String, i64>, String> {
+) -> Result<HashMap<String, i64>, ReadError> {
     read_exact_sizes(client, &like_prefix(schema_prefix), limit).await
 }
 
@@ -905,7 +919,7 @@ async fn read_exact_sizes(
     c: &Client,
     pattern: &str,
     limit: Duration,
-) -> Result<HashMap<String, i64>, String> {
+) -> Result<HashMap<String, i64>, ReadError> {
     bounded(
         limit,
         c.batch_execute("BEGIN READ ONLY; SET LOCAL lock_timeout = '100ms'"),
@@ -922,18 +936,17 @@ async fn read_exact_sizes(
     )
     .await;
     let _ = bounded(limit, c.batch_execute("ROLLBACK")).await;
-    result?
+    Ok(result?
         .iter()
         .map(|r| Ok((r.col::<String>(0)?, r.col::<i64>(1)?)))
-        .collect::<Result<_, crate::pg::row::ColumnError>>()
-        .map_err(|e| e.to_string())
+        .collect::<Result<_, ColumnError>>()?)
 }
 
 /// Polls every configured database once over already-open sessions (`Err` = unreachable): one
 /// activity scan per server, then its lock details, and every database's schemas, all at once.
 pub async fn observe(
     targets: &[DbTarget],
-    sessions: &[Result<DbSession, String>],
+    sessions: &[Result<DbSession, ReadError>],
     opts: &ProbeOptions,
     limit: Duration,
 ) -> Observation {
@@ -974,7 +987,12 @@ pub async fn observe(
                 Some(Err(e)) => Some(e),
                 None => None,
             };
-            observed_database(t, s, grouping.server_of[i], schema_error)
+            observed_database(
+                t,
+                s,
+                grouping.server_of[i],
+                schema_error.map(|e| e.to_string()),
+            )
         })
         .collect();
 
@@ -990,7 +1008,7 @@ pub async fn observe(
 /// One configured database as a poll saw it: its session's identity, or why it has none.
 fn observed_database(
     target: &DbTarget,
-    session: &Result<DbSession, String>,
+    session: &Result<DbSession, ReadError>,
     server: Option<ServerId>,
     schema_error: Option<String>,
 ) -> ObservedDatabase {
@@ -999,7 +1017,7 @@ fn observed_database(
         target: target.target.display(),
         outcome: session
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(ToString::to_string)
             .map(|s| DatabaseInfo {
                 server: server.expect("a reachable database has a server"),
                 server_version: s.version.clone(),
@@ -1022,7 +1040,7 @@ struct ServerGrouping {
 }
 
 impl ServerGrouping {
-    fn of(sessions: &[Result<DbSession, String>]) -> Self {
+    fn of(sessions: &[Result<DbSession, ReadError>]) -> Self {
         let mut server_of = vec![None; sessions.len()];
         let mut members: Vec<Vec<usize>> = Vec::new();
         let mut keys: BTreeMap<&str, ServerId> = BTreeMap::new();
@@ -1045,7 +1063,7 @@ impl ServerGrouping {
 /// details of the locks its blocked sessions wait for.
 async fn read_server(
     targets: &[DbTarget],
-    sessions: &[Result<DbSession, String>],
+    sessions: &[Result<DbSession, ReadError>],
     id: ServerId,
     members: &[usize],
     limit: Duration,
@@ -1108,7 +1126,7 @@ async fn attach_locks(
     act: &mut ServerActivity,
     via: &DbSession,
     members: &[usize],
-    sessions: &[Result<DbSession, String>],
+    sessions: &[Result<DbSession, ReadError>],
     limit: Duration,
 ) {
     let reused = lock(&via.cache).locks.reuse(&act.sessions);
@@ -1160,7 +1178,7 @@ async fn relation_names(
     locks: &[RawLock],
     via: &DbSession,
     members: &[usize],
-    sessions: &[Result<DbSession, String>],
+    sessions: &[Result<DbSession, ReadError>],
     limit: Duration,
 ) -> RelationNames {
     let mut wanted: BTreeMap<Option<String>, Vec<u32>> = BTreeMap::new();
@@ -1339,7 +1357,7 @@ pub async fn summarize_once(
                             }
                             _ => decode_activity(row, id, &mut read)?,
                         }
-                        Ok::<_, crate::pg::row::ColumnError>(())
+                        Ok::<_, ColumnError>(())
                     });
                     if let Err(e) = decoded {
                         last_err = Some(format!("{}: {e}", targets[i].name));

@@ -5,6 +5,7 @@ use crate::domain::snapshot::build_snapshot;
 use crate::domain::sweep::{plan_sweep, KeepReason, SweepPlan, SweepRules};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
+use crate::pg::probe::ReadError;
 use crate::pg::probe::{observe, open_all, ProbeOptions};
 use chrono::Utc;
 use futures_util::future::join_all;
@@ -84,19 +85,20 @@ async fn closures(
     client: &tokio_postgres::Client,
     schemas: &[String],
     limit: Duration,
-) -> Result<HashMap<String, Vec<String>>, String> {
-    let describe = |e: tokio_postgres::Error| crate::pg::connect::describe_error(&e);
-    let late = || format!("no answer within {} s", limit.as_secs());
+) -> Result<HashMap<String, Vec<String>>, ReadError> {
+    let describe =
+        |e: tokio_postgres::Error| ReadError::Server(crate::pg::connect::describe_error(&e));
+    let late = |_| ReadError::Timeout(limit);
     let stmt = tokio::time::timeout(limit, prepare_closure(client))
         .await
-        .map_err(|_| late())?
+        .map_err(late)?
         .map_err(describe)?;
     let mut found = HashMap::new();
     for schema in schemas {
         let one = std::slice::from_ref(schema);
         let deps = tokio::time::timeout(limit, external_dependents_prepared(client, &stmt, one))
             .await
-            .map_err(|_| late())?
+            .map_err(late)?
             .map_err(describe)?;
         found.extend(deps);
     }
