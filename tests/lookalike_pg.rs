@@ -22,10 +22,14 @@ use std::time::Duration;
 
 const HOSTILE_OPTIONS: &str = "options='-c search_path=evil,pg_catalog'";
 
+/// Runs pgswarm with `db`'s lines as `--db` entries.
 fn pgswarm(args: &[&str], db: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgswarm"))
-        .args(args)
-        .args(["--db", db, "--connect-timeout", "5s"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgswarm"));
+    for entry in db.lines() {
+        cmd.args(["--db", entry]);
+    }
+    cmd.args(args)
+        .args(["--connect-timeout", "5s"])
         .env_remove("PGSWARM_DB")
         .env_remove("PGSWARM_CONFIG")
         .env(
@@ -122,13 +126,25 @@ fn make_hostile(srv: &TempCluster, db: &str) {
     );
 }
 
-/// Turns the search_path attack on for `db`: database setting, role setting.
+/// Turns the attack on for `db`: the search_path by database setting and role setting, and every
+/// other setting an owner can give its database to steer a session (found by the black-box attack
+/// on issue 23): acting as the owner's role, an isolation that judges on an old snapshot, a time
+/// zone and date style that make one server read as two, NULL and backslash semantics.
 fn attack(srv: &TempCluster, db: &str) {
     psql_as(
         srv,
         db,
         "mallory",
-        &format!("ALTER DATABASE {db} SET search_path = evil, pg_catalog, public"),
+        &format!(
+            "ALTER DATABASE {db} SET search_path = evil, pg_catalog, public; \
+             ALTER DATABASE {db} SET role = 'mallory'; \
+             ALTER DATABASE {db} SET default_transaction_isolation = 'repeatable read'; \
+             ALTER DATABASE {db} SET default_transaction_deferrable = on; \
+             ALTER DATABASE {db} SET TimeZone = 'Pacific/Chatham'; \
+             ALTER DATABASE {db} SET DateStyle = 'SQL, DMY'; \
+             ALTER DATABASE {db} SET transform_null_equals = on; \
+             ALTER DATABASE {db} SET standard_conforming_strings = off"
+        ),
     );
     srv.psql(
         "postgres",
@@ -264,7 +280,10 @@ async fn hostile_catalog_reads_equal_clean_reads_and_signals_reach_only_their_ta
     let target = connect_as(&ci, "pytest_gw0_p4400t1763900300r0d0d0d0d").await;
     let target_pid = backend_pid(&target).await;
 
-    let clean = format!("work={ci}");
+    // A clean database of the same server after the hostile one: the server's activity is read
+    // through the first, and one server must read as one server.
+    let other = srv.conninfo("postgres");
+    let clean = format!("work={ci}\nother={other}");
     let reads = |db: String| {
         let rec = tempfile::NamedTempFile::new().unwrap();
         let snap = pgswarm(&["snapshot", "--json"], &db);
@@ -306,7 +325,7 @@ async fn hostile_catalog_reads_equal_clean_reads_and_signals_reach_only_their_ta
     );
 
     attack(&srv, "work");
-    let hostile = format!("work={ci} {HOSTILE_OPTIONS}");
+    let hostile = format!("work={ci} {HOSTILE_OPTIONS}\nother={other}");
     let (s1, m1, r1, l1) = reads(hostile.clone());
     assert_eq!(s1.status.code(), s0.status.code(), "snapshot exit codes");
     assert_same(json(&s1), v0, "snapshot");
@@ -454,13 +473,20 @@ async fn a_hostile_catalog_sweeps_exactly_like_a_clean_one() {
     assert_eq!(hostile.status.code(), clean.status.code());
     assert_same(json(&hostile), json(&clean), "sweep report");
     let dropped = |db: &str| {
-        srv.psql(db, "SELECT identity FROM public.dropped ORDER BY 1")
-            .unwrap()
+        // The hostile database makes every session act as mallory: the test's own too.
+        srv.psql(
+            db,
+            "SET ROLE NONE; SELECT identity FROM public.dropped ORDER BY 1",
+        )
+        .unwrap()
     };
     let d = dropped("sw_clean");
     assert!(d.contains(&format!("test_{stale}_gw0")), "{d}");
     assert!(!d.contains(&used) && !d.contains(NS_A), "{d}");
     assert_eq!(dropped("sw_hostile"), d, "what was really dropped");
-    srv.psql("sw_hostile", "SELECT count(*) FROM public.keep")
-        .expect("the public table is still readable");
+    srv.psql(
+        "sw_hostile",
+        "SET ROLE NONE; SELECT count(*) FROM public.keep",
+    )
+    .expect("the public table is still readable");
 }

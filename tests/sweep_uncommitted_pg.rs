@@ -3,13 +3,14 @@
 //! to a stale schema's type that the closure cannot see; dropping the schema would leave the
 //! reference dangling once that transaction commits (`cache lookup failed for type`).
 //!
-//! The oracle: random rounds of stale schemas and other transactions (data-only writers,
-//! uncommitted and prepared catalog changes that refer to a stale schema, committed references),
-//! then a sweep, then every other transaction commits. Afterwards no `pg_depend` row may point at a
-//! missing object and every `public` table must be readable; a schema whose drop could not have hurt
-//! (no catalog-changing transaction open, nothing refers to it) must have been dropped, so the rule
-//! stays narrow. Mutation-checked: with `uncommitted_suspects` returning nothing, dangling
-//! references appear within a few rounds.
+//! The oracle: random rounds of stale schemas and other transactions (short data-only writers that
+//! commit while the sweep waits, writers that stay open, uncommitted, running and prepared catalog
+//! changes that refer to a stale schema, committed references), then a sweep, then every other
+//! transaction commits. Afterwards no `pg_depend` row may point at a missing object and every
+//! `public` table must be readable; a schema whose drop could not have hurt (no writer stayed open,
+//! nothing refers to it) must have been dropped, so short writes never stall a sweep.
+//! Mutation-checked: with `uncommitted_suspects` returning nothing, dangling references appear in
+//! the first round.
 
 mod common;
 
@@ -72,8 +73,14 @@ fn outcome(v: &Value) -> (Vec<(String, String, String)>, Vec<String>) {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Other {
     Nothing,
-    /// Inserts into a public table and stays idle in its transaction.
+    /// Inserts into a public table, stays idle in its transaction, and commits 300 ms later (while
+    /// the sweep waits for it).
     DataWriter,
+    /// Inserts into a public table and stays idle in its transaction through the sweep.
+    LongWriter,
+    /// A function taking the stale schema's domain, then a statement still running (`pg_sleep`)
+    /// through the sweep: the transaction is active, holds only weak locks.
+    Running,
     /// Adds a column of the stale schema's domain to a public table; idle in transaction.
     AddColumn,
     /// A function taking the stale schema's domain; idle in transaction.
@@ -84,6 +91,12 @@ enum Other {
     Prepared(u8),
     /// A committed column of the stale schema's domain (the closure sees it).
     Committed,
+}
+
+/// A session of another transaction: held here, or in a task that ends it on its own.
+enum Held {
+    Client(Client),
+    Task(tokio::task::JoinHandle<Client>),
 }
 
 fn reference_sql(kind: u8, schema: &str, tag: &str) -> String {
@@ -138,7 +151,7 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
     let rounds = std::env::var("PGSWARM_UNCOMMITTED_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(6);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for round in 0..rounds {
         let schemas: Vec<String> = (0..3)
@@ -154,13 +167,15 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
                 ))
                 .await
                 .unwrap();
-            let other = match rng.below(9) {
+            let other = match rng.below(12) {
                 0 | 1 => Other::Nothing,
-                2 => Other::DataWriter,
-                3 => Other::AddColumn,
-                4 => Other::Function,
-                5 => Other::Domain,
-                6 | 7 => Other::Prepared(rng.below(3) as u8),
+                2 | 3 => Other::DataWriter,
+                4 => Other::LongWriter,
+                5 => Other::Running,
+                6 => Other::AddColumn,
+                7 => Other::Function,
+                8 => Other::Domain,
+                9 | 10 => Other::Prepared(rng.below(3) as u8),
                 _ => Other::Committed,
             };
             let c = connect_as(&ci, "other").await;
@@ -171,6 +186,15 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
                     .batch_execute("BEGIN; INSERT INTO public.log VALUES (1)")
                     .await
                     .unwrap(),
+                Other::LongWriter => c
+                    .batch_execute("BEGIN; INSERT INTO public.log VALUES (1)")
+                    .await
+                    .unwrap(),
+                Other::Running => {
+                    c.batch_execute(&format!("BEGIN; {}", reference_sql(1, s, &tag)))
+                        .await
+                        .unwrap();
+                }
                 Other::AddColumn | Other::Function | Other::Domain => {
                     let kind = match other {
                         Other::AddColumn => 0,
@@ -191,14 +215,35 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
                 Other::Committed => c.batch_execute(&reference_sql(0, s, &tag)).await.unwrap(),
             }
             *seen.entry(format!("{other:?}")).or_default() += 1;
-            others.push((s.clone(), other, c, gid));
+            let held = match other {
+                // Commits while the sweep waits for it.
+                Other::DataWriter => Held::Task(tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                    c.batch_execute("COMMIT").await.unwrap();
+                    c
+                })),
+                // Still running its statement through the sweep, then commits.
+                Other::Running => Held::Task(tokio::spawn(async move {
+                    c.batch_execute("SELECT pg_sleep(12)").await.unwrap();
+                    c.batch_execute("COMMIT").await.unwrap();
+                    c
+                })),
+                _ => Held::Client(c),
+            };
+            others.push((s.clone(), other, held, gid));
         }
         let report = sweep(&ci);
         let (kept, dropped) = outcome(&report);
+        // A writer still open after the sweep's patience, or a prepared transaction.
         let catalog_open = others.iter().any(|(_, o, _, _)| {
             matches!(
                 o,
-                Other::AddColumn | Other::Function | Other::Domain | Other::Prepared(_)
+                Other::LongWriter
+                    | Other::Running
+                    | Other::AddColumn
+                    | Other::Function
+                    | Other::Domain
+                    | Other::Prepared(_)
             )
         });
         for (s, o, _, gid) in &others {
@@ -232,9 +277,13 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
             assert!(named, "the detail names the open transaction: {report:#}");
         }
         // Every other transaction commits now: nothing may be left dangling.
-        for (_, o, c, gid) in &others {
+        for (_, o, held, gid) in others {
+            let c = match held {
+                Held::Client(c) => c,
+                Held::Task(t) => t.await.unwrap(),
+            };
             match o {
-                Other::DataWriter | Other::AddColumn | Other::Function | Other::Domain => {
+                Other::LongWriter | Other::AddColumn | Other::Function | Other::Domain => {
                     c.batch_execute("COMMIT").await.unwrap()
                 }
                 Other::Prepared(_) => admin
@@ -256,6 +305,13 @@ async fn uncommitted_and_prepared_catalog_changes_keep_their_schemas() {
                 .unwrap_or_else(|e| {
                     panic!("round {round}: public.tab_{round}_{i} unreadable: {e:?}")
                 });
+        }
+        // The next round starts from a database without this round's schemas.
+        for s in &schemas {
+            admin
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                .await
+                .unwrap();
         }
     }
     eprintln!("cases: {seen:?}");

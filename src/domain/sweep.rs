@@ -511,13 +511,10 @@ pub fn judge_dependents(outside: &[String]) -> Verdict {
 }
 
 /// Another transaction in the database being swept that may hold uncommitted catalog changes: it
-/// holds a transaction id and either is prepared, or holds a lock that data changes never take
-/// (stronger than `RowExclusiveLock` on a relation, or any lock on a non-relation object), or holds
-/// no relation lock at all in this database (catalog changes alone: `CREATE FUNCTION`,
-/// `CREATE DOMAIN` or `CREATE OPERATOR` take none), or has sat idle in its writing transaction for
-/// longer than a few seconds (data and catalog changes mixed in one transaction show only the data
-/// change's locks). A busy swarm's ordinary short writes match none of these. Read by `pg::sweep`
-/// inside the drop's transaction.
+/// has written (holds a transaction id) and was open when the drop's dependency closure was read
+/// and still was a moment later (`pg::sweep` waits), or it is prepared. Its locks cannot tell a
+/// catalog change from a data change (`CREATE FUNCTION` takes none), so every writer counts; the
+/// drop waits for the short ones. Read by `pg::sweep` inside the drop's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UncommittedSuspect {
     /// `None` for a prepared transaction.
@@ -529,8 +526,10 @@ pub struct UncommittedSuspect {
     /// A prepared transaction's identifier and owner.
     pub gid: Option<String>,
     pub owner: Option<String>,
-    /// Why it is suspected, in words (`AccessExclusiveLock on public.orders`, `no relation lock`).
+    /// What it shows, in words (`AccessExclusiveLock on public.orders`, `it has written`).
     pub evidence: String,
+    /// Its transaction id (a session's next transaction has another).
+    pub xid: Option<String>,
 }
 
 /// Judges the transactions that may hold uncommitted catalog changes (see
@@ -576,7 +575,7 @@ pub fn judge_uncommitted(
                 };
                 format!(
                     "session pid {} ({who}, {}{}; {}): its transaction may hold uncommitted \
-                     catalog changes; commit or roll it back, or terminate it",
+                     catalog changes; let it end (commit or roll back), or terminate it",
                     pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
                     s.state.as_deref().unwrap_or("state hidden"),
                     age(s.since),

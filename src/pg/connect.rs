@@ -214,10 +214,25 @@ pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 /// `jit = off`: pgswarm's statements are catalog-sized, so JIT compilation never pays, and under
 /// `plan_cache_mode = force_generic_plan` a generic plan's estimate on a database with catalog
 /// churn can cross `jit_above_cost` and cost seconds per execution of a millisecond query.
-const PIN_SQL: &str = "SET search_path TO pg_catalog, pg_temp; SET jit TO off; \
+///
+/// The other settings a database owner (`ALTER DATABASE … SET`) could use to steer a session are
+/// pinned too: `role` (the owner could make pgswarm's superuser session act as the owner: a
+/// half-blind activity scan, a DROP run as someone else), the default transaction isolation and
+/// deferrability (a REPEATABLE READ drop transaction would judge dependents on a snapshot older
+/// than its locks; a DEFERRABLE one waits for a safe snapshot), `TimeZone` and `DateStyle` (the
+/// server's identity is its start time printed as text: two databases of one server must print it
+/// alike, or one server reads as two and its sessions are counted and signalled twice),
+/// `transform_null_equals` and `standard_conforming_strings` (what `= NULL` and `'\_'` mean).
+const PIN_SQL: &str = "SET search_path TO pg_catalog, pg_temp; SET jit TO off; SET ROLE NONE; \
+     SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET IntervalStyle TO postgres; \
+     SET default_transaction_isolation TO 'read committed'; \
+     SET default_transaction_deferrable TO off; SET transform_null_equals TO off; \
+     SET standard_conforming_strings TO on; \
      SELECT pg_catalog.current_setting('search_path'), \
             pg_catalog.array_to_string(pg_catalog.current_schemas(true), ','), \
             pg_catalog.current_setting('jit'), \
+            pg_catalog.current_setting('default_transaction_isolation'), \
+            pg_catalog.\"current_user\"()::pg_catalog.text, pg_catalog.\"session_user\"()::pg_catalog.text, \
             pg_catalog.pg_backend_pid()::pg_catalog.text, \
             pg_catalog.textcat(pg_catalog.textcat(pg_catalog.pg_postmaster_start_time()::pg_catalog.text, ' port '), \
                                pg_catalog.current_setting('port')), \
@@ -226,7 +241,18 @@ const PIN_SQL: &str = "SET search_path TO pg_catalog, pg_temp; SET jit TO off; \
                FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a)";
 
 /// Why a pin could not be verified, from what the server read back (`None`: verified).
-fn check_pin(search_path: &str, schemas: &str, jit: &str) -> Option<String> {
+#[derive(Clone, Copy)]
+struct PinReadBack<'a> {
+    search_path: &'a str,
+    schemas: &'a str,
+    jit: &'a str,
+    isolation: &'a str,
+    current_user: &'a str,
+    session_user: &'a str,
+}
+
+fn check_pin(r: &PinReadBack<'_>) -> Option<String> {
+    let (search_path, schemas) = (r.search_path, r.schemas);
     if search_path != PINNED_SEARCH_PATH {
         return Some(format!(
             "search_path reads back as {search_path:?} after SET (expected {PINNED_SEARCH_PATH:?})"
@@ -240,7 +266,24 @@ fn check_pin(search_path: &str, schemas: &str, jit: &str) -> Option<String> {
     {
         return Some(format!("the effective search path is {schemas:?}"));
     }
-    (jit != "off").then(|| format!("jit reads back as {jit:?} after SET jit TO off"))
+    if r.jit != "off" {
+        return Some(format!(
+            "jit reads back as {:?} after SET jit TO off",
+            r.jit
+        ));
+    }
+    if r.isolation != "read committed" {
+        return Some(format!(
+            "default_transaction_isolation reads back as {:?}",
+            r.isolation
+        ));
+    }
+    (r.current_user != r.session_user).then(|| {
+        format!(
+            "the session acts as role {:?}, not as its login role {:?}",
+            r.current_user, r.session_user
+        )
+    })
 }
 
 async fn pin_session(client: &Client) -> Result<(), ConnectError> {
@@ -261,7 +304,14 @@ async fn pin_session(client: &Client) -> Result<(), ConnectError> {
     let col = |i: usize| row.and_then(|r| r.get(i)).unwrap_or_default();
     let problem = match row {
         None => Some("the server returned no row".to_string()),
-        Some(_) => check_pin(col(0), col(1), col(2)),
+        Some(_) => check_pin(&PinReadBack {
+            search_path: col(0),
+            schemas: col(1),
+            jit: col(2),
+            isolation: col(3),
+            current_user: col(4),
+            session_user: col(5),
+        }),
     };
     if let Some(problem) = problem {
         return Err(ConnectError {
@@ -272,7 +322,7 @@ async fn pin_session(client: &Client) -> Result<(), ConnectError> {
             sqlstate: None,
         });
     }
-    if let (Ok(pid), key, Ok(start)) = (col(3).parse::<i32>(), col(4), col(5).parse::<i64>()) {
+    if let (Ok(pid), key, Ok(start)) = (col(6).parse::<i32>(), col(7), col(8).parse::<i64>()) {
         own_sessions().insert((key.to_string(), pid, start));
     }
     Ok(())
@@ -520,18 +570,44 @@ impl ServerCertVerifier for VerifyChain {
 
 #[cfg(test)]
 mod tests {
-    use super::check_pin;
+    use super::{check_pin, PinReadBack};
 
     #[test]
     fn only_the_exact_pin_passes() {
-        assert_eq!(check_pin("pg_catalog, pg_temp", "pg_catalog", "off"), None);
-        assert_eq!(
-            check_pin("pg_catalog, pg_temp", "pg_catalog,pg_temp_3", "off"),
-            None
-        );
-        assert!(check_pin("evil, pg_catalog", "evil,pg_catalog", "off").is_some());
-        assert!(check_pin("pg_catalog, pg_temp", "pg_catalog,evil", "off").is_some());
-        assert!(check_pin("pg_catalog, pg_temp", "pg_catalog", "on").is_some());
-        assert!(check_pin("", "", "").is_some());
+        let ok = PinReadBack {
+            search_path: "pg_catalog, pg_temp",
+            schemas: "pg_catalog",
+            jit: "off",
+            isolation: "read committed",
+            current_user: "monitor",
+            session_user: "monitor",
+        };
+        assert_eq!(check_pin(&ok), None);
+        let temp = PinReadBack {
+            schemas: "pg_catalog,pg_temp_3",
+            ..ok
+        };
+        assert_eq!(check_pin(&temp), None);
+        for bad in [
+            PinReadBack {
+                search_path: "evil, pg_catalog",
+                ..ok
+            },
+            PinReadBack {
+                schemas: "pg_catalog,evil",
+                ..ok
+            },
+            PinReadBack { jit: "on", ..ok },
+            PinReadBack {
+                isolation: "repeatable read",
+                ..ok
+            },
+            PinReadBack {
+                current_user: "mallory",
+                ..ok
+            },
+        ] {
+            assert!(check_pin(&bad).is_some());
+        }
     }
 }

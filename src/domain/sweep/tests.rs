@@ -574,6 +574,7 @@ fn uncommitted_catalog_changes_keep_and_name_the_transaction() {
         gid: None,
         owner: None,
         evidence: "AccessExclusiveLock on public.orders".into(),
+        xid: Some("742".into()),
     };
     let prepared = UncommittedSuspect {
         pid: None,
@@ -583,6 +584,7 @@ fn uncommitted_catalog_changes_keep_and_name_the_transaction() {
         gid: Some("tx\n1".into()),
         owner: Some("alice".into()),
         evidence: "prepared".into(),
+        xid: Some("743".into()),
     };
     let Verdict::Keep(reason, detail) = judge_uncommitted("pytest", &[session, prepared], now)
     else {

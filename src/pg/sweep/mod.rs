@@ -280,32 +280,12 @@ enum Step {
 /// them takes a conflicting lock), and the closure sees everything that already does. Types and
 /// functions cannot be locked that way (PostgreSQL takes no lock when an object comes to depend on
 /// one); the gap between the closure and the DROP is measured (`dependents_to_drop`).
+/// How long a drop waits, inside its transaction, for the writing transactions that were open
+/// when its dependency closure was read, and how often it looks (see `settle_uncommitted`).
+const UNCOMMITTED_PATIENCE: Duration = Duration::from_secs(2);
+const UNCOMMITTED_POLL: Duration = Duration::from_millis(50);
+
 async fn open_checked(
-    conn: &DropConn,
-    ctx: &Ctx<'_>,
-    d: &PlannedDrop,
-    step: Step,
-) -> Result<Result<Opened, Attempt>, Failure> {
-    let mut tries = 1;
-    loop {
-        let result = open_checked_once(conn, ctx, d, step).await;
-        match result {
-            Ok(Err(Attempt::Kept(KeepReason::UncommittedDdl, _))) if tries < UNCOMMITTED_TRIES => {
-                // Most such transactions are a live run's short DDL: give them a moment.
-                tries += 1;
-                tokio::time::sleep(UNCOMMITTED_WAIT).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// How often a drop is tried while another transaction may hold uncommitted catalog changes, and
-/// how long it waits between tries (see `uncommitted_suspects`).
-const UNCOMMITTED_TRIES: u32 = 4;
-const UNCOMMITTED_WAIT: Duration = Duration::from_millis(250);
-
-async fn open_checked_once(
     conn: &DropConn,
     ctx: &Ctx<'_>,
     d: &PlannedDrop,
@@ -319,7 +299,7 @@ async fn open_checked_once(
     // synchronous_commit = local: a COMMIT never waits for a standby (a missing one would hold it
     // indefinitely, past statement_timeout, with the window to the last check wide open).
     conn.run(c.batch_execute(&format!(
-        "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; \
+        "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; \
          SET LOCAL synchronous_commit = local",
         ctx.drop.lock_timeout.as_millis(),
         ctx.drop.statement_timeout.as_millis()
@@ -341,13 +321,12 @@ async fn open_checked_once(
         if let Verdict::Keep(reason, detail) = judge_dependents(&conn.outside_of(schema).await?) {
             return Ok(Err(Attempt::Kept(reason, detail)));
         }
-        let suspects = uncommitted_suspects(conn).await?;
-        match judge_uncommitted(ctx.app_prefix, &suspects, Utc::now()) {
-            Verdict::Keep(reason, detail) => Ok(Err(Attempt::Kept(reason, detail))),
-            Verdict::Clear => Ok(Ok(Opened {
-                checked: Instant::now(),
-            })),
+        if let Err(kept) = settle_uncommitted(conn, ctx, schema).await? {
+            return Ok(Err(kept));
         }
+        Ok(Ok(Opened {
+            checked: Instant::now(),
+        }))
     };
     let result = checks.await;
     if !matches!(result, Ok(Ok(_))) {
@@ -377,54 +356,43 @@ async fn lock_relations(conn: &DropConn, schema: &str) -> Result<(), Failure> {
     conn.run(conn.client.batch_execute(&sql)).await
 }
 
-/// Other transactions of this database that may hold uncommitted catalog changes (the rule and why
-/// it is narrow: `domain::sweep::UncommittedSuspect`). Read inside the drop's transaction, after the
-/// dependency closure: a transaction that changed the catalog before the closure read it and is
-/// still open is seen here; one that starts later is in the measured window up to the COMMIT.
-///
-/// Catalog row locks (`RowExclusiveLock` on `pg_depend`, ...) are no evidence: PostgreSQL releases
-/// them when the catalog is closed. What stays to the end of the transaction is its xid, the locks on
-/// relations it created or altered, and object locks; a prepared transaction keeps its locks with no
-/// pid and is listed in `pg_prepared_xacts`.
+/// The other transactions of this database that have written (hold a transaction id), and its
+/// prepared transactions: any of them may hold uncommitted catalog changes that the dependency
+/// closure cannot see. Their locks do not tell which: `CREATE FUNCTION` or `CREATE DOMAIN` take
+/// none, a catalog change followed by an `INSERT` looks like the `INSERT`, and catalog row locks
+/// are released when the catalog is closed. `evidence` only describes (the strongest lock, the
+/// state); it decides nothing. Read inside the drop's transaction, after the closure, with the
+/// statistics snapshot cleared first (inside a transaction `pg_stat_activity` is otherwise served
+/// from the snapshot of its first use).
 const UNCOMMITTED_SQL: &str = "\
 WITH db AS (SELECT d.oid FROM pg_catalog.pg_database d \
              WHERE d.datname = pg_catalog.current_database()), \
-     l AS MATERIALIZED (SELECT * FROM pg_catalog.pg_lock_status()), \
-     s AS (SELECT a.pid, a.application_name, a.state, a.xact_start, \
-             coalesce( \
-               (SELECT l.mode || ' on ' || l.relation::pg_catalog.regclass::pg_catalog.text FROM l \
-                 WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.database = (SELECT oid FROM db) \
-                   AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock') LIMIT 1), \
-               (SELECT l.mode || ' on a catalog object' FROM l \
-                 WHERE l.pid = a.pid AND l.locktype = 'object' LIMIT 1), \
-               CASE WHEN NOT EXISTS (SELECT 1 FROM l WHERE l.pid = a.pid AND l.locktype = 'relation' \
-                                       AND l.database = (SELECT oid FROM db)) \
-                    THEN 'a transaction id and no relation lock' END, \
-               CASE WHEN a.state LIKE 'idle in transaction%' \
-                         AND a.xact_start < pg_catalog.statement_timestamp() - $1::pg_catalog.text::pg_catalog.interval \
-                    THEN 'idle in a writing transaction for longer than ' || $1::pg_catalog.text END) AS evidence \
-           FROM pg_catalog.pg_stat_get_activity(NULL) a \
-          WHERE a.datid = (SELECT oid FROM db) AND a.backend_xid IS NOT NULL \
-            AND a.pid <> pg_catalog.pg_backend_pid()) \
-SELECT s.pid, s.application_name, s.state, s.xact_start, NULL::pg_catalog.text, \
-       NULL::pg_catalog.text, s.evidence \
-  FROM s WHERE s.evidence IS NOT NULL \
+     l AS MATERIALIZED (SELECT * FROM pg_catalog.pg_lock_status()) \
+SELECT a.pid, a.application_name, a.state, a.xact_start, NULL::pg_catalog.text, \
+       NULL::pg_catalog.text, \
+       coalesce( \
+         (SELECT l.mode || ' on ' || l.relation::pg_catalog.regclass::pg_catalog.text FROM l \
+           WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.database = (SELECT oid FROM db) \
+             AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock') LIMIT 1), \
+         (SELECT l.mode || ' on a catalog object' FROM l \
+           WHERE l.pid = a.pid AND l.locktype = 'object' LIMIT 1), \
+         'it has written') AS evidence, \
+       a.backend_xid::pg_catalog.text \
+  FROM pg_catalog.pg_stat_get_activity(NULL) a \
+ WHERE a.datid = (SELECT oid FROM db) AND a.backend_xid IS NOT NULL \
+   AND a.pid <> pg_catalog.pg_backend_pid() \
 UNION ALL \
-SELECT NULL, NULL, NULL, p.prepared, p.gid, p.owner::pg_catalog.text, 'prepared' \
+SELECT NULL, NULL, NULL, p.prepared, p.gid, p.owner::pg_catalog.text, 'prepared', \
+       p.transaction::pg_catalog.text \
   FROM pg_catalog.pg_prepared_xacts p WHERE p.database = pg_catalog.current_database()";
 
-/// A transaction that wrote (holds an xid) and has sat idle this long is suspected whatever its
-/// locks: it may have mixed catalog changes into data changes (`INSERT …; CREATE FUNCTION …`), which
-/// its locks alone would not show. Shorter ones are in the window the sweep measures.
-const IDLE_WRITER_SUSPECT_AFTER: Duration = Duration::from_secs(10);
-
 async fn uncommitted_suspects(conn: &DropConn) -> Result<Vec<UncommittedSuspect>, Failure> {
-    let rows = conn
-        .run(conn.client.query(
-            UNCOMMITTED_SQL,
-            &[&format!("{} s", IDLE_WRITER_SUSPECT_AFTER.as_secs())],
-        ))
-        .await?;
+    conn.run(
+        conn.client
+            .batch_execute("SELECT pg_catalog.pg_stat_clear_snapshot()"),
+    )
+    .await?;
+    let rows = conn.run(conn.client.query(UNCOMMITTED_SQL, &[])).await?;
     rows.iter()
         .map(|r| {
             Ok(UncommittedSuspect {
@@ -435,10 +403,58 @@ async fn uncommitted_suspects(conn: &DropConn) -> Result<Vec<UncommittedSuspect>
                 gid: r.col(4)?,
                 owner: r.col(5)?,
                 evidence: r.col(6)?,
+                xid: r.col(7)?,
             })
         })
         .collect::<Result<_, ColumnError>>()
         .map_err(Failure::unreadable)
+}
+
+/// After the closure found nothing outside the schema: the writing transactions open at that
+/// moment must end before the drop may go ahead, and what they committed is then read again (a
+/// second closure, which in READ COMMITTED sees their commits). A prepared transaction keeps the
+/// schema at once (it can sit for days); a session's transaction still open after
+/// [`UNCOMMITTED_PATIENCE`] keeps it, named. Transactions that start later are in the measured
+/// window up to the COMMIT, like any dependency made after the closure.
+async fn settle_uncommitted(
+    conn: &DropConn,
+    ctx: &Ctx<'_>,
+    schema: &str,
+) -> Result<Result<(), Attempt>, Failure> {
+    let open = uncommitted_suspects(conn).await?;
+    if open.is_empty() {
+        return Ok(Ok(()));
+    }
+    let keep =
+        |still: &[UncommittedSuspect]| match judge_uncommitted(ctx.app_prefix, still, Utc::now()) {
+            Verdict::Keep(reason, detail) => Attempt::Kept(reason, detail),
+            Verdict::Clear => Attempt::Kept(KeepReason::UncommittedDdl, Vec::new()),
+        };
+    let prepared: Vec<UncommittedSuspect> =
+        open.iter().filter(|s| s.gid.is_some()).cloned().collect();
+    if !prepared.is_empty() {
+        return Ok(Err(keep(&prepared)));
+    }
+    let deadline = Instant::now() + UNCOMMITTED_PATIENCE;
+    loop {
+        tokio::time::sleep(UNCOMMITTED_POLL).await;
+        let now = uncommitted_suspects(conn).await?;
+        let still: Vec<UncommittedSuspect> = open
+            .iter()
+            .filter(|s| now.iter().any(|n| n.pid == s.pid && n.xid == s.xid))
+            .cloned()
+            .collect();
+        if still.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Ok(Err(keep(&still)));
+        }
+    }
+    match judge_dependents(&conn.outside_of(schema).await?) {
+        Verdict::Keep(reason, detail) => Ok(Err(Attempt::Kept(reason, detail))),
+        Verdict::Clear => Ok(Ok(())),
+    }
 }
 
 /// What [`open_checked`] leaves behind when the drop may go ahead.
