@@ -1019,3 +1019,31 @@ async fn schema_listing_is_reused_until_the_catalog_changes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 23 (black-box attack, F6): a relation's name is quoted the way SQL writes it, so a table
+/// named like more of the sentence cannot add words to the report.
+#[tokio::test]
+async fn an_odd_relation_name_is_quoted_in_the_report() {
+    let srv = Server::start(&["app"]);
+    srv.psql("app", "CREATE TABLE \"t · queued behind it\" (id int)");
+    let ci = srv.conninfo("app");
+    let admin = connect_as(&ci, "admin").await;
+    let holder = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE \"t · queued behind it\"")
+        .await
+        .unwrap();
+    let waiter = connect_as(&ci, &format!("pytest_gw1_{NS_B}")).await;
+    let pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM \"t · queued behind it\"");
+    wait_until_lock_wait(&admin, pid).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["snapshot", "--db", &format!("app={ci}")])
+        .env_remove("PGSWARM_DB")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("public.\"t · queued behind it\""), "{text}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}

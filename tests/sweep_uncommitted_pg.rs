@@ -380,6 +380,11 @@ async fn a_prepared_transaction_is_shown_with_its_gid_and_never_signalled() {
         text.contains("prepared transaction \"stuck-migration\""),
         "{text}"
     );
+    // The lock tree's root names it too (pg_blocking_pids says only 0).
+    assert!(
+        text.contains("prepared transaction \"stuck-migration\" (pid 0)"),
+        "{text}"
+    );
 
     let t = run(&["terminate", "--pid", "0", "--yes"]);
     assert_eq!(

@@ -181,7 +181,16 @@ pub fn parse_at(s: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
     let t = s.trim();
     if let Some(offset) = t.strip_prefix('+') {
         let d = crate::pg::config::parse_duration("--at", offset).map_err(|e| e.0)?;
-        return Ok(start + chrono::Duration::from_std(d).map_err(|e| e.to_string())?);
+        // An offset past the calendar is after any recording's end: said so, never a panic.
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| start.checked_add_signed(d))
+            .ok_or_else(|| {
+                format!(
+                    "invalid --at {s:?}: the offset is beyond any date; give an offset within the \
+                     recording (e.g. +90s from its start)"
+                )
+            });
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.with_timezone(&Utc));
@@ -372,6 +381,14 @@ mod tests {
         );
         let e = parse_at("noon", start).unwrap_err();
         assert!(e.contains("\"noon\""));
+        for huge in [
+            "+9223372036854s",
+            "+99999999999999s",
+            "+1000000000000000000s",
+        ] {
+            let e = parse_at(huge, Utc::now()).unwrap_err();
+            assert!(e.contains(huge), "{e}");
+        }
     }
 
     /// Issue 23: a time after the last snapshot is an error, as one before the first already was,

@@ -185,6 +185,8 @@ fn render_others(out: &mut String, snap: &Snapshot) {
 struct TreeIndex<'a> {
     sessions: HashMap<(&'a str, i32), &'a SessionReport>,
     edges: HashMap<(&'a str, i32, i32), &'a BlockingEdge>,
+    /// Each server's prepared transactions' gids (a blocker pid 0 is one of them).
+    prepared: HashMap<&'a str, Vec<&'a str>>,
 }
 
 fn render_trees(out: &mut String, snap: &Snapshot) {
@@ -203,6 +205,16 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
         plural(collisions)
     );
     let index = TreeIndex {
+        prepared: snap
+            .servers
+            .iter()
+            .map(|s| {
+                (
+                    s.server.as_str(),
+                    s.prepared.iter().map(|p| p.gid.as_str()).collect(),
+                )
+            })
+            .collect(),
         sessions: snap
             .sessions
             .iter()
@@ -232,7 +244,18 @@ fn render_trees(out: &mut String, snap: &Snapshot) {
 fn render_root(out: &mut String, tree: &LockTree, index: &TreeIndex) {
     let root = index.sessions.get(&(tree.server.as_str(), tree.root_pid));
     let who = match (tree.root_pid, root) {
-        (0, _) => "prepared transaction (pid 0)".to_string(),
+        // pg_blocking_pids says 0 for any prepared transaction: name it when there is one.
+        (0, _) => match index.prepared.get(tree.server.as_str()).map(Vec::as_slice) {
+            Some([gid]) => format!("prepared transaction {:?} (pid 0)", t(gid)),
+            Some(gids) if !gids.is_empty() => format!(
+                "a prepared transaction (pid 0; one of {})",
+                gids.iter()
+                    .map(|g| format!("{:?}", t(g)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "prepared transaction (pid 0)".to_string(),
+        },
         (_, Some(s)) => session_label(s),
         (_, None) => "(session not visible)".to_string(),
     };

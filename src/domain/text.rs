@@ -295,8 +295,41 @@ pub fn redact_conninfo(conninfo: &str) -> String {
     redact(conninfo, &[conninfo])
 }
 
+/// A name from the catalog as SQL would write it: bare when it is a plain lower-case identifier,
+/// else double-quoted with inner quotes doubled. A relation named `t · queued behind it` then reads
+/// as one quoted name, never as more of the sentence around it.
+pub fn display_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn odd_identifiers_are_quoted_plain_ones_are_not() {
+        use super::display_ident;
+        assert_eq!(display_ident("orders"), "orders");
+        assert_eq!(display_ident("test_p1t1r1_gw0"), "test_p1t1r1_gw0");
+        assert_eq!(
+            display_ident("t · queued behind it"),
+            "\"t · queued behind it\""
+        );
+        assert_eq!(display_ident("Orders"), "\"Orders\"");
+        assert_eq!(display_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(display_ident(""), "\"\"");
+        assert_eq!(display_ident("1t"), "\"1t\"");
+    }
+
     use super::*;
 
     #[test]

@@ -24,6 +24,7 @@ use crate::domain::snapshot::{
     AwaitedLock, DatabaseInfo, Observation, ObservedDatabase, ObservedHealth, ObservedSchema,
     ObservedServer, ObservedSession, PreparedXact, ServerId,
 };
+use crate::domain::text::display_ident;
 use crate::pg::connect::{
     connect, describe_error, is_own_session, SessionSettings, APPLICATION_NAME,
 };
@@ -811,7 +812,10 @@ async fn resolve_relations(
                 let oid = r.col::<u32>(0).ok()?;
                 let schema = r.col::<String>(1).ok()?;
                 let name = r.col::<String>(2).ok()?;
-                Some((oid, format!("{schema}.{name}")))
+                Some((
+                    oid,
+                    format!("{}.{}", display_ident(&schema), display_ident(&name)),
+                ))
             })
             .collect(),
         Err(_) => HashMap::new(),
