@@ -23,5 +23,6 @@
 pub mod cmd;
 pub mod domain;
 pub mod pg;
+pub mod serve;
 pub mod sqlite;
 pub mod tui;

@@ -161,6 +161,9 @@ pub enum Command {
     /// A private PostgreSQL with a simulated agent swarm and real incidents, in the dashboard
     #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
+    /// One watcher for the swarm: an HTTP API, live events and OpenMetrics for Prometheus
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
     /// Write one snapshot per tick as JSON Lines (for replay and incident review)
     #[command(after_help = RECORD_HELP)]
     Record(RecordArgs),
@@ -299,6 +302,45 @@ pub struct DemoArgs {
     /// With --db: simulate against databases whose names do not look like test databases
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub interval: IntervalArg,
+}
+
+const SERVE_HELP: &str = "\
+Polls every configured database once (like the dashboard: incremental
+refresh, fast polls while anything waits), keeps the flight log, and
+answers from memory: N dashboards and agents cost the database one probe.
+
+Endpoints: /api/v1/snapshot, /api/v1/summary, /api/v1/incidents
+(?since=1h&namespace=&worker=), /api/v1/events (server-sent events, resume
+with Last-Event-ID), /metrics (OpenMetrics), /healthz. Read-only.
+
+Listens on 127.0.0.1:9187 by default. Any other address needs
+--token-file (clients send Authorization: Bearer TOKEN); without one it
+refuses to start (exit 2).
+
+Examples:
+  pgswarm serve --config pgswarm.toml
+  pgswarm serve --listen 0.0.0.0:9187 --token-file /etc/pgswarm/token --log-format json
+  curl -s localhost:9187/api/v1/summary
+  curl -s localhost:9187/metrics
+
+Exit codes: 0 stopped by SIGTERM or Ctrl-C; 2 usage error (address, token
+file). Reference: docs/serve.md.";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (non-loopback needs --token-file)
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9187")]
+    pub listen: String,
+    /// File holding the bearer token clients must send (required off loopback)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Format of the service log on stderr
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(flatten)]
+    pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
 }

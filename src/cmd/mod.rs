@@ -9,6 +9,7 @@ pub mod record;
 pub mod recording;
 pub mod replay;
 pub mod report;
+pub mod serve;
 pub mod signal;
 pub mod snapshot;
 pub mod sweep;
@@ -150,5 +151,6 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
         Command::Terminate(args) => signal::run(runtime, &settings()?, &args, Action::Terminate),
         Command::Demo(args) if given.db.is_empty() => demo::run(runtime, &offline()?, &args, false),
         Command::Demo(args) => demo::run(runtime, &settings()?, &args, true),
+        Command::Serve(args) => serve::run(runtime, &settings()?, &args),
     }
 }

@@ -493,6 +493,24 @@ impl TempCluster {
         run(c, "psql")
     }
 
+    /// Stops the server but keeps its directory, so [`TempCluster::start_server`] can bring it back
+    /// (tests of an outage).
+    pub fn stop_server(&self) -> Result<(), ClusterError> {
+        let mut cmd = server_command(&self.bindir.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(self.root.join("data"))
+            .args(["-w", "-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        run(cmd, "pg_ctl stop").map(drop)
+    }
+
+    /// Starts a server stopped with [`TempCluster::stop_server`] again.
+    pub fn start_server(&self) -> Result<(), ClusterError> {
+        self.pg_ctl_start()
+    }
+
     /// Stops the server and removes its directory, waiting until both are done.
     pub fn stop(mut self) {
         self.shutdown();

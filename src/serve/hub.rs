@@ -1,0 +1,493 @@
+//! What `serve` holds in memory and hands to every reader: the latest snapshot and its summary,
+//! the ended lock-wait episodes (bounded), the event stream with a bounded replay history, and the
+//! metrics registry.
+//!
+//! One producer (the snapshot stream's updates, through [`Hub::publish`]), many readers. No reader
+//! ever waits for the database: `/metrics`, `/api/v1/*` and the event stream only read what the last
+//! poll published. Every buffer is bounded: the episode memory ([`EPISODES_KEPT`]), the replay
+//! history ([`EVENTS_KEPT`]) and each event subscriber ([`SUBSCRIBER_QUEUE`]: a reader that falls
+//! that far behind is dropped, never buffered for).
+
+use crate::domain::incidents::Episode;
+use crate::domain::snapshot::{ReadStatus, SchemaStatus, Snapshot};
+use crate::domain::summary::{summarize, Summary, WaitStarts};
+use crate::pg::stream::Update;
+use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Ended episodes kept for `/api/v1/incidents` (the flight log keeps them all, on disk).
+pub const EPISODES_KEPT: usize = 10_000;
+/// Events kept for a client that resumes with `Last-Event-ID`.
+pub const EVENTS_KEPT: usize = 1_024;
+/// Events queued for one subscriber before it is dropped as too slow.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+/// The latest poll, as every reader sees it.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    pub snapshot: Arc<Snapshot>,
+    pub summary: Arc<Summary>,
+    pub poll_duration: Duration,
+    pub at: DateTime<Utc>,
+}
+
+/// One server-sent event: `id`, `event` (`summary` or `episode`) and the JSON `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: u64,
+    pub kind: &'static str,
+    pub data: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EpisodeLabels {
+    server: String,
+    database: String,
+    outcome: String,
+}
+
+/// The shared state of a `serve` process.
+pub struct Hub {
+    /// Shared with the metrics collector, which reads it at scrape time.
+    latest: Arc<RwLock<Option<Latest>>>,
+    episodes: Mutex<VecDeque<Episode>>,
+    history: Mutex<VecDeque<Arc<Event>>>,
+    events: broadcast::Sender<Arc<Event>>,
+    next_id: AtomicU64,
+    registry: Registry,
+    episodes_total: Family<EpisodeLabels, Counter>,
+    wait_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+/// The metrics computed from the latest snapshot at scrape time.
+#[derive(Debug)]
+struct SnapshotCollector(Arc<RwLock<Option<Latest>>>);
+
+impl Hub {
+    pub fn new() -> Arc<Hub> {
+        let (events, _) = broadcast::channel(SUBSCRIBER_QUEUE);
+        let latest = Arc::new(RwLock::new(None));
+        let episodes_total = Family::<EpisodeLabels, Counter>::default();
+        // Lock waits worth telling apart: a fraction of a poll to minutes.
+        let wait_seconds = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        let mut registry = Registry::default();
+        registry.register(
+            "pgswarm_lock_wait_episodes",
+            "Lock waits that ended, by how they ended",
+            episodes_total.clone(),
+        );
+        registry.register_with_unit(
+            "pgswarm_lock_wait",
+            "How long ended lock waits lasted",
+            Unit::Seconds,
+            wait_seconds.clone(),
+        );
+        registry.register_collector(Box::new(SnapshotCollector(latest.clone())));
+        Arc::new(Hub {
+            latest,
+            episodes: Mutex::new(VecDeque::new()),
+            history: Mutex::new(VecDeque::new()),
+            events,
+            next_id: AtomicU64::new(1),
+            registry,
+            episodes_total,
+            wait_seconds,
+        })
+    }
+
+    /// The newest published poll (`None` before the first one).
+    pub fn latest(&self) -> Option<Latest> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes one update of the snapshot stream: it becomes the latest picture, its ended episodes
+    /// are remembered and counted, and one `summary` event plus one `episode` event per ended
+    /// episode go to the subscribers.
+    pub fn publish(&self, update: &Update) {
+        let summary = Arc::new(summarize(&update.snapshot, &WaitStarts::default()));
+        let latest = Latest {
+            snapshot: update.snapshot.clone(),
+            summary: summary.clone(),
+            poll_duration: update
+                .latencies
+                .iter()
+                .map(|(_, d)| *d)
+                .max()
+                .unwrap_or_default(),
+            at: update.at,
+        };
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+        {
+            let mut kept = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &update.ended {
+                self.episodes_total
+                    .get_or_create(&EpisodeLabels {
+                        server: e.server.clone(),
+                        database: e.waiter_database.clone(),
+                        outcome: outcome_label(e.outcome),
+                    })
+                    .inc();
+                self.wait_seconds.observe(e.duration_s.max(0.0));
+                if kept.len() == EPISODES_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(e.clone());
+            }
+        }
+        self.emit("summary", serde_json::to_string(&*summary));
+        for e in &update.ended {
+            self.emit("episode", serde_json::to_string(e));
+        }
+    }
+
+    fn emit(&self, kind: &'static str, data: Result<String, serde_json::Error>) {
+        let Ok(data) = data else { return };
+        let event = Arc::new(Event {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            kind,
+            data,
+        });
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            if history.len() == EVENTS_KEPT {
+                history.pop_front();
+            }
+            history.push_back(event.clone());
+        }
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// A subscription, with the kept events after `last_id` to send first (a resumed client).
+    pub fn subscribe(
+        &self,
+        last_id: Option<u64>,
+    ) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+        // Subscribe before reading the history, so that nothing falls between the two; the
+        // caller skips ids it has already sent.
+        let rx = self.events.subscribe();
+        let backlog = match last_id {
+            None => Vec::new(),
+            Some(last) => self
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|e| e.id > last)
+                .cloned()
+                .collect(),
+        };
+        (backlog, rx)
+    }
+
+    /// The ended episodes held in memory, oldest first.
+    pub fn episodes(&self) -> Vec<Episode> {
+        self.episodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The OpenMetrics exposition of the latest poll.
+    pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerDb {
+    server: String,
+    database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerOnly {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DbOnly {
+    database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+/// Gauges from the latest snapshot: labels are servers, databases and states only (bounded);
+/// runs and pids stay in the JSON API.
+#[derive(Debug, Default, PartialEq)]
+pub struct Gauges {
+    pub blocked: BTreeMap<(String, String), f64>,
+    pub longest_wait: BTreeMap<(String, String), f64>,
+    pub collisions: BTreeMap<(String, String), f64>,
+    pub invocations: BTreeMap<String, f64>,
+    pub orphaned: BTreeMap<String, f64>,
+    pub database_up: BTreeMap<String, f64>,
+    pub lock_table: BTreeMap<String, f64>,
+    pub connections: BTreeMap<String, f64>,
+    pub oldest_xact: BTreeMap<String, f64>,
+    pub idle_in_xact: BTreeMap<String, f64>,
+}
+
+/// Computes the gauges of a snapshot (pure: tested without a server).
+pub fn gauges_of(snap: &Snapshot) -> Gauges {
+    let mut g = Gauges::default();
+    for d in &snap.databases {
+        let up = matches!(d.read, ReadStatus::Read | ReadStatus::SchemasFailed);
+        g.database_up
+            .insert(d.name.clone(), f64::from(u8::from(up)));
+        g.orphaned.entry(d.name.clone()).or_insert(0.0);
+        if let Some(server) = &d.server {
+            g.blocked
+                .entry((server.clone(), d.name.clone()))
+                .or_insert(0.0);
+            g.collisions
+                .entry((server.clone(), d.name.clone()))
+                .or_insert(0.0);
+            g.longest_wait
+                .entry((server.clone(), d.name.clone()))
+                .or_insert(0.0);
+        }
+    }
+    for s in snap.sessions.iter().filter(|s| !s.blocked_by.is_empty()) {
+        let key = (s.server.clone(), s.database.clone());
+        *g.blocked.entry(key.clone()).or_insert(0.0) += 1.0;
+        let w = g.longest_wait.entry(key).or_insert(0.0);
+        *w = w.max(s.waiting_s.unwrap_or(0.0));
+    }
+    let mut colliding = std::collections::BTreeSet::new();
+    for e in snap.blocking.iter().filter(|e| e.cross_invocation) {
+        if colliding.insert((e.server.clone(), e.blocked_pid)) {
+            *g.collisions
+                .entry((e.server.clone(), e.database.clone()))
+                .or_insert(0.0) += 1.0;
+        }
+    }
+    for state in ["blocked", "live", "stale"] {
+        g.invocations.insert(state.into(), 0.0);
+    }
+    for i in &snap.invocations {
+        let state = match (i.live, i.blocked > 0) {
+            (true, true) => "blocked",
+            (true, false) => "live",
+            (false, _) => "stale",
+        };
+        *g.invocations.entry(state.into()).or_insert(0.0) += 1.0;
+    }
+    for s in snap
+        .schemas
+        .iter()
+        .filter(|s| s.status == SchemaStatus::Orphaned)
+    {
+        *g.orphaned.entry(s.database.clone()).or_insert(0.0) += 1.0;
+    }
+    for s in &snap.servers {
+        if let Some(f) = s.lock_table_fill {
+            g.lock_table.insert(s.server.clone(), f);
+        }
+        g.connections.insert(s.server.clone(), s.connections as f64);
+        g.oldest_xact
+            .insert(s.server.clone(), s.oldest_xact_age_s.unwrap_or(0.0));
+        g.idle_in_xact
+            .insert(s.server.clone(), s.idle_in_transaction as f64);
+    }
+    g
+}
+
+fn encode_gauge<L: EncodeLabelSet + std::fmt::Debug>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    values: impl IntoIterator<Item = (L, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        unit,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, v) in values {
+        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let latest = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_build_info",
+            "The pgswarm version serving these metrics",
+            None,
+            [(
+                VersionLabel {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+                1.0,
+            )],
+        )?;
+        let Some(latest) = latest else {
+            return Ok(());
+        };
+        let g = gauges_of(&latest.snapshot);
+        let sd = |m: BTreeMap<(String, String), f64>| {
+            m.into_iter()
+                .map(|((server, database), v)| (ServerDb { server, database }, v))
+                .collect::<Vec<_>>()
+        };
+        let so = |m: BTreeMap<String, f64>| {
+            m.into_iter()
+                .map(|(server, v)| (ServerOnly { server }, v))
+                .collect::<Vec<_>>()
+        };
+        let db = |m: BTreeMap<String, f64>| {
+            m.into_iter()
+                .map(|(database, v)| (DbOnly { database }, v))
+                .collect::<Vec<_>>()
+        };
+        let secs = Some(&Unit::Seconds);
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_blocked_sessions",
+            "Sessions waiting for a lock another session holds or is queued for",
+            None,
+            sd(g.blocked),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_longest_lock_wait",
+            "The longest current lock wait",
+            secs,
+            sd(g.longest_wait),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_cross_invocation_collisions",
+            "Sessions held up by another test run (another namespace)",
+            None,
+            sd(g.collisions),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_invocations",
+            "Test runs by state: blocked (a session waits), live (sessions, none waiting), stale (schemas only)",
+            None,
+            g.invocations
+                .into_iter()
+                .map(|(state, v)| (StateLabel { state }, v)),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_orphaned_schemas",
+            "Test schemas whose run has no session anywhere (what a sweep would drop)",
+            None,
+            db(g.orphaned),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_database_up",
+            "1 when the database's sessions were read in the latest poll",
+            None,
+            db(g.database_up),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_lock_table_used_ratio",
+            "Rows in pg_locks against max_locks_per_transaction x (max_connections + max_prepared_transactions)",
+            None,
+            so(g.lock_table),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_connections",
+            "Client sessions on the server (pgswarm's own left out)",
+            None,
+            so(g.connections),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_oldest_transaction",
+            "Age of the oldest open transaction (prepared ones included)",
+            secs,
+            so(g.oldest_xact),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_idle_in_transaction_sessions",
+            "Sessions idle in a transaction",
+            None,
+            so(g.idle_in_xact),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "pgswarm_poll_duration",
+            "How long the latest poll took (the slowest server group)",
+            secs,
+            [(NoLabels, latest.poll_duration.as_secs_f64())],
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct NoLabels;
+
+impl EncodeLabelSet for NoLabels {
+    fn encode(
+        &self,
+        _encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
+}
+
+/// A JSON body that serializes once per poll, not per request.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub last_poll_at: Option<DateTime<Utc>>,
+    pub databases_read: usize,
+    pub databases: usize,
+}
+
+/// An outcome as its JSON name (`gave_up`), the label value dashboards and alerts match on.
+fn outcome_label(o: crate::domain::incidents::Outcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}

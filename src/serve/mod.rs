@@ -1,0 +1,90 @@
+//! `pgswarm serve`: one watcher for the whole swarm. It polls every configured database through the
+//! same snapshot stream as the dashboard (incremental refresh, fast polls while anything waits),
+//! keeps the flight log, and answers every reader from memory: dashboards and agents over the JSON
+//! API and the event stream, Prometheus over `/metrics`. N readers cost the database one probe.
+//!
+//! Layering: like `tui`, this depends on `domain` and on `pg::stream`; `cmd::serve` only parses
+//! flags and starts it. `hub` holds what was published; `routes` is the HTTP surface.
+//!
+//! Safe by default: it listens on loopback unless told otherwise, and `cmd::serve` refuses any
+//! other address without a bearer token. It is read-only: it never cancels, terminates or drops.
+
+pub mod hub;
+pub mod routes;
+
+use crate::pg::config::Settings;
+use crate::pg::conninfo::Environment;
+use crate::pg::flightlog::FlightLog;
+use crate::pg::stream::SnapshotStream;
+use hub::Hub;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub interval: Duration,
+    pub limits: routes::Limits,
+}
+
+/// Why `serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Binds `opts.listen` (the bound address is sent on `bound`, for a port 0), polls, serves until
+/// `shutdown` resolves, then stops accepting, lets requests in flight finish and stops polling.
+pub async fn run(
+    settings: &Settings,
+    opts: &ServeOptions,
+    env: Arc<dyn Environment + Send + Sync>,
+    flight_log: Option<FlightLog>,
+    bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let hub = Hub::new();
+    let mut stream = SnapshotStream::spawn(
+        settings,
+        opts.interval,
+        env,
+        flight_log,
+        crate::sqlite::report_source(&settings.sqlite),
+    );
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(update) = stream.updates.recv().await {
+                if let Some(e) = &update.flight_log_error {
+                    tracing::warn!(error = %e, "flight log write failed");
+                }
+                hub.publish(&update);
+            }
+        })
+    };
+    bound(addr);
+    tracing::info!(%addr, "serving");
+    let app = routes::router(hub, opts.token.clone(), &opts.limits);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve);
+    publisher.abort();
+    served
+}

@@ -1,0 +1,344 @@
+//! `pgswarm serve` (issue 24) against real servers: a collision between two runs seen through the
+//! API, the event stream and `/metrics`; the token rule off loopback; a server that goes away shown
+//! as stale, then live again; SIGTERM stops it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `pgswarm serve`, killed on drop.
+struct Serve {
+    child: Child,
+    port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(db: &str, extra: &[&str]) -> Serve {
+        let state = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--interval", "0.25s"])
+            .args(extra)
+            .args(["--db", db])
+            .env_remove("PGSWARM_DB")
+            .env_remove("PGSWARM_CONFIG")
+            .env("XDG_STATE_HOME", state.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("pgswarm serve starts");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Keep draining stderr so the child never blocks on it.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+        });
+        Serve {
+            child,
+            port,
+            _state: state,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path, &[])
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// Polls `path` until `ok` holds (bounded).
+    fn until(&self, path: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(path);
+            if status == 200 && ok(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{what}: last {status} {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 GET (Connection: close); status and body.
+fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` in an OpenMetrics exposition (sums matching lines).
+fn sample(metrics: &str, name: &str, label: &str) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collision_is_seen_through_the_api_the_events_and_metrics() {
+    let srv = Server::start(&["app"]);
+    srv.psql("app", "CREATE TABLE accounts (id int)");
+    let ci = srv.conninfo("app");
+    let serve = Serve::start(&format!("app={ci}"), &[]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+
+    // The event stream, opened before the collision, read until the episode's event (bounded).
+    let port = serve.port;
+    let reader = std::thread::spawn(move || read_events_until(port, None, "\"gave_up\"", 40));
+    let holder = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts")
+        .await
+        .unwrap();
+    let waiter = connect_as(&ci, &format!("pytest_gw1_{NS_B}")).await;
+    waiter
+        .batch_execute("SET lock_timeout = '3s'")
+        .await
+        .unwrap();
+    let task = spawn_blocking_query(waiter, "SELECT * FROM accounts");
+
+    let metrics = serve.until("/metrics", "blocked while waiting", |m| {
+        sample(m, "pgswarm_blocked_sessions", "database=\"app\"").is_some_and(|v| v >= 1.0)
+    });
+    assert!(
+        sample(&metrics, "pgswarm_cross_invocation_collisions", "app").is_some_and(|v| v >= 1.0),
+        "{metrics}"
+    );
+    let snap = serve.json("/api/v1/snapshot");
+    assert_eq!(snap["lock_trees"][0]["root_namespace"], NS_A, "{snap:#}");
+    let summary = serve.json("/api/v1/summary");
+    assert_eq!(summary["blocked"], 1, "{summary:#}");
+    assert_eq!(summary["collisions"], 1, "{summary:#}");
+
+    // The waiter stays connected: a session that gave up and then left would read as waiter_gone.
+    let (_waiter, r) = task.await.unwrap();
+    let err = r.expect_err("lock_timeout");
+    assert_eq!(err.code().map(|c| c.code()), Some("55P03"));
+    let body = serve.until("/api/v1/incidents", "the ended episode", |b| {
+        b.contains("\"gave_up\"")
+    });
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let e = &doc["episodes"][0];
+    assert_eq!(e["outcome"], "gave_up", "{e:#}");
+    assert_eq!(e["waiter_namespace"], NS_B);
+    assert_eq!(e["root_namespace"], NS_A);
+    assert_eq!(e["relation"], "public.accounts");
+    let filtered = serve.json(&format!("/api/v1/incidents?namespace={NS_B}&since=1h"));
+    assert_eq!(filtered["episodes"].as_array().map(Vec::len), Some(1));
+    let other = serve.json("/api/v1/incidents?namespace=p1t1r1");
+    assert_eq!(other["episodes"].as_array().map(Vec::len), Some(0));
+    let (status, bad) = serve.get("/api/v1/incidents?since=yesterday");
+    assert_eq!(status, 400, "{bad}");
+    let metrics = serve.until("/metrics", "the episode counted", |m| {
+        sample(m, "pgswarm_lock_wait_episodes_total", "outcome=\"gave_up\"")
+            .is_some_and(|v| v >= 1.0)
+    });
+    assert!(sample(&metrics, "pgswarm_lock_wait_seconds_count", "").is_some_and(|v| v >= 1.0));
+
+    let seen = reader.join().unwrap();
+    let seen: Vec<String> = seen.lines().map(str::to_string).collect();
+    assert!(seen.iter().any(|l| l == "event: summary"), "{seen:?}");
+    assert!(seen.iter().any(|l| l == "event: episode"), "{seen:?}");
+    let ids: Vec<u64> = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("id:")?.trim().parse().ok())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    // A client resuming after the first id gets what followed, from the kept history.
+    let next = format!("id: {}", ids[1]);
+    let resume = read_events_until(serve.port, Some(ids[0]), &next, 5);
+    assert!(resume.contains(&next), "{resume}");
+    assert!(
+        !resume.contains(&format!("id: {}\n", ids[0])),
+        "the event already seen is not sent again: {resume}"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// Reads `/api/v1/events` (with `Last-Event-ID: last` when given), decoding the chunked body,
+/// until the text contains `needle` or `secs` pass; returns the event-stream text.
+fn read_events_until(port: u16, last: Option<u64>, needle: &str, secs: u64) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let resume = last
+        .map(|l| format!("Last-Event-ID: {l}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n{resume}\r\n").as_bytes(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let body = decode_chunked(&raw);
+        if body.contains(needle) || Instant::now() >= deadline {
+            return body;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return decode_chunked(&raw),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The body of a chunked HTTP/1.1 response received so far (an incomplete last chunk included).
+fn decode_chunked(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let Some((_, mut rest)) = text.split_once("\r\n\r\n") else {
+        return String::new();
+    };
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        let take = n.min(after.len());
+        body.push_str(&after[..take]);
+        if take < n || after.len() < n + 2 {
+            break;
+        }
+        rest = &after[n + 2..];
+    }
+    body
+}
+
+#[test]
+fn off_loopback_needs_a_token_and_requests_need_it_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--db",
+            "x=host=/nonexistent",
+        ])
+        .env_remove("PGSWARM_DB")
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--token-file"])
+        .arg(&token)
+        .args(["--db", "x=host=/nonexistent"])
+        .env_remove("PGSWARM_DB")
+        .output()
+        .unwrap();
+    assert_exit(&loose, 2);
+    assert!(String::from_utf8_lossy(&loose.stderr).contains("chmod 600"));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let serve = Serve::start(
+        "x=host=/nonexistent",
+        &["--token-file", token.to_str().unwrap(), "--no-flight-log"],
+    );
+    let (status, _) = serve.get("/api/v1/summary");
+    assert_eq!(status, 401);
+    let (status, _) = http_get(serve.port, "/metrics", &[("Authorization", "Bearer wrong")]);
+    assert_eq!(status, 401);
+    let (status, body) = http_get(
+        serve.port,
+        "/metrics",
+        &[("Authorization", "Bearer s3cret-token")],
+    );
+    assert_eq!(status, 200, "{body}");
+    // An unreachable database is down, never "nothing blocked" by omission.
+    assert!(
+        body.contains("pgswarm_database_up{database=\"x\"} 0"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_is_stale_then_live_again_and_sigterm_stops_serve() {
+    let srv = start_cluster(&["app"], pgswarm::pg::cluster::ClusterOptions::default());
+    let ci = srv.conninfo("app");
+    let serve = Serve::start(&format!("app={ci}"), &["--no-flight-log"]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+    srv.stop_server().expect("server stops");
+    let body = serve.until("/metrics", "down after the server stopped", |m| {
+        m.contains("pgswarm_database_up{database=\"app\"} 0")
+    });
+    assert!(body.contains("pgswarm_database_up"));
+    let health = serve.until("/healthz", "degraded", |b| b.contains("degraded"));
+    assert!(health.contains("\"databases_read\":0"), "{health}");
+    let summary = serve.json("/api/v1/summary");
+    assert_eq!(summary["unreachable"][0], "app", "{summary:#}");
+    srv.start_server().expect("server starts again");
+    serve.until("/healthz", "live again", |b| b.contains("\"ok\""));
+
+    let mut serve = serve;
+    let started = Instant::now();
+    // SAFETY: kill(2) with a pid of a child this test started and has not reaped.
+    unsafe {
+        libc::kill(serve.child.id() as i32, libc::SIGTERM);
+    }
+    let status = loop {
+        if let Some(s) = serve.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
