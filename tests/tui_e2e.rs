@@ -219,6 +219,9 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     assert_eq!(count(stale), "0");
     assert_eq!(count(&live), "1");
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
@@ -275,6 +278,9 @@ async fn capital_k_on_the_root_blocker_terminates_exactly_it_and_frees_the_waite
         .unwrap();
     r.expect("its query ran");
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
@@ -300,6 +306,9 @@ fn replay_and_the_demo_fallback_without_server_binaries() {
         s.contains("the sweep is disabled")
     });
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     let after = tmux.wait_for("exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
@@ -465,6 +474,9 @@ async fn the_detail_of_a_session_that_ended_shows_its_last_seen_state() {
         s.contains("GONE: not in the latest poll")
     });
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED=0"));
     holder.batch_execute("ROLLBACK").await.unwrap();
