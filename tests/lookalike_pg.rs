@@ -169,6 +169,7 @@ fn normalize(mut v: Value) -> Value {
         "lock_table_used",
         "lock_table_fill",
         "lock_table_read_at",
+        "xacts",
         "target",
         "longest_wait_s",
         "duration_ms",

@@ -694,3 +694,194 @@ fn o_cycles_the_invocation_order_and_the_unlabeled_group_stays_last() {
     app.update(ch('o'));
     assert_eq!(invocation_order(&app), trouble, "and back");
 }
+
+/// Issue 27: something becomes blocked while the user has not touched a key since the last calm
+/// picture: the focus goes to Lock trees, on the first root. A key pressed since keeps it where
+/// the user left it.
+#[test]
+fn the_focus_follows_new_trouble_until_the_user_moves() {
+    let mut app = app_with(fixtures::empty());
+    assert_eq!(app.focus, Pane::Invocations);
+    app.update(poll(fixtures::collision(), 1));
+    assert_eq!(
+        app.focus,
+        Pane::Locks,
+        "nothing pressed since the calm picture"
+    );
+    assert!(matches!(
+        app.selected_key(Pane::Locks),
+        Some(RowKey::Lock { pid: 101, .. })
+    ));
+    // Calm again, then a key: the next trouble leaves the focus alone.
+    app.update(poll(fixtures::empty(), 2));
+    app.update(key(KeyCode::Tab));
+    let chosen = app.focus;
+    app.update(poll(fixtures::collision(), 3));
+    assert_eq!(app.focus, chosen, "the user moved: the focus stays");
+    // Trouble already on screen at start is not "becoming blocked": no jump.
+    let app = app_with(fixtures::collision());
+    assert_eq!(app.focus, Pane::Invocations);
+}
+
+/// Issue 27: the detail of a session that has left shows it as last seen, links to its ended lock
+/// wait with `e`, and the wait's detail links back.
+#[test]
+fn a_detail_outlives_its_session_and_links_to_the_ended_wait() {
+    let mut app = app_with(fixtures::busy_before());
+    // Lock trees, the first tree: 101, then its victims 201, 202, 601, 602 in some order.
+    app.update(key(KeyCode::Tab));
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Locks);
+    let pos = app
+        .model
+        .keys(Pane::Locks)
+        .iter()
+        .position(|k| matches!(k, RowKey::Lock { pid: 601, .. }))
+        .unwrap();
+    for _ in 0..pos {
+        app.update(ch('j'));
+    }
+    app.update(key(KeyCode::Enter));
+    let Overlay::Detail(opened) = app.overlay.clone() else {
+        panic!("detail open: {:?}", app.overlay)
+    };
+    assert_eq!(opened.session(), Some(("db0.internal:5432", 601)));
+    // 601 leaves while its detail is open; the tracker reports its wait as ended.
+    let (ended, _) = busy_episodes();
+    app.update(poll(fixtures::busy(), 2));
+    app.update(Event::Episodes {
+        ended,
+        ongoing: vec![],
+    });
+    let (s, last_seen) = app.session_seen("db0.internal:5432", 601).unwrap();
+    assert_eq!(s.pid, 601);
+    assert_eq!(last_seen, Some(fixture_now() - ChronoDuration::seconds(2)));
+    app.update(ch('e'));
+    let Overlay::Detail(RowKey::Incident(id)) = app.overlay.clone() else {
+        panic!("e opens the ended wait: {:?}", app.overlay)
+    };
+    let e = app.episodes.iter().find(|e| e.id == id).unwrap();
+    assert_eq!(e.waiter_pid, 601);
+    app.update(ch('e'));
+    assert_eq!(
+        app.overlay,
+        Overlay::Detail(RowKey::Session {
+            server: "db0.internal:5432".into(),
+            pid: 601
+        }),
+        "and back to the session"
+    );
+}
+
+/// `busy_before` then `busy`: the waits of 601 and 602 end (their sessions left).
+fn busy_episodes() -> (
+    Vec<pgswarm::domain::incidents::Episode>,
+    Vec<pgswarm::domain::incidents::Episode>,
+) {
+    use pgswarm::domain::incidents::EpisodeTracker;
+    use pgswarm::domain::snapshot::build_snapshot;
+    let conv = Convention::default();
+    let mut tracker = EpisodeTracker::new();
+    tracker.observe(&build_snapshot(fixtures::busy_before(), &conv));
+    let ended = tracker.observe(&build_snapshot(fixtures::busy(), &conv));
+    (ended, tracker.ongoing())
+}
+
+#[test]
+fn the_last_seen_memory_is_bounded() {
+    use pgswarm::tui::app::MAX_LAST_SEEN;
+    let mut app = app_with(fixtures::synthetic(MAX_LAST_SEEN + 100, 50, 2, 1));
+    app.update(poll(fixtures::empty(), 1));
+    assert_eq!(app.last_seen.len(), MAX_LAST_SEEN);
+}
+
+/// Issue 27: the Sessions pane swaps in for Invocations, is in the Tab order in its place, sorts
+/// by the key its title names, and shares the filter.
+#[test]
+fn the_sessions_pane_swaps_in_sorts_and_filters() {
+    use pgswarm::tui::app::{DurationMode, SessionSort};
+    let mut app = app_with(fixtures::busy());
+    app.update(ch('s'));
+    assert!(app.show_sessions);
+    assert_eq!(app.focus, Pane::Sessions);
+    assert_eq!(
+        app.panes(),
+        [Pane::Sessions, Pane::Schemas, Pane::Locks, Pane::Incidents]
+    );
+    let pids = |app: &App| -> Vec<i32> {
+        app.model
+            .keys(Pane::Sessions)
+            .iter()
+            .map(|k| k.session().unwrap().1)
+            .collect()
+    };
+    // By wait: the longest lock wait first (201 waits 14 s), then 202 (9 s), 302 (8 s).
+    assert_eq!(app.session_sort, SessionSort::Wait);
+    assert_eq!(&pids(&app)[..3], &[201, 202, 302]);
+    app.update(ch('o'));
+    assert_eq!(app.session_sort, SessionSort::XactAge);
+    assert_eq!(pids(&app)[0], 101, "the oldest transaction (41 s)");
+    app.update(ch('o'));
+    app.update(ch('o'));
+    app.update(ch('o'));
+    assert_eq!(app.session_sort, SessionSort::Pid);
+    let sorted = pids(&app);
+    assert!(sorted.windows(2).all(|w| w[0] < w[1]), "{sorted:?}");
+    assert_eq!(
+        app.sort,
+        Default::default(),
+        "o on Sessions leaves Invocations' order"
+    );
+    app.update(ch('T'));
+    assert_eq!(app.duration_mode, DurationMode::Transaction);
+    // The filter is shared.
+    app.update(ch('/'));
+    for c in "gw2".chars() {
+        app.update(ch(c));
+    }
+    app.update(key(KeyCode::Enter));
+    assert_eq!(pids(&app), vec![303, 402]);
+    // Enter opens the session's detail; c plans a cancel of that session.
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(
+        app.overlay,
+        Overlay::Detail(RowKey::Session { pid: 303, .. })
+    ));
+    app.update(key(KeyCode::Esc));
+    // Tab goes round the four panes on screen; s swaps back and the focus follows.
+    for _ in 0..4 {
+        app.update(key(KeyCode::Tab));
+    }
+    assert_eq!(app.focus, Pane::Sessions);
+    app.update(ch('s'));
+    assert_eq!(app.focus, Pane::Invocations);
+}
+
+/// Issue 27: pausing freezes the header's per-database line too (probe time, unreachable-since).
+#[test]
+fn pause_freezes_the_probe_times_and_unreachable_times() {
+    let mut app = app_with(fixtures::collision());
+    app.update(ch('p'));
+    let frozen = app.shown_probe_time().clone();
+    app.update(Event::Snapshot(
+        std::sync::Arc::new(pgswarm::domain::snapshot::build_snapshot(
+            fixtures::unreachable(),
+            &Convention::default(),
+        )),
+        vec![("platform".into(), Duration::from_millis(250))],
+        fixture_now() + ChronoDuration::seconds(5),
+    ));
+    assert_eq!(app.shown_probe_time(), &frozen);
+    assert!(app.shown_unreachable_since().is_empty());
+    assert_eq!(
+        app.probe_time.get("platform"),
+        Some(&Duration::from_millis(250)),
+        "kept underneath"
+    );
+    app.update(ch('p'));
+    assert_eq!(
+        app.shown_probe_time().get("platform"),
+        Some(&Duration::from_millis(250))
+    );
+    assert!(app.shown_unreachable_since().contains_key("tenant_b"));
+}

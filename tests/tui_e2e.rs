@@ -37,6 +37,12 @@ impl Tmux {
 
     /// Starts `command` (a shell line) in a 120x40 session named `e2e`.
     fn start(&self, command: &str) {
+        self.start_sized(command, 120, 40);
+    }
+
+    /// Starts `command` in a `width` x `height` session named `e2e`.
+    fn start_sized(&self, command: &str, width: u16, height: u16) {
+        let (w, h) = (width.to_string(), height.to_string());
         let ok = self
             .cmd()
             .args([
@@ -45,9 +51,9 @@ impl Tmux {
                 "-s",
                 "e2e",
                 "-x",
-                "120",
+                &w,
                 "-y",
-                "40",
+                &h,
                 command,
             ])
             .status()
@@ -213,6 +219,9 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     assert_eq!(count(stale), "0");
     assert_eq!(count(&live), "1");
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
@@ -269,6 +278,9 @@ async fn capital_k_on_the_root_blocker_terminates_exactly_it_and_frees_the_waite
         .unwrap();
     r.expect("its query ran");
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
@@ -294,6 +306,9 @@ fn replay_and_the_demo_fallback_without_server_binaries() {
         s.contains("the sweep is disabled")
     });
     tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
     tmux.keys("q");
     let after = tmux.wait_for("exit", |s| s.contains("PGSWARM_EXITED="));
     assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
@@ -327,4 +342,182 @@ fn with_nothing_configured_the_dashboard_says_how_to_configure_and_exits_3() {
         "no database was ever read: {after}"
     );
     assert!(after.contains("nothing is configured"), "{after}");
+}
+
+/// The dashboard's command line for `dbs` (name, conninfo), in a private state directory.
+fn dashboard(state: &std::path::Path, dbs: &[(&str, String)]) -> String {
+    let mut cmd = format!(
+        "XDG_STATE_HOME='{}' '{}' --interval 0.25s",
+        state.display(),
+        env!("CARGO_BIN_EXE_pgswarm")
+    );
+    for (name, c) in dbs {
+        cmd.push_str(&format!(" --db '{name}={c}'"));
+    }
+    cmd + "; echo PGSWARM_EXITED=$?; sleep 600"
+}
+
+/// Issue 27: at 80x24, with a backlog of orphaned schemas, a lock tree and healthy runs, the
+/// screen shows a tree root, its victims (or what is cut, counted), and an invocation row: the
+/// focused Invocations pane no longer shrinks to its header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_80x24_a_tree_its_victims_and_the_invocations_are_all_visible() {
+    let srv = Server::start(&["platform"]);
+    let mut ddl = String::from("CREATE TABLE accounts (id int);");
+    for i in 0..40 {
+        ddl.push_str(&format!(
+            "CREATE SCHEMA test_p49{i:02}t1700000000r0c0ffe{i:02}_gw0;"
+        ));
+    }
+    srv.psql("platform", &ddl);
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let holder_pid = backend_pid(&holder).await;
+    let mut tasks = Vec::new();
+    let mut victims = Vec::new();
+    for w in ["gw0", "gw1"] {
+        let waiter = connect_as(&c, &format!("pytest_{w}_{NS_B}")).await;
+        let pid = backend_pid(&waiter).await;
+        tasks.push(spawn_blocking_query(waiter, "SELECT * FROM accounts"));
+        wait_until_lock_wait(&admin, pid).await;
+        victims.push(pid);
+    }
+    let _healthy = connect_as(&c, &format!("pytest_gw0_{NS_C}")).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    tmux.start_sized(&dashboard(state.path(), &[("platform", c.clone())]), 80, 24);
+    let invocation_row = |s: &str| {
+        s.lines().any(|l| {
+            [NS_A, NS_B, NS_C]
+                .iter()
+                .any(|ns| l.contains(ns) && !l.contains(&format!("test_{ns}")))
+        })
+    };
+    let screen = tmux.wait_for("a root, its victims and an invocation row", |s| {
+        let root = s.lines().any(|l| l.contains(&format!("■ {holder_pid} ")));
+        let all_victims = victims.iter().all(|p| s.contains(&format!(" {p} ")));
+        let cut_said = s.contains("hidden") || s.contains("+1 tree");
+        root && (all_victims || cut_said) && invocation_row(s) && s.contains("orphaned")
+    });
+    // The schema backlog is cut, and says so.
+    assert!(screen.contains(" more"), "{screen}");
+    for line in screen.lines() {
+        assert!(line.chars().count() <= 80, "{line}");
+    }
+    tmux.keys("q");
+    tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED=0"));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    for t in tasks {
+        t.await.unwrap().1.unwrap();
+    }
+}
+
+/// Issue 27: Enter on a waiter, then the waiter's session ends: the detail shows it as last seen
+/// (not "no longer present"), links to its ended wait with `e`, and that links back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_of_a_session_that_ended_shows_its_last_seen_state() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE accounts (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    tmux.start(&dashboard(state.path(), &[("platform", c.clone())]));
+    tmux.wait_for("the blocked pair", |s| s.contains("COLLISION"));
+    // Lock trees (third in Tab order): the root, then the waiter.
+    tmux.keys("Tab");
+    tmux.keys("Tab");
+    tmux.keys("j");
+    tmux.keys("Enter");
+    tmux.wait_for("the waiter's detail", |s| {
+        s.contains("Session · Esc closes") && s.contains(&format!("pid               {waiter_pid}"))
+    });
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&waiter_pid])
+        .await
+        .unwrap();
+    let screen = tmux.wait_for("the last-seen state and the ended wait", |s| {
+        s.contains("GONE: not in the latest poll; as last seen at") && s.contains("e: open it")
+    });
+    assert!(!screen.contains("no longer present"), "{screen}");
+    assert!(screen.contains("waiter gone"), "{screen}");
+    assert!(
+        screen.contains("SELECT * FROM accounts"),
+        "the query as last seen: {screen}"
+    );
+    tmux.keys("e");
+    let episode = tmux.wait_for("the ended wait's detail", |s| {
+        s.contains("Lock wait · Esc closes")
+    });
+    assert!(
+        episode.contains(&format!("pid {waiter_pid} gone, last seen")),
+        "{episode}"
+    );
+    tmux.keys("e");
+    tmux.wait_for("back to the session", |s| {
+        s.contains("GONE: not in the latest poll")
+    });
+    tmux.keys("Escape");
+    // Sent at once, Escape and q can reach the dashboard as one Alt-q, which only closes the
+    // overlay: quit once it is closed.
+    tmux.wait_for("the overlay to close", |s| !s.contains("Esc closes"));
+    tmux.keys("q");
+    tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED=0"));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let _ = task.await;
+}
+
+/// Issue 27: pausing freezes everything but the picture's age, the per-database line included,
+/// even when a poll meanwhile takes a second and a half (a catalog lock holds it up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_freezes_the_header_while_polls_go_on() {
+    let srv = Server::start(&["platform"]);
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    tmux.start(&dashboard(state.path(), &[("platform", c.clone())]));
+    tmux.wait_for("the first poll", |s| s.contains("platform ✓"));
+    tmux.keys("p");
+    let paused = tmux.wait_for("the pause", |s| s.contains("PAUSED · picture of"));
+    // Everything under the status line, as first drawn paused.
+    let below = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let frozen = below(&paused);
+    // A slow poll while paused: the probe waits for this lock for 1.5 s.
+    admin
+        .batch_execute(
+            "BEGIN; LOCK TABLE pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; \
+             SELECT pg_sleep(1.5); COMMIT",
+        )
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut ages = std::collections::BTreeSet::new();
+    while Instant::now() < until {
+        let s = tmux.capture();
+        assert_eq!(below(&s), frozen, "changed while paused:\n{s}");
+        ages.insert(s.lines().next().unwrap_or_default().to_string());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ages.len() > 1, "the picture's age keeps counting: {ages:?}");
+    tmux.keys("p");
+    tmux.wait_for("live again", |s| s.contains("● live"));
+    tmux.keys("q");
+    tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED=0"));
 }

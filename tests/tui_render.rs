@@ -469,3 +469,214 @@ fn long_database_names_and_a_deep_tree_at_three_sizes() {
         }
     }
 }
+
+/// The demo's busy moment (issue 27): three lock trees, two ended waits, and a backlog of 56
+/// orphaned schemas; the app saw the waiters 601 and 602 two seconds before they left.
+fn busy_app() -> App {
+    use pgswarm::domain::incidents::EpisodeTracker;
+    let conv = Convention::default();
+    let mut app = app_for(Some(fixtures::busy_before()));
+    let mut tracker = EpisodeTracker::new();
+    assert!(tracker
+        .observe(&build_snapshot(fixtures::busy_before(), &conv))
+        .is_empty());
+    let after = build_snapshot(fixtures::busy(), &conv);
+    let ended = tracker.observe(&after);
+    assert_eq!(ended.len(), 2, "601 and 602 left while waiting");
+    app.show_snapshot(std::sync::Arc::new(after));
+    app.update(Event::Episodes {
+        ended,
+        ongoing: vec![],
+    });
+    app
+}
+
+/// `p10001…1eef` for fixture invocation `i`.
+fn short_ns(i: usize) -> String {
+    let ns = fixtures::fixture_namespace(i);
+    let entropy = u32::from_str_radix(&ns[ns.len() - 8..], 16).unwrap();
+    format!("p{}…{:04x}", 10_000 + i, entropy & 0xffff)
+}
+
+/// Which panes show at least one row of their content, read off the screen: an invocation row
+/// (a run id followed by its columns, not by `/worker` as in a tree line), a schema row, a lock
+/// tree root, an ended wait.
+fn panes_with_rows(screen: &str) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    let invocation = (1..=5).any(|i| {
+        let full = fixtures::fixture_namespace(i);
+        let short = short_ns(i);
+        screen.lines().any(|l| {
+            (l.contains(&full) && !l.contains(&format!("test_{full}")))
+                || l.contains(&format!("{short} "))
+        })
+    });
+    if invocation {
+        found.push("Invocations");
+    }
+    if screen.lines().any(|l| l.contains("orphaned")) {
+        found.push("Schemas");
+    }
+    if screen.lines().any(|l| l.contains("■ ")) {
+        found.push("Lock trees");
+    }
+    if screen.lines().any(|l| l.contains("waiter gone")) {
+        found.push("Incidents");
+    }
+    found
+}
+
+#[test]
+fn every_pane_with_content_shows_rows_at_three_sizes() {
+    let app = busy_app();
+    assert_eq!(app.focus, Pane::Invocations);
+    for (w, h) in [(80u16, 24u16), (120, 40), (160, 45)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        insta::assert_snapshot!(format!("busy_{w}x{h}"), screen);
+        assert_eq!(
+            panes_with_rows(&screen),
+            ["Invocations", "Schemas", "Lock trees", "Incidents"],
+            "at {w}x{h}:\n{screen}"
+        );
+        // The schema backlog does not fit: the pane says how much is cut.
+        assert!(screen.contains(" more"), "at {w}x{h}:\n{screen}");
+        let roots = screen.lines().filter(|l| l.contains("■ ")).count();
+        let victims = ["201 ", "202 ", "302 ", "303 ", "402 "]
+            .iter()
+            .filter(|p| {
+                screen
+                    .lines()
+                    .any(|l| (l.contains('├') || l.contains('└')) && l.contains(&format!(" {p}")))
+            })
+            .count();
+        if h >= 40 {
+            // Whole trees before schemas: every root and every victim.
+            assert_eq!((roots, victims), (3, 5), "at {w}x{h}:\n{screen}");
+        } else {
+            // What is cut is said: victims hidden or trees below.
+            assert!(roots >= 1 && victims >= 1, "at {w}x{h}:\n{screen}");
+            if roots < 3 || victims < 5 {
+                assert!(
+                    screen.contains("hidden")
+                        || screen.contains("+1 tree")
+                        || screen.contains("+2 trees"),
+                    "a cut tree says so at {w}x{h}:\n{screen}"
+                );
+            }
+        }
+        // The focused pane keeps a few rows even at 80x24.
+        let focused_rows = (1..=5)
+            .filter(|&i| {
+                let (full, short) = (fixtures::fixture_namespace(i), short_ns(i));
+                screen.lines().any(|l| {
+                    (l.contains(&full) && !l.contains(&format!("test_{full}")))
+                        || l.contains(&format!("{short} "))
+                })
+            })
+            .count();
+        assert!(focused_rows >= 3, "at {w}x{h}:\n{screen}");
+    }
+}
+
+/// Issue 27: Enter on a waiter, then it leaves: the detail shows it as last seen, with when, and
+/// links to its ended wait; the wait's detail links back.
+#[test]
+fn the_detail_of_a_session_that_left_shows_its_last_seen_state() {
+    use crossterm::event::KeyCode;
+    let conv = Convention::default();
+    let mut app = app_for(Some(fixtures::busy_before()));
+    app.update(Event::Key(KeyCode::Tab.into()));
+    app.update(Event::Key(KeyCode::Tab.into()));
+    let pos = app
+        .model
+        .keys(Pane::Locks)
+        .iter()
+        .position(|k| k.session().map(|s| s.1) == Some(601))
+        .unwrap();
+    for _ in 0..pos {
+        app.update(Event::Key(KeyCode::Char('j').into()));
+    }
+    app.update(Event::Key(KeyCode::Enter.into()));
+    let live = text(&render(&app, 120, 40, COLOR));
+    assert!(!live.contains("GONE"), "{live}");
+    let busy = busy_app();
+    app.show_snapshot(std::sync::Arc::new(build_snapshot(fixtures::busy(), &conv)));
+    app.update(Event::Episodes {
+        ended: busy.episodes.iter().rev().cloned().collect(),
+        ongoing: vec![],
+    });
+    let screen = text(&render(&app, 120, 40, COLOR));
+    insta::assert_snapshot!("gone_session_detail_120x40", screen);
+    assert!(
+        screen.contains("GONE: not in the latest poll; as last seen at 11:59:58"),
+        "{screen}"
+    );
+    assert!(!screen.contains("no longer present"), "{screen}");
+    assert!(screen.contains("waited: waiter gone after"), "{screen}");
+    assert!(screen.contains("e: open it"), "{screen}");
+    app.update(Event::Key(KeyCode::Char('e').into()));
+    let episode = text(&render(&app, 120, 40, COLOR));
+    assert!(
+        episode.contains("pid 601 gone, last seen 11:59:58"),
+        "{episode}"
+    );
+}
+
+#[test]
+fn the_sessions_pane_at_two_sizes() {
+    use crossterm::event::KeyCode;
+    let mut app = busy_app();
+    app.update(Event::Key(KeyCode::Char('s').into()));
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        insta::assert_snapshot!(format!("sessions_{w}x{h}"), screen);
+        assert!(screen.contains("Sessions (11)"), "{screen}");
+        assert!(screen.contains("by wait (o) · time: query (T)"), "{screen}");
+        // The longest wait first, with its real wait age.
+        let first = screen
+            .lines()
+            .find(|l| l.starts_with("201 ") || l.starts_with("┃201 "))
+            .unwrap_or_else(|| panic!("{screen}"));
+        assert!(first.contains("Lock 14.0s"), "{first}");
+        assert_eq!(
+            panes_with_rows(&screen),
+            ["Schemas", "Lock trees", "Incidents"],
+            "{screen}"
+        );
+    }
+    app.update(Event::Key(KeyCode::Char('T').into()));
+    let screen = text(&render(&app, 120, 40, COLOR));
+    assert!(screen.contains("time: xact (T)"), "{screen}");
+}
+
+/// Issue 27: while paused, nothing but the picture's age changes: the per-database line keeps
+/// the probe time it had, and an unreachable database's notice waits for the resume.
+#[test]
+fn pause_freezes_the_header_lines_too() {
+    use crossterm::event::KeyCode;
+    let mut app = app_for(Some(fixtures::collision()));
+    let head = |app: &App| -> Vec<String> {
+        text(&render(app, 120, 40, COLOR))
+            .lines()
+            .skip(1)
+            .take(5)
+            .map(String::from)
+            .collect()
+    };
+    app.update(Event::Key(KeyCode::Char('p').into()));
+    let before = head(&app);
+    app.update(Event::Snapshot(
+        std::sync::Arc::new(build_snapshot(
+            fixtures::unreachable(),
+            &Convention::default(),
+        )),
+        vec![("platform".into(), Duration::from_millis(250))],
+        fixture_now() + ChronoDuration::seconds(5),
+    ));
+    app.update(Event::Tick(fixture_now() + ChronoDuration::seconds(6)));
+    assert_eq!(head(&app), before, "frozen while paused");
+    app.update(Event::Key(KeyCode::Char('p').into()));
+    let after = head(&app).join("\n");
+    assert!(after.contains("250ms"), "{after}");
+    assert!(after.contains("tenant_b unreachable since"), "{after}");
+}

@@ -42,6 +42,7 @@ fn server(i: usize) -> ObservedServer {
             lock_table_used: Some(230),
             lock_table_read_at: Some(fixture_now()),
             prepared: Vec::new(),
+            xacts: Some(1_000_000),
         },
     }
 }
@@ -307,4 +308,112 @@ pub fn synthetic(
         out,
         schemas,
     )
+}
+
+/// A busy swarm as the demo makes it: four databases, three lock trees (an idle-in-transaction
+/// holder with two victims from another run, a chain of three, a cross-run pair), healthy sessions,
+/// and a backlog of 56 orphaned schemas from 14 crashed runs.
+pub fn busy() -> Observation {
+    let dbs = [
+        "platform_test",
+        "tenant_a_test",
+        "tenant_b_test",
+        "tenant_c_test",
+    ];
+    let ns: Vec<String> = (1..=5).map(fixture_namespace).collect();
+    let mut holder = labeled(0, dbs[0], 101, "gw0", &ns[0]);
+    holder.state = Some("idle in transaction".into());
+    holder.xact_start = Some(at(41));
+    holder.query = Some("UPDATE shared_counters SET n = n + 1 WHERE id = 1".into());
+    let mut chain_root = labeled(0, dbs[1], 301, "gw0", &ns[2]);
+    chain_root.state = Some("active".into());
+    chain_root.xact_start = Some(at(30));
+    chain_root.query = Some("ALTER TABLE orders ADD COLUMN note text".into());
+    let mut pair_root = labeled(0, dbs[2], 401, "gw0", &ns[3]);
+    pair_root.state = Some("idle in transaction".into());
+    pair_root.xact_start = Some(at(12));
+    let sessions = vec![
+        holder,
+        waiting(
+            labeled(0, dbs[0], 201, "gw0", &ns[1]),
+            &[101],
+            "RowExclusiveLock",
+            "public.shared_counters",
+            14,
+        ),
+        waiting(
+            labeled(0, dbs[0], 202, "gw1", &ns[1]),
+            &[101],
+            "RowExclusiveLock",
+            "public.shared_counters",
+            9,
+        ),
+        chain_root,
+        waiting(
+            labeled(0, dbs[1], 302, "gw1", &ns[2]),
+            &[301],
+            "AccessShareLock",
+            "public.orders",
+            8,
+        ),
+        waiting(
+            labeled(0, dbs[1], 303, "gw2", &ns[2]),
+            &[302],
+            "AccessShareLock",
+            "public.orders",
+            5,
+        ),
+        pair_root,
+        waiting(
+            labeled(0, dbs[2], 402, "gw2", &ns[0]),
+            &[401],
+            "ShareLock",
+            "public.invoices",
+            3,
+        ),
+        labeled(0, dbs[3], 501, "gw0", &ns[4]),
+        labeled(0, dbs[3], 502, "gw1", &ns[4]),
+        labeled(0, dbs[0], 102, "gw1", &ns[0]),
+    ];
+    let mut schemas = Vec::new();
+    for crashed in 20..34 {
+        let gone = fixture_namespace(crashed);
+        for w in 0..4 {
+            schemas.push(schema(dbs[w % 4], &gone, &format!("gw{w}"), 16));
+        }
+    }
+    for (i, n) in ns.iter().enumerate() {
+        schemas.push(schema(dbs[i % 4], n, "gw0", 16));
+    }
+    observation(
+        dbs.iter().map(|d| database(d, 0)).collect(),
+        1,
+        sessions,
+        schemas,
+    )
+}
+
+/// [`busy`] two seconds earlier, with two more waiters behind the idle-in-transaction holder (pids
+/// 601 and 602, a run's gw3 and gw4) that are gone in [`busy`]: their waits end as `waiter gone`.
+pub fn busy_before() -> Observation {
+    let mut obs = busy();
+    let earlier = fixture_now() - chrono::Duration::seconds(2);
+    obs.taken_at = earlier;
+    for s in &mut obs.servers {
+        s.now = earlier;
+        s.health.xacts = s.health.xacts.map(|x| x - 500);
+    }
+    let ns = fixture_namespace(2);
+    for (pid, worker) in [(601, "gw3"), (602, "gw4")] {
+        let mut w = waiting(
+            labeled(0, "platform_test", pid, worker, &ns),
+            &[101],
+            "RowExclusiveLock",
+            "public.shared_counters",
+            6,
+        );
+        w.backend_start = Some(at(60));
+        obs.sessions.push(w);
+    }
+    obs
 }

@@ -89,6 +89,8 @@ pub struct ActivityRead {
     pub statement_time: Option<DateTime<Utc>>,
     /// The server's prepared transactions (always read whole: there are few, and no session).
     pub prepared: Vec<crate::domain::snapshot::PreparedXact>,
+    /// Transactions committed and rolled back in all its databases (`pg_stat_database`).
+    pub xacts: Option<i64>,
 }
 
 /// The sessions of one server as of the last read, keyed by pid.

@@ -106,6 +106,9 @@ pub struct ObservedHealth {
     pub lock_table_read_at: Option<DateTime<Utc>>,
     /// Its prepared transactions, read with the activity.
     pub prepared: Vec<PreparedXact>,
+    /// Transactions committed and rolled back in all its databases (`pg_stat_database`), read with
+    /// the activity: the dashboard's transactions per second are its deltas.
+    pub xacts: Option<i64>,
 }
 
 /// A server (cluster) reached through at least one configured database.
@@ -245,6 +248,13 @@ pub struct ServerReport {
     /// the oldest transaction above counts them, as pid 0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prepared: Vec<PreparedXact>,
+    /// Transactions committed plus rolled back in all its databases since the statistics were
+    /// reset (`pg_stat_database`, as the server last flushed them), and when read (server clock):
+    /// two readings give transactions per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xacts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xacts_at: Option<DateTime<Utc>>,
 }
 
 /// What a warning is about.

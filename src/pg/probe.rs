@@ -140,6 +140,7 @@ impl DbSession {
             lock_table_used: used,
             lock_table_read_at: at,
             prepared: Vec::new(),
+            xacts: None,
         }
     }
 
@@ -286,7 +287,8 @@ pub async fn open_all(
 
 /// The columns every activity statement returns, decoded by `decode_activity`: the session's columns
 /// from `pg_stat_get_activity` (`a`) and `pg_database` (`d`), three columns only the `alive` row
-/// fills, and the row's kind (`row`, `blockers` or `alive`). Reading the function instead of the
+/// fills, the row's kind (`row`, `blockers` or `alive`), and a last column only the `alive` row
+/// fills (the server's transaction count, see `xacts!`). Reading the function instead of the
 /// `pg_stat_activity` view leaves out the view's join to `pg_authid` for every row: the role name is
 /// a syscache lookup.
 ///
@@ -318,7 +320,8 @@ macro_rules! session_columns {
              a.wait_event_type, a.wait_event, a.query, a.backend_start, a.xact_start, a.query_start, \
              a.state_change, ",
             $blockers,
-            ", NULL::pg_catalog.timestamptz, NULL::pg_catalog.int4[], NULL::pg_catalog.timestamptz[], 'row'"
+            ", NULL::pg_catalog.timestamptz, NULL::pg_catalog.int4[], NULL::pg_catalog.timestamptz[], 'row', \
+             NULL::pg_catalog.int8"
         )
     };
 }
@@ -332,16 +335,32 @@ macro_rules! reported {
     };
 }
 
+/// Transactions committed and rolled back in every database of the server, as the statistics
+/// last flushed them: the dashboard's transactions per second are the difference between two
+/// polls. One accessor pair per database (a handful: test servers are not fleets), read in the
+/// statement that runs anyway rather than in a round trip of its own.
+macro_rules! xacts {
+    () => {
+        "(SELECT pg_catalog.sum(pg_catalog.pg_stat_get_db_xact_commit(x.oid) \
+                                + pg_catalog.pg_stat_get_db_xact_rollback(x.oid))::pg_catalog.int8 \
+          FROM pg_catalog.pg_database x)"
+    };
+}
+
 /// The `alive` row: the key of the live set (see `live_key`), the statement time and every live
 /// `(pid, backend_start)` from the same status snapshot, read through the per-backend accessors
-/// that do not build whole rows.
+/// that do not build whole rows (`$cols`, from `$from`); and the server's transaction count.
 macro_rules! alive_row {
-    ($key:expr, $from:literal) => {
+    ($key:expr, $cols:literal, $from:literal) => {
         concat!(
             "SELECT NULL, ",
             $key,
             ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
                     NULL, NULL, pg_catalog.statement_timestamp(), ",
+            $cols,
+            ", 'alive', ",
+            xacts!(),
+            " ",
             $from
         )
     };
@@ -370,7 +389,7 @@ macro_rules! prepared_rows {
     () => {
         "SELECT NULL::pg_catalog.int4, p.database::pg_catalog.text, p.owner::pg_catalog.text, p.gid, \
                 NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.prepared, NULL, NULL, NULL, NULL, NULL, \
-                NULL, 'prepared' FROM pg_catalog.pg_prepared_xacts p"
+                NULL, 'prepared', NULL FROM pg_catalog.pg_prepared_xacts p"
     };
 }
 
@@ -386,8 +405,8 @@ const FULL_SQL: &str = concat!(
     " UNION ALL ",
     alive_row!(
         live_key!("pg_catalog.pg_stat_get_backend_pid(i)"),
-        "pg_catalog.array_agg(pg_catalog.pg_stat_get_backend_pid(i)), pg_catalog.array_agg(pg_catalog.pg_stat_get_backend_start(i)), 'alive' \
-         FROM pg_catalog.pg_stat_get_backend_idset() i"
+        "pg_catalog.array_agg(pg_catalog.pg_stat_get_backend_pid(i)), pg_catalog.array_agg(pg_catalog.pg_stat_get_backend_start(i))",
+        "FROM pg_catalog.pg_stat_get_backend_idset() i"
     )
 );
 
@@ -401,7 +420,7 @@ const ONCE_SQL: &str = concat!(
     " UNION ALL ",
     prepared_rows!(),
     " UNION ALL ",
-    alive_row!("NULL", "NULL, NULL, 'alive'")
+    alive_row!("NULL", "NULL, NULL", "")
 );
 
 /// An incremental read (see `domain::incremental` for why it is exact). `$1` is the bound (the
@@ -456,7 +475,7 @@ const DELTA_SQL: &str = concat!(
     reported!(),
     " UNION ALL \
      SELECT c.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-            CASE WHEN c.wt = 'Lock' THEN pg_catalog.pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers' \
+            CASE WHEN c.wt = 'Lock' THEN pg_catalog.pg_blocking_pids(c.pid) END, NULL, NULL, NULL, 'blockers', NULL \
      FROM c WHERE c.busy AND NOT c.whole \
      UNION ALL ",
     prepared_rows!(),
@@ -464,8 +483,8 @@ const DELTA_SQL: &str = concat!(
     alive_row!(
         "(SELECT k FROM s)",
         "CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT pg_catalog.array_agg(b.pid) FROM b) END, \
-         CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT pg_catalog.array_agg(b.bs) FROM b) END, \
-         'alive'"
+         CASE WHEN (SELECT k FROM s) IS DISTINCT FROM $6 THEN (SELECT pg_catalog.array_agg(b.bs) FROM b) END",
+        ""
     )
 );
 
@@ -559,6 +578,7 @@ struct ServerActivity {
     now: DateTime<Utc>,
     sessions: Vec<ObservedSession>,
     prepared: Vec<PreparedXact>,
+    xacts: Option<i64>,
 }
 
 /// Sends the activity read this session is due: full (first poll, every so often, one-shot) or
@@ -643,6 +663,7 @@ fn decode_activity(
                 read.alive = Some(pids.into_iter().zip(starts).collect());
             }
             read.alive_key = row.col(1)?;
+            read.xacts = row.col(19)?;
         }
     }
     Ok(())
@@ -676,6 +697,7 @@ async fn read_activity(
     }
     let now = read.statement_time.unwrap_or_else(Utc::now);
     let prepared = std::mem::take(&mut read.prepared);
+    let xacts = read.xacts;
     let mut sessions = {
         let mut cache = lock(&session.cache);
         cache.counters.activity_reads += 1;
@@ -693,6 +715,7 @@ async fn read_activity(
         now,
         sessions,
         prepared,
+        xacts,
     })
 }
 
@@ -1097,6 +1120,7 @@ async fn read_server(
                     activity_error: None,
                     health: ObservedHealth {
                         prepared: act.prepared,
+                        xacts: act.xacts,
                         ..via.health()
                     },
                 };
@@ -1303,10 +1327,10 @@ fn summary_sql(version_num: i32) -> String {
          WHERE {reported} \
          UNION ALL \
          SELECT l.pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                NULL, {waitstart}, NULL, NULL, 'waitstart' FROM l WHERE NOT l.granted \
+                NULL, {waitstart}, NULL, NULL, 'waitstart', NULL FROM l WHERE NOT l.granted \
          UNION ALL \
          SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-                NULL, pg_catalog.statement_timestamp(), ARRAY[pg_catalog.count(*)::pg_catalog.int4], NULL, 'locks' FROM l",
+                NULL, pg_catalog.statement_timestamp(), ARRAY[pg_catalog.count(*)::pg_catalog.int4], NULL, 'locks', NULL FROM l",
         columns = session_columns!("w.by"),
         reported = reported!(),
     )
@@ -1373,6 +1397,7 @@ pub async fn summarize_once(
                         lock_table_used: used,
                         lock_table_read_at: Some(server.now),
                         prepared: Vec::new(),
+                        xacts: None,
                     };
                     waits.server_now.insert(label.clone(), server.now);
                     for s in &mut read.sent {

@@ -32,6 +32,69 @@ const INTERVAL_STEPS_MS: &[u64] = &[250, 500, 1_000, 2_000, 5_000, 10_000, 30_00
 const PAGE: usize = 10;
 /// Ended lock-wait episodes kept for the Incidents pane (the flight log keeps the rest).
 pub const MAX_INCIDENTS: usize = 200;
+/// Sessions remembered after they left (the detail of a row whose session has gone shows its
+/// last-seen state): the newest this many, so a swarm that churns connections costs a bounded
+/// amount of memory.
+pub const MAX_LAST_SEEN: usize = 512;
+
+/// A session that left: its state as last seen, and when.
+#[derive(Debug, Clone)]
+pub struct Gone {
+    pub session: crate::domain::snapshot::SessionReport,
+    /// The `taken_at` of the last snapshot it was in.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// What the header shows of the live state while paused: probe times and unreachable-since
+/// times as they were at the pause.
+type HeaderAtPause = (HashMap<String, Duration>, HashMap<String, DateTime<Utc>>);
+
+/// The newest [`MAX_LAST_SEEN`] sessions that left, newest last.
+#[derive(Debug, Clone, Default)]
+pub struct LastSeen {
+    gone: std::collections::VecDeque<Gone>,
+}
+
+impl LastSeen {
+    /// Remembers every session of `before` that is not in `after` (same server, pid and backend
+    /// start).
+    pub fn record(&mut self, before: &Snapshot, after: &Snapshot) {
+        let present: std::collections::HashSet<(&str, i32, Option<DateTime<Utc>>)> = after
+            .sessions
+            .iter()
+            .map(|s| (s.server.as_str(), s.pid, s.backend_start))
+            .collect();
+        for s in &before.sessions {
+            if !present.contains(&(s.server.as_str(), s.pid, s.backend_start)) {
+                self.gone
+                    .retain(|g| !(g.session.server == s.server && g.session.pid == s.pid));
+                self.gone.push_back(Gone {
+                    session: s.clone(),
+                    last_seen_at: before.taken_at,
+                });
+            }
+        }
+        while self.gone.len() > MAX_LAST_SEEN {
+            self.gone.pop_front();
+        }
+    }
+
+    /// The newest session that left with this server and pid.
+    pub fn find(&self, server: &str, pid: i32) -> Option<&Gone> {
+        self.gone
+            .iter()
+            .rev()
+            .find(|g| g.session.server == server && g.session.pid == pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.gone.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.gone.is_empty()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -39,15 +102,18 @@ pub enum Pane {
     Schemas,
     Locks,
     Incidents,
+    /// Every session, pg_activity's everyday list: drawn in the Invocations pane's place (`s`).
+    Sessions,
 }
 
 impl Pane {
-    /// In screen order (left to right, top to bottom), which is the Tab order.
-    pub const ALL: [Pane; 4] = [
+    /// Every pane; [`App::panes`] says which four are on screen, in Tab order.
+    pub const ALL: [Pane; 5] = [
         Pane::Invocations,
         Pane::Schemas,
         Pane::Locks,
         Pane::Incidents,
+        Pane::Sessions,
     ];
     fn index(self) -> usize {
         self as usize
@@ -58,6 +124,79 @@ impl Pane {
             Pane::Locks => "Lock trees",
             Pane::Schemas => "Schemas",
             Pane::Incidents => "Incidents",
+            Pane::Sessions => "Sessions",
+        }
+    }
+}
+
+/// How the Sessions pane is ordered (`o` on it cycles through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionSort {
+    /// Longest lock wait first, then blockers, then the longest transaction.
+    #[default]
+    Wait,
+    XactAge,
+    QueryAge,
+    /// By run (namespace), worker and pid.
+    Run,
+    Pid,
+}
+
+impl SessionSort {
+    pub fn next(self) -> Self {
+        use SessionSort::*;
+        match self {
+            Wait => XactAge,
+            XactAge => QueryAge,
+            QueryAge => Run,
+            Run => Pid,
+            Pid => Wait,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionSort::Wait => "wait",
+            SessionSort::XactAge => "xact age",
+            SessionSort::QueryAge => "query age",
+            SessionSort::Run => "run",
+            SessionSort::Pid => "pid",
+        }
+    }
+}
+
+/// Which age the Sessions pane's TIME column shows (`T` cycles, as pg_activity's duration mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DurationMode {
+    #[default]
+    Query,
+    Transaction,
+    Backend,
+}
+
+impl DurationMode {
+    pub fn next(self) -> Self {
+        match self {
+            DurationMode::Query => DurationMode::Transaction,
+            DurationMode::Transaction => DurationMode::Backend,
+            DurationMode::Backend => DurationMode::Query,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DurationMode::Query => "query",
+            DurationMode::Transaction => "xact",
+            DurationMode::Backend => "backend",
+        }
+    }
+
+    /// When the age shown for `s` starts.
+    pub fn start_of(self, s: &crate::domain::snapshot::SessionReport) -> Option<DateTime<Utc>> {
+        match self {
+            DurationMode::Query => s.query_start,
+            DurationMode::Transaction => s.xact_start,
+            DurationMode::Backend => s.backend_start,
         }
     }
 }
@@ -119,6 +258,23 @@ pub enum RowKey {
     },
     /// A lock-wait episode, by its id.
     Incident(String),
+    /// A row of the Sessions pane.
+    Session {
+        server: String,
+        pid: i32,
+    },
+}
+
+impl RowKey {
+    /// The session a row stands for (a Lock trees or a Sessions row).
+    pub fn session(&self) -> Option<(&str, i32)> {
+        match self {
+            RowKey::Lock { server, pid, .. } | RowKey::Session { server, pid } => {
+                Some((server.as_str(), *pid))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +375,8 @@ pub struct Model {
     pub schemas: Vec<(RowKey, usize)>,
     /// Index into `App::episodes`, newest first, after filter (and, replaying, up to the clock).
     pub incidents: Vec<(RowKey, usize)>,
+    /// Index into `snapshot.sessions`, after filter, in the Sessions pane's order.
+    pub sessions: Vec<(RowKey, usize)>,
     /// (server, pid) -> index into `snapshot.sessions`.
     pub session_index: HashMap<(String, i32), usize>,
     /// (server, blocker, blocked) -> index into `snapshot.blocking`.
@@ -313,6 +471,35 @@ fn lock_rows(
     locks
 }
 
+/// Every session matching the filter (namespace, worker, application name or database).
+fn session_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, usize)> {
+    snapshot
+        .sessions
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            matches_filter(
+                filter,
+                &[
+                    s.namespace.as_deref(),
+                    s.worker.as_deref(),
+                    Some(s.application_name.as_str()),
+                    Some(s.database.as_str()),
+                ],
+            )
+        })
+        .map(|(i, s)| {
+            (
+                RowKey::Session {
+                    server: s.server.clone(),
+                    pid: s.pid,
+                },
+                i,
+            )
+        })
+        .collect()
+}
+
 /// Schemas matching the filter (name, database, namespace or worker).
 /// Schemas, the actionable first: orphaned, then unknown, legacy, live; by database and name.
 fn schema_rows(snapshot: &Snapshot, filter: &str) -> Vec<(RowKey, usize)> {
@@ -393,6 +580,45 @@ impl Model {
         }
     }
 
+    /// Orders the Sessions rows; ties by server and pid, so the order is stable between polls.
+    pub fn sort_sessions(&mut self, sort: SessionSort) {
+        use std::cmp::Reverse;
+        let Some(snap) = self.snapshot.clone() else {
+            return;
+        };
+        let far = DateTime::<Utc>::MAX_UTC;
+        let s = |r: &(RowKey, usize)| &snap.sessions[r.1];
+        let tie = |r: &(RowKey, usize)| (s(r).server.clone(), s(r).pid);
+        match sort {
+            SessionSort::Wait => self.sessions.sort_by(|a, b| {
+                let key = |r: &(RowKey, usize)| {
+                    let x = s(r);
+                    (
+                        Reverse(x.waiting_s.map(|w| (w * 1000.0) as i64)),
+                        x.blocking.is_empty(),
+                        x.xact_start.unwrap_or(far),
+                    )
+                };
+                key(a).cmp(&key(b)).then_with(|| tie(a).cmp(&tie(b)))
+            }),
+            SessionSort::XactAge => self
+                .sessions
+                .sort_by_key(|r| (s(r).xact_start.unwrap_or(far), tie(r))),
+            SessionSort::QueryAge => self
+                .sessions
+                .sort_by_key(|r| (s(r).query_start.unwrap_or(far), tie(r))),
+            SessionSort::Run => self.sessions.sort_by_key(|r| {
+                (
+                    s(r).namespace.is_none(),
+                    s(r).namespace.clone(),
+                    s(r).worker.clone(),
+                    tie(r),
+                )
+            }),
+            SessionSort::Pid => self.sessions.sort_by_key(|r| (s(r).pid, tie(r))),
+        }
+    }
+
     /// Builds the rows of every pane from a snapshot and a filter.
     pub fn build(snapshot: Arc<Snapshot>, filter: &str) -> Model {
         let session_index: HashMap<(String, i32), usize> = snapshot
@@ -412,6 +638,7 @@ impl Model {
             locks: lock_rows(&snapshot, filter, &session_index),
             schemas: schema_rows(&snapshot, filter),
             incidents: Vec::new(),
+            sessions: session_rows(&snapshot, filter),
             snapshot: Some(snapshot),
             session_index,
             edge_index,
@@ -424,6 +651,7 @@ impl Model {
             Pane::Locks => self.locks.iter().map(|r| r.key.clone()).collect(),
             Pane::Schemas => self.schemas.iter().map(|r| r.0.clone()).collect(),
             Pane::Incidents => self.incidents.iter().map(|r| r.0.clone()).collect(),
+            Pane::Sessions => self.sessions.iter().map(|r| r.0.clone()).collect(),
         }
     }
 
@@ -437,6 +665,7 @@ impl Model {
             Pane::Locks => {}
             Pane::Schemas => self.schemas.sort_by_key(|r| rank(&r.0)),
             Pane::Incidents => self.incidents.sort_by_key(|r| rank(&r.0)),
+            Pane::Sessions => self.sessions.sort_by_key(|r| rank(&r.0)),
         }
     }
 }
@@ -494,9 +723,27 @@ pub struct App {
     pub interval: Duration,
     pub paused: bool,
     pub focus: Pane,
-    selected: [Option<RowKey>; 4],
-    selected_idx: [usize; 4],
-    frozen: Option<(DateTime<Utc>, [Vec<RowKey>; 4])>,
+    selected: [Option<RowKey>; 5],
+    selected_idx: [usize; 5],
+    frozen: Option<(DateTime<Utc>, [Vec<RowKey>; 5])>,
+    /// The Sessions pane is drawn in the Invocations pane's place (`s`).
+    pub show_sessions: bool,
+    pub session_sort: SessionSort,
+    pub duration_mode: DurationMode,
+    /// A picture with nothing blocked was shown and no key has been pressed since: the next
+    /// picture with a lock tree moves the focus to Lock trees (the user has not chosen a pane).
+    calm_untouched: bool,
+    /// Sessions that left, as last seen (details outlive them).
+    pub last_seen: LastSeen,
+    /// The newest snapshot received (shown or not): what `last_seen` compares the next one with.
+    latest: Option<Arc<Snapshot>>,
+    /// Per server: transactions (commits + rollbacks) and when they were read, from the picture
+    /// before the one on screen; and the rate between the two.
+    xacts_seen: HashMap<String, (i64, DateTime<Utc>)>,
+    pub tps: HashMap<String, f64>,
+    /// While paused: the probe times and unreachable-since times as they were at the pause, which
+    /// is what the header shows (the live ones keep counting underneath).
+    paused_header: Option<HeaderAtPause>,
     pub filter: String,
     pub filter_editing: bool,
     pub overlay: Overlay,
@@ -562,9 +809,18 @@ impl App {
             interval,
             paused: false,
             focus: Pane::Invocations,
-            selected: [None, None, None, None],
-            selected_idx: [0; 4],
+            selected: [None, None, None, None, None],
+            selected_idx: [0; 5],
             frozen: None,
+            show_sessions: false,
+            session_sort: SessionSort::default(),
+            duration_mode: DurationMode::default(),
+            calm_untouched: false,
+            last_seen: LastSeen::default(),
+            latest: None,
+            xacts_seen: HashMap::new(),
+            tps: HashMap::new(),
+            paused_header: None,
             filter: String::new(),
             filter_editing: false,
             overlay: Overlay::None,
@@ -670,7 +926,89 @@ impl App {
     /// Shows a snapshot directly (replay, tests).
     pub fn show_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.track_reachability(&snapshot);
+        self.remember_gone(&snapshot);
         self.install(snapshot);
+    }
+
+    /// Keeps the last-seen state of every session that `snapshot` no longer has.
+    fn remember_gone(&mut self, snapshot: &Arc<Snapshot>) {
+        if let Some(before) = self.latest.replace(Arc::clone(snapshot)) {
+            self.last_seen.record(&before, snapshot);
+        }
+    }
+
+    /// The panes on screen, in Tab order: the first is Invocations, or Sessions when swapped in.
+    pub fn panes(&self) -> [Pane; 4] {
+        let first = if self.show_sessions {
+            Pane::Sessions
+        } else {
+            Pane::Invocations
+        };
+        [first, Pane::Schemas, Pane::Locks, Pane::Incidents]
+    }
+
+    /// Probe times as the header shows them (frozen while paused).
+    pub fn shown_probe_time(&self) -> &HashMap<String, Duration> {
+        self.paused_header
+            .as_ref()
+            .map_or(&self.probe_time, |h| &h.0)
+    }
+
+    /// Unreachable-since times as the notices show them (frozen while paused).
+    pub fn shown_unreachable_since(&self) -> &HashMap<String, DateTime<Utc>> {
+        self.paused_header
+            .as_ref()
+            .map_or(&self.unreachable_since, |h| &h.1)
+    }
+
+    /// The newest ended episode about this session: as the waiter, else as a blocker. When the
+    /// session's start is known, an episode of an earlier session with the same pid is not it.
+    pub fn episode_of(
+        &self,
+        server: &str,
+        pid: i32,
+        backend_start: Option<DateTime<Utc>>,
+    ) -> Option<&Episode> {
+        let same_backend = |e: &Episode| match (e.waiter_backend_start, backend_start) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let mine = |e: &&Episode| e.server == server;
+        self.episodes
+            .iter()
+            .filter(mine)
+            .find(|e| e.waiter_pid == pid && same_backend(e))
+            .or_else(|| {
+                self.episodes.iter().filter(mine).find(|e| {
+                    e.blocker_pids.contains(&pid) && backend_start.is_none_or(|b| e.started_at >= b)
+                })
+            })
+    }
+
+    /// Transactions per second of each server, between the picture before and this one.
+    fn measure_tps(&mut self, snapshot: &Snapshot) {
+        let mut tps = HashMap::new();
+        for sv in &snapshot.servers {
+            let (Some(n), Some(at)) = (sv.xacts, sv.xacts_at) else {
+                continue;
+            };
+            if let Some(&(n0, at0)) = self.xacts_seen.get(&sv.server) {
+                let secs = (at - at0).num_milliseconds() as f64 / 1000.0;
+                if secs > 0.0 && n >= n0 {
+                    tps.insert(sv.server.clone(), (n - n0) as f64 / secs);
+                } else if let Some(&old) = self.tps.get(&sv.server) {
+                    // The same reading again (no new poll of that server): keep the last rate.
+                    if n == n0 {
+                        tps.insert(sv.server.clone(), old);
+                    }
+                }
+                if secs <= 0.0 {
+                    continue;
+                }
+            }
+            self.xacts_seen.insert(sv.server.clone(), (n, at));
+        }
+        self.tps = tps;
     }
 
     /// `read-only mode (from --read-only)`, for what it disables.
@@ -741,8 +1079,17 @@ impl App {
                     | crate::domain::snapshot::ReadStatus::SchemasFailed
             )
         }) || snapshot.sqlite.iter().any(|r| !r.is_unreadable());
+        if self
+            .model
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| !Arc::ptr_eq(s, &snapshot))
+        {
+            self.measure_tps(&snapshot);
+        }
         let mut model = Model::build(snapshot, &self.filter);
         model.sort_invocations(self.sort);
+        model.sort_sessions(self.session_sort);
         model.incidents = self.incident_rows();
         if let Some((until, orders)) = &self.frozen {
             if self.now < *until {
@@ -757,6 +1104,20 @@ impl App {
             if let Some(i) = self.selected_index(pane) {
                 self.selected_idx[pane.index()] = i;
             }
+        }
+        self.follow_trouble();
+    }
+
+    /// Something became blocked and the user has not moved since the last calm picture: the
+    /// focus goes to Lock trees, on the first root.
+    fn follow_trouble(&mut self) {
+        if self.model.locks.is_empty() {
+            self.calm_untouched = true;
+        } else if self.calm_untouched {
+            self.calm_untouched = false;
+            self.focus = Pane::Locks;
+            self.selected[Pane::Locks.index()] = None;
+            self.selected_idx[Pane::Locks.index()] = 0;
         }
     }
 
@@ -802,6 +1163,7 @@ impl App {
                 self.now = now;
                 self.probe_time.extend(latencies);
                 self.track_reachability(&snap);
+                self.remember_gone(&snap);
                 if self.paused {
                     self.stale_while_paused = true;
                     // Keep the newest snapshot for when the display resumes.
@@ -852,6 +1214,8 @@ impl App {
     }
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        // The user is here: the focus stays where they leave it until the next calm picture.
+        self.calm_untouched = false;
         if self.filter_editing {
             return self.on_filter_key(key);
         }
@@ -927,9 +1291,17 @@ impl App {
     fn on_overlay_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::Cancel | Action::Terminate => {
-                if let Overlay::Detail(key @ RowKey::Lock { .. }) = &self.overlay {
-                    let key = key.clone();
-                    self.start_signal(action, Some(key));
+                if let Overlay::Detail(key) = &self.overlay {
+                    if key.session().is_some() {
+                        let key = key.clone();
+                        self.start_signal(action, Some(key));
+                    }
+                }
+                vec![]
+            }
+            Action::Link => {
+                if let Some(to) = self.link_of_detail() {
+                    self.overlay = Overlay::Detail(to);
                 }
                 vec![]
             }
@@ -962,7 +1334,16 @@ impl App {
             Action::Top => self.move_selection(isize::MIN / 2),
             Action::Bottom => self.move_selection(isize::MAX / 2),
             Action::NextPane => self.cycle_focus(1),
-            Action::PrevPane => self.cycle_focus(Pane::ALL.len() - 1),
+            Action::PrevPane => self.cycle_focus(3),
+            Action::Sessions => {
+                let was = self.panes()[0];
+                self.show_sessions = !self.show_sessions;
+                if self.focus == was || self.show_sessions {
+                    self.focus = self.panes()[0];
+                }
+            }
+            Action::DurationMode => self.duration_mode = self.duration_mode.next(),
+            Action::Link => {}
             Action::Detail => {
                 if let Some(k) = self.selected_key(self.focus) {
                     self.overlay = Overlay::Detail(k);
@@ -977,7 +1358,11 @@ impl App {
             Action::Filter => self.filter_editing = true,
             Action::Pause => self.toggle_pause(),
             Action::Sort => {
-                self.sort = self.sort.next();
+                if self.focus == Pane::Sessions {
+                    self.session_sort = self.session_sort.next();
+                } else {
+                    self.sort = self.sort.next();
+                }
                 self.rebuild();
             }
             Action::Refresh => return vec![Effect::Refresh],
@@ -1022,7 +1407,9 @@ impl App {
             SignalAction::Terminate
         };
         let selector = match key.or_else(|| self.selected_key(self.focus)) {
-            Some(RowKey::Lock { server, pid, .. }) => Selector::Session { server, pid },
+            Some(RowKey::Lock { server, pid, .. } | RowKey::Session { server, pid }) => {
+                Selector::Session { server, pid }
+            }
             Some(RowKey::Invocation(namespace)) => Selector::Invocation {
                 namespace,
                 worker: None,
@@ -1030,7 +1417,7 @@ impl App {
             },
             _ => {
                 self.overlay = Overlay::Signal(SignalView::Nothing(
-                    "select a session in Lock trees, or an invocation, first".into(),
+                    "select a session (Lock trees, Sessions) or an invocation first".into(),
                 ));
                 return;
             }
@@ -1088,14 +1475,59 @@ impl App {
     }
 
     fn cycle_focus(&mut self, by: usize) {
-        let n = Pane::ALL.len();
-        self.focus = Pane::ALL[(self.focus.index() + by) % n];
+        let panes = self.panes();
+        let at = panes.iter().position(|&p| p == self.focus).unwrap_or(0);
+        self.focus = panes[(at + by) % panes.len()];
+    }
+
+    /// Where `e` leads from the detail on screen: a session's detail to its ended lock wait, a lock
+    /// wait's detail to its waiter's session (present or last seen).
+    fn link_of_detail(&self) -> Option<RowKey> {
+        let Overlay::Detail(key) = &self.overlay else {
+            return None;
+        };
+        if let RowKey::Incident(id) = key {
+            let e = self.episodes.iter().find(|e| &e.id == id)?;
+            return Some(RowKey::Session {
+                server: e.server.clone(),
+                pid: e.waiter_pid,
+            });
+        }
+        let (server, pid) = key.session()?;
+        let start = self
+            .session_seen(server, pid)
+            .and_then(|(s, _)| s.backend_start);
+        self.episode_of(server, pid, start)
+            .map(|e| RowKey::Incident(e.id.clone()))
+    }
+
+    /// A session as on screen, else as last seen (with when).
+    pub fn session_seen(
+        &self,
+        server: &str,
+        pid: i32,
+    ) -> Option<(
+        &crate::domain::snapshot::SessionReport,
+        Option<DateTime<Utc>>,
+    )> {
+        if let (Some(snap), Some(&i)) = (
+            &self.model.snapshot,
+            self.model.session_index.get(&(server.to_string(), pid)),
+        ) {
+            return Some((&snap.sessions[i], None));
+        }
+        self.last_seen
+            .find(server, pid)
+            .map(|g| (&g.session, Some(g.last_seen_at)))
     }
 
     /// Pausing freezes the display; resuming shows the newest snapshot that arrived meanwhile.
     fn toggle_pause(&mut self) {
         self.paused = !self.paused;
         self.paused_at = self.paused.then_some(self.now);
+        self.paused_header = self
+            .paused
+            .then(|| (self.probe_time.clone(), self.unreachable_since.clone()));
         if !self.paused {
             self.stale_while_paused = false;
             if let Some(s) = self.pending.take() {

@@ -19,6 +19,12 @@ pub enum Action {
     Filter,
     Pause,
     Sort,
+    /// Swap the Sessions pane in for Invocations (and back).
+    Sessions,
+    /// Cycle the Sessions pane's TIME column: query, transaction, backend age.
+    DurationMode,
+    /// In a detail: follow its link (a session to its ended lock wait, and back).
+    Link,
     Refresh,
     Faster,
     Slower,
@@ -170,8 +176,32 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[KeyCode::Char('o')],
         label: "o",
         short: "order",
-        help: "order invocations by trouble, age, blocked, sessions, name (cycles)",
+        help: "order the focused pane, cycling (its title says by what)",
         action: Action::Sort,
+        footer: &[],
+    },
+    Binding {
+        keys: &[KeyCode::Char('s')],
+        label: "s",
+        short: "sessions",
+        help: "every session, pg_activity style, in place of Invocations",
+        action: Action::Sessions,
+        footer: &[Footer::Live, Footer::Replay],
+    },
+    Binding {
+        keys: &[KeyCode::Char('T')],
+        label: "T",
+        short: "time",
+        help: "Sessions: TIME shows query, transaction or backend age",
+        action: Action::DurationMode,
+        footer: &[],
+    },
+    Binding {
+        keys: &[KeyCode::Char('e')],
+        label: "e",
+        short: "episode",
+        help: "in a detail: a session ⇄ its ended lock wait",
+        action: Action::Link,
         footer: &[],
     },
     Binding {

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod layout;
 pub mod run;
 pub mod theme;
 pub mod view;

@@ -815,6 +815,8 @@ fn server_reports(
                 lock_table_read_at: h.lock_table_read_at,
                 lock_table_warning: fill.is_some_and(|f| f >= LOCK_TABLE_WARN),
                 prepared,
+                xacts: h.xacts,
+                xacts_at: h.xacts.map(|_| sv.now),
             }
         })
         .collect()

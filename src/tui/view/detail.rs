@@ -22,12 +22,20 @@ pub(super) fn detail_lines(app: &App, theme: &Theme, key: &RowKey) -> Vec<Line<'
         )]
     };
     match key {
-        RowKey::Lock { server, pid, .. } => app
-            .model
-            .session_index
-            .get(&(server.clone(), *pid))
-            .map(|&i| session_detail(snap, &snap.sessions[i], theme))
-            .unwrap_or_else(gone),
+        RowKey::Lock { server, pid, .. } | RowKey::Session { server, pid } => {
+            match app.session_seen(server, *pid) {
+                Some((s, last_seen)) => {
+                    let mut out = Vec::new();
+                    if let Some(at) = last_seen {
+                        out.extend(gone_lines(app, snap, s, at, theme));
+                    }
+                    out.extend(episode_link(app, s, theme));
+                    out.extend(session_detail(snap, s, theme));
+                    out
+                }
+                None => gone(),
+            }
+        }
         RowKey::Invocation(ns) => snap
             .invocations
             .iter()
@@ -61,6 +69,72 @@ pub(super) fn detail_lines(app: &App, theme: &Theme, key: &RowKey) -> Vec<Line<'
             .map(schema_detail)
             .unwrap_or_else(gone),
     }
+}
+
+/// The banner of a session that has left: when it was last seen, and what it was waiting for then
+/// (the picture on screen no longer has its edges).
+fn gone_lines(
+    app: &App,
+    snap: &Snapshot,
+    s: &SessionReport,
+    at: chrono::DateTime<chrono::Utc>,
+    theme: &Theme,
+) -> Vec<Line<'static>> {
+    let before = ((snap.taken_at - at).num_milliseconds() as f64 / 1000.0).max(0.0);
+    let mut out = vec![Line::styled(
+        format!(
+            " GONE: not in the latest poll; as last seen at {} ({} before this picture)",
+            at.with_timezone(&app.utc_offset).format("%H:%M:%S"),
+            fmt_age(before)
+        ),
+        theme.warning().add_modifier(Modifier::BOLD),
+    )];
+    if !s.blocked_by.is_empty() {
+        let lock = match (&s.lock_mode, &s.relation) {
+            (Some(m), Some(r)) => format!("{m} on {r}"),
+            (Some(m), None) => m.clone(),
+            _ => "a lock".into(),
+        };
+        let by: Vec<String> = s.blocked_by.iter().map(|p| p.to_string()).collect();
+        out.push(kv(
+            "was waiting",
+            format!(
+                "{} for {lock}, behind {}",
+                s.waiting_s.map(fmt_age).unwrap_or_else(|| "?".into()),
+                by.join(", ")
+            ),
+        ));
+    }
+    out
+}
+
+/// The ended lock wait of this session (as the waiter, else as a blocker), and the key to open it.
+fn episode_link(app: &App, s: &SessionReport, theme: &Theme) -> Vec<Line<'static>> {
+    let Some(e) = app.episode_of(&s.server, s.pid, s.backend_start) else {
+        return Vec::new();
+    };
+    let role = if e.waiter_pid == s.pid {
+        "waited"
+    } else {
+        "blocked a wait"
+    };
+    let ended = e
+        .ended_at
+        .unwrap_or(e.last_seen_at)
+        .with_timezone(&app.utc_offset)
+        .format("%H:%M:%S");
+    vec![Line::from(vec![
+        Span::styled(
+            format!(" {:<18}", "lock wait"),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "{role}: {} after {}, ended {ended}  ",
+            e.outcome.words(),
+            fmt_age(e.duration_s)
+        )),
+        Span::styled("e: open it", theme.header()),
+    ])]
 }
 
 fn kv(k: &str, v: impl Into<String>) -> Line<'static> {
@@ -301,6 +375,25 @@ fn episode_detail(app: &App, e: &Episode, theme: &Theme) -> Vec<Line<'static>> {
                 .unwrap_or_else(|| format!("not seen (last seen waiting {})", at(e.last_seen_at))),
         ),
     ];
+    // Back to the waiter's session: on screen, as last seen, or no longer remembered.
+    let session = match app.session_seen(&e.server, e.waiter_pid) {
+        Some((_, None)) => Some("in the latest poll".to_string()),
+        Some((_, Some(t))) => Some(format!(
+            "gone, last seen {}",
+            t.with_timezone(&app.utc_offset).format("%H:%M:%S")
+        )),
+        None => None,
+    };
+    if let Some(session) = session {
+        out.push(Line::from(vec![
+            Span::styled(
+                format!(" {:<18}", "waiter's session"),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(format!("pid {} {session}  ", e.waiter_pid)),
+            Span::styled("e: open it", theme.header()),
+        ]));
+    }
     if e.cross_invocation {
         out.push(Line::styled(
             " a collision: blocked by another invocation",

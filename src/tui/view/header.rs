@@ -21,7 +21,7 @@ pub(super) fn header_lines(app: &App, theme: &Theme, width: u16) -> Vec<Line<'st
     }
     let mut lines = vec![Line::from(status)];
     if let Some(s) = &app.model.snapshot {
-        lines.extend(health_lines(s, theme, width));
+        lines.extend(health_lines(app, s, theme, width));
     }
     let cells: Vec<Vec<Span<'static>>> = app
         .databases
@@ -172,7 +172,8 @@ fn database_cell(
         Some(d) => {
             cell.push(Span::styled(" ✓", theme.ok()));
             // The dashboard's own measurement of the whole poll, else the identity query's.
-            let took = match app.probe_time.get(name) {
+            // Frozen while paused, like everything but the age of the picture.
+            let took = match app.shown_probe_time().get(name) {
                 Some(t) => Some(fmt_ms(*t)),
                 None => d.latency_ms.map(fmt_ms),
             };
@@ -234,7 +235,7 @@ pub(super) fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
         .filter(|d| !d.reachable && !d.not_read_yet)
     {
         let since = app
-            .unreachable_since
+            .shown_unreachable_since()
             .get(&d.name)
             .map(|t| {
                 format!(
@@ -372,12 +373,23 @@ fn idle_in_transaction_line(s: &Snapshot, theme: &Theme) -> Option<Line<'static>
 
 /// One health line per server (at most [`MAX_DATABASE_LINES`]), most important first (the lock
 /// table's fill), cut with an ellipsis at the width; red when the lock table is nearly full.
-fn health_lines(s: &Snapshot, theme: &Theme, width: u16) -> Vec<Line<'static>> {
+fn health_lines(app: &App, s: &Snapshot, theme: &Theme, width: u16) -> Vec<Line<'static>> {
     s.servers
         .iter()
         .take(MAX_DATABASE_LINES)
         .map(|sv| {
             let mut parts = vec![sv.server.clone()];
+            // pg_activity's header numbers: transactions per second (between the last two polls
+            // of this server) and sessions waiting for a lock.
+            if let Some(tps) = app.tps.get(&sv.server) {
+                parts.push(format!("{tps:.0} tps"));
+            }
+            let waiting = s
+                .sessions
+                .iter()
+                .filter(|x| x.server == sv.server && !x.blocked_by.is_empty())
+                .count();
+            parts.push(format!("{waiting} waiting"));
             parts.push(match sv.lock_table_fill {
                 Some(f) if sv.lock_table_warning => format!("LOCK TABLE {:.0}% FULL", f * 100.0),
                 Some(f) => format!("locks {:.0}%", f * 100.0),

@@ -2,12 +2,12 @@
 //! what the lock-tree pane forgets the moment a wait is over.
 
 use super::cells::short_namespace;
-use super::{empty, pane_block, window};
+use super::{cut_note, empty, pane_block, window, PaneArea};
 use crate::domain::format::fmt_age;
 use crate::domain::incidents::{Episode, Outcome};
 use crate::tui::app::{App, Pane};
 use crate::tui::theme::Theme;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Constraint;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table};
@@ -17,11 +17,21 @@ pub(super) fn draw(
     frame: &mut Frame,
     app: &App,
     theme: &Theme,
-    area: Rect,
+    at: PaneArea,
     selected: Option<usize>,
 ) {
+    let area = at.rect;
     let rows = &app.model.incidents;
-    let mut block = pane_block(app, theme, Pane::Incidents, rows.len());
+    let height = at.rows(Pane::Incidents);
+    let (start, end) = window(selected, rows.len(), height);
+    let mut block = pane_block(
+        app,
+        theme,
+        Pane::Incidents,
+        rows.len(),
+        at,
+        cut_note(start, end, rows.len()),
+    );
     if let Some(e) = &app.flight_log_error {
         block = block.title_bottom(Span::styled(format!(" {e} "), theme.warning()));
     }
@@ -33,8 +43,6 @@ pub(super) fn draw(
         };
         return empty(frame, block, theme, text, area);
     }
-    let height = area.height.saturating_sub(3) as usize;
-    let (start, end) = window(selected, rows.len(), height);
     // Below this width the locked object gives its room to whom the run waited behind.
     let wide = area.width >= WIDE;
     let body: Vec<Row> = rows[start..end]

@@ -2,12 +2,12 @@
 //! invocation owns.
 
 use super::cells::short_namespace;
-use super::{empty, pane_block, window};
+use super::{cut_note, empty, pane_block, window, PaneArea};
 use crate::domain::format::fmt_age;
 use crate::domain::snapshot::{InvocationReport, SessionReport, Snapshot};
 use crate::tui::app::{App, Pane};
 use crate::tui::theme::Theme;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Constraint;
 use ratatui::style::Style;
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table};
@@ -21,11 +21,15 @@ pub(super) fn draw(
     app: &App,
     snap: &Snapshot,
     theme: &Theme,
-    area: Rect,
+    at: PaneArea,
     selected: Option<usize>,
 ) {
+    let area = at.rect;
     let rows = &app.model.invocations;
-    let mut block = pane_block(app, theme, Pane::Invocations, rows.len());
+    let height = at.rows(Pane::Invocations);
+    let (start, end) = window(selected, rows.len(), height);
+    let cut = cut_note(start, end, rows.len());
+    let mut block = pane_block(app, theme, Pane::Invocations, rows.len(), at, cut);
     if app.sort != crate::tui::app::InvocationSort::Trouble {
         block = block.title(Span::styled(
             format!(" by {} (o) ", app.sort.label()),
@@ -41,8 +45,6 @@ pub(super) fn draw(
             area,
         );
     }
-    let height = area.height.saturating_sub(3) as usize;
-    let (start, end) = window(selected, rows.len(), height);
     let wide = area.width >= WIDE;
     // Full namespaces whenever they fit next to the other columns; compact (`p4100…0a0a`) only
     // when they do not.
@@ -56,7 +58,7 @@ pub(super) fn draw(
         .sum::<u16>()
         + widths.len() as u16
         - 1
-        + 2;
+        + (area.width - at.inner_width());
     let longest = rows[start..end]
         .iter()
         .filter_map(|(_, i)| {

@@ -3,13 +3,12 @@
 //! the second time.
 
 use super::cells::short_label;
-use super::{empty, pane_block, window};
+use super::{empty, pane_block, window, PaneArea};
 use crate::domain::format::fmt_age;
 use crate::domain::lockgraph::compact_prefixes;
 use crate::domain::snapshot::{BlockingEdge, LockTree, SessionReport, Snapshot, WaitSource};
-use crate::tui::app::{App, Pane, RowKey};
+use crate::tui::app::{App, LockRow, Pane, RowKey};
 use crate::tui::theme::Theme;
-use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
@@ -21,19 +20,21 @@ pub(super) fn draw(
     app: &App,
     snap: &Snapshot,
     theme: &Theme,
-    area: Rect,
+    at: PaneArea,
     selected: Option<usize>,
 ) {
+    let area = at.rect;
     let rows = &app.model.locks;
     // Trees shown (the filter keeps a tree whole when any member matches).
     let mut trees: Vec<usize> = rows.iter().map(|r| r.tree).collect();
     trees.dedup();
-    let block = pane_block(app, theme, Pane::Locks, trees.len());
+    let height = at.rows(Pane::Locks);
+    let (start, end) = window(selected, rows.len(), height);
+    let cut = cut_trees(rows, start, end, snap);
+    let block = pane_block(app, theme, Pane::Locks, trees.len(), at, cut);
     if rows.is_empty() {
         return empty(frame, block, theme, "nothing is blocked", area);
     }
-    let height = area.height.saturating_sub(2) as usize;
-    let (start, end) = window(selected, rows.len(), height);
     // Box-drawing prefixes, once per tree on screen.
     let mut prefixes: HashMap<usize, Vec<String>> = HashMap::new();
     for r in &rows[start..end] {
@@ -46,20 +47,27 @@ pub(super) fn draw(
             compact_prefixes(&depths)
         });
     }
-    let lines: Vec<Line> = rows[start..end]
+    let width = at.inner_width() as usize;
+    let fitted: Vec<Fitted> = rows[start..end]
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .map(|r| {
             let parent = match &r.key {
                 RowKey::Lock { parent, .. } => *parent,
                 _ => None,
             };
             let prefix = prefixes[&r.tree][r.row].as_str();
-            let (line, shrink) = row_line(app, snap, theme, r.tree, r.row, parent, prefix);
-            let shrink: Vec<usize> = shrink.into_iter().collect();
-            // Too wide: the lock and relation text gives way (with an ellipsis), never the
-            // collision marker at the end.
-            let line = fit_line(line, area.width.saturating_sub(2) as usize, &shrink);
+            row_line(app, snap, theme, r.tree, r.row, parent, prefix)
+        })
+        .collect();
+    // Too wide: first the run ids give way (`…0a0a/gw1`, on every line, so that one run reads
+    // the same on all of them), then the database name, the lock text, the label, each with an
+    // ellipsis; never the pid, `!!` or `COLLISION`.
+    let tiny = fitted.iter().any(|f| f.line.width() > width);
+    let lines: Vec<Line> = fitted
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let line = fit_line(f, width, tiny);
             if Some(start + i) == selected {
                 line.patch_style(theme.selected())
             } else {
@@ -68,6 +76,55 @@ pub(super) fn draw(
         })
         .collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// What a window of the lock rows leaves out, in words: `1 victim of 4100 hidden · +2 trees`.
+fn cut_trees(rows: &[LockRow], start: usize, end: usize, snap: &Snapshot) -> Option<String> {
+    let mut parts = Vec::new();
+    let (mut above, mut below) = (0usize, 0usize);
+    let mut tree_at = 0;
+    while tree_at < rows.len() {
+        let t = rows[tree_at].tree;
+        let len = rows[tree_at..].iter().take_while(|r| r.tree == t).count();
+        let (a, b) = (tree_at, tree_at + len);
+        let shown = b.min(end).saturating_sub(a.max(start));
+        if shown == 0 {
+            if b <= start {
+                above += 1;
+            } else {
+                below += 1;
+            }
+        } else if shown < len {
+            let hidden = len - shown;
+            let root = snap.lock_trees[t].root_pid;
+            parts.push(format!(
+                "{hidden} {} of {root} hidden",
+                if hidden == 1 { "victim" } else { "victims" }
+            ));
+        }
+        tree_at = b;
+    }
+    if above > 0 {
+        parts.insert(
+            0,
+            format!("↑{above} tree{}", if above == 1 { "" } else { "s" }),
+        );
+    }
+    if below > 0 {
+        parts.push(format!(
+            "+{below} tree{}",
+            if below == 1 { "" } else { "s" }
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
+/// A line and how it gives way when too wide: `swap` first replaces a span with a shorter form
+/// (the run id's tail), then the spans in `shrink` are cut, first the first.
+struct Fitted {
+    line: Line<'static>,
+    swap: Option<(usize, String)>,
+    shrink: Vec<usize>,
 }
 
 /// Row `row_idx` of tree `tree_idx`: the root, a reference to a session drawn above, or a waiter.
@@ -79,7 +136,7 @@ fn row_line(
     row_idx: usize,
     parent: Option<i32>,
     prefix: &str,
-) -> (Line<'static>, Vec<usize>) {
+) -> Fitted {
     let tree = &snap.lock_trees[tree_idx];
     let row = &tree.rows[row_idx];
     let session = app
@@ -92,10 +149,15 @@ fn row_line(
         (_, Some(s)) => short_label(s),
         (_, None) => "(not visible)".to_string(),
     };
+    let tiny = session.and_then(tiny_label);
     let db = session.map(|s| s.database.clone()).unwrap_or_default();
     if row.depth == 0 {
-        // The database name gives way first, then the label.
-        return (root_line(theme, tree, row.pid, &label, &db), vec![3, 2]);
+        // The run id gives way first, then the database name, then the label.
+        return Fitted {
+            line: root_line(theme, tree, row.pid, &label, &db),
+            swap: tiny.map(|t| (2, format!("{t} ["))),
+            shrink: vec![3, 2],
+        };
     }
     if row.reference {
         let line = Line::from(vec![
@@ -104,7 +166,11 @@ fn row_line(
             Span::raw(format!("{label} ")),
             Span::styled("(drawn above; also waits here)", theme.dim()),
         ]);
-        return (line, vec![3, 2]);
+        return Fitted {
+            line,
+            swap: tiny.map(|t| (2, format!("{t} "))),
+            shrink: vec![3, 2],
+        };
     }
     let edge = parent.and_then(|p| {
         app.model
@@ -119,7 +185,20 @@ fn row_line(
         session,
         parent,
     };
-    waiter_line(theme, prefix, &waiter, edge)
+    let (line, shrink, label_at) = waiter_line(theme, prefix, &waiter, edge);
+    Fitted {
+        line,
+        swap: tiny.map(|t| (label_at, format!("{t} ["))),
+        shrink,
+    }
+}
+
+/// The run id's last four hex digits and the worker, `…0a0a/gw1_setup`: what tells runs apart on
+/// one screen, for lines that do not fit with the fuller `p4100…0a0a`.
+fn tiny_label(s: &SessionReport) -> Option<String> {
+    let short = short_label(s);
+    let (_, tail) = short.split_once('…')?;
+    Some(format!("…{tail}"))
 }
 
 /// `■ 4100 p4100…0a0a/gw0 [platform] IDLE IN TX 2m holds up 3 !!`
@@ -168,7 +247,7 @@ fn waiter_line(
     prefix: &str,
     w: &Waiter,
     edge: Option<&BlockingEdge>,
-) -> (Line<'static>, Vec<usize>) {
+) -> (Line<'static>, Vec<usize>, usize) {
     let mut shrink = Vec::new();
     let mut spans = vec![
         Span::styled(prefix.to_string(), theme.dim()),
@@ -213,15 +292,28 @@ fn waiter_line(
             theme.dim(),
         ));
     }
-    // The lock text gives way first, then the database name, then the label.
-    shrink.extend([label_at + 1, label_at]);
-    (Line::from(spans), shrink)
+    // The database name gives way first, then the lock text, then the label.
+    shrink.insert(0, label_at + 1);
+    shrink.push(label_at);
+    (Line::from(spans), shrink, label_at)
 }
 
-/// Shortens the spans in `order` (first the first), each with an ellipsis, until the line fits
-/// `width`; what is not in `order` (pids, markers, `COLLISION`) is never cut.
-fn fit_line(mut line: Line<'static>, width: usize, order: &[usize]) -> Line<'static> {
-    for &i in order {
+/// Makes the line fit `width`: the swap first (when `tiny`), then the spans in `shrink` (first the first), each
+/// cut with an ellipsis; what is not named (pids, markers, `COLLISION`) is never cut.
+fn fit_line(fitted: Fitted, width: usize, tiny: bool) -> Line<'static> {
+    let Fitted {
+        mut line,
+        swap,
+        shrink,
+    } = fitted;
+    if tiny {
+        if let Some((i, short)) = swap {
+            if let Some(span) = line.spans.get_mut(i) {
+                span.content = short.into();
+            }
+        }
+    }
+    for &i in &shrink {
         let excess = line.width().saturating_sub(width);
         if excess == 0 {
             break;

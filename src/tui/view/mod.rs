@@ -1,13 +1,16 @@
 //! Drawing. Takes `&App` and draws; never changes state, never waits for anything.
 //!
 //! Layout: a header strip (one cell per configured database, refresh state, last good poll), notices
-//! (unreachable databases, missing privileges), the three panes and a footer of key hints generated
-//! from the key map. From 120x30 up the invocation and lock panes sit side by side; below that the
-//! panes stack and the focused one gets most of the room. Only the visible rows of a pane are built,
-//! so a frame costs the same with 50 or 5,000 sessions.
+//! (unreachable databases, missing privileges), four panes and a footer of key hints generated
+//! from the key map. How tall each pane is comes from `tui::layout` (lock trees first, schemas
+//! last); from 120x26 up Invocations (or Sessions) and Schemas sit side by side above full-width
+//! lock trees, below that the panes stack with only a top border each. A pane that cannot show all
+//! its rows says how many are cut on that border. Only the visible rows of a pane are built, so a
+//! frame costs the same with 50 or 5,000 sessions.
 //!
 //! One file per part of the screen: `header` (header, notices, footer), a file per pane
-//! (`invocations`, `locks`, `schemas`), and the overlays (`popup` with help, `detail`, `sweep`).
+//! (`invocations`, `sessions`, `locks`, `schemas`, `incidents`), and the overlays (`popup` with
+//! help, `detail`, `sweep`, `signal`).
 //! `cells` holds the compact forms of names and sizes the narrow columns share.
 
 mod cells;
@@ -18,14 +21,16 @@ mod invocations;
 mod locks;
 mod popup;
 mod schemas;
+mod sessions;
 mod signal;
 mod sqlite;
 mod sweep;
 
 use crate::tui::app::{App, Overlay, Pane, RowKey, SignalView};
+use crate::tui::layout::{chrome, plan_layout, Content};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::Span;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
@@ -91,7 +96,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         Overlay::Detail(key) => {
             let title = match key {
                 RowKey::Invocation(_) | RowKey::OtherSessions => "Invocation",
-                RowKey::Lock { .. } => "Session",
+                RowKey::Lock { .. } | RowKey::Session { .. } => "Session",
                 RowKey::Schema { .. } => "Schema",
                 RowKey::Incident(_) => "Lock wait",
             };
@@ -157,87 +162,88 @@ fn draw_body(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         }
         _ => area,
     };
-    if area.width >= 120 && area.height >= 26 {
-        // Lock trees get the full width: their lines carry the most.
-        // Heights follow content: the top row (invocations, schemas) and the lock trees take what
-        // their rows need; short of room, each keeps at least two fifths.
-        let h = area.height;
-        let top_need = (app
-            .model
-            .invocations
-            .len()
-            .max(app.model.schemas.len())
-            .max(1)
-            + 3) as u16;
-        let incidents_need = app.model.incidents.len().max(1) as u16 + 3;
-        let bottom_need = (app.model.locks.len().max(1) as u16 + 2) + incidents_need;
-        let top_h = if top_need + bottom_need <= h {
-            // Room to spare: half of it to each row.
-            top_need + (h - top_need - bottom_need) / 2
-        } else {
-            top_need
-                .clamp(h * 2 / 5, h * 3 / 5)
-                .max(h.saturating_sub(bottom_need))
-        };
-        let [top, bottom] =
-            Layout::vertical([Constraint::Length(top_h), Constraint::Fill(1)]).areas(area);
-        let [left, right] =
-            Layout::horizontal([Constraint::Length(66), Constraint::Fill(1)]).areas(top);
-        draw_pane(frame, app, theme, Pane::Invocations, left);
-        draw_pane(frame, app, theme, Pane::Schemas, right);
-        // Ended waits under the live ones: as many rows as they need, up to half the room.
-        let wanted = app.model.incidents.len().max(1) as u16 + 3;
-        let [locks, incidents] = Layout::vertical([
-            Constraint::Fill(1),
-            Constraint::Length(wanted.min(bottom.height / 2)),
-        ])
-        .areas(bottom);
-        draw_pane(frame, app, theme, Pane::Locks, locks);
-        draw_pane(frame, app, theme, Pane::Incidents, incidents);
-    } else {
-        let areas = Layout::vertical(stacked(app, area.height)).split(area);
-        for (i, p) in Pane::ALL.into_iter().enumerate() {
-            draw_pane(frame, app, theme, p, areas[i]);
+    let first = app.panes()[0];
+    let content = Content {
+        first: app.model.keys(first).len(),
+        schemas: app.model.schemas.len(),
+        locks: app.model.locks.len(),
+        incidents: app.model.incidents.len(),
+    };
+    let plan = plan_layout(content, area.width, area.height, app.focus, first);
+    let rects = Layout::vertical(plan.bands.iter().map(|b| Constraint::Length(b.1))).split(area);
+    for ((panes, _), rect) in plan.bands.iter().zip(rects.iter()) {
+        match panes.as_slice() {
+            [left, right] => {
+                // Invocations keep their 66 columns; Sessions take all but what Schemas need.
+                let left_w = if *left == Pane::Sessions {
+                    rect.width.saturating_sub((rect.width / 3).clamp(44, 60))
+                } else {
+                    66
+                };
+                let [l, r] = Layout::horizontal([Constraint::Length(left_w), Constraint::Fill(1)])
+                    .areas(*rect);
+                draw_pane(frame, app, theme, *left, l, plan.wide);
+                draw_pane(frame, app, theme, *right, r, plan.wide);
+            }
+            _ => {
+                for p in panes {
+                    draw_pane(frame, app, theme, *p, *rect, plan.wide);
+                }
+            }
         }
     }
 }
 
-/// Stacked panes: unfocused panes take what their rows need up to a cap (lock trees get the
-/// largest), the focused pane takes the rest.
-fn stacked(app: &App, body: u16) -> [Constraint; 4] {
-    Pane::ALL.map(|p| {
-        if p == app.focus {
-            return Constraint::Fill(1);
-        }
-        // Short of room, an empty incidents pane gives its rows to the others (Tab still shows it).
-        if p == Pane::Incidents && app.model.incidents.is_empty() {
-            return Constraint::Length(0);
-        }
-        let (rows, chrome) = match p {
-            Pane::Invocations => (app.model.invocations.len(), 3),
-            Pane::Locks => (app.model.locks.len(), 2),
-            Pane::Schemas => (app.model.schemas.len(), 3),
-            Pane::Incidents => (app.model.incidents.len(), 3),
-        };
-        let cap = match p {
-            Pane::Locks => (body * 2 / 5).max(4),
-            Pane::Incidents => (body / 5).max(4),
-            _ => (body / 4).max(4),
-        };
-        Constraint::Length((rows.max(1) as u16 + chrome).min(cap))
-    })
-}
-
-fn draw_pane(frame: &mut Frame, app: &App, theme: &Theme, pane: Pane, area: Rect) {
+fn draw_pane(frame: &mut Frame, app: &App, theme: &Theme, pane: Pane, area: Rect, wide: bool) {
     let Some(snap) = &app.model.snapshot else {
         return;
     };
+    if area.height == 0 {
+        return;
+    }
     let selected = app.selected_index(pane).filter(|_| app.focus == pane);
+    let at = PaneArea { rect: area, wide };
     match pane {
-        Pane::Invocations => invocations::draw(frame, app, snap, theme, area, selected),
-        Pane::Locks => locks::draw(frame, app, snap, theme, area, selected),
-        Pane::Schemas => schemas::draw(frame, app, snap, theme, area, selected),
-        Pane::Incidents => incidents::draw(frame, app, theme, area, selected),
+        Pane::Invocations => invocations::draw(frame, app, snap, theme, at, selected),
+        Pane::Locks => locks::draw(frame, app, snap, theme, at, selected),
+        Pane::Schemas => schemas::draw(frame, app, snap, theme, at, selected),
+        Pane::Incidents => incidents::draw(frame, app, theme, at, selected),
+        Pane::Sessions => sessions::draw(frame, app, snap, theme, at, selected),
+    }
+}
+
+/// Where a pane is drawn: its rectangle, and whether it has a whole frame (side-by-side layout)
+/// or only a top border (stacked).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PaneArea {
+    pub rect: Rect,
+    pub wide: bool,
+}
+
+impl PaneArea {
+    /// Rows left for content after the frame and the column titles.
+    pub fn rows(&self, pane: Pane) -> usize {
+        self.rect.height.saturating_sub(chrome(pane, self.wide)) as usize
+    }
+
+    /// Columns left for content.
+    pub fn inner_width(&self) -> u16 {
+        if self.wide {
+            self.rect.width.saturating_sub(2)
+        } else {
+            self.rect.width
+        }
+    }
+}
+
+/// `↑3 · +7 more`: rows of a pane above and below its window, or nothing when all are shown.
+fn cut_note(start: usize, end: usize, len: usize) -> Option<String> {
+    let below = len.saturating_sub(end);
+    match (start, below) {
+        (0, 0) => None,
+        (0, b) => Some(format!("+{b} more")),
+        (a, 0) => Some(format!("↑{a} above")),
+        (a, b) => Some(format!("↑{a} above · +{b} more")),
     }
 }
 
@@ -253,10 +259,18 @@ fn window(selected: Option<usize>, len: usize, height: usize) -> (usize, usize) 
     (start, (start + height).min(len))
 }
 
-fn pane_block(app: &App, theme: &Theme, pane: Pane, count: usize) -> Block<'static> {
+fn pane_block(
+    app: &App,
+    theme: &Theme,
+    pane: Pane,
+    count: usize,
+    at: PaneArea,
+    cut: Option<String>,
+) -> Block<'static> {
     let focused = app.focus == pane;
-    Block::new()
-        .borders(Borders::ALL)
+    let mut block = Block::new()
+        // Stacked panes have only a top border: two more columns at 80, a row less per pane.
+        .borders(if at.wide { Borders::ALL } else { Borders::TOP })
         .border_style(if focused {
             theme.focused_border()
         } else {
@@ -279,7 +293,13 @@ fn pane_block(app: &App, theme: &Theme, pane: Pane, count: usize) -> Block<'stat
             } else {
                 theme.header()
             },
-        ))
+        ));
+    // Every cut pane says so, on its top border (it costs no row).
+    if let Some(cut) = cut {
+        block = block
+            .title(Line::from(Span::styled(format!(" {cut} "), theme.warning())).right_aligned());
+    }
+    block
 }
 
 fn empty(frame: &mut Frame, block: Block<'static>, theme: &Theme, text: &str, area: Rect) {

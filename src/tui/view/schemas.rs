@@ -2,11 +2,11 @@
 //! tables and size.
 
 use super::cells::{compact_schema, fit, fmt_bytes_short};
-use super::{empty, pane_block, window};
+use super::{cut_note, empty, pane_block, window, PaneArea};
 use crate::domain::snapshot::{SchemaReport, SchemaStatus, Snapshot};
 use crate::tui::app::{App, Pane};
 use crate::tui::theme::Theme;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Constraint;
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table};
 use ratatui::Frame;
@@ -16,17 +16,25 @@ pub(super) fn draw(
     app: &App,
     snap: &Snapshot,
     theme: &Theme,
-    area: Rect,
+    at: PaneArea,
     selected: Option<usize>,
 ) {
+    let area = at.rect;
     let rows = &app.model.schemas;
-    let block = pane_block(app, theme, Pane::Schemas, rows.len());
+    let height = at.rows(Pane::Schemas);
+    let (start, end) = window(selected, rows.len(), height);
+    let block = pane_block(
+        app,
+        theme,
+        Pane::Schemas,
+        rows.len(),
+        at,
+        cut_note(start, end, rows.len()),
+    );
     if rows.is_empty() {
         let text = format!("no {}_* schemas", snap.schema_prefix);
         return empty(frame, block, theme, &text, area);
     }
-    let height = area.height.saturating_sub(3) as usize;
-    let (start, end) = window(selected, rows.len(), height);
     // Columns sized to what is shown: the database column as wide as its longest name (up to a
     // third of the pane), schema names in full when they fit, compact (`test_p4100…0a0a_gw0`)
     // when not, and an ellipsis wherever something is still cut.
@@ -34,7 +42,7 @@ pub(super) fn draw(
         .iter()
         .map(|(_, i)| &snap.schemas[*i])
         .collect();
-    let inner = area.width.saturating_sub(2) as usize;
+    let inner = at.inner_width() as usize;
     let longest_db = shown
         .iter()
         .map(|s| s.database.chars().count())
