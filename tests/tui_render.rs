@@ -313,6 +313,14 @@ fn an_ended_wait_stays_in_the_incidents_pane() {
     insta::assert_snapshot!("incidents_120x40", text(&buf));
     let (x, y) = find(&buf, "gave up")[0];
     assert_eq!(buf[(x, y)].fg, Color::Red);
+    // Issue 27: the SQLSTATE (inferred) beside the outcome; spelled out from 140 columns, where the
+    // locked object still fits beside it.
+    assert!(!find(&buf, "gave up 55P03").is_empty());
+    let wide = text(&render(&app, 160, 45, COLOR));
+    assert!(
+        wide.contains("LockNotAvailable (55P03)") && wide.contains("on public.accounts"),
+        "{wide}"
+    );
     // Narrow: the pane appears once it has something, and Enter explains the episode.
     for _ in 0..3 {
         app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));

@@ -183,6 +183,13 @@ fn render_episode(out: &mut String, e: &Episode) {
     if let Some(w) = &e.wait {
         let _ = writeln!(out, "  waited  {}", f(w));
     }
+    if let Some(error) = e.error_words() {
+        let _ = writeln!(
+            out,
+            "  error   {error}, {}",
+            e.sqlstate_source.map_or("inferred", |s| s.words())
+        );
+    }
     for b in &e.blockers {
         let state = match (&b.state, b.xact_age_s) {
             (Some(st), Some(age)) => format!("{}, transaction {}", f(st), fmt_age(age)),
