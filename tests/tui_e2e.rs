@@ -384,3 +384,61 @@ async fn cancel_on_an_idle_in_transaction_root_offers_terminate() {
     holder.batch_execute("ROLLBACK").await.unwrap();
     let _ = task.await;
 }
+
+/// Issue 27: the demo's dashboard keeps its lock waits in its own flight log and ends with the
+/// `pgswarm incidents --log …` line that lists them (it once said `no lock waits recorded`).
+#[test]
+fn the_demo_ends_with_an_incidents_line_that_lists_its_lock_waits() {
+    let state = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The server runs as the `postgres` OS user when we are root: it must reach its directory.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tmux = Tmux::new();
+    tmux.start(&format!(
+        "XDG_STATE_HOME='{}' TMPDIR='{}' '{}' demo --interval 0.5s; echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        tmp.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    ));
+    let ended = |s: &str| {
+        s.lines().any(|l| {
+            l.split_once("Incidents (")
+                .is_some_and(|(_, n)| n.starts_with(|c: char| ('1'..='9').contains(&c)))
+        })
+    };
+    tmux.wait_for("a lock wait of the demo to end", |s| {
+        ended(s) && !s.contains("REPLAY")
+    });
+    tmux.keys("q");
+    let after = tmux.wait_for("the demo to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
+    // The line may wrap at 120 columns: join the screen's lines before looking.
+    let joined: String = after.lines().map(str::trim_end).collect();
+    let start = joined
+        .find("pgswarm incidents --log '")
+        .unwrap_or_else(|| panic!("no incidents line:\n{after}"));
+    let path = joined[start + "pgswarm incidents --log '".len()..]
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(path.ends_with("demo-incidents.jsonl"), "{path}");
+    assert!(
+        !state.path().join("pgswarm/incidents.jsonl").exists(),
+        "the real flight log is not written by the demo"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["incidents", "--json", "--log", &path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !doc["episodes"].as_array().unwrap().is_empty(),
+        "{doc:#}\n{after}"
+    );
+}
