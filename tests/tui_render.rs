@@ -404,6 +404,27 @@ fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_c
     );
 }
 
+/// Issue 27: an invocation started 1118 days ago reads `1118d` in the 7-column AGE cell, at 80 and
+/// at 400 columns (it read `1118d00`, the hours cut).
+#[test]
+fn a_very_old_invocation_keeps_whole_units_in_its_age() {
+    let mut obs = fixtures::collision();
+    let started =
+        (fixture_now() - ChronoDuration::days(1118) - ChronoDuration::hours(5)).timestamp();
+    for s in obs.sessions.iter_mut().filter(|s| s.pid == 301) {
+        s.application_name = format!("pytest_master_p10077t{started}r0a1b2c3d");
+    }
+    let app = app_for(Some(obs));
+    for (w, h) in [(80, 24), (400, 40)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        let row = screen
+            .lines()
+            .find(|l| l.contains("p10077"))
+            .unwrap_or_else(|| panic!("{w}x{h}:\n{screen}"));
+        assert!(row.contains(" 1118d "), "{w}x{h}: {row}");
+    }
+}
+
 #[test]
 fn a_long_idle_transaction_shows_before_it_blocks_anyone() {
     let blocking = text(&render(
