@@ -13,8 +13,19 @@ use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 use std::time::Duration;
 
-const COLOR: Theme = Theme { color: true };
-const MONO: Theme = Theme { color: false };
+const COLOR: Theme = Theme {
+    color: true,
+    ascii: false,
+};
+const MONO: Theme = Theme {
+    color: false,
+    ascii: false,
+};
+/// `TERM=dumb` or a non-UTF-8 locale.
+const ASCII: Theme = Theme {
+    color: false,
+    ascii: true,
+};
 
 fn app_for(obs: Option<Observation>) -> App {
     let names: Vec<String> = obs
@@ -402,6 +413,30 @@ fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_c
         !header.contains("last poll") && !header.contains("every"),
         "{header}"
     );
+}
+
+/// Issue 27: `TERM=dumb` or a non-UTF-8 locale: ASCII borders and glyphs, everything else the same;
+/// the focused pane keeps its own border (`=`).
+#[test]
+fn a_dumb_terminal_gets_ascii_borders_and_glyphs() {
+    let mut app = app_after_a_collision();
+    let screen = text(&render(&app, 80, 24, ASCII));
+    insta::assert_snapshot!("ascii_collision_80x24", screen);
+    assert!(screen.is_ascii(), "{screen}");
+    assert!(screen.contains("+-") && screen.contains('|'), "{screen}");
+    assert!(screen.contains("+="), "the focused pane: {screen}");
+    assert_eq!(
+        screen.lines().count(),
+        text(&render(&app, 80, 24, MONO)).lines().count()
+    );
+    for key in [
+        crossterm::event::KeyCode::Char('?'),
+        crossterm::event::KeyCode::Esc,
+    ] {
+        app.update(Event::Key(key.into()));
+        let screen = text(&render(&app, 80, 24, ASCII));
+        assert!(screen.is_ascii(), "{screen}");
+    }
 }
 
 /// Issue 27: an invocation started 1118 days ago reads `1118d` in the 7-column AGE cell, at 80 and
