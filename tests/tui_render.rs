@@ -415,6 +415,62 @@ fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_c
     );
 }
 
+/// Every line inside the overlay box (the rows between its top and bottom border, whose left
+/// border is `│` at column `x`) starts with a space: nothing wrapped back to the box's edge.
+fn assert_wrapped_under_their_indent(screen: &str, what: &str) {
+    let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
+    let (top, x) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(y, l)| {
+            let s: String = l.iter().collect();
+            s.find(" · Esc closes ").map(|i| {
+                let before: Vec<char> = s[..i].chars().collect();
+                let corner = before
+                    .iter()
+                    .rposition(|&c| c == '┌')
+                    .expect("top-left corner");
+                (y, corner)
+            })
+        })
+        .unwrap_or_else(|| panic!("{what}: no overlay:\n{screen}"));
+    let mut inside = 0;
+    for l in &lines[top + 1..] {
+        match l.get(x) {
+            Some('│') => {
+                inside += 1;
+                assert_eq!(l.get(x + 1), Some(&' '), "{what}:\n{screen}");
+            }
+            _ => break,
+        }
+    }
+    assert!(inside > 3, "{what}:\n{screen}");
+}
+
+/// Issue 27: help and confirmation boxes wrap each line under its own indent (a key's help under
+/// the help text, a session's note under the session), never back at the box's edge.
+#[test]
+fn help_and_confirmation_boxes_wrap_under_their_own_indent() {
+    use crossterm::event::KeyCode;
+    let mut app = app_for(Some(fixtures::collision()));
+    app.update(Event::Key(KeyCode::Char('?').into()));
+    for (w, h) in [(80, 24), (60, 20), (50, 30)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        assert_wrapped_under_their_indent(&screen, &format!("help {w}x{h}"));
+    }
+    app.update(Event::Key(KeyCode::Esc.into()));
+    // The cancel confirmation of the idle-in-transaction root: its note wraps under the session.
+    app.update(Event::Key(KeyCode::Tab.into()));
+    app.update(Event::Key(KeyCode::Tab.into()));
+    app.update(Event::Key(KeyCode::Char('c').into()));
+    for (w, h) in [(80, 24), (60, 30)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        assert!(screen.contains("a cancel releases"), "{screen}");
+        assert!(screen.contains("exactly this 1 session"), "{screen}");
+        assert_wrapped_under_their_indent(&screen, &format!("cancel {w}x{h}"));
+    }
+}
+
 /// Issue 27: `TERM=dumb` or a non-UTF-8 locale: ASCII borders and glyphs, everything else the same;
 /// the focused pane keeps its own border (`=`).
 #[test]

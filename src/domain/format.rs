@@ -23,6 +23,11 @@ pub fn fmt_age(secs: f64) -> String {
     }
 }
 
+/// `1 session`, `2 sessions`, `0 sessions`: a count with its noun in the right number.
+pub fn fmt_count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `512 B`, `8.0 KiB`, `1.2 MiB`.
 pub fn fmt_bytes(b: i64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -149,6 +154,14 @@ mod tests {
         assert_eq!(fmt_bytes(1536 * 1024), "1.5 MiB");
         assert_eq!(fmt_ms(std::time::Duration::from_micros(12_499)), "12ms");
         assert_eq!(fmt_ms(std::time::Duration::from_micros(12_500)), "13ms");
+    }
+
+    /// Issue 27: "1 session", "2 sessions" wherever counts are printed.
+    #[test]
+    fn counts_take_the_right_number() {
+        assert_eq!(fmt_count(1, "session", "sessions"), "1 session");
+        assert_eq!(fmt_count(0, "session", "sessions"), "0 sessions");
+        assert_eq!(fmt_count(2, "lock wait", "lock waits"), "2 lock waits");
     }
 
     /// Issue 27: `1118d00` was seen in a 7-column AGE cell (`1118d00h` cut).

@@ -42,8 +42,13 @@ pub(super) fn signal_lines(app: &App, theme: &Theme, view: &SignalView) -> Vec<L
             if plan.actionable() {
                 out.push(Line::styled(
                     format!(
-                        " Y (capital): {} exactly these {}",
+                        " Y (capital): {} exactly {}{}",
                         plan.action.verb(),
+                        if plan.targets.len() == 1 {
+                            "this "
+                        } else {
+                            "these "
+                        },
                         plural(plan.targets.len())
                     ),
                     theme.bad(),
