@@ -244,6 +244,10 @@ Examples:
   pgswarm cancel --pid 48213 --database platform --yes
   pgswarm cancel --namespace p4242t1795510800r0a1b2c3d --worker gw3
 
+A cancel ends a running statement only: a session idle in transaction (the
+usual root blocker) keeps its locks. The plan says so per session, and the
+report lists it under released_nothing, never as cancelled: terminate it.
+
 ",
     signal_rules!()
 );
