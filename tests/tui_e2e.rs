@@ -182,7 +182,7 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     tmux.wait_for("the orphaned schema", |s| s.contains("orphaned"));
     tmux.keys("S");
     let plan = tmux.wait_for("the sweep plan", |s| {
-        s.contains("Y (capital) drops exactly these 1")
+        s.contains("Y (capital) drops exactly this 1 schema")
     });
     assert!(plan.contains(&format!("drop {stale}")), "{plan}");
     assert!(plan.contains(&format!("keep {live}")), "{plan}");
