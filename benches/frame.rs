@@ -49,7 +49,10 @@ fn measure(label: &str, sessions: usize, invocations: usize, dbs: usize, w: u16,
         fixture_now(),
     );
     let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test backend");
-    let theme = Theme { color: true };
+    let theme = Theme {
+        color: true,
+        ascii: false,
+    };
     let runs = 200;
     let (mut aggregate, mut ui, mut frame) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {

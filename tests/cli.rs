@@ -16,6 +16,8 @@ fn pgswarm() -> Command {
         }
     }
     c.env("HOME", std::env::temp_dir());
+    c.env_remove("XDG_CONFIG_HOME");
+    c.env_remove("PGSWARM_CONFIG");
     c
 }
 
@@ -95,6 +97,186 @@ fn config_file_errors_name_the_field() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("c.toml"));
+}
+
+/// Issue 27: completion scripts for each shell name every subcommand; bash parses its own.
+#[test]
+fn completions_for_each_shell_name_every_subcommand() {
+    let subcommands = [
+        "watch",
+        "snapshot",
+        "sweep",
+        "demo",
+        "record",
+        "incidents",
+        "cancel",
+        "terminate",
+        "completions",
+        "man",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pgswarm().args(["completions", shell]).output().unwrap();
+        assert_exit(&out, 0);
+        let script = String::from_utf8(out.stdout).unwrap();
+        for sub in subcommands {
+            assert!(script.contains(sub), "{shell}: {sub} missing");
+        }
+        assert!(script.contains("no-flight-log"), "{shell}");
+        if shell == "bash" {
+            let has_bash = std::process::Command::new("bash")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if has_bash {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("pgswarm.bash");
+                std::fs::write(&file, &script).unwrap();
+                let check = std::process::Command::new("bash")
+                    .arg("-n")
+                    .arg(&file)
+                    .output()
+                    .unwrap();
+                assert!(
+                    check.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&check.stderr)
+                );
+            }
+        }
+    }
+    pgswarm()
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("tcsh"));
+}
+
+/// Issue 27: `pgswarm man` prints a roff page naming every subcommand; `man COMMAND` that
+/// command's page, with the global options; an unknown command is named.
+#[test]
+fn man_pages_are_roff_and_name_every_subcommand() {
+    let out = pgswarm().arg("man").output().unwrap();
+    assert_exit(&out, 0);
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH pgswarm 1"), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains(".SH OPTIONS"));
+    for sub in [
+        "watch",
+        "snapshot",
+        "sweep",
+        "demo",
+        "record",
+        "incidents",
+        "cancel",
+        "terminate",
+        "completions",
+        "man",
+    ] {
+        assert!(page.contains(&format!("pgswarm\\-{sub}(1)")), "{sub}");
+        let out = pgswarm().args(["man", sub]).output().unwrap();
+        assert_exit(&out, 0);
+        let sub_page = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            sub_page.contains(&format!(".TH pgswarm-{sub} 1")),
+            "{sub_page}"
+        );
+        assert!(sub_page.contains("\\-\\-db"), "global options: {sub}");
+    }
+    pgswarm()
+        .args(["man", "swep"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("\"swep\"").and(predicate::str::contains("sweep")));
+}
+
+/// Issue 27: `$XDG_CONFIG_HOME/pgswarm/config.toml` is read when it exists; an invalid one is an
+/// error naming it; `--config` wins over it; a missing one is nothing.
+#[test]
+fn the_default_config_file_is_read_when_present_and_named_when_invalid() {
+    let xdg = tempfile::tempdir().unwrap();
+    let file = xdg.path().join("pgswarm/config.toml");
+    // Missing: nothing is read (sweep runs into the missing database, not a config error).
+    let sweep = |extra: &[&str]| {
+        let mut c = pgswarm();
+        c.env("XDG_CONFIG_HOME", xdg.path())
+            .args(["sweep", "--dry-run", "--db", "x=host=/nonexistent dbname=x"])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let out = sweep(&[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("config"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "read_only = true\n").unwrap();
+    let out = sweep(&[]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("read-only") && err.contains("config.toml"),
+        "{err}"
+    );
+    std::fs::write(&file, "read_olny = true\n").unwrap();
+    let out = sweep(&[]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("read_olny"),
+        "{err}"
+    );
+    // An explicit --config (or PGSWARM_CONFIG) wins: the invalid default is not read.
+    let other = xdg.path().join("other.toml");
+    std::fs::write(&other, "read_only = true\n").unwrap();
+    let out = sweep(&["--config", other.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other.toml") && !err.contains("read_olny"),
+        "{err}"
+    );
+    let out = pgswarm()
+        .env("XDG_CONFIG_HOME", xdg.path())
+        .env("PGSWARM_CONFIG", &other)
+        .args(["sweep", "--dry-run", "--db", "x=host=/nonexistent dbname=x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other.toml") && !err.contains("read_olny"),
+        "{err}"
+    );
+}
+
+/// Issue 27: `--no-flight-log` works before the subcommand for the dashboard (the default), and is
+/// refused by name where it would be ignored.
+#[test]
+fn no_flight_log_works_without_watch_and_is_refused_where_it_means_nothing() {
+    // The dashboard needs a terminal: the flag is accepted, the refusal is about the terminal.
+    let out = pgswarm()
+        .args(["--no-flight-log", "--db", "dbname=x"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pgswarm snapshot") && !err.contains("unexpected"),
+        "{err}"
+    );
+    for args in [
+        &["--no-flight-log", "watch", "--db", "dbname=x"][..],
+        &["watch", "--no-flight-log", "--db", "dbname=x"][..],
+    ] {
+        let out = pgswarm().args(args).output().unwrap();
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pgswarm snapshot"));
+    }
+    let out = pgswarm()
+        .args(["--no-flight-log", "snapshot", "--db", "dbname=x"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-flight-log"));
 }
 
 #[test]
@@ -312,6 +494,30 @@ fn pgswarm_db_environment_and_libpq_environment() {
     let snap: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = snap.databases.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["platform", "tenant_a"]);
+    // Issue 27: single quotes around a NAME=value's value, as `pgswarm demo` prints them.
+    let entries = format!(
+        "platform='{}'   tenant_a='{}'",
+        srv.conninfo("platform"),
+        srv.conninfo("tenant_a")
+    );
+    let out = pgswarm()
+        .args(["snapshot", "--json"])
+        .env("PGSWARM_DB", &entries)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let snap: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(snap.databases.iter().all(|d| d.reachable), "{entries}");
+    assert_eq!(snap.databases.len(), 2);
+    // Unquoted, a key=value entry splits on its spaces: the error says how to quote it.
+    let out = pgswarm()
+        .args(["snapshot"])
+        .env("PGSWARM_DB", srv.conninfo("platform"))
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quote an entry"), "{err}");
 
     // No --db, no PGSWARM_DB: one database from PGHOST/PGPORT/PGUSER/PGDATABASE, like psql.
     let info = srv.conninfo("tenant_a");

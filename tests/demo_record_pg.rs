@@ -24,6 +24,8 @@ fn spawn_demo() -> (tempfile::TempDir, std::process::Child) {
     let demo = Command::new(bin())
         .args(["demo", "--no-tui"])
         .env("TMPDIR", tmp.path())
+        // Its own log of lock waits goes to the state directory: keep it in the private TMPDIR.
+        .env("XDG_STATE_HOME", tmp.path().join("state"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,14 +43,57 @@ fn demo_produces_every_incident_and_cleans_up_on_sigterm() {
             let _ = tx.send(line);
         }
     });
+    let mut printed = Vec::new();
     let watch = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(90))
             .expect("the demo prints how to watch it");
-        if let Some(args) = line.trim().strip_prefix("pgswarm --db") {
+        printed.push(line.clone());
+        // `PGSWARM_INCIDENTS_LOG='…' pgswarm --db '…' …`: the watcher keeps the demo's waits apart.
+        if let Some((env, args)) = line.trim().split_once("pgswarm --db") {
+            assert!(env.starts_with("PGSWARM_INCIDENTS_LOG="), "{line}");
             break format!("--db{args}");
         }
     };
+    while !printed.last().unwrap().contains("Ctrl-C or SIGTERM") {
+        printed.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("more lines"),
+        );
+    }
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.trim().starts_with("pgswarm incidents --log '")),
+        "{printed:#?}"
+    );
+    // Issue 27: the printed PGSWARM_DB line works when pasted into a shell.
+    let export = printed
+        .iter()
+        .find(|l| l.trim().starts_with("export PGSWARM_DB="))
+        .unwrap_or_else(|| panic!("no PGSWARM_DB line: {printed:#?}"))
+        .trim()
+        .to_string();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{export} && exec \"$0\" snapshot --json"))
+        .arg(bin())
+        .env_remove("PGSWARM_DB")
+        .output()
+        .unwrap();
+    let snap: Snapshot = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {export}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let names: Vec<&str> = snap.databases.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "platform_test",
+            "tenant_a_test",
+            "tenant_b_test",
+            "tenant_c_test"
+        ]
+    );
+    assert!(snap.databases.iter().all(|d| d.reachable), "{export}");
     // The printed command is shell-quoted: split it the way a shell would for these simple values.
     let args: Vec<String> = watch
         .split(" --db ")

@@ -150,6 +150,9 @@ async fn a_lock_timeout_is_a_gave_up_episode_naming_the_blocking_run_and_is_logg
     assert_eq!(doc["schema_version"], 1);
     let first = &doc["episodes"][0];
     assert_eq!(first["outcome"], "gave_up");
+    // The server raised 55P03; pgswarm cannot see it and says it inferred the same.
+    assert_eq!(first["sqlstate"], "55P03");
+    assert_eq!(first["sqlstate_source"], "inferred");
     assert_eq!(first["waiter_pid"], pid);
     assert_eq!(first["root_namespace"], NS_A);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
@@ -164,6 +167,10 @@ async fn a_lock_timeout_is_a_gave_up_episode_naming_the_blocking_run_and_is_logg
         "{text}"
     );
     assert!(text.contains(NS_A), "names the blocking run: {text}");
+    assert!(
+        text.contains("error   LockNotAvailable (55P03), inferred"),
+        "{text}"
+    );
     drop(holder);
 }
 

@@ -4,7 +4,7 @@ use pgswarm::domain::naming::{
     parse_label, parse_schema_name, Label, LabelParse, Namespace, SchemaName, Worker,
     MAX_NAME_BYTES,
 };
-use pgswarm::pg::config::{split_entry, split_env_entries};
+use pgswarm::pg::config::{quote_env_entry, split_entry, split_env_entries};
 use pgswarm::pg::conninfo::{match_passfile, parse_conninfo};
 use proptest::prelude::*;
 
@@ -113,6 +113,17 @@ proptest! {
         let _ = match_passfile(&s, ["a", "b", "c", "d"]);
         let _ = Namespace::parse(&s).map(|n| n.token());
         let _ = toml::from_str::<pgswarm::pg::config::FileConfig>(&s);
+    }
+
+    /// Issue 27: quoting any list of entries and joining them with whitespace gives them back.
+    #[test]
+    fn env_entries_round_trip_through_quoting(
+        entries in proptest::collection::vec("[a-z=/:' \"\\\\\t.]{1,12}|\\PC{1,8}", 0..6),
+        sep in "[ \t\n]{1,3}",
+    ) {
+        let entries: Vec<String> = entries.into_iter().filter(|e| !e.is_empty()).collect();
+        let joined = entries.iter().map(|e| quote_env_entry(e)).collect::<Vec<_>>().join(&sep);
+        prop_assert_eq!(split_env_entries(&joined).unwrap(), entries);
     }
 
     #[test]

@@ -36,3 +36,15 @@ fn permission_limited() {
 fn empty() {
     insta::assert_snapshot!("report_empty", report(fixtures::empty()));
 }
+
+/// Issue 27: "1 session", never "1 sessions", in the header and the database lines.
+#[test]
+fn one_session_is_one_session() {
+    let mut obs = fixtures::collision();
+    obs.sessions.retain(|s| s.pid == 301);
+    let text = report(obs);
+    let first = text.lines().next().unwrap();
+    assert!(first.contains(" · 1 session · "), "{first}");
+    assert!(!text.contains("1 sessions"), "{text}");
+    assert!(text.contains("   1 session    0 blocked"), "{text}");
+}

@@ -1,7 +1,7 @@
 //! Cancel and terminate against real servers: a whole invocation on two servers, a cancel that
 //! leaves the session, a target whose identity changed after the plan (skipped, not hit), a role
 //! without `pg_signal_backend` (42501 in `failed`), read-only and an unreadable server (nothing
-//! sent).
+//! sent), a cancel of an idle-in-transaction root (`released_nothing`).
 
 mod common;
 
@@ -153,6 +153,79 @@ fn cancel_ends_a_waiters_statement_and_keeps_its_session() {
             .await
             .expect("and it still works");
         holder.batch_execute("ROLLBACK").await.unwrap();
+    });
+}
+
+/// Issue 27: the usual root blocker is idle in transaction; a cancel reaches no statement there.
+/// The plan says so per target (text and JSON), the report puts it under `released_nothing` (never
+/// `signalled`), exit 0 as documented, and the waiter still waits behind the same root.
+#[test]
+fn cancelling_an_idle_in_transaction_root_releases_nothing_and_says_so() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE accounts (n int)");
+    let c = srv.conninfo("platform");
+    let dbs = [entry("platform", &c)];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = connect_as(&c, "admin").await;
+        let root = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+        root.batch_execute("BEGIN; LOCK TABLE accounts")
+            .await
+            .unwrap();
+        let root_pid = backend_pid(&root).await;
+        let w = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+        let w_pid = backend_pid(&w).await;
+        let waiting =
+            tokio::spawn(async move { w.execute("SELECT count(*) FROM accounts", &[]).await });
+        wait_until_lock_wait(&admin, w_pid).await;
+        let root_s = root_pid.to_string();
+
+        let out = pgswarm(&["cancel", "--pid", &root_s, "--dry-run"], &dbs);
+        assert_exit(&out, 0);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("idle in transaction: a cancel releases nothing")
+                && text.contains(&format!("pgswarm terminate --pid {root_pid}")),
+            "{text}"
+        );
+
+        let out = pgswarm(&["cancel", "--pid", &root_s, "--yes", "--json"], &dbs);
+        assert_exit(&out, 0);
+        let doc = json(&out);
+        assert_eq!(doc["planned"][0]["releases_nothing"], true, "{doc:#}");
+        assert!(doc["planned"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("releases nothing"));
+        assert_eq!(doc["signalled"], serde_json::json!([]), "{doc:#}");
+        assert_eq!(doc["released_nothing"][0]["pid"], root_pid, "{doc:#}");
+        assert!(doc["released_nothing"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("nothing released; use terminate"));
+
+        let out = pgswarm(&["cancel", "--pid", &root_s, "--yes"], &dbs);
+        assert_exit(&out, 0);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("cancelled: 0, released nothing 1"),
+            "never counted as helping: {text}"
+        );
+        // Nothing was released: the root is still there and the waiter still waits behind it.
+        assert!(alive(&admin, root_pid).await);
+        let blockers: Vec<i32> = admin
+            .query_one("SELECT pg_blocking_pids($1)", &[&w_pid])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(blockers, vec![root_pid]);
+        assert!(!waiting.is_finished());
+        root.batch_execute("ROLLBACK").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter proceeds once the transaction ends")
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
     });
 }
 

@@ -592,7 +592,10 @@ fn terminating_an_invocation_shows_exactly_whom_and_sends_that_plan_on_capital_y
     );
     let outcomes = vec![(
         plan.targets[0].clone(),
-        Outcome::Signalled { exited: Some(true) },
+        Outcome::Signalled {
+            exited: Some(true),
+            idle_in_transaction: false,
+        },
     )];
     let report = build_signal_report(&plan, Some(&outcomes));
     let effects = app.update(Event::SignalDone(Box::new(report)));
@@ -884,4 +887,52 @@ fn pause_freezes_the_probe_times_and_unreachable_times() {
         Some(&Duration::from_millis(250))
     );
     assert!(app.shown_unreachable_since().contains_key("tenant_b"));
+}
+
+/// Issue 27: `c` on an idle-in-transaction root says a cancel releases nothing and offers `K`,
+/// which shows the terminate plan for the same session; still nothing is sent before `Y`.
+#[test]
+fn cancelling_an_idle_in_transaction_root_offers_terminate() {
+    use pgswarm::domain::signal::{Action as SignalAction, Selector};
+    use pgswarm::tui::app::SignalView;
+    let mut app = app_with(fixtures::collision());
+    app.update(key(KeyCode::Tab));
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Locks);
+    let Some(RowKey::Lock { pid, .. }) = app.selected_key(Pane::Locks) else {
+        panic!("a lock row is selected")
+    };
+    assert_eq!(pid, 101, "the idle-in-transaction root is the first row");
+    app.update(ch('c'));
+    let Overlay::Signal(SignalView::Plan(plan)) = app.overlay.clone() else {
+        panic!("{:?}", app.overlay)
+    };
+    assert_eq!(plan.action, SignalAction::Cancel);
+    assert_eq!(plan.releasing_nothing().len(), 1);
+    assert_eq!(app.update(ch('K')), vec![], "nothing is sent before Y");
+    let Overlay::Signal(SignalView::Plan(terminate)) = app.overlay.clone() else {
+        panic!("{:?}", app.overlay)
+    };
+    assert_eq!(terminate.action, SignalAction::Terminate);
+    assert_eq!(terminate.selector, plan.selector);
+    assert!(matches!(
+        terminate.selector,
+        Selector::Session { pid: 101, .. }
+    ));
+    assert_eq!(app.update(ch('Y')), vec![Effect::Signal(terminate)]);
+
+    // A cancel that helps (the waiter runs a statement) has no such offer: K closes.
+    let mut app = app_with(fixtures::collision());
+    app.update(key(KeyCode::Tab));
+    app.update(key(KeyCode::Tab));
+    app.update(ch('j'));
+    let Some(RowKey::Lock { pid: 201, .. }) = app.selected_key(Pane::Locks) else {
+        panic!(
+            "the waiter is the second row: {:?}",
+            app.selected_key(Pane::Locks)
+        )
+    };
+    app.update(ch('c'));
+    app.update(ch('K'));
+    assert_eq!(app.overlay, Overlay::None);
 }

@@ -188,7 +188,7 @@ async fn sweep_key_shows_the_plan_and_capital_y_drops_exactly_it() {
     tmux.wait_for("the orphaned schema", |s| s.contains("orphaned"));
     tmux.keys("S");
     let plan = tmux.wait_for("the sweep plan", |s| {
-        s.contains("Y (capital) drops exactly these 1")
+        s.contains("Y (capital) drops exactly this 1 schema")
     });
     assert!(plan.contains(&format!("drop {stale}")), "{plan}");
     assert!(plan.contains(&format!("keep {live}")), "{plan}");
@@ -258,7 +258,7 @@ async fn capital_k_on_the_root_blocker_terminates_exactly_it_and_frees_the_waite
     tmux.keys("Tab");
     tmux.keys("K");
     let plan = tmux.wait_for("the terminate plan", |s| {
-        s.contains("Y (capital): terminate exactly these 1 session")
+        s.contains("Y (capital): terminate")
     });
     assert!(plan.contains(&format!("pytest_gw0_{NS_A}")), "{plan}");
     assert!(plan.contains(&format!("blocks {waiter_pid}")), "{plan}");
@@ -520,4 +520,118 @@ async fn pause_freezes_the_header_while_polls_go_on() {
     tmux.wait_for("live again", |s| s.contains("● live"));
     tmux.keys("q");
     tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED=0"));
+}
+
+/// Issue 27: `c` on the usual root blocker (idle in transaction) says a cancel releases nothing and
+/// offers `K`, which shows the terminate plan for the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_an_idle_in_transaction_root_offers_terminate() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE accounts (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let holder_pid = backend_pid(&holder).await;
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    tmux.start(&format!(
+        "XDG_STATE_HOME='{}' '{}' --interval 0.5s --db 'platform={c}'; sleep 600",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    ));
+    tmux.wait_for("the blocked pair", |s| {
+        s.contains("p4100…0a0a/gw0") && s.contains("p4200…0b0b/gw1")
+    });
+    // Move focus to Lock trees, whichever pane has it now: `c` elsewhere says to select a session.
+    let mut screen = String::new();
+    for _ in 0..6 {
+        tmux.keys("c");
+        screen = tmux.wait_for("the cancel overlay", |s| {
+            s.contains("releases nothing") || s.contains("select a session")
+        });
+        if screen.contains("releases nothing") {
+            break;
+        }
+        tmux.keys("Escape");
+        tmux.wait_for("the overlay to close", |s| !s.contains("select a session"));
+        tmux.keys("Tab");
+    }
+    assert!(screen.contains(&holder_pid.to_string()), "{screen}");
+    assert!(screen.contains("K: terminate instead"), "{screen}");
+    tmux.keys("K");
+    let screen = tmux.wait_for("the terminate plan", |s| {
+        s.contains("Y (capital): terminate")
+    });
+    assert!(screen.contains(&holder_pid.to_string()), "{screen}");
+    tmux.keys("Escape");
+    tmux.wait_for("the overlay to close", |s| !s.contains("Y (capital)"));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let _ = task.await;
+}
+
+/// Issue 27: the demo's dashboard keeps its lock waits in its own flight log and ends with the
+/// `pgswarm incidents --log …` line that lists them (it once said `no lock waits recorded`).
+#[test]
+fn the_demo_ends_with_an_incidents_line_that_lists_its_lock_waits() {
+    let state = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The server runs as the `postgres` OS user when we are root: it must reach its directory.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tmux = Tmux::new();
+    tmux.start(&format!(
+        "XDG_STATE_HOME='{}' TMPDIR='{}' '{}' demo --interval 0.5s; echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        tmp.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    ));
+    let ended = |s: &str| {
+        s.lines().any(|l| {
+            l.split_once("Incidents (")
+                .is_some_and(|(_, n)| n.starts_with(|c: char| ('1'..='9').contains(&c)))
+        })
+    };
+    tmux.wait_for("a lock wait of the demo to end", |s| {
+        ended(s) && !s.contains("REPLAY")
+    });
+    tmux.keys("q");
+    let after = tmux.wait_for("the demo to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
+    // The line may wrap at 120 columns: join the screen's lines before looking.
+    let joined: String = after.lines().map(str::trim_end).collect();
+    let start = joined
+        .find("pgswarm incidents --log '")
+        .unwrap_or_else(|| panic!("no incidents line:\n{after}"));
+    let path = joined[start + "pgswarm incidents --log '".len()..]
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(path.ends_with("demo-incidents.jsonl"), "{path}");
+    assert!(
+        !state.path().join("pgswarm/incidents.jsonl").exists(),
+        "the real flight log is not written by the demo"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["incidents", "--json", "--log", &path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !doc["episodes"].as_array().unwrap().is_empty(),
+        "{doc:#}\n{after}"
+    );
 }

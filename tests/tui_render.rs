@@ -13,8 +13,19 @@ use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 use std::time::Duration;
 
-const COLOR: Theme = Theme { color: true };
-const MONO: Theme = Theme { color: false };
+const COLOR: Theme = Theme {
+    color: true,
+    ascii: false,
+};
+const MONO: Theme = Theme {
+    color: false,
+    ascii: false,
+};
+/// `TERM=dumb` or a non-UTF-8 locale.
+const ASCII: Theme = Theme {
+    color: false,
+    ascii: true,
+};
 
 fn app_for(obs: Option<Observation>) -> App {
     let names: Vec<String> = obs
@@ -313,6 +324,14 @@ fn an_ended_wait_stays_in_the_incidents_pane() {
     insta::assert_snapshot!("incidents_120x40", text(&buf));
     let (x, y) = find(&buf, "gave up")[0];
     assert_eq!(buf[(x, y)].fg, Color::Red);
+    // Issue 27: the SQLSTATE (inferred) beside the outcome; spelled out from 140 columns, where the
+    // locked object still fits beside it.
+    assert!(!find(&buf, "gave up 55P03").is_empty());
+    let wide = text(&render(&app, 160, 45, COLOR));
+    assert!(
+        wide.contains("LockNotAvailable (55P03)") && wide.contains("on public.accounts"),
+        "{wide}"
+    );
     // Narrow: the pane appears once it has something, and Enter explains the episode.
     for _ in 0..3 {
         app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
@@ -394,6 +413,112 @@ fn pause_freezes_the_whole_picture_and_says_how_old_it_is_and_replay_shows_one_c
         !header.contains("last poll") && !header.contains("every"),
         "{header}"
     );
+}
+
+/// Every line inside the overlay box (the rows between its top and bottom border, whose left
+/// border is `│` at column `x`) starts with a space: nothing wrapped back to the box's edge.
+fn assert_wrapped_under_their_indent(screen: &str, what: &str) {
+    let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
+    let (top, x) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(y, l)| {
+            let s: String = l.iter().collect();
+            s.find(" · Esc closes ").map(|i| {
+                let before: Vec<char> = s[..i].chars().collect();
+                let corner = before
+                    .iter()
+                    .rposition(|&c| c == '┌')
+                    .expect("top-left corner");
+                (y, corner)
+            })
+        })
+        .unwrap_or_else(|| panic!("{what}: no overlay:\n{screen}"));
+    let mut inside = 0;
+    for l in &lines[top + 1..] {
+        match l.get(x) {
+            Some('│') => {
+                inside += 1;
+                assert_eq!(l.get(x + 1), Some(&' '), "{what}:\n{screen}");
+            }
+            _ => break,
+        }
+    }
+    assert!(inside > 3, "{what}:\n{screen}");
+}
+
+/// Issue 27: help and confirmation boxes wrap each line under its own indent (a key's help under
+/// the help text, a session's note under the session), never back at the box's edge.
+#[test]
+fn help_and_confirmation_boxes_wrap_under_their_own_indent() {
+    use crossterm::event::KeyCode;
+    let mut app = app_for(Some(fixtures::collision()));
+    app.update(Event::Key(KeyCode::Char('?').into()));
+    for (w, h) in [(80, 24), (60, 20), (50, 30)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        assert_wrapped_under_their_indent(&screen, &format!("help {w}x{h}"));
+    }
+    app.update(Event::Key(KeyCode::Esc.into()));
+    // The cancel confirmation of the idle-in-transaction root: its note wraps under the session.
+    app.update(Event::Key(KeyCode::Tab.into()));
+    app.update(Event::Key(KeyCode::Tab.into()));
+    app.update(Event::Key(KeyCode::Char('c').into()));
+    for (w, h) in [(80, 24), (60, 30)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        assert!(screen.contains("a cancel releases"), "{screen}");
+        assert!(screen.contains("exactly this 1 session"), "{screen}");
+        assert_wrapped_under_their_indent(&screen, &format!("cancel {w}x{h}"));
+    }
+}
+
+/// Issue 27: `TERM=dumb` or a non-UTF-8 locale: ASCII borders and glyphs, everything else the same;
+/// the focused pane keeps its own border (`=`).
+#[test]
+fn a_dumb_terminal_gets_ascii_borders_and_glyphs() {
+    let mut app = app_after_a_collision();
+    let screen = text(&render(&app, 80, 24, ASCII));
+    insta::assert_snapshot!("ascii_collision_80x24", screen);
+    assert!(screen.is_ascii(), "{screen}");
+    // Stacked panes (80x24) have a top rule only; the focused pane's is `=`.
+    assert!(screen.contains("---"), "{screen}");
+    assert!(screen.contains("==="), "the focused pane: {screen}");
+    // Side by side (120x40) they are boxes.
+    let wide = text(&render(&app, 120, 40, ASCII));
+    assert!(wide.is_ascii(), "{wide}");
+    assert!(wide.contains("+-") && wide.contains('|'), "{wide}");
+    assert_eq!(
+        screen.lines().count(),
+        text(&render(&app, 80, 24, MONO)).lines().count()
+    );
+    for key in [
+        crossterm::event::KeyCode::Char('?'),
+        crossterm::event::KeyCode::Esc,
+    ] {
+        app.update(Event::Key(key.into()));
+        let screen = text(&render(&app, 80, 24, ASCII));
+        assert!(screen.is_ascii(), "{screen}");
+    }
+}
+
+/// Issue 27: an invocation started 1118 days ago reads `1118d` in the 7-column AGE cell, at 80 and
+/// at 400 columns (it read `1118d00`, the hours cut).
+#[test]
+fn a_very_old_invocation_keeps_whole_units_in_its_age() {
+    let mut obs = fixtures::collision();
+    let started =
+        (fixture_now() - ChronoDuration::days(1118) - ChronoDuration::hours(5)).timestamp();
+    for s in obs.sessions.iter_mut().filter(|s| s.pid == 301) {
+        s.application_name = format!("pytest_master_p10077t{started}r0a1b2c3d");
+    }
+    let app = app_for(Some(obs));
+    for (w, h) in [(80, 24), (400, 40)] {
+        let screen = text(&render(&app, w, h, COLOR));
+        let row = screen
+            .lines()
+            .find(|l| l.contains("p10077"))
+            .unwrap_or_else(|| panic!("{w}x{h}:\n{screen}"));
+        assert!(row.contains(" 1118d "), "{w}x{h}: {row}");
+    }
 }
 
 #[test]

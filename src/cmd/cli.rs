@@ -23,9 +23,11 @@ Examples:
   pgswarm sweep --dry-run --config pgswarm.toml
 
 Databases: --db [NAME=]CONNINFO (repeatable), else PGSWARM_DB (entries
-separated by spaces), else `databases` in --config, else one database from
-the libpq environment (PGHOST, PGDATABASE, ...). CONNINFO is a postgres://
-URL or a libpq key=value string; NAME defaults to the database name.
+separated by spaces; quote an entry, or a NAME=value's value, that has
+spaces in '...' or \"...\": PGSWARM_DB=\"a='host=/tmp dbname=a' b=dbname=b\"),
+else `databases` in --config, else one database from the libpq
+environment (PGHOST, PGDATABASE, ...). CONNINFO is a postgres:// URL or a
+libpq key=value string; NAME defaults to the database name.
 
 Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked; 2 usage or
 configuration error; 3 some database could not be read (the rest is still
@@ -82,6 +84,10 @@ pub struct Cli {
     /// For the dashboard when no subcommand is given.
     #[command(flatten)]
     pub interval: IntervalArg,
+    /// For the dashboard when no subcommand is given (and for `watch`, `record`, `incidents` and
+    /// `demo` when given before their name).
+    #[command(flatten)]
+    pub flight_log: FlightLogArg,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -89,7 +95,8 @@ pub struct Cli {
 /// Where the databases are and how test names read: every subcommand takes these.
 #[derive(Args, Debug, Clone, Default)]
 pub struct GlobalArgs {
-    /// A database: [NAME=]CONNINFO (repeatable) [env: PGSWARM_DB, entries separated by spaces]
+    /// A database: [NAME=]CONNINFO (repeatable) [env: PGSWARM_DB, entries separated by spaces,
+    /// an entry with spaces in '...' or "..."]
     #[arg(
         long = "db",
         value_name = "[NAME=]CONNINFO",
@@ -106,7 +113,8 @@ pub struct GlobalArgs {
         help_heading = "Databases"
     )]
     pub sqlite: Vec<String>,
-    /// TOML file with `databases = [{ name, url }]` and the options below
+    /// TOML file with `databases = [{ name, url }]` and the options below [default:
+    /// $XDG_CONFIG_HOME/pgswarm/config.toml, else ~/.config/pgswarm/config.toml, when it exists]
     #[arg(
         long,
         value_name = "FILE",
@@ -176,6 +184,42 @@ pub enum Command {
     /// Terminate a session, or every session of a run on every server (identity re-checked)
     #[command(after_help = TERMINATE_HELP)]
     Terminate(SignalArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) of pgswarm, or of one of its commands
+    #[command(after_help = MAN_HELP)]
+    Man(ManArgs),
+}
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  pgswarm completions bash > ~/.local/share/bash-completion/completions/pgswarm
+  pgswarm completions zsh > ~/.zfunc/_pgswarm    # with fpath+=(~/.zfunc)
+  pgswarm completions fish > ~/.config/fish/completions/pgswarm.fish
+
+Generated from pgswarm's own flags: regenerate after an upgrade.";
+
+const MAN_HELP: &str = "\
+Examples:
+  pgswarm man | man -l -
+  pgswarm man > ~/.local/share/man/man1/pgswarm.1
+  pgswarm man sweep > ~/.local/share/man/man1/pgswarm-sweep.1
+
+Printed by the binary itself (nothing to build or install beside it).";
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// A command's own page (pgswarm-COMMAND(1)) instead of pgswarm(1)
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 /// The rules both signal commands follow, for their `--help`.
@@ -202,6 +246,10 @@ Examples:
   pgswarm cancel --pid 48213
   pgswarm cancel --pid 48213 --database platform --yes
   pgswarm cancel --namespace p4242t1795510800r0a1b2c3d --worker gw3
+
+A cancel ends a running statement only: a session idle in transaction (the
+usual root blocker) keeps its locks. The plan says so per session, and the
+report lists it under released_nothing, never as cancelled: terminate it.
 
 ",
     signal_rules!()
@@ -302,6 +350,10 @@ pub struct DemoArgs {
     /// With --db: simulate against databases whose names do not look like test databases
     #[arg(long)]
     pub force: bool,
+    /// Keep no log of the demo's lock waits (by default: demo-incidents.jsonl in the state
+    /// directory, started afresh by each demo, never the real flight log)
+    #[command(flatten)]
+    pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
 }

@@ -4,15 +4,23 @@
 //! from the installed binaries on a Unix socket in a temporary directory (as root through `runuser`),
 //! with a platform and three tenant databases, and is stopped and removed on exit, on Ctrl-C, on
 //! SIGTERM, and (through the cluster's watchdog) even after a panic or a kill.
+//!
+//! The demo's lock waits are real episodes but not real incidents: they go to a flight log of
+//! their own (`demo-incidents.jsonl` in the state directory, started afresh by each demo), never to
+//! the user's, and the demo ends by printing the `pgswarm incidents --log …` line that lists them.
+//! Every command line it prints is quoted for a POSIX shell, and its `PGSWARM_DB` line uses the
+//! entry quoting of `pg::config::split_env_entries`, so each works when pasted.
 
 use crate::cmd::cli::DemoArgs;
 use crate::cmd::recording::{parse_recording, report_bad_lines, BUNDLED_RECORDING};
 use crate::cmd::{emit_stderr, CmdError, Exit};
 use crate::pg::cluster::{ClusterOptions, TempCluster};
-use crate::pg::config::{build_target, Settings};
+use crate::pg::config::{build_target, quote_env_entry, Settings};
 use crate::pg::conninfo::ProcessEnv;
+use crate::pg::flightlog::{self, FlightLog, ANSWER_WITHIN};
 use crate::pg::probe::DbTarget;
 use crate::pg::simulator::{SimConfig, Simulator};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,25 +126,52 @@ fn simulate(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     say("starting the simulated swarm (3 invocations, a debug run, a crashed run, incidents every few seconds)…");
     let sim_task = runtime.spawn(Arc::clone(&sim).run(stop_rx));
+    let log = if args.flight_log.no_flight_log {
+        None
+    } else {
+        demo_flight_log()
+    };
     let result = if args.no_tui {
         say("simulator running; watch it from another terminal with:");
-        emit_stderr(&format!("  pgswarm {}\n", watch_args(settings).join(" ")));
+        let into_log = log
+            .as_ref()
+            .map(|l| {
+                format!(
+                    "PGSWARM_INCIDENTS_LOG={} ",
+                    shell_quote(&l.path().to_string_lossy())
+                )
+            })
+            .unwrap_or_default();
+        emit_stderr(&format!(
+            "  {into_log}pgswarm {}\n",
+            watch_args(settings).join(" ")
+        ));
+        say("or name its databases once, for every pgswarm command in that shell:");
+        emit_stderr(&format!("  {}\n", pgswarm_db_line(settings)));
+        if let Some(l) = &log {
+            say("the lock waits that dashboard sees, afterwards:");
+            emit_stderr(&format!("  {}\n", incidents_line(l.path())));
+        }
         say("Ctrl-C or SIGTERM stops it and removes the server.");
         runtime.block_on(wait_for_a_signal());
         Ok(Exit::Ok)
     } else {
         // Give the swarm a moment so the first frame already shows it.
         runtime.block_on(async { tokio::time::sleep(FIRST_FRAME_DELAY).await });
-        // The simulated swarm's lock waits are not real incidents: they stay out of the flight log.
+        // The simulated swarm's lock waits are not real incidents: they go to the demo's own log.
         let options = crate::tui::run::DashboardOptions {
             interval: args.interval.interval,
-            flight_log: None,
+            flight_log: log.clone(),
             flight_log_off: None,
             bell: false,
         };
-        crate::tui::run::run_dashboard(runtime, settings.clone(), options)
+        let end = crate::tui::run::run_dashboard(runtime, settings.clone(), options)
             .map(|_| Exit::Ok)
-            .map_err(CmdError::from)
+            .map_err(CmdError::from);
+        if let Some(l) = &log {
+            say_where_the_waits_are(l.path());
+        }
+        end
     };
     let _ = stop_tx.send(true);
     // Timers are created inside the runtime: building one outside its context panics.
@@ -163,22 +198,102 @@ async fn wait_for_a_signal() {
     }
 }
 
+/// The demo's own flight log, started afresh: `demo-incidents.jsonl` in the state directory (it
+/// outlives the demo, so that `pgswarm incidents --log` can read it afterwards). None, said, when
+/// it cannot be written.
+fn demo_flight_log() -> Option<FlightLog> {
+    let path = flightlog::state_dir()?.join(DEMO_LOG);
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    for p in [&path, &rotated] {
+        // Only regular files of an earlier demo are removed; anything else is refused below.
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    let log = FlightLog::new(path);
+    match log.check_writable_within(ANSWER_WITHIN) {
+        Ok(()) => Some(log),
+        Err(e) => {
+            say(&format!("the demo's lock waits are not kept: {e}"));
+            None
+        }
+    }
+}
+
+/// The file name of the demo's flight log in the state directory.
+pub const DEMO_LOG: &str = "demo-incidents.jsonl";
+
+/// After the dashboard: how many lock waits the demo kept, and the line that lists them.
+fn say_where_the_waits_are(path: &Path) {
+    let n = flightlog::read(path).map_or(0, |r| r.episodes.len());
+    say(&format!(
+        "{} kept in {}; list {}:",
+        plural(n, "lock wait"),
+        path.display(),
+        if n == 1 { "it" } else { "them" }
+    ));
+    emit_stderr(&format!("  {}\n", incidents_line(path)));
+}
+
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `pgswarm incidents --log '/path'`.
+fn incidents_line(path: &Path) -> String {
+    format!(
+        "pgswarm incidents --log {}",
+        shell_quote(&path.to_string_lossy())
+    )
+}
+
+/// `NAME=host=… port=… user=… dbname=…`: one demo database as a `--db` entry.
+fn db_entry(d: &DbTarget) -> String {
+    format!(
+        "{}=host={} port={} user={} dbname={}",
+        d.name,
+        host_of(d),
+        d.target.hosts[0].1,
+        d.target.user,
+        d.target.dbname
+    )
+}
+
 /// `--db` arguments that point another pgswarm at the demo's databases.
 fn watch_args(settings: &Settings) -> Vec<String> {
     settings
         .databases
         .iter()
-        .map(|d| {
-            format!(
-                "--db '{}=host={} port={} user={} dbname={}'",
-                d.name,
-                host_of(d),
-                d.target.hosts[0].1,
-                d.target.user,
-                d.target.dbname
-            )
-        })
+        .map(|d| format!("--db {}", shell_quote(&db_entry(d))))
         .collect()
+}
+
+/// `export PGSWARM_DB="a='host=… dbname=…' b='…'"`: the entries quoted for `PGSWARM_DB`, the
+/// whole value quoted for the shell.
+pub fn pgswarm_db_line(settings: &Settings) -> String {
+    let value: Vec<String> = settings
+        .databases
+        .iter()
+        .map(|d| quote_env_entry(&db_entry(d)))
+        .collect();
+    format!("export PGSWARM_DB={}", shell_quote(&value.join(" ")))
+}
+
+/// Quotes `s` as one word for a POSIX shell: in double quotes when it holds a single quote (with
+/// `$`, `` ` ``, `"` and `\` escaped), else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    if !s.contains('\'') {
+        return format!("'{s}'");
+    }
+    let mut q = String::from('"');
+    for c in s.chars() {
+        if matches!(c, '$' | '`' | '"' | '\\') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
 }
 
 /// Without server binaries the demo says how to install them and replays the bundled recording.

@@ -7,7 +7,7 @@
 use crate::cmd::cli::IncidentsArgs;
 use crate::cmd::recording::read_snapshots;
 use crate::cmd::{emit, emit_open, print_error, print_warning, CmdError, Exit};
-use crate::domain::format::fmt_age;
+use crate::domain::format::{fmt_age, fmt_count};
 use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
 use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::config::Settings;
@@ -76,9 +76,9 @@ fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
     })?;
     if read.skipped > 0 {
         print_warning(format!(
-            "{}: skipped {} line(s) that are not episodes this version reads",
+            "{}: skipped {} that are not episodes this version reads",
             path.display(),
-            read.skipped
+            fmt_count(read.skipped, "line", "lines")
         ));
     }
     Ok((format!("flight log {}", path.display()), read.episodes))
@@ -115,9 +115,9 @@ fn render(episodes: &[&Episode], namespace: Option<&str>, source: &str) -> Strin
                 .partition(|e| e.waiter_namespace.as_deref() == Some(ns));
             let _ = writeln!(
                 out,
-                "run {ns}: its sessions waited {} time(s); it made others wait {} time(s) ({source})",
-                waited.len(),
-                caused.len()
+                "run {ns}: its sessions waited {}; it made others wait {} ({source})",
+                fmt_count(waited.len(), "time", "times"),
+                fmt_count(caused.len(), "time", "times")
             );
             if !waited.is_empty() {
                 out.push_str("\nITS SESSIONS WAITED\n");
@@ -131,8 +131,8 @@ fn render(episodes: &[&Episode], namespace: Option<&str>, source: &str) -> Strin
         None => {
             let _ = writeln!(
                 out,
-                "{} lock wait(s), newest first ({source})",
-                episodes.len()
+                "{}, newest first ({source})",
+                fmt_count(episodes.len(), "lock wait", "lock waits")
             );
             episodes.iter().for_each(|e| render_episode(&mut out, e));
         }
@@ -182,6 +182,13 @@ fn render_episode(out: &mut String, e: &Episode) {
     );
     if let Some(w) = &e.wait {
         let _ = writeln!(out, "  waited  {}", f(w));
+    }
+    if let Some(error) = e.error_words() {
+        let _ = writeln!(
+            out,
+            "  error   {error}, {}",
+            e.sqlstate_source.map_or("inferred", |s| s.words())
+        );
     }
     for b in &e.blockers {
         let state = match (&b.state, b.xact_age_s) {

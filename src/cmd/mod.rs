@@ -10,6 +10,7 @@ pub mod recording;
 pub mod replay;
 pub mod report;
 pub mod serve;
+pub mod shell;
 pub mod signal;
 pub mod snapshot;
 pub mod sweep;
@@ -116,12 +117,45 @@ fn cli_settings(cli: &Cli) -> CliSettings {
         db: g.db.clone(),
         sqlite: g.sqlite.clone(),
         env_db: std::env::var("PGSWARM_DB").ok(),
-        config: g.config.clone(),
+        // --config, else PGSWARM_CONFIG (clap reads both), else the default file if it exists.
+        config: g
+            .config
+            .clone()
+            .or_else(|| crate::pg::config::default_config_file(&ProcessEnv)),
         app_prefix: g.app_prefix.clone(),
         schema_prefix: g.schema_prefix.clone(),
         connect_timeout: g.connect_timeout.clone(),
         read_only: g.read_only,
     }
+}
+
+/// `--no-flight-log` given before the subcommand's name (`pgswarm --no-flight-log record …`) counts
+/// for the subcommands that keep a flight log; for the others it would be ignored, so it is refused.
+fn with_flight_log_flag(mut command: Command, no_flight_log: bool) -> Result<Command, CmdError> {
+    if !no_flight_log {
+        return Ok(command);
+    }
+    let arg = match &mut command {
+        Command::Watch(a) => &mut a.flight_log,
+        Command::Record(a) => &mut a.flight_log,
+        Command::Incidents(a) => &mut a.flight_log,
+        Command::Demo(a) => &mut a.flight_log,
+        Command::Serve(a) => &mut a.flight_log,
+        Command::Snapshot(_)
+        | Command::Sweep(_)
+        | Command::Cancel(_)
+        | Command::Terminate(_)
+        | Command::Completions(_)
+        | Command::Man(_) => {
+            return Err(CmdError::Usage(
+                "--no-flight-log: this command writes no flight log (only the dashboard, \
+                 record, incidents --follow, demo and serve do); drop the flag"
+                    .into(),
+            ))
+        }
+    };
+    arg.no_flight_log = true;
+    Ok(command)
 }
 
 /// Runs the parsed command line on `runtime` (the one runtime of the process).
@@ -130,12 +164,15 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
     let settings = || -> Result<Settings, CmdError> { Ok(resolve_settings(&given, &ProcessEnv)?) };
     // Replays and a demo on its own server need no database: only the convention matters.
     let offline = || -> Result<Settings, CmdError> { Ok(resolve_offline(&given)?) };
-    let command = cli.command.unwrap_or(Command::Watch(WatchArgs {
-        replay: None,
-        bell: false,
-        flight_log: Default::default(),
-        interval: cli.interval,
-    }));
+    let command = with_flight_log_flag(
+        cli.command.unwrap_or(Command::Watch(WatchArgs {
+            replay: None,
+            bell: false,
+            flight_log: Default::default(),
+            interval: cli.interval,
+        })),
+        cli.flight_log.no_flight_log,
+    )?;
     match command {
         Command::Watch(WatchArgs {
             replay: Some(path), ..
@@ -149,6 +186,8 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
         Command::Incidents(args) => incidents::run(&args),
         Command::Cancel(args) => signal::run(runtime, &settings()?, &args, Action::Cancel),
         Command::Terminate(args) => signal::run(runtime, &settings()?, &args, Action::Terminate),
+        Command::Completions(args) => shell::print_completions(&args),
+        Command::Man(args) => shell::print_man(&args),
         Command::Demo(args) if given.db.is_empty() => demo::run(runtime, &offline()?, &args, false),
         Command::Demo(args) => demo::run(runtime, &settings()?, &args, true),
         Command::Serve(args) => serve::run(runtime, &settings()?, &args),

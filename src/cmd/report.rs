@@ -94,7 +94,7 @@ fn render_title(out: &mut String, snap: &Snapshot) {
     let unreachable = snap.unreachable().count();
     let _ = writeln!(
         out,
-        "pgswarm snapshot {} · {} database{} on {} server{}{} · {} sessions · {} blocked",
+        "pgswarm snapshot {} · {} database{} on {} server{}{} · {} · {} blocked",
         snap.taken_at.format("%Y-%m-%d %H:%M:%S UTC"),
         snap.databases.len(),
         plural(snap.databases.len()),
@@ -105,7 +105,7 @@ fn render_title(out: &mut String, snap: &Snapshot) {
         } else {
             String::new()
         },
-        snap.sessions.len(),
+        crate::domain::format::fmt_count(snap.sessions.len(), "session", "sessions"),
         snap.blocked_sessions()
     );
 }
@@ -133,13 +133,15 @@ fn render_databases(out: &mut String, snap: &Snapshot) {
         if d.reachable {
             let _ = writeln!(
                 out,
-                "  {:w$}  ok           PG {:8} {:>4} sessions {:>3} blocked  {:.1} ms  {}{}",
+                // `session ` keeps the column of `sessions` (1 session, 2 sessions).
+                "  {:w$}  ok           PG {:8} {:>4} session{} {:>3} blocked  {:.1} ms  {}{}",
                 d.name,
                 d.server_version
                     .as_deref()
                     .and_then(|v| v.split_whitespace().next())
                     .unwrap_or("?"),
                 d.sessions,
+                if d.sessions == 1 { " " } else { "s" },
                 d.blocked,
                 d.latency_ms.unwrap_or_default().as_secs_f64() * 1e3,
                 t(&d.target),

@@ -9,6 +9,7 @@ use crate::cmd::{emit, emit_stderr, CmdError, Exit};
 use crate::domain::naming::{Namespace, Worker, MAX_NAMESPACE_LEN};
 use crate::domain::signal::{
     build_signal_report, plan_signal, Action, Selector, SignalPlan, SignalReport, SignalStatus,
+    IDLE_CANCEL_NOTE,
 };
 use crate::domain::snapshot::build_snapshot;
 use crate::domain::text::sanitize_lines;
@@ -193,6 +194,13 @@ pub fn render_plan(plan: &SignalPlan) -> String {
                 t.application_name,
                 t.state.as_deref().unwrap_or("?")
             );
+            if t.releases_nothing(plan.action) {
+                let _ = writeln!(
+                    out,
+                    "  {:>7}  {IDLE_CANCEL_NOTE} (pgswarm terminate --pid {})",
+                    "^", t.pid
+                );
+            }
         }
     }
     for r in &plan.refused {
@@ -238,6 +246,13 @@ pub fn render_report(r: &SignalReport, plan: &SignalPlan, dry_run: bool) -> Stri
     let _ = write!(out, "{}: {}", r.action.past(), r.signalled.len());
     if r.action == Action::Terminate {
         let _ = write!(out, " ({exited} exited)");
+    }
+    if !r.released_nothing.is_empty() {
+        let _ = write!(
+            out,
+            ", released nothing {} (idle in transaction: use terminate)",
+            r.released_nothing.len()
+        );
     }
     let _ = writeln!(
         out,

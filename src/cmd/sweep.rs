@@ -103,7 +103,10 @@ async fn plan_confirm_run(
 
 /// Asks on the terminal; anything but "yes" cancels.
 fn confirm_on_terminal(drops: usize) -> bool {
-    emit_stderr(&format!("Drop {drops} schemas? Type 'yes' to proceed: "));
+    emit_stderr(&format!(
+        "Drop {}? Type 'yes' to proceed: ",
+        crate::domain::format::fmt_count(drops, "schema", "schemas")
+    ));
     let mut answer = String::new();
     let ok = std::io::stdin().read_line(&mut answer).is_ok()
         && answer.trim_end_matches(['\n', '\r']) == "yes";
@@ -159,8 +162,11 @@ fn render_plan_unchecked(plan: &SweepPlan) -> String {
     if !plan.unattributed_sessions.is_empty() {
         let _ = writeln!(
             out,
-            "  {} session(s) carry the prefix but no attributable namespace: {}",
-            plan.unattributed_sessions.len(),
+            "  {} the prefix but no attributable namespace: {}",
+            match plan.unattributed_sessions.len() {
+                1 => "1 session carries".to_string(),
+                n => format!("{n} sessions carry"),
+            },
             sanitize(&plan.unattributed_sessions.join(", "))
         );
     }

@@ -5,7 +5,8 @@
 use crate::domain::snapshot::{LabelKind, SessionReport};
 use crate::domain::text::sanitize as t;
 
-/// `42.0s`, `4m05s`, `2h03m`, `3d04h`.
+/// `42.0s`, `4m05s`, `2h03m`, `3d04h`, `1118d`: at most 6 characters up to 270 years, each unit
+/// whole (an AGE column of 7 never cuts one).
 pub fn fmt_age(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
         return "?".into();
@@ -15,8 +16,16 @@ pub fn fmt_age(secs: f64) -> String {
         0..=59 => format!("{secs:.1}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+        // At most 6 characters ("99d23h"): a 7-column AGE cell never cuts a unit.
+        86_400..=8_639_999 => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+        // From 100 days the hours say nothing: whole days only ("1118d", not "1118d05h").
+        _ => format!("{}d", s / 86_400),
     }
+}
+
+/// `1 session`, `2 sessions`, `0 sessions`: a count with its noun in the right number.
+pub fn fmt_count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `512 B`, `8.0 KiB`, `1.2 MiB`.
@@ -145,5 +154,31 @@ mod tests {
         assert_eq!(fmt_bytes(1536 * 1024), "1.5 MiB");
         assert_eq!(fmt_ms(std::time::Duration::from_micros(12_499)), "12ms");
         assert_eq!(fmt_ms(std::time::Duration::from_micros(12_500)), "13ms");
+    }
+
+    /// Issue 27: "1 session", "2 sessions" wherever counts are printed.
+    #[test]
+    fn counts_take_the_right_number() {
+        assert_eq!(fmt_count(1, "session", "sessions"), "1 session");
+        assert_eq!(fmt_count(0, "session", "sessions"), "0 sessions");
+        assert_eq!(fmt_count(2, "lock wait", "lock waits"), "2 lock waits");
+    }
+
+    /// Issue 27: `1118d00` was seen in a 7-column AGE cell (`1118d00h` cut).
+    #[test]
+    fn long_ages_keep_whole_units_and_fit_six_characters() {
+        let day = 86_400.0;
+        assert_eq!(fmt_age(3.0 * day + 4.0 * 3600.0), "3d04h");
+        assert_eq!(fmt_age(99.0 * day + 23.0 * 3600.0 + 59.0), "99d23h");
+        assert_eq!(fmt_age(100.0 * day), "100d");
+        assert_eq!(fmt_age(1118.0 * day + 5.0 * 3600.0), "1118d");
+        let mut secs = 0.5;
+        while secs < 8e9 {
+            let a = fmt_age(secs);
+            assert!(a.chars().count() <= 6, "{secs}: {a}");
+            // Each unit letter is preceded by digits and ends the number: nothing is cut.
+            assert!(a.ends_with(['s', 'm', 'h', 'd']), "{secs}: {a}");
+            secs *= 1.37;
+        }
     }
 }

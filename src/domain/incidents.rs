@@ -20,6 +20,14 @@
 //! | every blocker's transaction ended | by the server's timestamps ([`judge_release`]): `acquired`, `gave_up` or `unknown` |
 //!
 //! An episode still open when the input ends is `ongoing`. Nothing is guessed across a gap.
+//!
+//! The error a waiter that gave up got is not in any view pgswarm reads (`pg_stat_activity` shows
+//! no SQLSTATE, and other sessions' `lock_timeout` / `statement_timeout` settings are not visible).
+//! People search for it by name, so a `gave_up` episode carries the SQLSTATE it most likely ended
+//! with, marked `inferred` ([`infer_sqlstate`]): the statement ended while a blocker still held
+//! the lock, which is what `lock_timeout` does (`LockNotAvailable`, 55P03; the naming
+//! convention's plugin sets a 5 s `lock_timeout` on every connection). A `statement_timeout` or a
+//! cancel (`QueryCanceled`, 57014) or a deadlock (`DeadlockDetected`, 40P01) would look the same.
 
 use crate::domain::format::one_line;
 use crate::domain::snapshot::{ReadStatus, SessionReport, Snapshot, WaitSource};
@@ -81,6 +89,50 @@ impl Outcome {
             Outcome::Ongoing => "ongoing",
             Outcome::Unknown => "unknown (not observed)",
         }
+    }
+}
+
+/// Where an episode's SQLSTATE comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqlstateSource {
+    /// The error itself was seen (reserved: no source pgswarm reads shows it yet).
+    Observed,
+    /// Deduced from how the wait ended ([`infer_sqlstate`]).
+    Inferred,
+}
+
+impl SqlstateSource {
+    pub fn words(self) -> &'static str {
+        match self {
+            SqlstateSource::Observed => "observed",
+            SqlstateSource::Inferred => "inferred",
+        }
+    }
+}
+
+/// `lock_not_available`: what `lock_timeout` raises.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// The SQLSTATE a waiter's statement most likely ended with, from how its wait ended: only
+/// `gave_up` (the statement ended while a blocker still held the lock, or before the blocker's
+/// transaction ended) implies an error, most likely `lock_timeout` (55P03). Every other outcome
+/// implies none (the lock was granted, or the session went away).
+pub fn infer_sqlstate(outcome: Outcome) -> Option<(&'static str, SqlstateSource)> {
+    match outcome {
+        Outcome::GaveUp => Some((LOCK_NOT_AVAILABLE, SqlstateSource::Inferred)),
+        _ => None,
+    }
+}
+
+/// The condition name client libraries raise for `code` (psycopg's `errors.LockNotAvailable`,
+/// PostgreSQL's `lock_not_available`), for the few a lock wait can end with.
+pub fn sqlstate_name(code: &str) -> Option<&'static str> {
+    match code {
+        "55P03" => Some("LockNotAvailable"),
+        "57014" => Some("QueryCanceled"),
+        "40P01" => Some("DeadlockDetected"),
+        _ => None,
     }
 }
 
@@ -151,6 +203,13 @@ pub struct Episode {
     /// From start to end (or to the last observation while ongoing or unknown).
     pub duration_s: f64,
     pub outcome: Outcome,
+    /// The SQLSTATE its statement ended with, when an outcome implies one (`55P03` for `gave_up`);
+    /// null otherwise. Absent in flight logs written before it existed (filled in on reading).
+    #[serde(default)]
+    pub sqlstate: Option<String>,
+    /// Whether `sqlstate` was seen or deduced (today always `inferred`); null without a SQLSTATE.
+    #[serde(default)]
+    pub sqlstate_source: Option<SqlstateSource>,
     /// Observations of it waiting.
     pub samples: usize,
     pub timeline: Vec<TimelineEntry>,
@@ -161,6 +220,25 @@ impl Episode {
     pub fn involves(&self, ns: &str) -> bool {
         self.waiter_namespace.as_deref() == Some(ns)
             || self.blocker_namespaces.iter().any(|b| b == ns)
+    }
+
+    /// `LockNotAvailable (55P03)`: the error in the words people search for, if any.
+    pub fn error_words(&self) -> Option<String> {
+        let code = self.sqlstate.as_deref()?;
+        Some(match sqlstate_name(code) {
+            Some(name) => format!("{name} ({code})"),
+            None => code.to_string(),
+        })
+    }
+
+    /// Sets `sqlstate` from the outcome when nothing set it (a line written before the field
+    /// existed); an observed SQLSTATE is never replaced.
+    pub fn fill_sqlstate(&mut self) {
+        if self.sqlstate.is_none() {
+            let inferred = infer_sqlstate(self.outcome);
+            self.sqlstate = inferred.map(|(c, _)| c.to_string());
+            self.sqlstate_source = inferred.map(|(_, s)| s);
+        }
     }
 
     /// The time it is sorted by: its end, else its last observation.
@@ -518,6 +596,8 @@ fn start(view: &SnapshotView, s: &SessionReport) -> Open {
         ended_at: None,
         duration_s: 0.0,
         outcome: Outcome::Ongoing,
+        sqlstate: None,
+        sqlstate_source: None,
         samples: 0,
         timeline: Vec::new(),
     };
@@ -615,6 +695,9 @@ fn note_blocker(e: &mut Episode, view: &SnapshotView, server: &str, pid: i32) {
 }
 
 fn refresh_derived(e: &mut Episode, now: DateTime<Utc>) {
+    // Polls never see the error itself: the SQLSTATE follows the outcome as it stands.
+    e.sqlstate = None;
+    e.fill_sqlstate();
     let end = e.ended_at.unwrap_or(now);
     e.duration_s = ((end - e.started_at).num_milliseconds() as f64 / 1000.0).max(0.0);
     e.severe = e.victims_max >= SEVERE_VICTIMS || e.duration_s >= SEVERE_WAIT.as_secs_f64();

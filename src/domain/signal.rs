@@ -15,6 +15,12 @@
 //!
 //! The outcome of each target (signalled, gone, skipped, failed) and the exit status are decided
 //! here too, so the CLI and the dashboard report alike.
+//!
+//! A cancel reaches only a running statement. The usual root blocker is a session `idle in
+//! transaction`: no statement runs, the backend ignores the cancel while it waits for its client,
+//! and its locks stay until the transaction ends. The plan says so per target, and a cancel that
+//! met such a session is reported as `released_nothing`, never among the signals that helped: only
+//! a terminate ends that transaction.
 
 use crate::domain::snapshot::{LabelKind, ReadStatus, SessionReport, Snapshot};
 use chrono::{DateTime, Utc};
@@ -132,6 +138,39 @@ impl SignalPlan {
     /// Whether it may be carried out: the picture is complete and there is someone to signal.
     pub fn actionable(&self) -> bool {
         self.unread.is_empty() && !self.targets.is_empty()
+    }
+}
+
+/// What a cancel of a session idle in transaction does: nothing (shown per target in plans and
+/// reports; the dashboard offers `K` beside it).
+pub const IDLE_CANCEL_NOTE: &str = "idle in transaction: a cancel releases nothing (no statement \
+     runs; its locks stay until the transaction ends); use terminate";
+
+/// The report's note for a cancel sent to a session that was idle in transaction.
+pub const IDLE_CANCELLED_NOTE: &str =
+    "signalled, but idle in transaction: nothing released; use terminate";
+
+/// Whether a session in `state` is inside a transaction with no statement running (`idle in
+/// transaction`, or `idle in transaction (aborted)`).
+pub fn is_idle_in_transaction(state: Option<&str>) -> bool {
+    state.is_some_and(|s| s.starts_with("idle in transaction"))
+}
+
+impl Target {
+    /// Whether `action` on this session, as planned, would release nothing: a cancel of a session
+    /// idle in transaction.
+    pub fn releases_nothing(&self, action: Action) -> bool {
+        action == Action::Cancel && is_idle_in_transaction(self.state.as_deref())
+    }
+}
+
+impl SignalPlan {
+    /// The targets a cancel would not help (idle in transaction); empty for a terminate.
+    pub fn releasing_nothing(&self) -> Vec<&Target> {
+        self.targets
+            .iter()
+            .filter(|t| t.releases_nothing(self.action))
+            .collect()
     }
 }
 
@@ -335,8 +374,13 @@ fn pid_candidates<'a>(
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The signal was sent to the very session planned. For a terminate, whether it was seen to
-    /// exit within the wait (`None`: not waited for).
-    Signalled { exited: Option<bool> },
+    /// exit within the wait (`None`: not waited for). `idle_in_transaction`: the session was idle
+    /// in transaction when the signal went out (read in the same statement), so a cancel
+    /// released nothing.
+    Signalled {
+        exited: Option<bool>,
+        idle_in_transaction: bool,
+    },
     /// No session has that pid any more.
     Gone,
     /// The pid now belongs to another session, or the session changed its label.
@@ -372,6 +416,13 @@ pub struct Entry {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// A cancel of this session releases (planned) or released (report) nothing: it is idle in
+    /// transaction. Present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub releases_nothing: bool,
+    /// Why, in words ([`IDLE_CANCEL_NOTE`], [`IDLE_CANCELLED_NOTE`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What was done (JSON: `cancel --json`, `terminate --json`).
@@ -387,7 +438,12 @@ pub struct SignalReport {
     /// Exactly whom the plan would signal (also when nothing was sent): scripts read the plan of
     /// `--dry-run --json` here.
     pub planned: Vec<Entry>,
+    /// Signalled and it helped as far as pgswarm can tell (a cancel reached a running statement, a
+    /// terminate was sent).
     pub signalled: Vec<Entry>,
+    /// Cancels sent to sessions idle in transaction: nothing was released (never counted as
+    /// signalled; terminate ends them).
+    pub released_nothing: Vec<Entry>,
     pub gone: Vec<Entry>,
     pub skipped: Vec<Entry>,
     pub failed: Vec<Entry>,
@@ -419,6 +475,11 @@ impl SignalReport {
             };
             out.push((e, note.to_string(), false));
         }
+        out.extend(
+            self.released_nothing
+                .iter()
+                .map(|e| (e, IDLE_CANCELLED_NOTE.to_string(), false)),
+        );
         out.extend(
             self.gone
                 .iter()
@@ -453,6 +514,8 @@ impl SignalReport {
 
 fn entry_of_target(t: &Target) -> Entry {
     Entry {
+        releases_nothing: false,
+        note: None,
         server: t.server.clone(),
         database: t.database.clone(),
         pid: t.pid,
@@ -478,8 +541,20 @@ pub fn build_signal_report(
         action: plan.action,
         executed: outcomes.is_some(),
         dry_run: false,
-        planned: plan.targets.iter().map(entry_of_target).collect(),
+        planned: plan
+            .targets
+            .iter()
+            .map(|t| {
+                let mut e = entry_of_target(t);
+                if t.releases_nothing(plan.action) {
+                    e.releases_nothing = true;
+                    e.note = Some(IDLE_CANCEL_NOTE.into());
+                }
+                e
+            })
+            .collect(),
         signalled: Vec::new(),
+        released_nothing: Vec::new(),
         gone: Vec::new(),
         skipped: plan
             .refused
@@ -497,6 +572,8 @@ pub fn build_signal_report(
                 sqlstate: None,
                 error: None,
                 hint: None,
+                releases_nothing: false,
+                note: None,
             })
             .collect(),
         failed: Vec::new(),
@@ -505,7 +582,15 @@ pub fn build_signal_report(
     for (t, o) in outcomes.unwrap_or_default() {
         let mut e = entry_of_target(t);
         match o {
-            Outcome::Signalled { exited } => {
+            Outcome::Signalled {
+                idle_in_transaction: true,
+                ..
+            } if plan.action == Action::Cancel => {
+                e.releases_nothing = true;
+                e.note = Some(IDLE_CANCELLED_NOTE.into());
+                r.released_nothing.push(e);
+            }
+            Outcome::Signalled { exited, .. } => {
                 e.exited = *exited;
                 r.signalled.push(e);
             }

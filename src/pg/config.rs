@@ -113,6 +113,21 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// The config file read when neither `--config` nor `PGSWARM_CONFIG` names one:
+/// `$XDG_CONFIG_HOME/pgswarm/config.toml`, else `~/.config/pgswarm/config.toml`, only if something
+/// is there. A missing file is no configuration; one that exists is read like `--config` (an invalid
+/// one is an error naming it).
+pub fn default_config_file(env: &dyn Environment) -> Option<PathBuf> {
+    let base = env
+        .var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        // The XDG spec ignores a relative path.
+        .filter(|p| p.is_absolute())
+        .or_else(|| env.home().map(|h| h.join(".config")))?;
+    let path = base.join("pgswarm").join("config.toml");
+    std::fs::symlink_metadata(&path).is_ok().then_some(path)
+}
+
 /// Splits `[NAME=]CONNINFO` into its name (if any) and connection string.
 pub fn split_entry(entry: &str) -> (Option<&str>, &str) {
     let entry = entry.trim();
@@ -127,15 +142,50 @@ pub fn split_entry(entry: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// Splits `PGSWARM_DB`: whitespace separates entries; double quotes keep a key=value entry together.
+/// How `PGSWARM_DB` entries are quoted, for error messages and `--help`.
+pub const ENV_DB_QUOTING: &str = "in PGSWARM_DB, unquoted whitespace separates entries: quote an \
+     entry (or a NAME=value's value) that contains spaces in single or double quotes, e.g. \
+     PGSWARM_DB=\"platform='host=/tmp port=5432 dbname=p' tenant=postgres://db2/t\"";
+
+/// Splits `PGSWARM_DB` into entries, as a shell splits words:
+///
+/// - unquoted whitespace separates entries (runs of it count once; empty entries are ignored);
+/// - `'...'` keeps everything up to the next `'` as it is;
+/// - `"..."` keeps everything up to the next unescaped `"`; inside, `\"` and `\\` stand for `"`
+///   and `\` (any other backslash is kept);
+/// - quoted and unquoted parts of one entry join (`platform='host=/tmp port=5'` is one entry);
+/// - outside quotes a backslash is an ordinary character.
+///
+/// [`quote_env_entry`] is its inverse.
 pub fn split_env_entries(s: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
         match c {
-            '"' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
+            '\'' => loop {
+                match chars.next() {
+                    Some('\'') => break,
+                    Some(c) => cur.push(c),
+                    None => return Err(unterminated(s, '\'')),
+                }
+            },
+            '"' => loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c @ ('"' | '\\')) => cur.push(c),
+                        Some(c) => {
+                            cur.push('\\');
+                            cur.push(c);
+                        }
+                        None => return Err(unterminated(s, '"')),
+                    },
+                    Some(c) => cur.push(c),
+                    None => return Err(unterminated(s, '"')),
+                }
+            },
+            c if c.is_whitespace() => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }
@@ -143,15 +193,42 @@ pub fn split_env_entries(s: &str) -> Result<Vec<String>, ConfigError> {
             c => cur.push(c),
         }
     }
-    if quoted {
-        return Err(ConfigError(format!(
-            "PGSWARM_DB has an unterminated double quote: {s:?}"
-        )));
-    }
     if !cur.is_empty() {
         out.push(cur);
     }
     Ok(out)
+}
+
+fn unterminated(s: &str, quote: char) -> ConfigError {
+    let name = if quote == '"' { "double" } else { "single" };
+    ConfigError(format!(
+        "PGSWARM_DB has an unterminated {name} quote: {s:?}; {ENV_DB_QUOTING}"
+    ))
+}
+
+/// Quotes one entry so that [`split_env_entries`] gives it back: as it is when it needs no
+/// quoting, else in single quotes, else (it contains a `'`) in double quotes with `"` and `\`
+/// escaped.
+pub fn quote_env_entry(entry: &str) -> String {
+    let plain = !entry.is_empty()
+        && !entry
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '\'' | '"'));
+    if plain {
+        entry.to_string()
+    } else if !entry.contains('\'') {
+        format!("'{entry}'")
+    } else {
+        let mut q = String::from('"');
+        for c in entry.chars() {
+            if matches!(c, '"' | '\\') {
+                q.push('\\');
+            }
+            q.push(c);
+        }
+        q.push('"');
+        q
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -310,12 +387,10 @@ fn resolve_databases(
     } else if let Some(v) = cli.env_db.as_deref().filter(|v| !v.trim().is_empty()) {
         for entry in split_env_entries(v)? {
             let (name, conninfo) = split_entry(&entry);
-            databases.push(build_target(
-                name,
-                conninfo,
-                &format!("PGSWARM_DB entry {entry:?}"),
-                env,
-            )?);
+            let source = format!("PGSWARM_DB entry {entry:?}");
+            let target = build_target(name, conninfo, &source, env)
+                .map_err(|e| ConfigError(format!("{}; {ENV_DB_QUOTING}", e.0)))?;
+            databases.push(target);
         }
     } else if !file.databases.is_empty() {
         for (i, d) in file.databases.iter().enumerate() {
@@ -335,12 +410,19 @@ fn resolve_databases(
             env,
         )?);
     }
+    let from_env = cli.db.is_empty() && cli.env_db.as_deref().is_some_and(|v| !v.trim().is_empty());
     let mut seen = std::collections::BTreeSet::new();
     for d in &databases {
         if !seen.insert(d.name.as_str()) {
+            // Two unnamed halves of one split key=value entry land here: say how to quote.
+            let hint = if from_env {
+                format!("; {ENV_DB_QUOTING}")
+            } else {
+                String::new()
+            };
             return Err(ConfigError(format!(
                 "database name {:?} is configured twice: give each entry its own NAME \
-                 (--db NAME=CONNINFO)",
+                 (--db NAME=CONNINFO){hint}",
                 d.name
             )));
         }
@@ -577,6 +659,131 @@ mod tests {
             let e = resolve_settings(&cli, &NoEnv).unwrap_err().0;
             assert!(e.contains(needle), "{needle}: {e}");
         }
+    }
+
+    /// Issue 27: `PGSWARM_DB` entries quoted as a shell would, so the demo's key=value entries
+    /// survive being pasted; an entry split in two says how to quote it.
+    #[test]
+    fn env_entries_are_split_like_shell_words() {
+        let split = |s: &str| split_env_entries(s).unwrap();
+        assert_eq!(
+            split("platform='host=/tmp/x port=5432 dbname=p'  tenant=postgres://h/t\n"),
+            vec![
+                "platform=host=/tmp/x port=5432 dbname=p",
+                "tenant=postgres://h/t"
+            ]
+        );
+        assert_eq!(
+            split(r#""host=/tmp dbname=a" b="it's \"x\" \\ \n""#),
+            vec!["host=/tmp dbname=a", r#"b=it's "x" \ \n"#]
+        );
+        // libpq's own quoting inside an entry's quotes is kept for libpq.
+        assert_eq!(
+            split(r#"a="host='/tmp/my dir' dbname=a""#),
+            vec!["a=host='/tmp/my dir' dbname=a"]
+        );
+        assert_eq!(
+            split(r"C:\x '' "),
+            vec![r"C:\x"],
+            "empty entries are ignored"
+        );
+        for bad in ["'open", "a=\"open", "\"ends in \\"] {
+            let e = split_env_entries(bad).unwrap_err().0;
+            assert!(
+                e.contains("unterminated") && e.contains("PGSWARM_DB"),
+                "{e}"
+            );
+        }
+        let cli = CliSettings {
+            env_db: Some("platform='host=/tmp port=5432 dbname=p' tenant=\"dbname=t\"".into()),
+            ..Default::default()
+        };
+        let names: Vec<String> = resolve_settings(&cli, &NoEnv)
+            .unwrap()
+            .databases
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, vec!["platform", "tenant"]);
+        // Unquoted, a key=value entry falls apart into two unnamed ones.
+        let cli = CliSettings {
+            env_db: Some("host=/tmp port=5".into()),
+            ..Default::default()
+        };
+        let e = resolve_settings(&cli, &NoEnv).unwrap_err().0;
+        assert!(
+            e.contains("configured twice") && e.contains("quote an entry"),
+            "{e}"
+        );
+        // The same entries as --db flags need no quoting hint.
+        let cli = CliSettings {
+            db: vec!["dbname=a".into(), "dbname=a".into()],
+            ..Default::default()
+        };
+        let e = resolve_settings(&cli, &NoEnv).unwrap_err().0;
+        assert!(!e.contains("PGSWARM_DB"), "{e}");
+        // A bad entry from PGSWARM_DB says how entries are separated.
+        let cli = CliSettings {
+            env_db: Some("n=sslmode=sometimes".into()),
+            ..Default::default()
+        };
+        let e = resolve_settings(&cli, &NoEnv).unwrap_err().0;
+        assert!(
+            e.contains("sometimes") && e.contains("quote an entry"),
+            "{e}"
+        );
+    }
+
+    /// Issue 27: the default config file is `$XDG_CONFIG_HOME/pgswarm/config.toml`, else
+    /// `~/.config/pgswarm/config.toml`, and only when it exists.
+    #[test]
+    fn the_default_config_file_is_used_only_when_it_exists() {
+        struct Env(Option<PathBuf>, Option<PathBuf>);
+        impl Environment for Env {
+            fn var(&self, name: &str) -> Option<String> {
+                (name == "XDG_CONFIG_HOME")
+                    .then(|| self.0.as_ref().map(|p| p.display().to_string()))
+                    .flatten()
+            }
+            fn home(&self) -> Option<PathBuf> {
+                self.1.clone()
+            }
+            fn os_user(&self) -> Option<String> {
+                None
+            }
+            fn default_socket_dir(&self) -> Option<PathBuf> {
+                None
+            }
+        }
+        let xdg = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let (x, h) = (xdg.path().to_path_buf(), home.path().to_path_buf());
+        assert_eq!(
+            default_config_file(&Env(Some(x.clone()), Some(h.clone()))),
+            None
+        );
+        std::fs::create_dir_all(h.join(".config/pgswarm")).unwrap();
+        std::fs::write(h.join(".config/pgswarm/config.toml"), "").unwrap();
+        assert_eq!(
+            default_config_file(&Env(None, Some(h.clone()))),
+            Some(h.join(".config/pgswarm/config.toml"))
+        );
+        assert_eq!(
+            default_config_file(&Env(Some(x.clone()), Some(h.clone()))),
+            None,
+            "XDG_CONFIG_HOME wins over HOME even when it has no file"
+        );
+        std::fs::create_dir_all(x.join("pgswarm")).unwrap();
+        std::fs::write(x.join("pgswarm/config.toml"), "").unwrap();
+        assert_eq!(
+            default_config_file(&Env(Some(x.clone()), Some(h.clone()))),
+            Some(x.join("pgswarm/config.toml"))
+        );
+        assert_eq!(
+            default_config_file(&Env(Some("relative".into()), Some(h.clone()))),
+            Some(h.join(".config/pgswarm/config.toml")),
+            "a relative XDG_CONFIG_HOME is ignored"
+        );
     }
 
     #[test]

@@ -403,15 +403,23 @@ fn read_lines(
             line.pop();
         }
         match serde_json::from_slice::<Line>(&line) {
-            Ok(l) if l.schema_version == EPISODES_VERSION => match by_id.get(&l.episode.id) {
-                Some(&i) => out.episodes[i] = l.episode,
-                None => {
-                    by_id.insert(l.episode.id.clone(), out.episodes.len());
-                    out.episodes.push(l.episode);
-                }
-            },
+            Ok(mut l) if l.schema_version == EPISODES_VERSION => {
+                l.episode.fill_sqlstate();
+                keep_once(l.episode, out, by_id);
+            }
             _ if line.iter().all(u8::is_ascii_whitespace) => {}
             _ => out.skipped += 1,
+        }
+    }
+}
+
+/// Adds `e`, or replaces the earlier line with its id (the last line wins).
+fn keep_once(e: Episode, out: &mut Read, by_id: &mut HashMap<String, usize>) {
+    match by_id.get(&e.id) {
+        Some(&i) => out.episodes[i] = e,
+        None => {
+            by_id.insert(e.id.clone(), out.episodes.len());
+            out.episodes.push(e);
         }
     }
 }
@@ -465,6 +473,32 @@ mod tests {
         let r = read(&path).unwrap();
         assert_eq!(r.episodes.len(), 2, "duplicates by id dropped");
         assert_eq!(r.skipped, 2);
+    }
+
+    /// Issue 27: a `gave_up` line written before `sqlstate` existed reads back with the inferred
+    /// 55P03.
+    #[test]
+    fn a_line_without_sqlstate_gets_it_from_its_outcome() {
+        use crate::domain::incidents::{Outcome, SqlstateSource};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let mut e = some_episodes().remove(0);
+        e.outcome = Outcome::GaveUp;
+        let mut line = serde_json::to_value(Line {
+            schema_version: 1,
+            episode: e,
+        })
+        .unwrap();
+        let fields = line.as_object_mut().unwrap();
+        fields.remove("sqlstate");
+        fields.remove("sqlstate_source");
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let r = read(&path).unwrap();
+        assert_eq!(r.episodes[0].sqlstate.as_deref(), Some("55P03"));
+        assert_eq!(
+            r.episodes[0].sqlstate_source,
+            Some(SqlstateSource::Inferred)
+        );
     }
 
     #[test]

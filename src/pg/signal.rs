@@ -7,7 +7,9 @@
 //! per server; a terminate waits for the backend to exit (PostgreSQL 14+: `pg_terminate_backend(pid,
 //! timeout)`; older: by watching `pg_stat_activity`) and says whether it did.
 
-use crate::domain::signal::{privilege_hint, Action, Outcome, SignalPlan, Target};
+use crate::domain::signal::{
+    is_idle_in_transaction, privilege_hint, Action, Outcome, SignalPlan, Target,
+};
 use crate::pg::config::Settings;
 use crate::pg::connect::{connect, describe_error};
 use crate::pg::conninfo::Environment;
@@ -146,11 +148,15 @@ async fn signal_one(
     let wait_ms = wait.as_millis() as i64;
     let waits_in_server = action == Action::Terminate && version >= 140_000 && wait_ms > 0;
     let sql = match action {
-        Action::Cancel => format!("SELECT pg_catalog.pg_cancel_backend(pid) {IDENTITY}"),
-        Action::Terminate if waits_in_server => {
-            format!("SELECT pg_catalog.pg_terminate_backend(pid, $4::pg_catalog.int8) {IDENTITY}")
+        // `state` is read in the same row as the signal: whether a cancel met a session idle in
+        // transaction (which it cannot help) is what the server showed at that moment.
+        Action::Cancel => format!("SELECT pg_catalog.pg_cancel_backend(pid), state {IDENTITY}"),
+        Action::Terminate if waits_in_server => format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid, $4::pg_catalog.int8), state {IDENTITY}"
+        ),
+        Action::Terminate => {
+            format!("SELECT pg_catalog.pg_terminate_backend(pid), state {IDENTITY}")
         }
-        Action::Terminate => format!("SELECT pg_catalog.pg_terminate_backend(pid) {IDENTITY}"),
     };
     let rows = if waits_in_server {
         client
@@ -187,14 +193,22 @@ async fn signal_one(
             }
         }
     };
+    // A state hidden from this role falls back to the one the plan showed.
+    let state: Option<String> = row.col(1).ok().flatten().or_else(|| t.state.clone());
+    let idle_in_transaction = is_idle_in_transaction(state.as_deref());
     match action {
-        Action::Cancel if sent => Outcome::Signalled { exited: None },
+        Action::Cancel if sent => Outcome::Signalled {
+            exited: None,
+            idle_in_transaction,
+        },
         Action::Terminate if waits_in_server => Outcome::Signalled {
             // false: still running after the wait (the server warned), or already gone.
             exited: Some(sent || !alive(client, t).await),
+            idle_in_transaction,
         },
         Action::Terminate if sent => Outcome::Signalled {
             exited: Some(wait_for_exit(client, t, wait).await),
+            idle_in_transaction,
         },
         // The server could not signal it: it exited in between.
         _ => Outcome::Gone,

@@ -1436,7 +1436,8 @@ impl App {
     }
 
     /// Keys while the cancel / terminate overlay is open: capital `Y` sends exactly the plan shown,
-    /// `b` (for an invocation) toggles "only sessions blocking someone", anything else cancels.
+    /// `b` (for an invocation) toggles "only sessions blocking someone", `K` turns a cancel that
+    /// would release nothing into a terminate plan, anything else cancels.
     fn on_signal_key(&mut self, key: KeyEvent, view: SignalView) -> Vec<Effect> {
         if is_ctrl_c(&key) {
             self.quit = true;
@@ -1446,6 +1447,15 @@ impl App {
             SignalView::Plan(plan) if key.code == KeyCode::Char('Y') && plan.actionable() => {
                 self.overlay = Overlay::Signal(SignalView::Running(plan.clone()));
                 vec![Effect::Signal(plan)]
+            }
+            // A cancel that would release nothing (idle in transaction) offers terminate instead:
+            // a new plan, shown, still sent only on capital `Y`.
+            SignalView::Plan(plan)
+                if key.code == KeyCode::Char('K') && !plan.releasing_nothing().is_empty() =>
+            {
+                self.overlay =
+                    Overlay::Signal(self.plan_view(&plan.selector, SignalAction::Terminate));
+                vec![]
             }
             SignalView::Plan(plan) if key.code == KeyCode::Char('b') => {
                 if let Selector::Invocation {

@@ -157,6 +157,53 @@ fn a_waiter_that_times_out_behind_a_holder_gave_up() {
         .is_some_and(|w| w.contains("public.accounts")));
 }
 
+/// Issue 27: a `gave_up` wait says the error people search for, marked as inferred; the outcomes
+/// that imply no error carry none.
+#[test]
+fn a_wait_that_gave_up_most_likely_ended_in_lock_not_available_inferred() {
+    let w = waiter(20, NS_B, &[10], 0);
+    let snaps = [
+        snap_at(1, vec![holder(10, NS_A), w.clone()], true),
+        snap_at(4, vec![holder(10, NS_A), finished(w, 3, "idle")], true),
+    ];
+    let e = &run(&snaps)[0];
+    assert_eq!(e.outcome, Outcome::GaveUp);
+    assert_eq!(e.sqlstate.as_deref(), Some("55P03"));
+    assert_eq!(e.sqlstate_source, Some(SqlstateSource::Inferred));
+    assert_eq!(e.error_words().as_deref(), Some("LockNotAvailable (55P03)"));
+    let json = serde_json::to_value(e).unwrap();
+    assert_eq!(json["outcome"], "gave_up");
+    assert_eq!(json["sqlstate"], "55P03");
+    assert_eq!(json["sqlstate_source"], "inferred");
+
+    // Still waiting, or granted: no error.
+    let ongoing = run(&snaps[..1]);
+    assert_eq!(ongoing[0].sqlstate, None);
+    for o in [
+        Outcome::Acquired,
+        Outcome::BlockerGone,
+        Outcome::WaiterGone,
+        Outcome::Ongoing,
+        Outcome::Unknown,
+    ] {
+        assert_eq!(infer_sqlstate(o), None, "{o:?}");
+    }
+    // A line written before the field existed: filled from its outcome; an observed one is kept.
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("sqlstate");
+    old.as_object_mut().unwrap().remove("sqlstate_source");
+    let mut back: Episode = serde_json::from_value(old).unwrap();
+    assert_eq!(back.sqlstate, None);
+    back.fill_sqlstate();
+    assert_eq!(back.sqlstate.as_deref(), Some("55P03"));
+    let mut seen = back.clone();
+    seen.sqlstate = Some("57014".into());
+    seen.sqlstate_source = Some(SqlstateSource::Observed);
+    seen.fill_sqlstate();
+    assert_eq!(seen.error_words().as_deref(), Some("QueryCanceled (57014)"));
+    assert_eq!(seen.sqlstate_source, Some(SqlstateSource::Observed));
+}
+
 /// The end of a wait whose blocker committed, judged from the server's timestamps: the waiter's
 /// statement end (`state_change`) against the blocker's commit (its `state_change` once idle).
 fn ended_after_commit(

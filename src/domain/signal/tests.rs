@@ -222,7 +222,10 @@ fn report_sorting_and_exit_status() {
     let outcomes = vec![
         (
             plan.targets[0].clone(),
-            Outcome::Signalled { exited: Some(true) },
+            Outcome::Signalled {
+                exited: Some(true),
+                idle_in_transaction: false,
+            },
         ),
         (
             plan.targets[1].clone(),
@@ -329,4 +332,86 @@ fn pid_zero_is_a_prepared_transaction_and_says_how_to_end_it() {
     let text = e.to_string();
     assert!(text.contains("ROLLBACK PREPARED"), "{text}");
     assert!(text.contains("\"stuck-42\""), "{text}");
+}
+
+/// Issue 27: a cancel of an idle-in-transaction root releases nothing; the plan says so per target,
+/// the report never counts it as helping, and a terminate of the same session is not flagged.
+#[test]
+fn a_cancel_of_a_session_idle_in_transaction_releases_nothing_and_says_so() {
+    let s = snap(fixtures::collision());
+    let by_pid = |pid| Selector::Pid {
+        pid,
+        database: Some("platform".into()),
+    };
+    let plan = plan_signal(&s, &by_pid(101), Action::Cancel).unwrap();
+    assert_eq!(pids(&plan), vec![101]);
+    assert_eq!(
+        plan.releasing_nothing()
+            .iter()
+            .map(|t| t.pid)
+            .collect::<Vec<_>>(),
+        vec![101]
+    );
+    let report = build_signal_report(&plan, None);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["planned"][0]["releases_nothing"], true);
+    assert_eq!(json["planned"][0]["note"], IDLE_CANCEL_NOTE);
+
+    // The waiter runs a statement: a cancel helps there, and nothing is flagged.
+    let waiter = plan_signal(&s, &by_pid(201), Action::Cancel).unwrap();
+    assert!(waiter.releasing_nothing().is_empty());
+    let json = serde_json::to_value(build_signal_report(&waiter, None)).unwrap();
+    assert!(json["planned"][0].get("releases_nothing").is_none());
+    assert!(json["planned"][0].get("note").is_none());
+    // A terminate ends the transaction: it helps.
+    let terminate = plan_signal(&s, &by_pid(101), Action::Terminate).unwrap();
+    assert!(terminate.releasing_nothing().is_empty());
+
+    // Sent while idle in transaction: released nothing, not signalled; the exit stays 0.
+    let sent = |idle| {
+        vec![(
+            plan.targets[0].clone(),
+            Outcome::Signalled {
+                exited: None,
+                idle_in_transaction: idle,
+            },
+        )]
+    };
+    let r = build_signal_report(&plan, Some(&sent(true)));
+    assert!(r.signalled.is_empty(), "{r:?}");
+    assert_eq!(r.released_nothing.len(), 1);
+    assert_eq!(r.status(), SignalStatus::Done);
+    let notes = r.notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].1, IDLE_CANCELLED_NOTE);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["released_nothing"][0]["pid"], 101);
+    assert_eq!(json["released_nothing"][0]["releases_nothing"], true);
+    assert_eq!(json["signalled"], serde_json::json!([]));
+    // It had started a statement by the time the cancel went out: that cancel helped.
+    let r = build_signal_report(&plan, Some(&sent(false)));
+    assert_eq!((r.signalled.len(), r.released_nothing.len()), (1, 0));
+    // A terminate of an idle-in-transaction session is a plain signal.
+    let r = build_signal_report(
+        &terminate,
+        Some(&[(
+            terminate.targets[0].clone(),
+            Outcome::Signalled {
+                exited: Some(true),
+                idle_in_transaction: true,
+            },
+        )]),
+    );
+    assert_eq!((r.signalled.len(), r.released_nothing.len()), (1, 0));
+}
+
+#[test]
+fn idle_in_transaction_states() {
+    assert!(is_idle_in_transaction(Some("idle in transaction")));
+    assert!(is_idle_in_transaction(Some(
+        "idle in transaction (aborted)"
+    )));
+    for s in [Some("active"), Some("idle"), None] {
+        assert!(!is_idle_in_transaction(s), "{s:?}");
+    }
 }

@@ -383,8 +383,12 @@ fn read_warnings(
         warnings.push((
             WarningCode::Unattributed,
             format!(
-                "{unattributed} sessions carry the '{}_' prefix but cannot be attributed to a \
-                 namespace",
+                "{} the '{}_' prefix but cannot be attributed to a namespace",
+                if unattributed == 1 {
+                    "1 session carries".to_string()
+                } else {
+                    format!("{unattributed} sessions carry")
+                },
                 conv.app_prefix
             ),
         ));
@@ -396,12 +400,14 @@ fn privilege_warning(hidden_queries: usize) -> (WarningCode, String) {
     (
         WarningCode::InsufficientPrivilege,
         format!(
-            "{hidden_queries} sessions of other roles show <insufficient privilege>: pgswarm's \
+            "{} of other roles {} <insufficient privilege>: pgswarm's \
              role lacks pg_read_all_stats, so their state, query, wait event and start times \
              are hidden (an idle-in-transaction root shows as 'state unknown'). Lock waits \
              among them are still found, with the locked object and the real wait time \
              (pg_locks, pg_blocking_pids). To see the rest: GRANT pg_read_all_stats TO <role>; \
-             (or pg_monitor)"
+             (or pg_monitor)",
+            crate::domain::format::fmt_count(hidden_queries, "session", "sessions"),
+            if hidden_queries == 1 { "shows" } else { "show" }
         ),
     )
 }

@@ -394,6 +394,11 @@ fn episode_detail(app: &App, e: &Episode, theme: &Theme) -> Vec<Line<'static>> {
             Span::styled("e: open it", theme.header()),
         ]));
     }
+    // Under the outcome: the error in the words people search for (`LockNotAvailable (55P03)`).
+    if let Some(error) = e.error_words() {
+        let source = e.sqlstate_source.map_or("inferred", |s| s.words());
+        out.insert(1, kv("error", format!("{error}, {source}")));
+    }
     if e.cross_invocation {
         out.push(Line::styled(
             " a collision: blocked by another invocation",

@@ -86,7 +86,10 @@ fn status_spans(app: &App, theme: &Theme, compact: bool) -> Vec<Span<'static>> {
         first.push(Span::raw(if compact {
             format!("· {} sess · ", s.sessions.len())
         } else {
-            format!(" · {} sessions · ", s.sessions.len())
+            format!(
+                " · {} · ",
+                crate::domain::format::fmt_count(s.sessions.len(), "session", "sessions")
+            )
         }));
         let blocked = s.blocked_sessions();
         let style = if blocked > 0 {

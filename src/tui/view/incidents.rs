@@ -49,7 +49,7 @@ pub(super) fn draw(
         .iter()
         .enumerate()
         .map(|(i, (_, idx))| {
-            let row = episode_row(app, theme, &app.episodes[*idx], wide);
+            let row = episode_row(app, theme, &app.episodes[*idx], wide, area.width);
             if Some(start + i) == selected {
                 row.style(theme.selected())
             } else {
@@ -60,7 +60,7 @@ pub(super) fn draw(
     let mut widths = vec![
         Constraint::Length(8),
         Constraint::Length(2),
-        Constraint::Length(12),
+        Constraint::Length(outcome_width(area.width >= SPELLED)),
         Constraint::Length(6),
         Constraint::Length(21),
     ];
@@ -82,7 +82,7 @@ pub(super) fn draw(
 /// From this width the pane shows what was locked.
 const WIDE: u16 = 110;
 
-fn episode_row(app: &App, theme: &Theme, e: &Episode, wide: bool) -> Row<'static> {
+fn episode_row(app: &App, theme: &Theme, e: &Episode, wide: bool, pane_width: u16) -> Row<'static> {
     let ended = e
         .ended_at
         .unwrap_or(e.last_seen_at)
@@ -144,7 +144,10 @@ fn episode_row(app: &App, theme: &Theme, e: &Episode, wide: bool) -> Row<'static
     let mut cells = vec![
         Cell::from(ended),
         Cell::from(marker),
-        Cell::from(Span::styled(e.outcome.short(), outcome_style)),
+        Cell::from(Span::styled(
+            outcome_words(e, pane_width >= SPELLED),
+            outcome_style,
+        )),
         Cell::from(waited),
         Cell::from(waiter),
         Cell::from(behind),
@@ -153,6 +156,28 @@ fn episode_row(app: &App, theme: &Theme, e: &Episode, wide: bool) -> Row<'static
         cells.push(Cell::from(on));
     }
     Row::new(cells).style(style)
+}
+
+/// From this width the outcome column spells the error (`LockNotAvailable (55P03)`) and the
+/// locked object still fits beside it.
+const SPELLED: u16 = 140;
+
+/// The outcome, with the error people search for when there is one: `LockNotAvailable (55P03)`
+/// when `spelled`, `gave up 55P03` otherwise (the column is [`outcome_width`] wide).
+fn outcome_words(e: &Episode, spelled: bool) -> String {
+    match (&e.sqlstate, e.error_words()) {
+        (Some(_), Some(words)) if spelled => words,
+        (Some(code), _) => format!("{} {code}", e.outcome.short()),
+        _ => e.outcome.short().to_string(),
+    }
+}
+
+fn outcome_width(spelled: bool) -> u16 {
+    if spelled {
+        24
+    } else {
+        13
+    }
 }
 
 /// `p4100…0a0a/gw1_setup`, or `None` outside the convention.

@@ -111,6 +111,9 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         }
     }
     scrub(frame.buffer_mut());
+    if theme.ascii {
+        crate::tui::theme::asciify(frame.buffer_mut());
+    }
 }
 
 /// The terminal boundary: whatever a database string carried, no drawn cell holds a character that

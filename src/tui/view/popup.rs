@@ -24,6 +24,13 @@ pub(super) fn draw_popup(
     let footer = body.split_off(body.len().saturating_sub(pinned));
     let w = (area.width.saturating_sub(4)).min(100);
     let inner_w = w.saturating_sub(2);
+    let hang = |lines: Vec<Line<'static>>| -> Vec<Line<'static>> {
+        lines
+            .into_iter()
+            .flat_map(|l| wrap_hanging(l, inner_w as usize))
+            .collect()
+    };
+    let (body, footer) = (hang(body), hang(footer));
     let wrap = Wrap { trim: false };
     let body_par = Paragraph::new(body).wrap(wrap);
     let foot_par = Paragraph::new(footer).wrap(wrap);
@@ -71,6 +78,114 @@ pub(super) fn draw_popup(
     .areas(inner);
     frame.render_widget(body_par.scroll((top as u16, 0)), body_area);
     frame.render_widget(foot_par, foot_area);
+}
+
+/// Wraps `line` to `width` columns at spaces, each continuation indented under the line's text: a
+/// line that starts with a label span (`" {key:>6}  "`, `" {name:<18}"`: more than one span, the first
+/// ending in a space) continues under the second span, any other under its own leading spaces. A
+/// word longer than the room left is cut. Styles stay with their text. When the indent would leave
+/// fewer than 10 columns, continuations start at the left edge.
+pub(super) fn wrap_hanging(line: Line<'static>, width: usize) -> Vec<Line<'static>> {
+    if width == 0 || line.width() <= width {
+        return vec![line];
+    }
+    let indent = hanging_indent(&line, width);
+    let pieces = pieces_of(&line);
+    let width_of = |s: &str| Span::raw(s.to_string()).width();
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let mut spans: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    let mut continuation = false;
+    let push_line = |spans: &mut Vec<Span<'static>>, out: &mut Vec<Line<'static>>| {
+        out.push(Line::from(std::mem::take(spans)).style(line.style));
+    };
+    for (text, style) in pieces {
+        let is_space = text.starts_with(' ');
+        let w = width_of(&text);
+        if used + w <= width {
+            spans.push(Span::styled(text, style));
+            used += w;
+            continue;
+        }
+        if is_space {
+            // A break: the spaces go with it.
+            push_line(&mut spans, &mut out);
+            spans.push(Span::raw(" ".repeat(indent)));
+            used = indent;
+            continuation = true;
+            continue;
+        }
+        if used > (if continuation { indent } else { 0 }) {
+            push_line(&mut spans, &mut out);
+            spans.push(Span::raw(" ".repeat(indent)));
+            used = indent;
+            continuation = true;
+        }
+        // The word itself, cut where it does not fit on a line of its own.
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let room = width.saturating_sub(used).max(1);
+            let mut cut = 0;
+            let mut cut_w = 0;
+            for (i, c) in rest.char_indices() {
+                let cw = width_of(&c.to_string());
+                if cut_w + cw > room && cut > 0 {
+                    break;
+                }
+                cut = i + c.len_utf8();
+                cut_w += cw;
+            }
+            spans.push(Span::styled(rest[..cut].to_string(), style));
+            used += cut_w;
+            rest = &rest[cut..];
+            if !rest.is_empty() {
+                push_line(&mut spans, &mut out);
+                spans.push(Span::raw(" ".repeat(indent)));
+                used = indent;
+                continuation = true;
+            }
+        }
+    }
+    if !spans.is_empty() {
+        push_line(&mut spans, &mut out);
+    }
+    out
+}
+
+/// Where continuations of `line` start: under the second span of a labelled line, else under the
+/// line's leading spaces; 0 when that would leave fewer than 10 columns.
+fn hanging_indent(line: &Line<'static>, width: usize) -> usize {
+    let first = line.spans.first().map(|s| s.content.to_string());
+    let indent = match first {
+        Some(f) if line.spans.len() > 1 && f.ends_with(' ') => Span::raw(f).width(),
+        _ => {
+            let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+            text.len() - text.trim_start_matches(' ').len()
+        }
+    };
+    if width.saturating_sub(indent) < 10 {
+        0
+    } else {
+        indent
+    }
+}
+
+/// `line` as runs of spaces and words, each with its span's style.
+fn pieces_of(line: &Line<'static>) -> Vec<(String, Style)> {
+    let mut pieces = Vec::new();
+    for span in &line.spans {
+        let mut cur = String::new();
+        for c in span.content.chars() {
+            if !cur.is_empty() && (c == ' ') != cur.ends_with(' ') {
+                pieces.push((std::mem::take(&mut cur), span.style));
+            }
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            pieces.push((cur, span.style));
+        }
+    }
+    pieces
 }
 
 /// The help overlay: the keys of the current mode (from the key map, so it cannot drift from what

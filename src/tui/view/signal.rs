@@ -29,16 +29,26 @@ pub(super) fn signal_lines(app: &App, theme: &Theme, view: &SignalView) -> Vec<L
             let mut out = plan_lines(theme, plan);
             out.push(Line::raw(""));
             // Two short lines (the last two are never cut, and must not wrap at 80 columns).
-            let keys = if matches!(plan.selector, Selector::Invocation { .. }) {
-                " b: only those blocking someone (toggle) · other keys cancel"
+            let terminate = if plan.releasing_nothing().is_empty() {
+                ""
             } else {
-                " any other key cancels"
+                " K: terminate instead ·"
+            };
+            let keys = if matches!(plan.selector, Selector::Invocation { .. }) {
+                format!("{terminate} b: only those blocking someone (toggle) · other keys cancel")
+            } else {
+                format!("{terminate} any other key cancels")
             };
             if plan.actionable() {
                 out.push(Line::styled(
                     format!(
-                        " Y (capital): {} exactly these {}",
+                        " Y (capital): {} exactly {}{}",
                         plan.action.verb(),
+                        if plan.targets.len() == 1 {
+                            "this "
+                        } else {
+                            "these "
+                        },
                         plural(plan.targets.len())
                     ),
                     theme.bad(),
@@ -126,6 +136,17 @@ fn plan_lines(theme: &Theme, plan: &SignalPlan) -> Vec<Line<'static>> {
             out.push(Line::styled(
                 format!("          {}", crate::domain::format::one_line(q, 80)),
                 theme.dim(),
+            ));
+        }
+        if t.releases_nothing(plan.action) {
+            out.push(Line::styled(
+                "          idle in transaction: a cancel releases nothing (no statement runs;"
+                    .to_string(),
+                theme.warning(),
+            ));
+            out.push(Line::styled(
+                "          its locks stay until the transaction ends): K terminates it".to_string(),
+                theme.warning(),
             ));
         }
     }

@@ -30,8 +30,11 @@ pub(super) fn sweep_lines(app: &App, theme: &Theme, view: &SweepView) -> Vec<Lin
             if plan.active_detection_complete && plan.drop_count() > 0 {
                 out.push(Line::styled(
                     format!(
-                        " Y (capital) drops exactly these {} schemas · any other key cancels",
-                        plan.drop_count()
+                        " Y (capital) drops exactly {} · any other key cancels",
+                        match plan.drop_count() {
+                            1 => "this 1 schema".to_string(),
+                            n => format!("these {n} schemas"),
+                        }
                     ),
                     theme.bad(),
                 ));
