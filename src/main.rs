@@ -23,8 +23,16 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
     let cli = Cli::parse();
-    // tracing goes to $XDG_STATE_HOME/pgswarm/pgswarm.log, never to the terminal.
-    pgswarm::tui::run::init_logging();
+    match &cli.command {
+        // A service logs to stderr (the journal, the container log), as text or JSON lines.
+        Some(pgswarm::cmd::cli::Command::Serve(args)) => {
+            pgswarm::serve::init_service_log(args.log_format == "json")
+        }
+        // Everything else logs to $XDG_STATE_HOME/pgswarm/pgswarm.log, never to the terminal.
+        _ => {
+            pgswarm::tui::run::init_logging();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()

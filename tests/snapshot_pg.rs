@@ -831,8 +831,8 @@ async fn terminal_control_bytes_from_the_database_never_reach_the_terminal() {
     let s: pgswarm::domain::snapshot::Snapshot = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         s.blocking[0].relation.as_deref(),
-        Some(format!("public.{evil}").as_str()),
-        "JSON keeps the raw name"
+        Some(format!("public.\"{evil}\"").as_str()),
+        "JSON keeps the raw name, quoted as SQL writes it"
     );
     holder.batch_execute("ROLLBACK").await.unwrap();
     task.await.unwrap().1.unwrap();

@@ -138,6 +138,19 @@ impl Hub {
             at: update.at,
         };
         *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+        // Every database's counters exist from its first poll, at zero: a rate over a counter that
+        // appears only with its first event would miss that event.
+        for d in &update.snapshot.databases {
+            if let Some(server) = &d.server {
+                for outcome in ENDED_OUTCOMES {
+                    drop(self.episodes_total.get_or_create(&EpisodeLabels {
+                        server: server.clone(),
+                        database: d.name.clone(),
+                        outcome: outcome_label(outcome),
+                    }));
+                }
+            }
+        }
         {
             let mut kept = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
             for e in &update.ended {
@@ -483,6 +496,15 @@ pub struct Health {
     pub databases_read: usize,
     pub databases: usize,
 }
+
+/// The outcomes an ended episode can have (`ongoing` never ends one).
+const ENDED_OUTCOMES: [crate::domain::incidents::Outcome; 5] = [
+    crate::domain::incidents::Outcome::Acquired,
+    crate::domain::incidents::Outcome::GaveUp,
+    crate::domain::incidents::Outcome::BlockerGone,
+    crate::domain::incidents::Outcome::WaiterGone,
+    crate::domain::incidents::Outcome::Unknown,
+];
 
 /// An outcome as its JSON name (`gave_up`), the label value dashboards and alerts match on.
 fn outcome_label(o: crate::domain::incidents::Outcome) -> String {

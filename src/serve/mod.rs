@@ -21,6 +21,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The service log on stderr: one line per event, JSON lines with `json` (for a log collector).
+pub fn init_service_log(json: bool) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 /// How `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -59,6 +72,8 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    // Said before anything else can log: a supervisor (or a test) reads the address first.
+    bound(addr);
     let hub = Hub::new();
     let mut stream = SnapshotStream::spawn(
         settings,
@@ -78,7 +93,6 @@ pub async fn run(
             }
         })
     };
-    bound(addr);
     tracing::info!(%addr, "serving");
     let app = routes::router(hub, opts.token.clone(), &opts.limits);
     let served = axum::serve(listener, app)

@@ -7,6 +7,7 @@
 //! Missing server binaries fail the test loudly with what to install.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod lookalike;
 pub mod sweep;
 
