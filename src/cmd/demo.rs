@@ -148,6 +148,13 @@ fn simulate(
         ));
         say("or name its databases once, for every pgswarm command in that shell:");
         emit_stderr(&format!("  {}\n", pgswarm_db_line(settings)));
+        // The demo's waits go to the demo's log in that shell too, never to the real one.
+        if let Some(l) = &log {
+            emit_stderr(&format!(
+                "  export PGSWARM_INCIDENTS_LOG={}\n",
+                shell_quote(&l.path().to_string_lossy())
+            ));
+        }
         if let Some(l) = &log {
             say("the lock waits that dashboard sees, afterwards:");
             emit_stderr(&format!("  {}\n", incidents_line(l.path())));

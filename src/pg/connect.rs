@@ -167,7 +167,9 @@ pub async fn connect(
         }
         let attempt = tokio::time::timeout(timeout, async {
             let client = connect_host(config, host, target).await?;
-            pin_session(&client).await?;
+            // Only monitor sessions are pgswarm's own: the demo's simulated test sessions go
+            // through here too, and must be seen (and signalled) like any test run's.
+            pin_session(&client, settings.application_name == APPLICATION_NAME).await?;
             Ok::<_, ConnectError>(client)
         });
         match attempt.await {
@@ -286,7 +288,7 @@ fn check_pin(r: &PinReadBack<'_>) -> Option<String> {
     })
 }
 
-async fn pin_session(client: &Client) -> Result<(), ConnectError> {
+async fn pin_session(client: &Client, own: bool) -> Result<(), ConnectError> {
     let messages = client
         .simple_query(PIN_SQL)
         .await
@@ -322,7 +324,9 @@ async fn pin_session(client: &Client) -> Result<(), ConnectError> {
             sqlstate: None,
         });
     }
-    if let (Ok(pid), key, Ok(start)) = (col(6).parse::<i32>(), col(7), col(8).parse::<i64>()) {
+    if let (true, Ok(pid), key, Ok(start)) =
+        (own, col(6).parse::<i32>(), col(7), col(8).parse::<i64>())
+    {
         own_sessions().insert((key.to_string(), pid, start));
     }
     Ok(())
