@@ -130,6 +130,24 @@ async fn a_collision_is_seen_through_the_api_the_events_and_metrics() {
     let summary = serve.json("/api/v1/summary");
     assert_eq!(summary["blocked"], 1, "{summary:#}");
     assert_eq!(summary["collisions"], 1, "{summary:#}");
+    // A client of the server: no database credentials, the same output and exit codes.
+    let url = format!("http://127.0.0.1:{}", serve.port);
+    let out = client(&[
+        "snapshot",
+        "--summary",
+        "--json",
+        "--fail-on-blocked",
+        "--server",
+        &url,
+    ]);
+    assert_exit(&out, 1);
+    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(remote["collisions"], 1, "{remote:#}");
+    let text = client_text(&["snapshot", "--server", &url]);
+    assert!(
+        text.contains(NS_A) && text.contains("public.accounts"),
+        "{text}"
+    );
 
     // The waiter stays connected: a session that gave up and then left would read as waiter_gone.
     let (_waiter, r) = task.await.unwrap();
@@ -146,6 +164,10 @@ async fn a_collision_is_seen_through_the_api_the_events_and_metrics() {
     assert_eq!(e["relation"], "public.accounts");
     let filtered = serve.json(&format!("/api/v1/incidents?namespace={NS_B}&since=1h"));
     assert_eq!(filtered["episodes"].as_array().map(Vec::len), Some(1));
+    let remote = client(&["incidents", "--json", "--namespace", NS_B, "--server", &url]);
+    assert_exit(&remote, 0);
+    let remote: Value = serde_json::from_slice(&remote.stdout).unwrap();
+    assert_eq!(remote["episodes"][0]["outcome"], "gave_up", "{remote:#}");
     let other = serve.json("/api/v1/incidents?namespace=p1t1r1");
     assert_eq!(other["episodes"].as_array().map(Vec::len), Some(0));
     let (status, bad) = serve.get("/api/v1/incidents?since=yesterday");
@@ -174,6 +196,49 @@ async fn a_collision_is_seen_through_the_api_the_events_and_metrics() {
         "the event already seen is not sent again: {resume}"
     );
     holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// Runs a pgswarm client command (no database configured).
+fn client(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(args)
+        .env_remove("PGSWARM_DB")
+        .env_remove("PGSWARM_CONFIG")
+        .env_remove("PGSWARM_SERVER")
+        .output()
+        .unwrap()
+}
+
+fn client_text(args: &[&str]) -> String {
+    let out = client(args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client of a server that does not answer: exit 3 and the reason, never "nothing blocked".
+#[test]
+fn a_client_of_a_dead_server_exits_3_and_says_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["snapshot", "--server", url.as_str()],
+        vec!["snapshot", "--summary", "--json", "--server", url.as_str()],
+        vec!["incidents", "--server", url.as_str()],
+    ] {
+        let out = client(&args);
+        assert_exit(&out, 3);
+        assert!(out.stdout.is_empty(), "{args:?} printed a picture");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not answer"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bad = client(&["snapshot", "--server", "ftp://x"]);
+    assert_exit(&bad, 2);
 }
 
 /// Reads `/api/v1/events` (with `Last-Event-ID: last` when given), decoding the chunked body,
@@ -275,6 +340,23 @@ fn off_loopback_needs_a_token_and_requests_need_it_too() {
         &[("Authorization", "Bearer s3cret-token")],
     );
     assert_eq!(status, 200, "{body}");
+    // A client without the token is told what to give; with it, it reads.
+    let url = format!("http://127.0.0.1:{}", serve.port);
+    let out = client(&["snapshot", "--summary", "--server", &url]);
+    assert_exit(&out, 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+    let out = client(&[
+        "snapshot",
+        "--summary",
+        "--json",
+        "--server",
+        &url,
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["unreachable"][0], "x", "{summary:#}");
+    assert_exit(&out, 3);
     // An unreachable database is down, never "nothing blocked" by omission.
     assert!(
         body.contains("pgswarm_database_up{database=\"x\"} 0"),

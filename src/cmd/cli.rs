@@ -359,9 +359,10 @@ pub struct DemoArgs {
 }
 
 const SERVE_HELP: &str = "\
-Polls every configured database once (like the dashboard: incremental
-refresh, fast polls while anything waits), keeps the flight log, and
-answers from memory: N dashboards and agents cost the database one probe.
+Polls every configured database for all its readers at once (like the
+dashboard: incremental refresh, fast polls while anything waits), keeps the
+flight log, and answers from memory: N agents cost the database one probe.
+Clients: pgswarm snapshot --server URL, pgswarm incidents --server URL.
 
 Endpoints: /api/v1/snapshot, /api/v1/summary, /api/v1/incidents
 (?since=1h&namespace=&worker=), /api/v1/events (server-sent events, resume
@@ -460,6 +461,17 @@ pub struct IncidentsArgs {
     pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
+    /// Read the lock waits a running `pgswarm serve` at URL remembers instead of the flight log
+    #[arg(long = "server", value_name = "URL", env = "PGSWARM_SERVER", conflicts_with_all = ["from", "log", "follow"])]
+    pub server: Option<String>,
+    /// With --server: the file holding the bearer token the server wants
+    #[arg(
+        long = "token-file",
+        value_name = "FILE",
+        env = "PGSWARM_TOKEN_FILE",
+        requires = "server"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 const SWEEP_HELP: &str = "\
@@ -533,6 +545,25 @@ pub struct SnapshotArgs {
     /// wait and each lock table's fill; reads only the waiting sessions and their blockers
     #[arg(long, conflicts_with_all = ["replay", "exact_sizes"])]
     pub summary: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// Reading a running `pgswarm serve` instead of the databases.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArg {
+    /// Read a running `pgswarm serve` at URL (http://HOST:PORT) instead of the databases: no
+    /// database credentials needed, same output and exit codes
+    #[arg(long = "server", value_name = "URL", env = "PGSWARM_SERVER", conflicts_with_all = ["replay", "exact_sizes"])]
+    pub url: Option<String>,
+    /// With --server: the file holding the bearer token the server wants
+    #[arg(
+        long = "token-file",
+        value_name = "FILE",
+        env = "PGSWARM_TOKEN_FILE",
+        requires = "url"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 /// A duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.

@@ -53,6 +53,49 @@ pub fn run(args: &IncidentsArgs) -> Result<Exit, CmdError> {
     Ok(Exit::Ok)
 }
 
+/// `incidents --server URL`: the ended lock waits a running `pgswarm serve` remembers, filtered
+/// there (`since`, `namespace`, `worker`), printed as from the flight log.
+pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
+    use crate::cmd::snapshot::{remote_error, remote_of};
+    #[derive(serde::Deserialize)]
+    struct Remote {
+        episodes: Vec<Episode>,
+    }
+    let remote = remote_of(args.server.as_deref(), args.token_file.as_deref())?;
+    let mut query = Vec::new();
+    if let Some(d) = args.since {
+        query.push(format!("since={}s", d.as_secs().max(1)));
+    }
+    for (key, value) in [("namespace", &args.namespace), ("worker", &args.worker)] {
+        if let Some(v) = value {
+            query.push(format!(
+                "{key}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+    }
+    let path = format!("/api/v1/incidents?{}", query.join("&"));
+    let doc: Remote = remote.get_json(&path).map_err(remote_error)?;
+    let source = format!(
+        "pgswarm serve {}",
+        args.server.as_deref().unwrap_or_default()
+    );
+    let chosen: Vec<&Episode> = doc.episodes.iter().collect();
+    if args.json {
+        let doc = Document {
+            schema_version: EPISODES_VERSION,
+            source,
+            episodes: chosen,
+        };
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
+        emit(&(text + "\n"));
+    } else {
+        emit(&render(&chosen, args.namespace.as_deref(), &source));
+    }
+    Ok(Exit::Ok)
+}
+
 /// The episodes and where they came from.
 fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
     if let Some(path) = &args.from {

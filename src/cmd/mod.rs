@@ -57,11 +57,17 @@ pub enum CmdError {
     Dashboard(#[from] crate::tui::run::TuiError),
     #[error("{0}")]
     Io(String),
+    /// What should have been read could not be (a `serve` that does not answer): exit 3.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl CmdError {
     pub fn exit(&self) -> Exit {
-        Exit::Usage
+        match self {
+            CmdError::Unreachable(_) => Exit::Unreachable,
+            _ => Exit::Usage,
+        }
     }
 }
 
@@ -179,6 +185,8 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
         }) => replay::watch(runtime, &path, offline()?),
         Command::Watch(args) => watch::run(runtime, settings()?, &args),
         Command::Snapshot(args) if args.replay.is_some() => replay::snapshot(&args),
+        Command::Snapshot(args) if args.server.url.is_some() => snapshot::run_remote(&args),
+        Command::Incidents(args) if args.server.is_some() => incidents::run_remote(&args),
         Command::Snapshot(args) => snapshot::run(runtime, &settings()?, &args),
         Command::Sweep(args) => sweep::run(runtime, &settings()?, &args),
         Command::Record(args) => record::run(runtime, &settings()?, &args),

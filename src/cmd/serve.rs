@@ -66,7 +66,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr, CmdError> {
 
 /// The token file's first line, trimmed; it must not be empty, and a token readable by others is
 /// refused like libpq refuses such a password file.
-fn read_token(path: &Path) -> Result<String, CmdError> {
+pub(crate) fn read_token(path: &Path) -> Result<String, CmdError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| CmdError::Usage(format!("--token-file {}: {e}", path.display())))?;

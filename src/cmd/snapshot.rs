@@ -55,6 +55,58 @@ pub fn run(
     Ok(snapshot_exit(&snap, args.fail_on_blocked))
 }
 
+/// `snapshot --server URL` (with `--summary`, `--json`, `--fail-on-blocked`): the same output and
+/// exit codes, read from a running `pgswarm serve`. A server that cannot be read is exit 3 with
+/// the reason, never an empty picture.
+pub fn run_remote(args: &SnapshotArgs) -> Result<Exit, CmdError> {
+    let remote = remote_of(
+        args.server.url.as_deref(),
+        args.server.token_file.as_deref(),
+    )?;
+    if args.summary {
+        let summary: crate::domain::summary::Summary =
+            remote.get_json("/api/v1/summary").map_err(remote_error)?;
+        let out = if args.json {
+            serde_json::to_string(&summary).expect("summary serializes")
+        } else {
+            render_summary_line(&summary)
+        };
+        emit(&format!("{out}\n"));
+        return Ok(if !summary.unreachable.is_empty() {
+            Exit::Unreachable
+        } else if args.fail_on_blocked && summary.blocked > 0 {
+            Exit::Blocked
+        } else {
+            Exit::Ok
+        });
+    }
+    let snap: Snapshot = remote.get_json("/api/v1/snapshot").map_err(remote_error)?;
+    emit(&render_snapshot(&snap, args.json, false));
+    for d in snap.unread() {
+        emit_stderr(&format!(
+            "pgswarm: database {:?} not read by the server: {}\n",
+            d.name,
+            sanitize(d.error.as_deref().unwrap_or("?"))
+        ));
+    }
+    Ok(snapshot_exit(&snap, args.fail_on_blocked))
+}
+
+/// The server named by `--server`, with its token.
+pub fn remote_of(
+    url: Option<&str>,
+    token_file: Option<&std::path::Path>,
+) -> Result<crate::serve::client::Remote, CmdError> {
+    let url = url.unwrap_or_default();
+    let token = token_file.map(crate::cmd::serve::read_token).transpose()?;
+    crate::serve::client::Remote::new(url, token).map_err(|e| CmdError::Usage(e.to_string()))
+}
+
+/// A server that could not be read: exit 3, with what happened (usage errors stay exit 2).
+pub fn remote_error(e: crate::serve::client::RemoteError) -> CmdError {
+    CmdError::Unreachable(e.to_string())
+}
+
 /// When no database was configured and libpq's default could not be read either: what was tried,
 /// and how to configure pgswarm.
 pub fn nothing_configured_hint(settings: &Settings, snap: &Snapshot) -> Option<String> {

@@ -9,6 +9,7 @@
 //! Safe by default: it listens on loopback unless told otherwise, and `cmd::serve` refuses any
 //! other address without a bearer token. It is read-only: it never cancels, terminates or drops.
 
+pub mod client;
 pub mod hub;
 pub mod routes;
 
