@@ -513,3 +513,69 @@ fn outcome_label(o: crate::domain::incidents::Outcome) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "unknown".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures;
+    use crate::domain::snapshot::{build_snapshot, Convention};
+    use tokio::sync::broadcast::error::RecvError;
+
+    fn update() -> Update {
+        Update {
+            snapshot: Arc::new(build_snapshot(
+                fixtures::collision(),
+                &Convention::default(),
+            )),
+            latencies: vec![("platform".into(), Duration::from_millis(3))],
+            at: fixtures::fixture_now(),
+            ended: Vec::new(),
+            ongoing: Vec::new(),
+            flight_log_error: None,
+        }
+    }
+
+    /// A subscriber that never reads is dropped once it falls behind; nothing is kept for it, and
+    /// the replay history stays bounded however many polls go by.
+    #[tokio::test]
+    async fn a_slow_subscriber_is_dropped_and_memory_stays_bounded() {
+        let hub = Hub::new();
+        let (_, mut slow) = hub.subscribe(None);
+        let u = update();
+        for _ in 0..(EVENTS_KEPT * 3) {
+            hub.publish(&u);
+        }
+        assert!(matches!(slow.recv().await, Err(RecvError::Lagged(_))));
+        assert_eq!(hub.history.lock().unwrap().len(), EVENTS_KEPT);
+        // A client resuming after an id it saw gets exactly what followed, from the history.
+        let last = hub.history.lock().unwrap().back().unwrap().id;
+        let (backlog, _) = hub.subscribe(Some(last - 5));
+        let ids: Vec<u64> = backlog.iter().map(|e| e.id).collect();
+        assert_eq!(ids, ((last - 4)..=last).collect::<Vec<_>>());
+        assert!(hub.latest().is_some());
+        assert_eq!(
+            hub.latest().unwrap().summary.blocked,
+            u.snapshot.blocked_sessions()
+        );
+    }
+
+    #[test]
+    fn gauges_count_blocked_sessions_and_collisions_per_database() {
+        let snap = build_snapshot(fixtures::collision(), &Convention::default());
+        let g = gauges_of(&snap);
+        let blocked: f64 = g.blocked.values().sum();
+        assert_eq!(blocked as usize, snap.blocked_sessions());
+        let collisions: f64 = g.collisions.values().sum();
+        let expected = snap
+            .blocking
+            .iter()
+            .filter(|e| e.cross_invocation)
+            .map(|e| (e.server.clone(), e.blocked_pid))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        assert_eq!(collisions as usize, expected);
+        assert!(g.database_up.values().all(|v| *v == 1.0));
+        let runs: f64 = g.invocations.values().sum();
+        assert_eq!(runs as usize, snap.invocations.len());
+    }
+}

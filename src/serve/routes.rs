@@ -322,6 +322,40 @@ fn event_stream(
 mod tests {
     use super::*;
 
+    /// An event-stream client that cannot keep up is dropped (its stream ends), not buffered for;
+    /// the slot it held is given back.
+    #[tokio::test]
+    async fn a_lagging_event_stream_ends_and_frees_its_slot() {
+        use crate::domain::fixtures;
+        use crate::domain::snapshot::{build_snapshot, Convention};
+        use futures_util::StreamExt;
+        let hub = Hub::new();
+        let clients = Arc::new(AtomicUsize::new(1));
+        let (backlog, rx) = hub.subscribe(None);
+        let stream = event_stream(backlog, rx, 0, Slot(clients.clone()));
+        let update = crate::pg::stream::Update {
+            snapshot: Arc::new(build_snapshot(
+                fixtures::collision(),
+                &Convention::default(),
+            )),
+            latencies: Vec::new(),
+            at: fixtures::fixture_now(),
+            ended: Vec::new(),
+            ongoing: Vec::new(),
+            flight_log_error: None,
+        };
+        for _ in 0..(super::super::hub::SUBSCRIBER_QUEUE * 2) {
+            hub.publish(&update);
+        }
+        let got: Vec<_> = stream.collect().await;
+        assert!(
+            got.is_empty(),
+            "a lagging reader gets nothing more: {}",
+            got.len()
+        );
+        assert_eq!(clients.load(Ordering::Relaxed), 0, "its slot is free again");
+    }
+
     #[test]
     fn secrets_compare_whole() {
         assert!(same_secret(b"abc", b"abc"));
