@@ -369,7 +369,7 @@ fn the_terminate_overlay_lists_exactly_whom_and_read_only_hides_the_keys() {
     let screen = text(&render(&app, 120, 40, COLOR));
     let footer = screen.lines().last().unwrap();
     assert!(
-        !footer.contains("kill") && !footer.contains("sweep"),
+        !footer.contains("K terminate") && !footer.contains("sweep"),
         "{footer}"
     );
     app.update(Event::Key(KeyCode::Char('?').into()));
