@@ -440,7 +440,9 @@ impl EpisodeTracker {
             let o = self.open.remove(&key).expect("listed");
             ended.push(finish(o, &key, &view));
         }
-        ended.sort_by_key(|e| e.sort_time());
+        // Episodes that end in the same snapshot come out of a hash map: order them by id too, so
+        // the same history always reads the same.
+        ended.sort_by(|a, b| (a.sort_time(), &a.id).cmp(&(b.sort_time(), &b.id)));
         ended
     }
 
