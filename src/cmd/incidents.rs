@@ -38,6 +38,15 @@ pub fn run(args: &IncidentsArgs) -> Result<Exit, CmdError> {
         .filter(|_| args.from.is_some())
         .unwrap_or_else(Utc::now);
     let chosen: Vec<&Episode> = episodes.iter().filter(|e| wanted(e, args, now)).collect();
+    print_episodes(args, source, chosen)
+}
+
+/// The chosen episodes as the `incidents --json` document or the text list.
+fn print_episodes(
+    args: &IncidentsArgs,
+    source: String,
+    chosen: Vec<&Episode>,
+) -> Result<Exit, CmdError> {
     if args.json {
         let doc = Document {
             schema_version: EPISODES_VERSION,
@@ -80,20 +89,7 @@ pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
         "pgswarm serve {}",
         args.server.as_deref().unwrap_or_default()
     );
-    let chosen: Vec<&Episode> = doc.episodes.iter().collect();
-    if args.json {
-        let doc = Document {
-            schema_version: EPISODES_VERSION,
-            source,
-            episodes: chosen,
-        };
-        let text = serde_json::to_string_pretty(&doc)
-            .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
-        emit(&(text + "\n"));
-    } else {
-        emit(&render(&chosen, args.namespace.as_deref(), &source));
-    }
-    Ok(Exit::Ok)
+    print_episodes(args, source, doc.episodes.iter().collect())
 }
 
 /// The episodes and where they came from.
