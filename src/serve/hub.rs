@@ -20,7 +20,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -486,15 +485,6 @@ impl EncodeLabelSet for NoLabels {
     ) -> Result<(), std::fmt::Error> {
         Ok(())
     }
-}
-
-/// A JSON body that serializes once per poll, not per request.
-#[derive(Debug, Serialize)]
-pub struct Health {
-    pub status: &'static str,
-    pub last_poll_at: Option<DateTime<Utc>>,
-    pub databases_read: usize,
-    pub databases: usize,
 }
 
 /// The outcomes an ended episode can have (`ongoing` never ends one).
