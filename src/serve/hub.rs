@@ -68,6 +68,10 @@ pub struct Hub {
     registry: Registry,
     episodes_total: Family<EpisodeLabels, Counter>,
     wait_seconds: Histogram,
+    /// The exposition, encoded once per poll: every scrape until the next poll gets these bytes
+    /// (building the gauges from a 1,000-session snapshot per scrape made `/metrics` p99 21 ms with
+    /// 50 concurrent scrapers).
+    exposition: RwLock<Option<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -109,6 +113,7 @@ impl Hub {
             registry,
             episodes_total,
             wait_seconds,
+            exposition: RwLock::new(None),
         })
     }
 
@@ -167,6 +172,10 @@ impl Hub {
                 kept.push_back(e.clone());
             }
         }
+        // Everything the exposition reads is in place: encode it for the scrapes of this poll.
+        if let Ok(text) = self.encode_fresh() {
+            *self.exposition.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(text));
+        }
         self.emit("summary", serde_json::to_string(&*summary));
         for e in &update.ended {
             self.emit("episode", serde_json::to_string(e));
@@ -223,8 +232,21 @@ impl Hub {
             .collect()
     }
 
-    /// The OpenMetrics exposition of the latest poll.
-    pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+    /// The OpenMetrics exposition of the latest poll (encoded when it was published; before the
+    /// first poll, encoded now).
+    pub fn encode_metrics(&self) -> Result<Arc<str>, std::fmt::Error> {
+        if let Some(text) = self
+            .exposition
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(text);
+        }
+        self.encode_fresh().map(Arc::from)
+    }
+
+    fn encode_fresh(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -547,6 +569,20 @@ mod tests {
             hub.latest().unwrap().summary.blocked,
             u.snapshot.blocked_sessions()
         );
+    }
+
+    /// The exposition a scrape gets is the one encoded at the latest poll: the same bytes a fresh
+    /// encoding gives, and a new poll replaces it.
+    #[test]
+    fn the_exposition_is_encoded_once_per_poll() {
+        let hub = Hub::new();
+        let before = hub.encode_metrics().unwrap();
+        assert!(!before.contains("pgswarm_blocked_sessions"), "{before}");
+        hub.publish(&update());
+        let cached = hub.encode_metrics().unwrap();
+        assert_eq!(&*cached, hub.encode_fresh().unwrap().as_str());
+        assert!(cached.contains("pgswarm_blocked_sessions"), "{cached}");
+        assert!(Arc::ptr_eq(&cached, &hub.encode_metrics().unwrap()));
     }
 
     #[test]
