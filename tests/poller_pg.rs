@@ -28,7 +28,7 @@ fn start_pollers(
     let pollers = spawn_pollers(
         &settings.databases,
         &settings.session,
-        "test",
+        &pgswarm::pg::probe::ProbeOptions::default(),
         Arc::new(ProcessEnv),
         control_rx,
         tx,

@@ -70,8 +70,10 @@ Examples:
   pgswarm snapshot --fail-on-blocked --db platform=postgres://db1/p_test
   pgswarm snapshot --replay incident.jsonl --at 12:04:31
   pgswarm snapshot --summary --json
+  pgswarm snapshot --fail-on-public-write --shared-schema public
 
-Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked; 2 usage error;
+Exit codes: 0 ok; 1 blocked sessions with --fail-on-blocked, or a test session
+writing into a shared schema with --fail-on-public-write; 2 usage error;
 3 some database could not be read (the rest is still reported). JSON fields:
 docs/json.md.";
 
@@ -150,6 +152,15 @@ pub struct GlobalArgs {
         help_heading = "Naming convention"
     )]
     pub schema_prefix: Option<String>,
+    /// A schema every run shares, where a test session's writes are public writes; repeatable
+    /// (e.g. --shared-schema public --shared-schema reference) [default: public]
+    #[arg(
+        long = "shared-schema",
+        value_name = "SCHEMA",
+        global = true,
+        help_heading = "Naming convention"
+    )]
+    pub shared_schema: Vec<String>,
     /// Never change anything: sweep, cancel and terminate refuse; the dashboard hides their keys
     #[arg(long, global = true, help_heading = "Safety")]
     pub read_only: bool,
@@ -427,12 +438,25 @@ Examples:
   pgswarm incidents --namespace p4242t1795510800r0a1b2c3d
   pgswarm incidents --from run.jsonl --json | jq '.episodes[0]'
   pgswarm incidents --follow --json --config pgswarm.toml
+  pgswarm incidents --kind public-write --json
+
+Writes of test sessions into shared schemas (public) are kept too: --kind
+lock-wait or --kind public-write picks one kind (default both).
 
 --follow polls like the dashboard (faster while anything waits) and says on
 stderr when a database cannot be read: waits there are not seen meanwhile.
 
 Exit codes: 0 done; 2 usage error or unreadable input. JSON fields:
 docs/incidents.md.";
+
+/// What `incidents --kind` picks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentKind {
+    /// Lock-wait episodes
+    LockWait,
+    /// Writes of test sessions into shared schemas
+    PublicWrite,
+}
 
 #[derive(Args, Debug)]
 pub struct IncidentsArgs {
@@ -442,6 +466,9 @@ pub struct IncidentsArgs {
     /// Only episodes of this run: its sessions waiting, or blocking others
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// Only this kind of incident: lock-wait or public-write [default: both]
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub kind: Option<IncidentKind>,
     /// Only episodes in which this worker (gw0, master, ...) waited or blocked
     #[arg(long, value_name = "WORKER")]
     pub worker: Option<String>,
@@ -537,6 +564,10 @@ pub struct SnapshotArgs {
     /// Exit 1 when any session is blocked
     #[arg(long)]
     pub fail_on_blocked: bool,
+    /// Exit 1 when a test session writes into a shared schema (`public`, or --shared-schema):
+    /// the search_path fall-through, caught from the locks its open transaction holds
+    #[arg(long)]
+    pub fail_on_public_write: bool,
     /// Exact schema sizes (pg_total_relation_size, a brief lock per table) instead of the
     /// planner's estimates; costs most of a snapshot's server time when many test tables exist
     #[arg(long, conflicts_with = "replay")]

@@ -26,7 +26,8 @@ use cli::{Cli, Command, WatchArgs};
 pub enum Exit {
     /// Done; nothing to report as a failure.
     Ok = 0,
-    /// `--fail-on-blocked` and some session is blocked.
+    /// `--fail-on-blocked` and some session is blocked, or `--fail-on-public-write` and some test
+    /// session writes into a shared schema.
     Blocked = 1,
     /// Usage or configuration error: the message names the bad value; nothing was touched.
     Usage = 2,
@@ -130,6 +131,7 @@ fn cli_settings(cli: &Cli) -> CliSettings {
             .or_else(|| crate::pg::config::default_config_file(&ProcessEnv)),
         app_prefix: g.app_prefix.clone(),
         schema_prefix: g.schema_prefix.clone(),
+        shared_schemas: g.shared_schema.clone(),
         connect_timeout: g.connect_timeout.clone(),
         read_only: g.read_only,
     }

@@ -42,6 +42,7 @@ fn render_unchecked(snap: &Snapshot) -> String {
     render_trees(&mut out, snap);
     render_invocations(&mut out, snap);
     render_schemas(&mut out, snap);
+    render_public_writes(&mut out, snap);
     render_others(&mut out, snap);
     render_sqlite(&mut out, snap);
     if !snap.warnings.is_empty() {
@@ -409,6 +410,36 @@ fn render_invocations(out: &mut String, snap: &Snapshot) {
                 ""
             }
         );
+    }
+}
+
+/// Writes into shared schemas and runs without their worker schema; nothing when there are none.
+fn render_public_writes(out: &mut String, snap: &Snapshot) {
+    if !snap.public_writes.is_empty() {
+        out.push_str("\nPUBLIC WRITES (test sessions writing into shared schemas)\n");
+        for w in &snap.public_writes {
+            let pid = w.pid.map(|p| format!("  pid {p}")).unwrap_or_default();
+            let since = w
+                .since
+                .map(|t| format!("  since {}", t.format("%H:%M:%S")))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {}{pid}{since}", t(&w.describe()));
+        }
+    }
+    if !snap.missing_worker_schemas.is_empty() {
+        out.push_str("\nMISSING WORKER SCHEMAS (search_path falls through to shared schemas)\n");
+        for m in &snap.missing_worker_schemas {
+            let pids: Vec<String> = m.pids.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {}/{} in {}: no schema {}  (pids {})",
+                t(&m.namespace),
+                t(&m.worker),
+                t(&m.database),
+                t(&m.schema),
+                pids.join(", ")
+            );
+        }
     }
 }
 

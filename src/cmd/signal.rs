@@ -76,8 +76,9 @@ async fn plan_confirm_send(
     action: Action,
 ) -> Result<Exit, CmdError> {
     let opts = ProbeOptions {
-        schema_prefix: settings.convention.schema_prefix.clone(),
-        exact_sizes: false,
+        // Public writes are not looked for here: neither a sweep nor a signal needs them.
+        shared_schemas: Vec::new(),
+        ..ProbeOptions::of(&settings.convention)
     };
     let obs = observe_once(&settings.databases, &settings.session, &opts, &ProcessEnv).await;
     let snap = build_snapshot(obs, &settings.convention);

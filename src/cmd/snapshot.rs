@@ -52,7 +52,11 @@ pub fn run(
     if let Some(hint) = nothing_configured_hint(settings, &snap) {
         emit_stderr(&format!("pgswarm: {hint}\n"));
     }
-    Ok(snapshot_exit(&snap, args.fail_on_blocked))
+    Ok(snapshot_exit_public(
+        &snap,
+        args.fail_on_blocked,
+        args.fail_on_public_write,
+    ))
 }
 
 /// `snapshot --server URL` (with `--summary`, `--json`, `--fail-on-blocked`): the same output and
@@ -89,7 +93,11 @@ pub fn run_remote(args: &SnapshotArgs) -> Result<Exit, CmdError> {
             sanitize(d.error.as_deref().unwrap_or("?"))
         ));
     }
-    Ok(snapshot_exit(&snap, args.fail_on_blocked))
+    Ok(snapshot_exit_public(
+        &snap,
+        args.fail_on_blocked,
+        args.fail_on_public_write,
+    ))
 }
 
 /// The server named by `--server`, with its token.
@@ -152,8 +160,8 @@ pub async fn take_snapshot_with(
     exact_sizes: bool,
 ) -> Snapshot {
     let opts = ProbeOptions {
-        schema_prefix: settings.convention.schema_prefix.clone(),
         exact_sizes,
+        ..ProbeOptions::of(&settings.convention)
     };
     let (obs, sqlite) = futures_util::future::join(
         observe_once(&settings.databases, &settings.session, &opts, env),
@@ -194,6 +202,19 @@ pub fn snapshot_exit(snap: &Snapshot, fail_on_blocked: bool) -> Exit {
         Exit::Blocked
     } else {
         Exit::Ok
+    }
+}
+
+/// [`snapshot_exit`], and with `fail_on_public_write` exit 1 when a test session writes into a
+/// shared schema (`public_writes`), after unreachable (3) like blocked.
+pub fn snapshot_exit_public(
+    snap: &Snapshot,
+    fail_on_blocked: bool,
+    fail_on_public_write: bool,
+) -> Exit {
+    match snapshot_exit(snap, fail_on_blocked) {
+        Exit::Ok if fail_on_public_write && !snap.public_writes.is_empty() => Exit::Blocked,
+        exit => exit,
     }
 }
 

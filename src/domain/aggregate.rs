@@ -35,6 +35,7 @@ impl Aggregator {
             .collect();
         build_snapshot(
             Observation {
+                shared: Default::default(),
                 taken_at: now,
                 databases,
                 servers: Vec::new(),

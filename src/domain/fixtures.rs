@@ -121,6 +121,7 @@ fn observation(
     schemas: Vec<ObservedSchema>,
 ) -> Observation {
     Observation {
+        shared: Default::default(),
         taken_at: fixture_now(),
         databases,
         servers: (0..servers).map(server).collect(),

@@ -25,6 +25,9 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "<insufficient privilege>";
 pub struct Convention {
     pub app_prefix: String,
     pub schema_prefix: String,
+    /// Schemas every run shares (`public` unless configured): a test session writing there is a
+    /// public write (see `domain::public_write`).
+    pub shared_schemas: Vec<String>,
 }
 
 impl Default for Convention {
@@ -32,6 +35,7 @@ impl Default for Convention {
         Convention {
             app_prefix: "pytest".into(),
             schema_prefix: "test".into(),
+            shared_schemas: vec![crate::domain::public_write::DEFAULT_SHARED_SCHEMA.into()],
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct Observation {
     pub servers: Vec<ObservedServer>,
     pub sessions: Vec<ObservedSession>,
     pub schemas: Vec<ObservedSchema>,
+    /// Locks and write counters on the shared schemas (`domain::public_write`).
+    pub shared: crate::domain::public_write::SharedObservation,
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -219,6 +225,14 @@ pub struct Snapshot {
     /// the PostgreSQL picture is built; empty when none are configured.
     #[serde(default)]
     pub sqlite: Vec<crate::domain::sqlite::SqliteReport>,
+    /// Writes into shared schemas (`public`): from locks held now, and (dashboard, `record`) from
+    /// the shared tables' write counters. See docs/public-writes.md.
+    #[serde(default)]
+    pub public_writes: Vec<crate::domain::public_write::PublicWrite>,
+    /// Labeled sessions connected to a database where their run has no worker schema: the setup
+    /// in which `search_path` falls through to `public`.
+    #[serde(default)]
+    pub missing_worker_schemas: Vec<crate::domain::public_write::MissingWorkerSchema>,
 }
 
 /// A lock table this full gets a warning: at 100% the next lock fails with `out of shared memory`
@@ -273,6 +287,11 @@ pub enum WarningCode {
     Unattributed,
     /// A server's lock table is at least 80% full: the next locks fail with 53200 at 100%.
     LockTableFull,
+    /// A test session writes (or wrote) into a shared schema (`public_writes`).
+    PublicWrite,
+    /// A labeled session is connected to a database where its run has no worker schema
+    /// (`missing_worker_schemas`).
+    MissingWorkerSchema,
 }
 
 /// How a configured database was read in this snapshot.

@@ -32,6 +32,9 @@ pub struct ConfigError(pub String);
 pub struct FileConfig {
     pub app_prefix: Option<String>,
     pub schema_prefix: Option<String>,
+    /// Schemas every run shares, where a test session's writes are public writes (default
+    /// `["public"]`).
+    pub shared_schemas: Option<Vec<String>>,
     pub connect_timeout: Option<String>,
     pub read_only: Option<bool>,
     #[serde(default)]
@@ -63,6 +66,8 @@ pub struct CliSettings {
     pub config: Option<PathBuf>,
     pub app_prefix: Option<String>,
     pub schema_prefix: Option<String>,
+    /// `--shared-schema` (repeatable); empty: the config file's, else `public`.
+    pub shared_schemas: Vec<String>,
     pub connect_timeout: Option<String>,
     pub read_only: bool,
 }
@@ -430,10 +435,34 @@ fn resolve_databases(
     Ok(databases)
 }
 
+/// `--shared-schema` over `shared_schemas` in the config file over `public`; each checked.
+fn shared_schemas(
+    cli: &CliSettings,
+    file: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let (list, source) = if !cli.shared_schemas.is_empty() {
+        (cli.shared_schemas.clone(), "--shared-schema")
+    } else if let Some(list) = file {
+        (list, "shared_schemas in the config file")
+    } else {
+        return Ok(vec![
+            crate::domain::public_write::DEFAULT_SHARED_SCHEMA.to_string()
+        ]);
+    };
+    for name in &list {
+        crate::domain::public_write::validate_shared_schema(name)
+            .map_err(|e| ConfigError(format!("{e} (from {source})")))?;
+    }
+    let mut list = list;
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
 /// The convention, the connect timeout and the safety switch.
 fn finish(
     cli: &CliSettings,
-    file: FileConfig,
+    mut file: FileConfig,
     databases: Vec<DbTarget>,
     env: &dyn Environment,
     nothing_configured: bool,
@@ -450,6 +479,7 @@ fn finish(
         .or(file.schema_prefix)
         .unwrap_or_else(|| "test".into());
     validate_prefix("schema prefix", &schema_prefix).map_err(ConfigError)?;
+    let shared_schemas = shared_schemas(cli, file.shared_schemas.take())?;
 
     // Connect timeout: a value in a connection string wins for that database; otherwise
     // --connect-timeout (or PGSWARM_CONNECT_TIMEOUT) > config file > PGCONNECT_TIMEOUT > 5 s.
@@ -478,6 +508,7 @@ fn finish(
         convention: Convention {
             app_prefix,
             schema_prefix,
+            shared_schemas,
         },
         session,
         read_only: cli.read_only || file.read_only.unwrap_or(false),

@@ -20,6 +20,7 @@
 //! [`ANSWER_WITHIN`] and then turn the flight log off for the run.
 
 use crate::domain::incidents::{Episode, EPISODES_VERSION};
+use crate::domain::public_write::PublicWrite;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Read as _, Write};
@@ -200,6 +201,20 @@ struct Line {
     episode: Episode,
 }
 
+/// A public write's line (`kind` is always `public_write`): lines of this kind sit beside the
+/// episodes; a pgswarm that does not know them counts them as skipped.
+#[derive(Serialize, Deserialize)]
+struct PublicWriteLine {
+    schema_version: u32,
+    kind: String,
+    id: String,
+    #[serde(flatten)]
+    write: PublicWrite,
+}
+
+/// The `kind` of a public write's line.
+pub const PUBLIC_WRITE_KIND: &str = "public_write";
+
 /// An appender to the flight log.
 #[derive(Debug, Clone)]
 pub struct FlightLog {
@@ -286,6 +301,49 @@ impl FlightLog {
             text.push_str(&json);
             text.push('\n');
         }
+        self.append_text(&text)
+    }
+
+    /// Appends public writes that ended, one line each (kind `public_write`).
+    pub fn append_public_writes(&self, writes: &[PublicWrite]) -> Result<(), FlightLogError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for w in writes {
+            let line = PublicWriteLine {
+                schema_version: EPISODES_VERSION,
+                kind: PUBLIC_WRITE_KIND.into(),
+                id: w.id(),
+                write: w.clone(),
+            };
+            let json = serde_json::to_string(&line)
+                .map_err(|e| FlightLogError::io(&self.path, std::io::Error::other(e)))?;
+            text.push_str(&json);
+            text.push('\n');
+        }
+        self.append_text(&text)
+    }
+
+    /// [`FlightLog::append_public_writes`] off the async threads, waiting at most `within`.
+    pub async fn append_public_writes_within(
+        &self,
+        writes: Vec<PublicWrite>,
+        within: Duration,
+    ) -> Result<(), FlightLogError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let log = self.clone();
+        let write = tokio::task::spawn_blocking(move || log.append_public_writes(&writes));
+        match tokio::time::timeout(within, write).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(FlightLogError::io(&self.path, std::io::Error::other(join))),
+            Err(_) => Err(self.no_answer(within)),
+        }
+    }
+
+    fn append_text(&self, text: &str) -> Result<(), FlightLogError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| FlightLogError::io(dir, e))?;
         }
@@ -345,6 +403,8 @@ pub struct Read {
     pub episodes: Vec<Episode>,
     /// Lines that are not episodes of a known version (a newer pgswarm, a cut line).
     pub skipped: usize,
+    /// Public writes (lines of kind `public_write`), each id once, oldest last-seen first.
+    pub public_writes: Vec<PublicWrite>,
 }
 
 /// Reads the rotated file and the current one. A missing file is an empty history; anything but a
@@ -352,6 +412,7 @@ pub struct Read {
 pub fn read(path: &Path) -> Result<Read, FlightLogError> {
     let mut out = Read::default();
     let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut writes: HashMap<String, usize> = HashMap::new();
     for p in [rotated(path), path.to_path_buf()] {
         let file = match open_regular(&p, std::fs::OpenOptions::new().read(true)) {
             Ok(f) => f,
@@ -362,10 +423,16 @@ pub fn read(path: &Path) -> Result<Read, FlightLogError> {
             }
             Err(e) => return Err(e),
         };
-        read_lines(std::io::BufReader::new(file), &mut out, &mut by_id)
+        read_lines(
+            std::io::BufReader::new(file),
+            &mut out,
+            &mut by_id,
+            &mut writes,
+        )
             .map_err(|e| FlightLogError::io(&p, e))?;
     }
     out.episodes.sort_by_key(|e| e.sort_time());
+    out.public_writes.sort_by_key(|w| w.last_seen.or(w.since));
     Ok(out)
 }
 
@@ -374,6 +441,7 @@ fn read_lines(
     mut reader: impl BufRead,
     out: &mut Read,
     by_id: &mut HashMap<String, usize>,
+    writes: &mut HashMap<String, usize>,
 ) -> std::io::Result<()> {
     loop {
         // A line is read into memory only up to MAX_LINE: a huge line is skipped, not loaded.
@@ -402,6 +470,16 @@ fn read_lines(
         if line.last() == Some(&b'\n') {
             line.pop();
         }
+        if let Some(w) = public_write_line(&line) {
+            match writes.get(&w.0) {
+                Some(&i) => out.public_writes[i] = w.1,
+                None => {
+                    writes.insert(w.0, out.public_writes.len());
+                    out.public_writes.push(w.1);
+                }
+            }
+            continue;
+        }
         match serde_json::from_slice::<Line>(&line) {
             Ok(mut l) if l.schema_version == EPISODES_VERSION => {
                 l.episode.fill_sqlstate();
@@ -411,6 +489,12 @@ fn read_lines(
             _ => out.skipped += 1,
         }
     }
+}
+
+/// A line of kind `public_write` of a known version: its id and the write.
+fn public_write_line(line: &[u8]) -> Option<(String, PublicWrite)> {
+    let l: PublicWriteLine = serde_json::from_slice(line).ok()?;
+    (l.kind == PUBLIC_WRITE_KIND && l.schema_version == EPISODES_VERSION).then_some((l.id, l.write))
 }
 
 /// Adds `e`, or replaces the earlier line with its id (the last line wins).

@@ -9,6 +9,7 @@ pub mod conninfo;
 pub mod flightlog;
 pub mod poller;
 pub mod probe;
+pub mod public_write;
 pub mod row;
 pub mod signal;
 pub mod simulator;

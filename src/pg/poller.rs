@@ -112,7 +112,7 @@ pub fn group_targets(targets: &[DbTarget]) -> Vec<Vec<usize>> {
 pub fn spawn_pollers(
     targets: &[DbTarget],
     session: &SessionSettings,
-    schema_prefix: &str,
+    opts: &ProbeOptions,
     env: Arc<dyn Environment + Send + Sync>,
     control: watch::Receiver<PollControl>,
     tx: mpsc::UnboundedSender<GroupResult>,
@@ -125,7 +125,7 @@ pub fn spawn_pollers(
                 group,
                 targets: members.iter().map(|&i| targets[i].clone()).collect(),
                 session: session.clone(),
-                schema_prefix: schema_prefix.to_string(),
+                opts: opts.clone(),
                 env: env.clone(),
             };
             tokio::spawn(poller.run(control.clone(), tx.clone()))
@@ -137,7 +137,7 @@ struct GroupPoller {
     group: usize,
     targets: Vec<DbTarget>,
     session: SessionSettings,
-    schema_prefix: String,
+    opts: ProbeOptions,
     env: Arc<dyn Environment + Send + Sync>,
 }
 
@@ -244,7 +244,7 @@ impl GroupPoller {
         let _sizer = AbortOnDrop(tokio::spawn(sizer(
             self.targets.clone(),
             self.session.clone(),
-            self.schema_prefix.clone(),
+            self.opts.schema_prefix.clone(),
             self.env.clone(),
             sizes.clone(),
         )));
@@ -252,8 +252,8 @@ impl GroupPoller {
             .await_first(self.session.connect_timeout + FIRST_CONNECT_SLACK)
             .await;
         let opts = ProbeOptions {
-            schema_prefix: self.schema_prefix.clone(),
             exact_sizes: false,
+            ..self.opts.clone()
         };
         loop {
             let started = Instant::now();

@@ -51,15 +51,28 @@ pub struct ProbeOptions {
     /// Exact schema sizes (`pg_total_relation_size`, which takes a brief lock per table). Without it,
     /// or when a table is locked, sizes are estimates from `pg_class.relpages`.
     pub exact_sizes: bool,
+    /// Whose locks count as a test run's (`pg::public_write`).
+    pub app_prefix: String,
+    /// Schemas whose writes by test sessions are public writes; empty: not looked for.
+    pub shared_schemas: Vec<String>,
+}
+
+impl ProbeOptions {
+    /// The options of a convention (estimated sizes).
+    pub fn of(convention: &crate::domain::snapshot::Convention) -> Self {
+        ProbeOptions {
+            schema_prefix: convention.schema_prefix.clone(),
+            exact_sizes: false,
+            app_prefix: convention.app_prefix.clone(),
+            shared_schemas: convention.shared_schemas.clone(),
+        }
+    }
 }
 
 impl Default for ProbeOptions {
-    /// The naming convention's schema prefix, estimated sizes.
+    /// The naming convention's defaults, estimated sizes.
     fn default() -> Self {
-        ProbeOptions {
-            schema_prefix: crate::domain::snapshot::Convention::default().schema_prefix,
-            exact_sizes: false,
-        }
+        ProbeOptions::of(&crate::domain::snapshot::Convention::default())
     }
 }
 
@@ -91,6 +104,8 @@ pub struct DbSession {
     pub lock_capacity: i64,
     /// What incremental polling remembers between polls of this session (see `domain::incremental`).
     cache: Mutex<ProbeCache>,
+    /// What the shared-schema reads remember (see `pg::public_write`).
+    pub shared: crate::pg::public_write::SharedReader,
 }
 
 #[derive(Default)]
@@ -263,6 +278,7 @@ pub async fn open_session(
         max_connections,
         lock_capacity,
         cache: Mutex::new(ProbeCache::default()),
+        shared: Default::default(),
         version,
         version_num,
         datname,
@@ -992,6 +1008,7 @@ pub async fn observe(
     });
     let (read, schema_results) =
         futures_util::future::join(join_all(server_work), join_all(schema_work)).await;
+    let shared = read_shared(targets, sessions, &grouping, &read, opts, limit).await;
 
     let mut servers = Vec::new();
     let mut all_sessions = Vec::new();
@@ -1029,7 +1046,54 @@ pub async fn observe(
         servers,
         sessions: all_sessions,
         schemas,
+        shared,
     }
+}
+
+/// Per configured database, the writing locks of labeled sessions on shared tables and (every few
+/// seconds) the shared tables' write counters: see `pg::public_write`.
+async fn read_shared(
+    targets: &[DbTarget],
+    sessions: &[Result<DbSession, ReadError>],
+    grouping: &ServerGrouping,
+    read: &[(ObservedServer, Vec<ObservedSession>)],
+    opts: &ProbeOptions,
+    limit: Duration,
+) -> crate::domain::public_write::SharedObservation {
+    let work = sessions.iter().enumerate().map(|(i, s)| async move {
+        let (Ok(s), Some(server)) = (s, grouping.server_of[i]) else {
+            return (Vec::new(), None);
+        };
+        let Some((sv, seen)) = read.get(server) else {
+            return (Vec::new(), None);
+        };
+        let reading = crate::pg::public_write::SharedRead {
+            client: &s.client,
+            reader: &s.shared,
+            database: &targets[i].name,
+            datname: &s.datname,
+            app_prefix: &opts.app_prefix,
+            shared_schemas: &opts.shared_schemas,
+            limit,
+        };
+        if sv.activity_error.is_some() {
+            return (Vec::new(), None);
+        }
+        let locks = reading.locks(seen).await;
+        // A one-shot read has no earlier reading to compare with.
+        let counters = if s.one_shot {
+            None
+        } else {
+            reading.counters().await
+        };
+        (locks, counters)
+    });
+    let mut out = crate::domain::public_write::SharedObservation::default();
+    for (locks, counters) in join_all(work).await {
+        out.locks.extend(locks);
+        out.counters.extend(counters);
+    }
+    out
 }
 
 /// One configured database as a poll saw it: its session's identity, or why it has none.
@@ -1421,6 +1485,7 @@ pub async fn summarize_once(
         .map(|(i, (t, s))| observed_database(t, s, grouping.server_of[i], None))
         .collect();
     let obs = Observation {
+        shared: Default::default(),
         taken_at,
         databases,
         servers,

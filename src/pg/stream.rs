@@ -9,6 +9,7 @@
 
 use crate::domain::aggregate::Aggregator;
 use crate::domain::incidents::{Episode, EpisodeTracker};
+use crate::domain::public_write::{PublicWrite, PublicWriteTracker};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::sqlite::{ReportSource, SqliteReport};
 use crate::pg::config::Settings;
@@ -35,6 +36,8 @@ pub struct Update {
     /// Appending this update's ended episodes to the flight log failed (the message names the
     /// file). The episodes are still in this update.
     pub flight_log_error: Option<String>,
+    /// Public writes that ended in this snapshot (also appended to the flight log).
+    pub ended_public_writes: Vec<PublicWrite>,
 }
 
 /// The running stream; its tasks stop when it is dropped.
@@ -62,7 +65,7 @@ impl SnapshotStream {
         let mut tasks = spawn_pollers(
             &settings.databases,
             &settings.session,
-            &settings.convention.schema_prefix,
+            &crate::pg::probe::ProbeOptions::of(&settings.convention),
             env,
             control_rx,
             poll_tx,
@@ -72,6 +75,7 @@ impl SnapshotStream {
         let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
         let (tx, updates) = mpsc::unbounded_channel();
         let mut tracker = EpisodeTracker::new();
+        let mut writes = PublicWriteTracker::new();
         let mut flight_log = FlightLogWriter::new(flight_log);
         let (sqlite_tx, mut sqlite_rx) = mpsc::unbounded_channel::<Vec<SqliteReport>>();
         if let Some(source) = sqlite {
@@ -85,10 +89,12 @@ impl SnapshotStream {
             let mut sqlite_reports: Vec<SqliteReport> = Vec::new();
             let mut polled = false;
             loop {
+                let mut readings = Vec::new();
                 let (mut snapshot, latencies) = tokio::select! {
                     Some(result) = polls.recv() => {
                         polled = true;
                         let latencies = latencies(&result);
+                        readings.clone_from(&result.observation.shared.counters);
                         (aggregator.accept(result.group, result.observation), latencies)
                     }
                     Some(reports) = sqlite_rx.recv() => {
@@ -104,9 +110,13 @@ impl SnapshotStream {
                     else => return,
                 };
                 snapshot.attach_sqlite(sqlite_reports.clone());
+                let ended_public_writes = track_public_writes(&mut writes, &mut snapshot, &readings);
                 let snapshot = Arc::new(snapshot);
                 let ended = tracker.observe(&snapshot);
-                let flight_log_error = flight_log.append(&ended).await;
+                let flight_log_error = flight_log
+                    .append(&ended)
+                    .await
+                    .or(flight_log.append_public_writes(&ended_public_writes).await);
                 let update = Update {
                     snapshot,
                     latencies,
@@ -114,6 +124,7 @@ impl SnapshotStream {
                     ended,
                     ongoing: tracker.ongoing(),
                     flight_log_error,
+                    ended_public_writes,
                 };
                 if tx.send(update).is_err() {
                     return;
@@ -165,6 +176,29 @@ impl FlightLogWriter {
         FlightLogWriter { log, gave_up: None }
     }
 
+    /// Appends ended public writes, as [`FlightLogWriter::append`] does episodes.
+    async fn append_public_writes(&mut self, ended: &[PublicWrite]) -> Option<String> {
+        if ended.is_empty() {
+            return None;
+        }
+        if let Some(message) = &self.gave_up {
+            return Some(message.clone());
+        }
+        let log = self.log.as_ref()?;
+        match log
+            .append_public_writes_within(ended.to_vec(), ANSWER_WITHIN)
+            .await
+        {
+            Ok(()) => None,
+            Err(e @ FlightLogError::NoAnswer { .. }) => {
+                let message = e.to_write_message();
+                self.gave_up = Some(message.clone());
+                Some(message)
+            }
+            Err(e) => Some(e.to_write_message()),
+        }
+    }
+
     /// Appends `ended`; the message of what went wrong, if anything did.
     async fn append(&mut self, ended: &[Episode]) -> Option<String> {
         if ended.is_empty() {
@@ -184,6 +218,30 @@ impl FlightLogWriter {
             Err(e) => Some(e.to_write_message()),
         }
     }
+}
+
+/// Feeds the public-write tracker: the snapshot gets the statistics findings still open (with a
+/// warning each) beside its lock findings; returns the findings that ended.
+fn track_public_writes(
+    tracker: &mut PublicWriteTracker,
+    snapshot: &mut Snapshot,
+    readings: &[crate::domain::public_write::CounterReading],
+) -> Vec<PublicWrite> {
+    use crate::domain::snapshot::WarningCode;
+    let tracked = tracker.observe(
+        snapshot.taken_at,
+        &snapshot.sessions,
+        &snapshot.public_writes,
+        readings,
+    );
+    for w in tracked.statistics {
+        snapshot.warning_codes.push(WarningCode::PublicWrite);
+        snapshot
+            .warnings
+            .push(format!("public write: {}", w.describe()));
+        snapshot.public_writes.push(w);
+    }
+    tracked.ended
 }
 
 /// The poll time of each database of a group's result (they were polled together).

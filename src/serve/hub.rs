@@ -544,6 +544,7 @@ mod tests {
             ended: Vec::new(),
             ongoing: Vec::new(),
             flight_log_error: None,
+            ended_public_writes: Vec::new(),
         }
     }
 

@@ -343,6 +343,7 @@ mod tests {
             ended: Vec::new(),
             ongoing: Vec::new(),
             flight_log_error: None,
+            ended_public_writes: Vec::new(),
         };
         for _ in 0..(super::super::hub::SUBSCRIBER_QUEUE * 2) {
             hub.publish(&update);

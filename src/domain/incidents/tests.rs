@@ -98,6 +98,7 @@ fn snap_at(secs: i64, sessions: Vec<ObservedSession>, reachable: bool) -> Snapsh
         not_read_yet: false,
     };
     let obs = Observation {
+        shared: Default::default(),
         taken_at: t(secs),
         databases: vec![db],
         servers: if reachable {

@@ -35,6 +35,7 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         servers,
         sessions,
         schemas,
+        shared,
     } = obs;
     let (sessions, hidden_queries) = session_reports(sessions, &servers, index);
     if hidden_queries > 0 {
@@ -44,6 +45,14 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
     let invocations = tally_invocations(&sessions, &blocking, &schemas);
     let databases = database_reports(databases, &servers, &sessions);
     let servers = server_reports(&servers, &sessions, taken_at);
+    let public_writes = crate::domain::public_write::lock_writes(&shared.locks, &sessions);
+    let missing_worker_schemas = crate::domain::public_write::missing_worker_schemas(
+        &sessions,
+        &schemas,
+        &databases,
+        &conv.schema_prefix,
+    );
+    warnings.extend(public_write_warnings(&public_writes, &missing_worker_schemas));
     for s in servers.iter().filter(|s| s.lock_table_warning) {
         warnings.push((
             WarningCode::LockTableFull,
@@ -74,7 +83,43 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         warning_codes: warnings.iter().map(|(c, _)| *c).collect(),
         warnings: warnings.into_iter().map(|(_, w)| w).collect(),
         sqlite: Vec::new(),
+        public_writes,
+        missing_worker_schemas,
     }
+}
+
+/// One warning per public write and one for all missing worker schemas (the fields carry the
+/// details).
+fn public_write_warnings(
+    writes: &[crate::domain::public_write::PublicWrite],
+    missing: &[crate::domain::public_write::MissingWorkerSchema],
+) -> Vec<(WarningCode, String)> {
+    let mut out: Vec<(WarningCode, String)> = writes
+        .iter()
+        .map(|w| {
+            (
+                WarningCode::PublicWrite,
+                format!("public write: {}", w.describe()),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|m| format!("{}/{} in {}", m.namespace, m.worker, m.database))
+            .collect();
+        let more = missing.len().saturating_sub(list.len());
+        out.push((
+            WarningCode::MissingWorkerSchema,
+            format!(
+                "no worker schema for {}{}: search_path through it falls through to the shared schemas",
+                list.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ),
+        ));
+    }
+    out
 }
 
 /// What every later phase looks up, computed once per observation.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 /// order. Servers are matched by key, so a server polled by two pollers contributes its sessions once.
 pub fn merge_observations(parts: &[&Observation], order: &[String]) -> Observation {
     let mut out = Observation {
+        shared: Default::default(),
         taken_at: parts
             .iter()
             .map(|p| p.taken_at)
@@ -51,6 +52,10 @@ pub fn merge_observations(parts: &[&Observation], order: &[String]) -> Observati
             out.databases.push(d);
         }
         out.schemas.extend(part.schemas.iter().cloned());
+        out.shared.locks.extend(part.shared.locks.iter().cloned());
+        out.shared
+            .counters
+            .extend(part.shared.counters.iter().cloned());
     }
     out.databases.sort_by_key(|d| {
         order

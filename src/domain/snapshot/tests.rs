@@ -53,6 +53,7 @@ fn obs(
     schemas: Vec<ObservedSchema>,
 ) -> Observation {
     Observation {
+        shared: Default::default(),
         taken_at: t(0),
         servers: vec![
             ObservedServer {
@@ -323,6 +324,7 @@ fn json_round_trips() {
 #[test]
 fn merge_keeps_config_order_and_counts_a_shared_server_once() {
     let part = |db_name: &str, key: &str, pid: i32| Observation {
+        shared: Default::default(),
         taken_at: t(0),
         databases: vec![db(db_name, 0)],
         servers: vec![ObservedServer {

@@ -35,8 +35,9 @@ pub async fn discover_and_plan(
 ) -> SweepPlan {
     let sessions = open_all(&settings.databases, &settings.session, env).await;
     let opts = ProbeOptions {
-        schema_prefix: settings.convention.schema_prefix.clone(),
-        exact_sizes: false,
+        // Public writes are not looked for here: neither a sweep nor a signal needs them.
+        shared_schemas: Vec::new(),
+        ..ProbeOptions::of(&settings.convention)
     };
     let obs = observe(
         &settings.databases,

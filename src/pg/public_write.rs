@@ -1,0 +1,350 @@
+//! What the probe reads about writes into shared schemas (`public`), at a cost that stays near zero
+//! when no test transaction writes (the rules are in `domain::public_write`).
+//!
+//! **Locks.** Reading `pg_locks` is a snapshot of the whole lock manager, about one activity floor;
+//! doing it every poll would nearly double a quiet dashboard's cost. So per configured database:
+//!
+//! 1. only labeled sessions of that database with an open transaction (`xact_start`, already in
+//!    the activity read) are considered, and only when one of them is new to this reader or ran a
+//!    new statement since it was last checked (a lock is taken by a statement: an idle transaction
+//!    whose `query_start` has not moved took none), or is running one that was last checked
+//!    [`ACTIVE_RECHECK`] ago;
+//! 2. the statement itself first asks the per-backend status which of those sessions has an xid
+//!    (a transaction that wrote anything has one; a read-only one never does) and reads
+//!    `pg_lock_status()` only if one has: the `EXISTS` over them is a one-time filter, so a poll of
+//!    read-only tests never touches the lock manager;
+//! 3. of the lock snapshot only granted relation locks of those pids, in this database, on tables
+//!    of the shared schemas, in a writing mode are returned.
+//!
+//! **Statistics.** Every [`COUNTERS_EVERY`] the shared tables' write counters are read by OID (the
+//! table list is read again only when `pg_class` changed or it is [`TABLES_RELIST_AFTER`] old):
+//! no scan of `pg_class` on the way.
+
+use crate::domain::naming::{parse_label, LabelParse};
+use crate::domain::public_write::{CounterReading, ObservedSharedLock, TableCounters};
+use crate::domain::snapshot::ObservedSession;
+use crate::domain::text::display_ident;
+use crate::pg::row::{ColumnError, RowExt};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_postgres::{Client, Statement};
+
+/// How often the shared tables' write counters are read (per database).
+pub const COUNTERS_EVERY: chrono::Duration = chrono::Duration::seconds(3);
+/// How old the list of shared tables may get while `pg_class` seems unchanged.
+const TABLES_RELIST_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+/// A session running one long statement is checked again this often (its statement can take new
+/// locks as it goes).
+pub const ACTIVE_RECHECK: chrono::Duration = chrono::Duration::seconds(2);
+
+/// Labeled sessions with an xid and their writing locks on shared tables (see the module docs).
+/// `$1` the candidate pids, `$2` the shared schemas.
+const LOCKS_SQL: &str = "WITH x AS MATERIALIZED ( \
+       SELECT a.pid FROM pg_catalog.unnest($1::pg_catalog.int4[]) p(pid) \
+       CROSS JOIN LATERAL pg_catalog.pg_stat_get_activity(p.pid) a \
+       WHERE a.backend_xid IS NOT NULL) \
+     SELECT l.pid, l.mode, n.nspname::pg_catalog.text, c.relname::pg_catalog.text \
+     FROM pg_catalog.pg_lock_status() l \
+       JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE EXISTS (SELECT 1 FROM x) \
+       AND l.pid IN (SELECT x.pid FROM x) \
+       AND l.granted AND l.locktype = 'relation' \
+       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+       AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') \
+       AND c.relkind IN ('r', 'p') \
+       AND n.nspname = ANY ($2::pg_catalog.text[])";
+
+/// The tables of the shared schemas (`$1`).
+const TABLES_SQL: &str = "SELECT c.oid, n.nspname::pg_catalog.text, c.relname::pg_catalog.text \
+     FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+     WHERE n.nspname = ANY ($1::pg_catalog.text[]) AND c.relkind IN ('r', 'p')";
+
+/// The write counters of the tables `$1` (by OID), and in a row of its own (OID 0) what changes
+/// when a table is created or dropped: the writes to `pg_class` (flushed within about a second).
+const COUNTERS_SQL: &str = "SELECT o, pg_catalog.pg_stat_get_tuples_inserted(o), \
+            pg_catalog.pg_stat_get_tuples_updated(o), pg_catalog.pg_stat_get_tuples_deleted(o) \
+     FROM pg_catalog.unnest($1::pg_catalog.oid[]) o \
+     UNION ALL \
+     SELECT 0::pg_catalog.oid, pg_catalog.pg_stat_get_tuples_inserted(1259), \
+            pg_catalog.pg_stat_get_tuples_updated(1259), pg_catalog.pg_stat_get_tuples_deleted(1259)";
+
+/// What a session's shared-schema reads remember between polls.
+#[derive(Default)]
+pub struct SharedReader {
+    locks_stmt: tokio::sync::OnceCell<Statement>,
+    tables_stmt: tokio::sync::OnceCell<Statement>,
+    counters_stmt: tokio::sync::OnceCell<Statement>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per pid: the (backend start, transaction start, statement start) last checked, and when.
+    checked: HashMap<i32, (Checked, DateTime<Utc>)>,
+    /// The shared tables (OID → `schema.table`), the `pg_class` fingerprint they were listed under,
+    /// and when.
+    tables: Option<(Vec<(u32, String)>, i64, DateTime<Utc>)>,
+    counters_at: Option<DateTime<Utc>>,
+    /// Lock reads sent (for tests and benchmarks).
+    lock_reads: u64,
+}
+
+type Checked = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+impl SharedReader {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            *g = State::default();
+            g
+        })
+    }
+
+    /// How many lock reads this session sent.
+    pub fn lock_reads(&self) -> u64 {
+        self.state().lock_reads
+    }
+
+    /// The pids whose locks are due for a look (see the module docs), or none.
+    fn due(
+        &self,
+        sessions: &[ObservedSession],
+        datname: &str,
+        app_prefix: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<i32> {
+        let candidates: Vec<&ObservedSession> = sessions
+            .iter()
+            .filter(|s| s.datname.as_deref() == Some(datname) && s.xact_start.is_some())
+            .filter(|s| {
+                matches!(
+                    parse_label(app_prefix, &s.application_name),
+                    LabelParse::Labeled(_)
+                )
+            })
+            .collect();
+        let mut st = self.state();
+        st.checked
+            .retain(|pid, _| candidates.iter().any(|s| s.pid == *pid));
+        let any_due = candidates.iter().any(|s| {
+            let key = (s.backend_start, s.xact_start, s.query_start);
+            match st.checked.get(&s.pid) {
+                None => true,
+                Some((k, _)) if *k != key => true,
+                Some((_, at)) => {
+                    s.state.as_deref() != Some("idle in transaction") && now - *at >= ACTIVE_RECHECK
+                }
+            }
+        });
+        if !any_due {
+            return Vec::new();
+        }
+        for s in &candidates {
+            st.checked.insert(
+                s.pid,
+                ((s.backend_start, s.xact_start, s.query_start), now),
+            );
+        }
+        candidates.iter().map(|s| s.pid).collect()
+    }
+
+    /// Forgets what was checked (a failed read is tried again on the next poll).
+    fn forget(&self) {
+        self.state().checked.clear();
+    }
+}
+
+/// Bounds a query on the client side too (as the probe does).
+async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit + crate::pg::probe::CLIENT_SLACK, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(crate::pg::connect::describe_error(&e)),
+        Err(_) => Err("no answer in time".into()),
+    }
+}
+
+/// What to read about shared schemas in one database.
+pub struct SharedRead<'a> {
+    pub client: &'a Client,
+    pub reader: &'a SharedReader,
+    /// Configured database name, and the server's name for it.
+    pub database: &'a str,
+    pub datname: &'a str,
+    pub app_prefix: &'a str,
+    pub shared_schemas: &'a [String],
+    pub limit: Duration,
+}
+
+impl SharedRead<'_> {
+    /// The writing locks of labeled sessions on shared tables, when any session is due for a
+    /// look; nothing otherwise. A failed read is not an error of the poll: the finding waits for
+    /// the next one.
+    pub async fn locks(&self, sessions: &[ObservedSession]) -> Vec<ObservedSharedLock> {
+        if self.shared_schemas.is_empty() {
+            return Vec::new();
+        }
+        let pids = self
+            .reader
+            .due(sessions, self.datname, self.app_prefix, Utc::now());
+        if pids.is_empty() {
+            return Vec::new();
+        }
+        match self.read_locks(&pids).await {
+            Ok(locks) => locks,
+            Err(e) => {
+                tracing::debug!("shared-schema lock read on {}: {e}", self.database);
+                self.reader.forget();
+                Vec::new()
+            }
+        }
+    }
+
+    async fn read_locks(&self, pids: &[i32]) -> Result<Vec<ObservedSharedLock>, String> {
+        let c = self.client;
+        let stmt = self
+            .reader
+            .locks_stmt
+            .get_or_try_init(|| bounded(self.limit, c.prepare(LOCKS_SQL)))
+            .await?;
+        self.reader.state().lock_reads += 1;
+        let rows = bounded(self.limit, c.query(stmt, &[&pids, &self.shared_schemas])).await?;
+        rows.iter()
+            .map(|r| {
+                let schema: String = r.col(2)?;
+                let table: String = r.col(3)?;
+                Ok(ObservedSharedLock {
+                    database: self.database.to_string(),
+                    pid: r.col(0)?,
+                    mode: r.col(1)?,
+                    relation: format!("{}.{}", display_ident(&schema), display_ident(&table)),
+                })
+            })
+            .collect::<Result<_, ColumnError>>()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The shared tables' write counters, when [`COUNTERS_EVERY`] has passed since the last reading.
+    pub async fn counters(&self) -> Option<CounterReading> {
+        if self.shared_schemas.is_empty() {
+            return None;
+        }
+        let now = Utc::now();
+        if let Some(at) = self.reader.state().counters_at {
+            if now - at < COUNTERS_EVERY {
+                return None;
+            }
+        }
+        match self.read_counters(now).await {
+            Ok(reading) => {
+                self.reader.state().counters_at = Some(now);
+                Some(reading)
+            }
+            Err(e) => {
+                tracing::debug!("shared-schema counters on {}: {e}", self.database);
+                None
+            }
+        }
+    }
+
+    async fn read_counters(&self, now: DateTime<Utc>) -> Result<CounterReading, String> {
+        let c = self.client;
+        let (mut tables, listed_under, listed_at) = match self.reader.state().tables.clone() {
+            Some(t) => (t.0, Some(t.1), t.2),
+            None => (Vec::new(), None, now),
+        };
+        if listed_under.is_none() || now - listed_at >= TABLES_RELIST_AFTER {
+            tables = self.list_tables().await?;
+        }
+        let (mut counts, mut print) = self.query_counters(&tables).await?;
+        if listed_under.is_some_and(|p| p != print) && now - listed_at < TABLES_RELIST_AFTER {
+            // A table was created or dropped since the list was read: list again, read again.
+            tables = self.list_tables().await?;
+            (counts, print) = self.query_counters(&tables).await?;
+        }
+        let listed_at = if listed_under == Some(print) && now - listed_at < TABLES_RELIST_AFTER {
+            listed_at
+        } else {
+            now
+        };
+        self.reader.state().tables = Some((tables.clone(), print, listed_at));
+        let names: HashMap<u32, &String> = tables.iter().map(|(o, n)| (*o, n)).collect();
+        let _ = c;
+        Ok(CounterReading {
+            database: self.database.to_string(),
+            at: now,
+            tables: counts
+                .into_iter()
+                .filter_map(|(oid, i, u, d)| {
+                    Some(TableCounters {
+                        relation: names.get(&oid)?.to_string(),
+                        inserted: i,
+                        updated: u,
+                        deleted: d,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    async fn list_tables(&self) -> Result<Vec<(u32, String)>, String> {
+        let c = self.client;
+        let stmt = self
+            .reader
+            .tables_stmt
+            .get_or_try_init(|| bounded(self.limit, c.prepare(TABLES_SQL)))
+            .await?;
+        let rows = bounded(self.limit, c.query(stmt, &[&self.shared_schemas])).await?;
+        rows.iter()
+            .map(|r| {
+                let schema: String = r.col(1)?;
+                let table: String = r.col(2)?;
+                Ok((
+                    r.col::<u32>(0)?,
+                    format!("{}.{}", display_ident(&schema), display_ident(&table)),
+                ))
+            })
+            .collect::<Result<_, ColumnError>>()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Counters per OID, and the `pg_class` fingerprint.
+    async fn query_counters(
+        &self,
+        tables: &[(u32, String)],
+    ) -> Result<(Vec<(u32, i64, i64, i64)>, i64), String> {
+        let c = self.client;
+        let stmt = self
+            .reader
+            .counters_stmt
+            .get_or_try_init(|| bounded(self.limit, c.prepare(COUNTERS_SQL)))
+            .await?;
+        let oids: Vec<u32> = tables.iter().map(|(o, _)| *o).collect();
+        let rows = bounded(self.limit, c.query(stmt, &[&oids])).await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        let mut print = 0;
+        for r in &rows {
+            let oid: u32 = r.col(0).map_err(|e| e.to_string())?;
+            let (i, u, d): (i64, i64, i64) = (
+                r.col(1).map_err(|e: ColumnError| e.to_string())?,
+                r.col(2).map_err(|e: ColumnError| e.to_string())?,
+                r.col(3).map_err(|e: ColumnError| e.to_string())?,
+            );
+            if oid == 0 {
+                print = i + u + d;
+            } else {
+                counts.push((oid, i, u, d));
+            }
+        }
+        Ok((counts, print))
+    }
+}
