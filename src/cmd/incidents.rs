@@ -8,7 +8,9 @@ use crate::cmd::cli::IncidentsArgs;
 use crate::cmd::recording::read_snapshots;
 use crate::cmd::{emit, emit_open, print_error, print_warning, CmdError, Exit};
 use crate::domain::format::{fmt_age, fmt_count};
+use crate::cmd::cli::IncidentKind;
 use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
+use crate::domain::public_write::{public_writes_of, PublicWrite};
 use crate::domain::text::{sanitize, sanitize_lines};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::ProcessEnv;
@@ -26,40 +28,142 @@ struct Document<'a> {
     /// `flight log PATH` or `recording PATH`.
     source: String,
     episodes: Vec<&'a Episode>,
+    /// Writes of test sessions into shared schemas (`--kind public-write`, or both kinds).
+    public_writes: Vec<&'a PublicWrite>,
 }
 
 /// Prints the episodes of the flight log (or `--from` a recording), newest first.
 pub fn run(args: &IncidentsArgs) -> Result<Exit, CmdError> {
-    let (source, mut episodes) = load(args)?;
+    let (source, mut episodes, mut writes) = load(args)?;
     episodes.sort_by_key(|e| std::cmp::Reverse(e.sort_time()));
+    writes.sort_by_key(|w| std::cmp::Reverse(write_time(w)));
     let now = episodes
         .first()
         .map(|e| e.sort_time())
+        .into_iter()
+        .chain(writes.first().and_then(write_time))
+        .max()
         .filter(|_| args.from.is_some())
         .unwrap_or_else(Utc::now);
-    let chosen: Vec<&Episode> = episodes.iter().filter(|e| wanted(e, args, now)).collect();
-    print_episodes(args, source, chosen)
+    let chosen: Vec<&Episode> = episodes
+        .iter()
+        .filter(|e| wants_kind(args, IncidentKind::LockWait) && wanted(e, args, now))
+        .collect();
+    let writes: Vec<&PublicWrite> = writes
+        .iter()
+        .filter(|w| wants_kind(args, IncidentKind::PublicWrite) && wanted_write(w, args, now))
+        .collect();
+    print_incidents(args, source, chosen, writes)
 }
 
-/// The chosen episodes as the `incidents --json` document or the text list.
-fn print_episodes(
+/// `--kind` picks one kind; without it, both.
+fn wants_kind(args: &IncidentsArgs, kind: IncidentKind) -> bool {
+    args.kind.is_none_or(|k| k == kind)
+}
+
+/// When a public write was last seen (what `--since` and the order go by).
+fn write_time(w: &PublicWrite) -> Option<DateTime<Utc>> {
+    w.last_seen.or(w.window_end).or(w.since)
+}
+
+fn wanted_write(w: &PublicWrite, args: &IncidentsArgs, now: DateTime<Utc>) -> bool {
+    let recent = args.since.is_none_or(|since| {
+        chrono::Duration::from_std(since)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .is_none_or(|from| write_time(w).is_none_or(|t| t >= from))
+    });
+    let run = args.namespace.as_deref().is_none_or(|ns| w.involves(ns));
+    let worker = args
+        .worker
+        .as_deref()
+        .is_none_or(|wk| w.worker.as_deref() == Some(wk));
+    recent && run && worker
+}
+
+/// The episodes and public writes: the JSON document, or the text list of each kind asked for.
+fn print_incidents(
     args: &IncidentsArgs,
     source: String,
     chosen: Vec<&Episode>,
+    writes: Vec<&PublicWrite>,
 ) -> Result<Exit, CmdError> {
     if args.json {
         let doc = Document {
             schema_version: EPISODES_VERSION,
             source,
             episodes: chosen,
+            public_writes: writes,
         };
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
         emit(&(text + "\n"));
-    } else {
-        emit(&render(&chosen, args.namespace.as_deref(), &source));
+        return Ok(Exit::Ok);
     }
+    let mut out = String::new();
+    if wants_kind(args, IncidentKind::LockWait) {
+        out.push_str(&render(&chosen, args.namespace.as_deref(), &source));
+    }
+    if args.kind == Some(IncidentKind::PublicWrite) || !writes.is_empty() {
+        out.push_str(&render_public_writes(&writes, &source));
+    }
+    emit(&out);
     Ok(Exit::Ok)
+}
+
+/// Text: public writes, newest first, one block each.
+fn render_public_writes(writes: &[&PublicWrite], source: &str) -> String {
+    let mut out = String::new();
+    if writes.is_empty() {
+        let _ = writeln!(out, "no public writes recorded ({source})");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}, newest first ({source})",
+        fmt_count(writes.len(), "public write", "public writes")
+    );
+    writes.iter().for_each(|w| render_public_write(&mut out, w));
+    sanitize_lines(&out).into_owned()
+}
+
+/// One public write; every field from the database sanitised on its own first.
+fn render_public_write(out: &mut String, w: &PublicWrite) {
+    let f = |s: &str| sanitize(s).into_owned();
+    let fmt = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    let _ = writeln!(
+        out,
+        "\nlast seen {}  PUBLIC WRITE into {}  [{}]  evidence: {}",
+        fmt(write_time(w)),
+        f(&w.relation),
+        f(&w.database),
+        w.evidence.words()
+    );
+    let _ = writeln!(out, "  first seen {}", fmt(w.first_seen.or(w.since)));
+    match (&w.namespace, w.pid) {
+        (Some(_), Some(pid)) => {
+            let _ = writeln!(
+                out,
+                "  writer  pid {pid}  {}  {}",
+                f(&w.who()),
+                f(w.mode.as_deref().unwrap_or(""))
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  rows    {} (inserted {}, updated {}, deleted {})",
+                w.rows.unwrap_or(0),
+                w.inserted.unwrap_or(0),
+                w.updated.unwrap_or(0),
+                w.deleted.unwrap_or(0)
+            );
+            let _ = writeln!(out, "  runs    {}", f(&w.who()));
+        }
+    }
 }
 
 /// `incidents --server URL`: the ended lock waits a running `pgswarm serve` remembers, filtered
@@ -89,14 +193,18 @@ pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
         "pgswarm serve {}",
         args.server.as_deref().unwrap_or_default()
     );
-    print_episodes(args, source, doc.episodes.iter().collect())
+    print_incidents(args, source, doc.episodes.iter().collect(), Vec::new())
 }
 
-/// The episodes and where they came from.
-fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
+/// The episodes, the public writes and where they came from.
+fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>, Vec<PublicWrite>), CmdError> {
     if let Some(path) = &args.from {
         let snaps = read_snapshots(path)?;
-        return Ok((format!("recording {}", path.display()), episodes_of(&snaps)));
+        return Ok((
+            format!("recording {}", path.display()),
+            episodes_of(&snaps),
+            public_writes_of(&snaps),
+        ));
     }
     let path = match args.log.clone().or_else(default_path) {
         Some(p) => p,
@@ -120,7 +228,11 @@ fn load(args: &IncidentsArgs) -> Result<(String, Vec<Episode>), CmdError> {
             fmt_count(read.skipped, "line", "lines")
         ));
     }
-    Ok((format!("flight log {}", path.display()), read.episodes))
+    Ok((
+        format!("flight log {}", path.display()),
+        read.episodes,
+        read.public_writes,
+    ))
 }
 
 fn wanted(e: &Episode, args: &IncidentsArgs, now: DateTime<Utc>) -> bool {
@@ -321,7 +433,33 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
             }
         }
         flight_log_error = update.flight_log_error.clone();
-        for e in update.ended.iter().filter(|e| wanted(e, args, update.at)) {
+        let writes = update
+            .ended_public_writes
+            .iter()
+            .filter(|w| wants_kind(args, IncidentKind::PublicWrite) && wanted_write(w, args, update.at));
+        for w in writes {
+            let text = if args.json {
+                let mut line = serde_json::to_value(w)
+                    .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
+                if let Some(o) = line.as_object_mut() {
+                    o.insert("schema_version".into(), EPISODES_VERSION.into());
+                    o.insert("kind".into(), "public_write".into());
+                }
+                format!("{line}\n")
+            } else {
+                let mut out = String::new();
+                render_public_write(&mut out, w);
+                sanitize_lines(&out).into_owned()
+            };
+            if !emit_open(&text) {
+                return Ok(Exit::Ok);
+            }
+        }
+        let episodes = update
+            .ended
+            .iter()
+            .filter(|e| wants_kind(args, IncidentKind::LockWait) && wanted(e, args, update.at));
+        for e in episodes {
             if args.json {
                 // The flight log's line format: the episode with its schema_version.
                 let mut line = serde_json::to_value(e)

@@ -551,6 +551,59 @@ impl PublicWriteTracker {
     }
 }
 
+/// What makes a finding the same finding in two snapshots: lock evidence by session, table and
+/// transaction; statistics by table and first window.
+fn finding_key(w: &PublicWrite) -> String {
+    match w.evidence {
+        Evidence::Lock => format!(
+            "l:{}:{}:{:?}:{:?}",
+            w.database, w.relation, w.pid, w.since
+        ),
+        Evidence::Statistics => format!(
+            "s:{}:{}:{:?}",
+            w.database,
+            w.relation,
+            w.first_seen.or(w.window_start)
+        ),
+    }
+}
+
+/// Adds the findings a snapshot taken `at` shows to `kept`: each finding once, with when it was
+/// first and last seen (a statistics finding keeps its own last delta).
+pub fn remember_public_writes(kept: &mut Vec<PublicWrite>, seen: &[PublicWrite], at: DateTime<Utc>) {
+    for w in seen {
+        let key = finding_key(w);
+        let last = match w.evidence {
+            Evidence::Statistics => w.last_seen.or(Some(at)),
+            Evidence::Lock => Some(at),
+        };
+        match kept.iter_mut().find(|k| finding_key(k) == key) {
+            Some(k) => {
+                let first = k.first_seen.or(w.first_seen).or(Some(at));
+                *k = PublicWrite {
+                    first_seen: first,
+                    last_seen: last,
+                    ..w.clone()
+                };
+            }
+            None => kept.push(PublicWrite {
+                first_seen: w.first_seen.or(Some(at)),
+                last_seen: last,
+                ..w.clone()
+            }),
+        }
+    }
+}
+
+/// The public writes of a recording: each finding once, first and last seen.
+pub fn public_writes_of(snaps: &[crate::domain::snapshot::Snapshot]) -> Vec<PublicWrite> {
+    let mut kept = Vec::new();
+    for snap in snaps {
+        remember_public_writes(&mut kept, &snap.public_writes, snap.taken_at);
+    }
+    kept
+}
+
 /// Adds a later delta of the same table to an open statistics finding.
 fn merge_statistics(open: &mut PublicWrite, w: &PublicWrite) {
     let add = |a: Option<i64>, b: Option<i64>| Some(a.unwrap_or(0) + b.unwrap_or(0));

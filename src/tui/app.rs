@@ -30,6 +30,9 @@ pub const INTERVAL_MIN: Duration = Duration::from_millis(250);
 pub const INTERVAL_MAX: Duration = Duration::from_secs(60);
 const INTERVAL_STEPS_MS: &[u64] = &[250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
 const PAGE: usize = 10;
+/// Public writes kept for the Incidents pane.
+pub const MAX_PUBLIC_WRITES: usize = 20;
+
 /// Ended lock-wait episodes kept for the Incidents pane (the flight log keeps the rest).
 pub const MAX_INCIDENTS: usize = 200;
 /// Sessions remembered after they left (the detail of a row whose session has gone shows its
@@ -760,6 +763,9 @@ pub struct App {
     pub episodes: Vec<Episode>,
     /// Episodes still going on (live only).
     pub ongoing: Vec<Episode>,
+    /// Public writes seen since the dashboard started (replaying: up to the clock), newest first,
+    /// at most [`MAX_PUBLIC_WRITES`]: the Incidents pane lists them above the lock waits.
+    pub public_writes: Vec<crate::domain::public_write::PublicWrite>,
     /// `--bell`: ring on a new cross-invocation episode.
     pub bell: bool,
     /// The last flight log write failed: why.
@@ -831,6 +837,7 @@ impl App {
             sweep_in_flight: None,
             episodes: Vec::new(),
             ongoing: Vec::new(),
+            public_writes: Vec::new(),
             bell: false,
             flight_log_error: None,
             read_only_source: None,
@@ -855,6 +862,15 @@ impl App {
         app.read_only = true;
         app.episodes = episodes_of(snapshots.iter().map(|s| &**s));
         app.episodes.reverse();
+        for s in snapshots.iter() {
+            crate::domain::public_write::remember_public_writes(
+                &mut app.public_writes,
+                &s.public_writes,
+                s.taken_at,
+            );
+        }
+        app.public_writes
+            .sort_by_key(|w| std::cmp::Reverse(w.last_seen.or(w.since)));
         app.replay = Some(Replay {
             clock: first.taken_at,
             snapshots,
@@ -1162,6 +1178,7 @@ impl App {
             Event::Snapshot(snap, latencies, now) => {
                 self.now = now;
                 self.probe_time.extend(latencies);
+                self.take_public_writes(&snap);
                 self.track_reachability(&snap);
                 self.remember_gone(&snap);
                 if self.paused {
@@ -1589,6 +1606,22 @@ impl App {
                 vec![]
             }
         }
+    }
+
+    /// Keeps the public writes a snapshot shows (each finding once, updated in place), newest
+    /// first.
+    fn take_public_writes(&mut self, snap: &Snapshot) {
+        if snap.public_writes.is_empty() {
+            return;
+        }
+        crate::domain::public_write::remember_public_writes(
+            &mut self.public_writes,
+            &snap.public_writes,
+            snap.taken_at,
+        );
+        self.public_writes
+            .sort_by_key(|w| std::cmp::Reverse(w.last_seen.or(w.since)));
+        self.public_writes.truncate(MAX_PUBLIC_WRITES);
     }
 
     /// Keeps the newest ended episodes for the pane; rings for a new cross-invocation one.

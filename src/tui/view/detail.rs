@@ -244,6 +244,30 @@ fn wait_lines(snap: &Snapshot, s: &SessionReport, theme: &Theme) -> Vec<Line<'st
     out
 }
 
+/// What a run writes into shared schemas, and where it has no worker schema.
+fn public_write_lines(snap: &Snapshot, ns: &str, theme: &Theme) -> Vec<Line<'static>> {
+    let clean = |s: &str| crate::domain::text::sanitize(s).into_owned();
+    let mut out = Vec::new();
+    for w in snap.public_writes.iter().filter(|w| w.involves(ns)) {
+        let pid = w.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+        out.push(Line::styled(
+            format!(" PUBLIC WRITE  {}{pid}", clean(&w.describe())),
+            theme.collision(),
+        ));
+    }
+    for m in snap.missing_worker_schemas.iter().filter(|m| m.namespace == ns) {
+        out.push(Line::styled(
+            format!(
+                " NO WORKER SCHEMA  {} in {}: search_path through it falls through to public",
+                clean(&m.schema),
+                clean(&m.database)
+            ),
+            theme.warning(),
+        ));
+    }
+    out
+}
+
 fn invocation_detail(snap: &Snapshot, inv: &InvocationReport, theme: &Theme) -> Vec<Line<'static>> {
     let mut out = vec![
         kv("namespace", inv.namespace.clone()),
@@ -267,8 +291,9 @@ fn invocation_detail(snap: &Snapshot, inv: &InvocationReport, theme: &Theme) -> 
             "schemas",
             format!("{} ({})", inv.schemas, fmt_bytes(inv.schema_bytes)),
         ),
-        Line::raw(""),
     ];
+    out.extend(public_write_lines(snap, &inv.namespace, theme));
+    out.push(Line::raw(""));
     for s in snap
         .sessions
         .iter()

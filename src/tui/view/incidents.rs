@@ -20,6 +20,7 @@ pub(super) fn draw(
     at: PaneArea,
     selected: Option<usize>,
 ) {
+    let at = draw_public_writes(frame, app, theme, at);
     let area = at.rect;
     let rows = &app.model.incidents;
     let height = at.rows(Pane::Incidents);
@@ -77,6 +78,56 @@ pub(super) fn draw(
         .column_spacing(1)
         .block(block);
     frame.render_widget(table, area);
+}
+
+/// At most this many public writes are listed above the lock waits.
+const PUBLIC_WRITE_LINES: usize = 3;
+
+/// Public writes (newest first) in a box of their own at the top of the pane, when there are any
+/// and the pane has room; the rest of the pane is left for the lock waits.
+fn draw_public_writes(frame: &mut Frame, app: &App, theme: &Theme, at: PaneArea) -> PaneArea {
+    use ratatui::text::Line;
+    use ratatui::widgets::{Block, Borders, Paragraph};
+    let n = app.public_writes.len().min(PUBLIC_WRITE_LINES);
+    let height = n as u16 + 2;
+    if n == 0 || at.rect.height < height + 6 {
+        return at;
+    }
+    let top = ratatui::layout::Rect {
+        height,
+        ..at.rect
+    };
+    let rest = ratatui::layout::Rect {
+        y: at.rect.y + height,
+        height: at.rect.height - height,
+        ..at.rect
+    };
+    let lines: Vec<Line> = app
+        .public_writes
+        .iter()
+        .take(n)
+        .map(|w| {
+            let when = w
+                .last_seen
+                .or(w.since)
+                .map(|t| t.with_timezone(&app.utc_offset).format("%H:%M:%S").to_string())
+                .unwrap_or_default();
+            let text = crate::domain::text::sanitize(&w.describe()).into_owned();
+            Line::from(vec![
+                Span::styled(format!("{when:>8} PW "), theme.collision()),
+                Span::raw(text),
+            ])
+        })
+        .collect();
+    let title = format!(
+        " Public writes ({}) · test sessions writing into shared schemas ",
+        app.public_writes.len()
+    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(title, theme.collision()));
+    frame.render_widget(Paragraph::new(lines).block(block), top);
+    PaneArea { rect: rest, ..at }
 }
 
 /// From this width the pane shows what was locked.

@@ -73,7 +73,11 @@ pub(super) fn draw(
         .enumerate()
         .map(|(i, (_, idx))| {
             let row = match idx {
-                Some(idx) => invocation_row(app, theme, &snap.invocations[*idx], narrow, wide),
+                Some(idx) => {
+                    let inv = &snap.invocations[*idx];
+                    let row = invocation_row(app, theme, inv, narrow, wide);
+                    mark_public_write(row, snap, theme, inv)
+                }
                 None => others_row(snap, theme, wide),
             };
             if Some(start + i) == selected {
@@ -121,8 +125,23 @@ fn invocation_row(
     narrow: bool,
     wide: bool,
 ) -> Row<'static> {
-    let marker = if inv.cross_invocation {
+    let snap = app.model.snapshot.as_deref();
+    let writes_public = snap.is_some_and(|s| {
+        s.public_writes
+            .iter()
+            .any(|w| w.namespace.as_deref() == Some(inv.namespace.as_str()))
+    });
+    let no_schema = snap.is_some_and(|s| {
+        s.missing_worker_schemas
+            .iter()
+            .any(|m| m.namespace == inv.namespace)
+    });
+    let marker = if writes_public {
+        Span::styled("PW", theme.collision())
+    } else if inv.cross_invocation {
         Span::styled("!!", theme.collision())
+    } else if no_schema {
+        Span::styled("? ", theme.warning())
     } else if inv.live {
         Span::styled("● ", theme.live())
     } else {
@@ -160,6 +179,29 @@ fn invocation_row(
         Cell::from(inv.schemas.to_string()),
     ]))
     .style(style)
+}
+
+/// A run that writes into a shared schema (lock evidence: it does) gets the `PW` marker in the
+/// collision style; one connected to a database without its worker schema (the fall-through's
+/// precondition) gets `?` in the warning style. The detail says what and where.
+fn mark_public_write(
+    row: Row<'static>,
+    snap: &Snapshot,
+    theme: &Theme,
+    inv: &InvocationReport,
+) -> Row<'static> {
+    let ns = inv.namespace.as_str();
+    if snap
+        .public_writes
+        .iter()
+        .any(|w| w.namespace.as_deref() == Some(ns))
+    {
+        return row.style(theme.collision());
+    }
+    if snap.missing_worker_schemas.iter().any(|m| m.namespace == ns) {
+        return row.style(theme.warning());
+    }
+    row
 }
 
 /// The sessions without a namespace, as one dim row.
