@@ -805,3 +805,40 @@ fn pause_freezes_the_header_lines_too() {
     assert!(after.contains("250ms"), "{after}");
     assert!(after.contains("tenant_b unreachable since"), "{after}");
 }
+
+/// Issue 25: a run writing into `public` is marked `PW` in the collision style, and the write is
+/// listed above the lock waits in the Incidents pane.
+#[test]
+fn a_public_write_marks_its_run_and_is_listed_in_the_incidents_pane() {
+    let mut obs = fixtures::collision();
+    obs.shared
+        .locks
+        .push(pgswarm::domain::public_write::ObservedSharedLock {
+            database: "tenant_a".into(),
+            pid: 202,
+            relation: "public.operation_type".into(),
+            mode: "RowExclusiveLock".into(),
+        });
+    let app = app_for(Some(obs));
+    let buf = render(&app, 120, 40, COLOR);
+    let screen = text(&buf);
+    let marks = find(&buf, "PW");
+    assert!(!marks.is_empty(), "{screen}");
+    let (x, y) = marks[0];
+    assert_eq!(buf[(x, y)].fg, Color::Red, "collision style");
+    // A short Incidents pane says it on its frame; a tall one lists it above the lock waits.
+    assert!(
+        screen.contains("PW 1 public write, newest: p10002t1795435020r10003dde/gw1 writes into public.operation_type"),
+        "{screen}"
+    );
+    let mut app = app;
+    for _ in 0..8 {
+        if app.focus == Pane::Incidents {
+            break;
+        }
+        app.update(Event::Key(crossterm::event::KeyCode::Tab.into()));
+    }
+    assert_eq!(app.focus, Pane::Incidents);
+    let screen = text(&render(&app, 120, 60, COLOR));
+    assert!(screen.contains("Public writes (1)"), "{screen}");
+}

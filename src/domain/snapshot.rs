@@ -289,9 +289,6 @@ pub enum WarningCode {
     LockTableFull,
     /// A test session writes (or wrote) into a shared schema (`public_writes`).
     PublicWrite,
-    /// A labeled session is connected to a database where its run has no worker schema
-    /// (`missing_worker_schemas`).
-    MissingWorkerSchema,
 }
 
 /// How a configured database was read in this snapshot.

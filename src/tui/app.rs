@@ -941,6 +941,7 @@ impl App {
 
     /// Shows a snapshot directly (replay, tests).
     pub fn show_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.take_public_writes(&snapshot);
         self.track_reachability(&snapshot);
         self.remember_gone(&snapshot);
         self.install(snapshot);

@@ -184,9 +184,6 @@ fn a_run_without_its_worker_schema_is_flagged_per_database() {
     );
     assert_eq!(m.schema, format!("test_{NS_A}_gw1"));
     assert_eq!(m.pids, vec![2]);
-    assert!(snap
-        .warning_codes
-        .contains(&crate::domain::snapshot::WarningCode::MissingWorkerSchema));
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
         &databases,
         &conv.schema_prefix,
     );
-    warnings.extend(public_write_warnings(&public_writes, &missing_worker_schemas));
+    warnings.extend(public_write_warnings(&public_writes));
     for s in servers.iter().filter(|s| s.lock_table_warning) {
         warnings.push((
             WarningCode::LockTableFull,
@@ -88,13 +88,13 @@ pub fn build_snapshot(obs: Observation, conv: &Convention) -> Snapshot {
     }
 }
 
-/// One warning per public write and one for all missing worker schemas (the fields carry the
-/// details).
+/// One warning per public write. A missing worker schema is a flag of its own
+/// (`missing_worker_schemas`), not a warning: it is also what every worker looks like for the moment
+/// between connecting and creating its schema.
 fn public_write_warnings(
     writes: &[crate::domain::public_write::PublicWrite],
-    missing: &[crate::domain::public_write::MissingWorkerSchema],
 ) -> Vec<(WarningCode, String)> {
-    let mut out: Vec<(WarningCode, String)> = writes
+    writes
         .iter()
         .map(|w| {
             (
@@ -102,24 +102,7 @@ fn public_write_warnings(
                 format!("public write: {}", w.describe()),
             )
         })
-        .collect();
-    if !missing.is_empty() {
-        let list: Vec<String> = missing
-            .iter()
-            .take(5)
-            .map(|m| format!("{}/{} in {}", m.namespace, m.worker, m.database))
-            .collect();
-        let more = missing.len().saturating_sub(list.len());
-        out.push((
-            WarningCode::MissingWorkerSchema,
-            format!(
-                "no worker schema for {}{}: search_path through it falls through to the shared schemas",
-                list.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
-            ),
-        ));
-    }
-    out
+        .collect()
 }
 
 /// What every later phase looks up, computed once per observation.

@@ -20,7 +20,7 @@ pub(super) fn draw(
     at: PaneArea,
     selected: Option<usize>,
 ) {
-    let at = draw_public_writes(frame, app, theme, at);
+    let (at, listed) = draw_public_writes(frame, app, theme, at);
     let area = at.rect;
     let rows = &app.model.incidents;
     let height = at.rows(Pane::Incidents);
@@ -35,6 +35,18 @@ pub(super) fn draw(
     );
     if let Some(e) = &app.flight_log_error {
         block = block.title_bottom(Span::styled(format!(" {e} "), theme.warning()));
+    }
+    if let (false, Some(w)) = (listed, app.public_writes.first()) {
+        // No room for the list: the newest public write on the frame.
+        let text = crate::domain::text::sanitize(&w.describe()).into_owned();
+        block = block.title_bottom(Span::styled(
+            format!(
+                " PW {} public write{}, newest: {text} ",
+                app.public_writes.len(),
+                if app.public_writes.len() == 1 { "" } else { "s" }
+            ),
+            theme.collision(),
+        ));
     }
     if rows.is_empty() {
         let text = if app.replay.is_some() {
@@ -85,13 +97,18 @@ const PUBLIC_WRITE_LINES: usize = 3;
 
 /// Public writes (newest first) in a box of their own at the top of the pane, when there are any
 /// and the pane has room; the rest of the pane is left for the lock waits.
-fn draw_public_writes(frame: &mut Frame, app: &App, theme: &Theme, at: PaneArea) -> PaneArea {
+fn draw_public_writes(
+    frame: &mut Frame,
+    app: &App,
+    theme: &Theme,
+    at: PaneArea,
+) -> (PaneArea, bool) {
     use ratatui::text::Line;
     use ratatui::widgets::{Block, Borders, Paragraph};
     let n = app.public_writes.len().min(PUBLIC_WRITE_LINES);
     let height = n as u16 + 2;
     if n == 0 || at.rect.height < height + 6 {
-        return at;
+        return (at, false);
     }
     let top = ratatui::layout::Rect {
         height,
@@ -127,7 +144,7 @@ fn draw_public_writes(frame: &mut Frame, app: &App, theme: &Theme, at: PaneArea)
         .borders(Borders::ALL)
         .title(Span::styled(title, theme.collision()));
     frame.render_widget(Paragraph::new(lines).block(block), top);
-    PaneArea { rect: rest, ..at }
+    (PaneArea { rect: rest, ..at }, true)
 }
 
 /// From this width the pane shows what was locked.

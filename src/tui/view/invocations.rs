@@ -131,17 +131,10 @@ fn invocation_row(
             .iter()
             .any(|w| w.namespace.as_deref() == Some(inv.namespace.as_str()))
     });
-    let no_schema = snap.is_some_and(|s| {
-        s.missing_worker_schemas
-            .iter()
-            .any(|m| m.namespace == inv.namespace)
-    });
     let marker = if writes_public {
         Span::styled("PW", theme.collision())
     } else if inv.cross_invocation {
         Span::styled("!!", theme.collision())
-    } else if no_schema {
-        Span::styled("? ", theme.warning())
     } else if inv.live {
         Span::styled("● ", theme.live())
     } else {
@@ -181,9 +174,9 @@ fn invocation_row(
     .style(style)
 }
 
-/// A run that writes into a shared schema (lock evidence: it does) gets the `PW` marker in the
-/// collision style; one connected to a database without its worker schema (the fall-through's
-/// precondition) gets `?` in the warning style. The detail says what and where.
+/// A run that writes into a shared schema (lock evidence: it does) is drawn in the collision
+/// style, its marker `PW`; one connected to a database without its worker schema (the
+/// fall-through's precondition) in the warning style. The detail says what and where.
 fn mark_public_write(
     row: Row<'static>,
     snap: &Snapshot,
@@ -198,7 +191,9 @@ fn mark_public_write(
     {
         return row.style(theme.collision());
     }
-    if snap.missing_worker_schemas.iter().any(|m| m.namespace == ns) {
+    // The warning colour only where no blocking colour says more.
+    let quiet = inv.blocked == 0 && !inv.cross_invocation;
+    if quiet && snap.missing_worker_schemas.iter().any(|m| m.namespace == ns) {
         return row.style(theme.warning());
     }
     row
