@@ -265,7 +265,10 @@ async fn hostile_catalog_reads_equal_clean_reads_and_signals_reach_only_their_ta
 
     // A chain: A holds t1; B holds t2 and waits for t1; C waits for t2.
     let a0 = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
-    a0.batch_execute("BEGIN; LOCK TABLE t1").await.unwrap();
+    // Its transaction also writes into public (an xid): the public-write lock read runs too.
+    a0.batch_execute("BEGIN; LOCK TABLE t1; INSERT INTO t1 DEFAULT VALUES")
+        .await
+        .unwrap();
     let b0 = connect_as(&ci, &format!("pytest_gw0_{NS_B}")).await;
     let b0_pid = backend_pid(&b0).await;
     b0.batch_execute("BEGIN; LOCK TABLE t2").await.unwrap();
@@ -323,6 +326,10 @@ async fn hostile_catalog_reads_equal_clean_reads_and_signals_reach_only_their_ta
     assert!(
         v0["lock_trees"].as_array().is_some_and(|t| !t.is_empty()),
         "the clean read sees the chain: {v0:#}"
+    );
+    assert_eq!(
+        v0["public_writes"][0]["relation"], "public.t1",
+        "the clean read sees A's write into public: {v0:#}"
     );
 
     attack(&srv, "work");

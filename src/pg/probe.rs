@@ -1075,6 +1075,7 @@ async fn read_shared(
             app_prefix: &opts.app_prefix,
             shared_schemas: &opts.shared_schemas,
             limit,
+            one_shot: s.one_shot,
         };
         if sv.activity_error.is_some() {
             return (Vec::new(), None);

@@ -7,8 +7,10 @@
 //! 1. only labeled sessions of that database with an open transaction (`xact_start`, already in
 //!    the activity read) are considered, and only when one of them is new to this reader or ran a
 //!    new statement since it was last checked (a lock is taken by a statement: an idle transaction
-//!    whose `query_start` has not moved took none), or is running one that was last checked
-//!    [`ACTIVE_RECHECK`] ago;
+//!    whose `query_start` has not moved took none, and a session waiting for a lock takes none
+//!    while it waits), or is running one that was last checked [`ACTIVE_RECHECK`] ago; only those
+//!    pids are read, what the others were found holding is carried, and two reads of a database
+//!    are [`LOCK_READ_GAP`] apart at least;
 //! 2. the statement itself first asks the per-backend status which of those sessions has an xid
 //!    (a transaction that wrote anything has one; a read-only one never does) and reads
 //!    `pg_lock_status()` only if one has: the `EXISTS` over them is a one-time filter, so a poll of
@@ -82,8 +84,11 @@ pub struct SharedReader {
 
 #[derive(Default)]
 struct State {
-    /// Per pid: the (backend start, transaction start, statement start) last checked, and when.
-    checked: HashMap<i32, (Checked, DateTime<Utc>)>,
+    /// Per pid: the (backend start, transaction start, statement start) last checked, when, and
+    /// the writing locks found then (shown again while that session cannot have taken new ones).
+    checked: HashMap<i32, (Checked, DateTime<Utc>, Vec<ObservedSharedLock>)>,
+    /// When this database's locks were last read.
+    last_read: Option<DateTime<Utc>>,
     /// The shared tables (OID → `schema.table`), the `pg_class` fingerprint they were listed under,
     /// and when.
     tables: Option<(Vec<(u32, String)>, i64, DateTime<Utc>)>,
@@ -97,6 +102,12 @@ type Checked = (
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
 );
+
+/// What a poll does about locks: the pids to read, and the findings carried from earlier reads.
+struct Due {
+    read: Vec<(i32, Checked)>,
+    carried: Vec<ObservedSharedLock>,
+}
 
 impl SharedReader {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -112,14 +123,19 @@ impl SharedReader {
         self.state().lock_reads
     }
 
-    /// The pids whose locks are due for a look (see the module docs), or none.
+    /// Which sessions' locks are due for a look (see the module docs). A session is not due while
+    /// it waits for a lock (it takes none meanwhile), nor while it sits idle in the transaction it
+    /// was last checked in; a running one is due again after [`ACTIVE_RECHECK`]. Reads of one
+    /// database are [`LOCK_READ_GAP`] apart at least (a persistent session's; a one-shot reads at
+    /// once); meanwhile the findings of the same transactions are carried.
     fn due(
         &self,
         sessions: &[ObservedSession],
         datname: &str,
         app_prefix: &str,
         now: DateTime<Utc>,
-    ) -> Vec<i32> {
+        gap: chrono::Duration,
+    ) -> Due {
         let candidates: Vec<&ObservedSession> = sessions
             .iter()
             .filter(|s| s.datname.as_deref() == Some(datname) && s.xact_start.is_some())
@@ -133,33 +149,56 @@ impl SharedReader {
         let mut st = self.state();
         st.checked
             .retain(|pid, _| candidates.iter().any(|s| s.pid == *pid));
-        let any_due = candidates.iter().any(|s| {
+        let mut due = Due {
+            read: Vec::new(),
+            carried: Vec::new(),
+        };
+        for s in &candidates {
             let key = (s.backend_start, s.xact_start, s.query_start);
+            let same_xact = |k: &Checked| k.0 == key.0 && k.1 == key.1;
+            let waiting = s.wait_event_type.as_deref() == Some("Lock");
             match st.checked.get(&s.pid) {
-                None => true,
-                Some((k, _)) if *k != key => true,
-                Some((_, at)) => {
-                    s.state.as_deref() != Some("idle in transaction") && now - *at >= ACTIVE_RECHECK
+                Some((k, at, found)) if same_xact(k) => {
+                    let settled = *k == key
+                        && (s.state.as_deref() == Some("idle in transaction")
+                            || now - *at < ACTIVE_RECHECK);
+                    if waiting || settled {
+                        due.carried.extend(found.iter().cloned());
+                    } else {
+                        due.read.push((s.pid, key));
+                    }
+                }
+                _ if waiting => {}
+                _ => due.read.push((s.pid, key)),
+            }
+        }
+        let too_soon = st.last_read.is_some_and(|t| now - t < gap);
+        if !due.read.is_empty() && too_soon {
+            for (pid, key) in std::mem::take(&mut due.read) {
+                if let Some((k, _, found)) = st.checked.get(&pid) {
+                    if k.0 == key.0 && k.1 == key.1 {
+                        due.carried.extend(found.iter().cloned());
+                    }
                 }
             }
-        });
-        if !any_due {
-            return Vec::new();
         }
-        for s in &candidates {
-            st.checked.insert(
-                s.pid,
-                ((s.backend_start, s.xact_start, s.query_start), now),
-            );
-        }
-        candidates.iter().map(|s| s.pid).collect()
+        due
     }
 
-    /// Forgets what was checked (a failed read is tried again on the next poll).
-    fn forget(&self) {
-        self.state().checked.clear();
+    /// Remembers what a read found for the pids it read.
+    fn record(&self, read: &[(i32, Checked)], found: &[ObservedSharedLock], now: DateTime<Utc>) {
+        let mut st = self.state();
+        st.last_read = Some(now);
+        st.lock_reads += 1;
+        for (pid, key) in read {
+            let mine = found.iter().filter(|l| l.pid == *pid).cloned().collect();
+            st.checked.insert(*pid, (*key, now, mine));
+        }
     }
 }
+
+/// The least time between two lock reads of one database over a persistent session.
+pub const LOCK_READ_GAP: chrono::Duration = chrono::Duration::seconds(2);
 
 /// Bounds a query on the client side too (as the probe does).
 async fn bounded<T>(
@@ -183,6 +222,8 @@ pub struct SharedRead<'a> {
     pub app_prefix: &'a str,
     pub shared_schemas: &'a [String],
     pub limit: Duration,
+    /// A one-shot read (`pgswarm snapshot`): no gap between lock reads applies.
+    pub one_shot: bool,
 }
 
 impl SharedRead<'_> {
@@ -193,20 +234,29 @@ impl SharedRead<'_> {
         if self.shared_schemas.is_empty() {
             return Vec::new();
         }
-        let pids = self
+        let now = Utc::now();
+        let gap = if self.one_shot {
+            chrono::Duration::zero()
+        } else {
+            LOCK_READ_GAP
+        };
+        let due = self
             .reader
-            .due(sessions, self.datname, self.app_prefix, Utc::now());
-        if pids.is_empty() {
-            return Vec::new();
+            .due(sessions, self.datname, self.app_prefix, now, gap);
+        let mut found = due.carried;
+        if due.read.is_empty() {
+            return found;
         }
+        let pids: Vec<i32> = due.read.iter().map(|(p, _)| *p).collect();
         match self.read_locks(&pids).await {
-            Ok(locks) => locks,
-            Err(e) => {
-                tracing::debug!("shared-schema lock read on {}: {e}", self.database);
-                self.reader.forget();
-                Vec::new()
+            Ok(locks) => {
+                self.reader.record(&due.read, &locks, now);
+                found.extend(locks);
             }
+            // Not an error of the poll: the sessions stay due and are read again next time.
+            Err(e) => tracing::debug!("shared-schema lock read on {}: {e}", self.database),
         }
+        found
     }
 
     async fn read_locks(&self, pids: &[i32]) -> Result<Vec<ObservedSharedLock>, String> {
@@ -216,7 +266,6 @@ impl SharedRead<'_> {
             .locks_stmt
             .get_or_try_init(|| bounded(self.limit, c.prepare(LOCKS_SQL)))
             .await?;
-        self.reader.state().lock_reads += 1;
         let rows = bounded(self.limit, c.query(stmt, &[&pids, &self.shared_schemas])).await?;
         rows.iter()
             .map(|r| {
