@@ -8,7 +8,12 @@
 //!     (incremental activity read, awaited locks, relation names, schema listing, lock-table count;
 //!     full reads and `pg_locks` re-reads on their schedule included);
 //! (e) pgswarm's one-shot `snapshot`: connect, the whole poll, close (estimated sizes);
-//! (f) `pgswarm snapshot --summary`.
+//! (f) `pgswarm snapshot --summary`;
+//! (g) (d) with public-write detection on (the default; (d) runs with it off): the lock read for
+//!     due labeled transactions and the shared tables' write counters (`pg::public_write`). Its
+//!     time-gated reads (counters every 3 s, the table list every 60 s) are amortized over the
+//!     calls of a round, which come faster than the dashboard's 1 s; the output also gives the
+//!     cost at one poll per second from each statement's own mean.
 //!
 //! Load per scale: see `common/load.rs`; "NtM" scales add M test tables. Each figure: median (min–max)
 //! over ROUNDS rounds of CALLS calls, in ms per call; contenders interleave within a round. Ratios
@@ -66,13 +71,14 @@ struct Scale {
     ratios: Vec<(&'static str, (f64, f64, f64))>,
 }
 
-const ROLES: [&str; 6] = [
+const ROLES: [&str; 7] = [
     "r_floor",
     "r_seed",
     "r_selfjoin",
     "r_refresh",
     "r_once",
     "r_summary",
+    "r_detect",
 ];
 
 /// Test schemas with `tables` tables in all (100 per schema), as a swarm's backlog leaves them.
@@ -139,15 +145,24 @@ async fn measure(n: usize, tables: usize) -> Scale {
     };
     let settings = SessionSettings::default();
     let opts = ProbeOptions::default();
+    // (d): detection off, to compare with (g), the same refresh with it on (the default).
+    let opts_off = ProbeOptions {
+        shared_schemas: Vec::new(),
+        ..ProbeOptions::default()
+    };
     // A refresh as the dashboard and `record` do it: sessions opened once, then polled.
     let refresh_targets = [target_as("r_refresh")];
     let open = open_all(&refresh_targets, &settings, &ProcessEnv).await;
+    let detect_targets = [target_as("r_detect")];
+    let open_detect = open_all(&detect_targets, &settings, &ProcessEnv).await;
+    let mut round_secs = Vec::new();
     // What every `pgswarm snapshot` does: connect, read once, close.
     let once_targets = [target_as("r_once")];
     let summary_targets = [target_as("r_summary")];
 
     let mut per_role: Vec<Vec<f64>> = vec![Vec::new(); ROLES.len()];
     for _ in 0..ROUNDS {
+        let started = std::time::Instant::now();
         admin
             .batch_execute("SELECT pg_stat_statements_reset()")
             .await
@@ -157,13 +172,28 @@ async fn measure(n: usize, tables: usize) -> Scale {
             for (c, stmt) in &clients {
                 c.query(stmt, &[]).await.unwrap();
             }
-            let obs = observe(&refresh_targets, &open, &opts, settings.statement_timeout).await;
+            let obs = observe(
+                &refresh_targets,
+                &open,
+                &opts_off,
+                settings.statement_timeout,
+            )
+            .await;
+            assert!(obs.databases[0].outcome.is_ok());
+            let obs = observe(
+                &detect_targets,
+                &open_detect,
+                &opts,
+                settings.statement_timeout,
+            )
+            .await;
             assert!(obs.databases[0].outcome.is_ok());
             let obs = observe_once(&once_targets, &settings, &opts, &ProcessEnv).await;
             assert!(obs.databases[0].outcome.is_ok());
             let sum = summarize_once(&summary_targets, &settings, &ProcessEnv).await;
             assert!(sum.0.servers.iter().all(|s| s.activity_error.is_none()));
         }
+        round_secs.push(started.elapsed().as_secs_f64());
         let rows = admin
             .query(
                 "SELECT r.rolname::text, sum(s.total_exec_time)::float8
@@ -182,7 +212,7 @@ async fn measure(n: usize, tables: usize) -> Scale {
         }
     }
     // Where the one-shot's time goes (last round), for the README's explanation.
-    for role in ["r_refresh", "r_once", "r_summary"] {
+    for role in ["r_refresh", "r_detect", "r_once", "r_summary"] {
         for row in admin
             .query(
                 "SELECT s.total_exec_time / s.calls, s.calls, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 80)
@@ -206,7 +236,70 @@ async fn measure(n: usize, tables: usize) -> Scale {
         "  whole refresh: {} polls, {} full activity reads, {} pg_locks reads",
         counters.activity_reads, counters.full_reads, counters.lock_reads
     );
+    // One more poll over a fresh detection session, after the last round: its reader has seen no
+    // transaction yet, so it reads locks once (the setup transaction holds an xid), which gives the
+    // lock read's own cost on this load.
+    let fresh = open_all(&detect_targets, &settings, &ProcessEnv).await;
+    let obs = observe(&detect_targets, &fresh, &opts, settings.statement_timeout).await;
+    assert!(
+        !obs.shared.locks.is_empty(),
+        "the setup transaction writes into public"
+    );
+    drop(fresh);
+    let shared_lock_reads = open_detect[0]
+        .as_ref()
+        .map(|s| s.shared.lock_reads())
+        .unwrap_or_default();
+    // The detection statements' own means (last round), and what they cost at the dashboard's
+    // one poll per second: a lock read per poll at worst, counters every 3 s, the list every 60 s.
+    let detection = admin
+        .query(
+            "SELECT CASE WHEN s.query LIKE '%pg_lock_status%' THEN 'locks'                          WHEN s.query LIKE '%pg_stat_get_tuples_inserted(o)%' THEN 'counters'                          WHEN s.query LIKE '%nspname = ANY%relkind%' THEN 'tables' END AS k,                     sum(s.total_exec_time)::float8, sum(s.calls)::int8              FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid              WHERE r.rolname = 'r_detect' GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut each: std::collections::HashMap<String, (f64, i64)> = Default::default();
+    for row in detection {
+        if let Some(k) = row.get::<_, Option<String>>(0) {
+            each.insert(k, (row.get(1), row.get(2)));
+        }
+    }
+    let per_call = |k: &str| {
+        each.get(k)
+            .map(|(t, c)| if *c > 0 { t / *c as f64 } else { 0.0 })
+            .unwrap_or(0.0)
+    };
+    let calls_of = |k: &str| each.get(k).map(|(_, c)| *c).unwrap_or(0);
+    eprintln!(
+        "  detection (last round): lock read {:.3} ms x {}, counters {:.3} ms x {}, table list {:.3} ms x {}; \
+         {shared_lock_reads} lock reads in all {} polls; round {:.1} s",
+        per_call("locks"),
+        calls_of("locks"),
+        per_call("counters"),
+        calls_of("counters"),
+        per_call("tables"),
+        calls_of("tables"),
+        ROUNDS * CALLS,
+        stats(round_secs.clone()).0
+    );
+    let d_median = stats(per_role[3].clone()).0;
+    // A lock read at most every LOCK_READ_GAP (2 s) per database, whatever the poll rate.
+    let worst_per_s =
+        d_median + per_call("locks") / 2.0 + per_call("counters") / 3.0 + per_call("tables") / 60.0;
+    let observed_lock_rate = shared_lock_reads as f64 / (ROUNDS * CALLS) as f64;
+    let model_per_s = d_median
+        + per_call("locks") * observed_lock_rate
+        + per_call("counters") / 3.0
+        + per_call("tables") / 60.0;
+    eprintln!(
+        "  at one poll per second: detection off {d_median:.3} ms/s; on {model_per_s:.3} ms/s \
+         ({:+.1}%) with this load's lock-read rate; {worst_per_s:.3} ms/s ({:+.1}%) with a lock read every 2 s (a swarm of labeled write transactions starting statements all the time)",
+        (model_per_s / d_median - 1.0) * 100.0,
+        (worst_per_s / d_median - 1.0) * 100.0
+    );
     drop(open);
+    drop(open_detect);
     load.release().await;
     let labels = [
         statements[0].0,
@@ -215,6 +308,7 @@ async fn measure(n: usize, tables: usize) -> Scale {
         "(d) pgswarm refresh (dashboard, record: persistent sessions, whole poll)",
         "(e) pgswarm snapshot (one-shot: connect, whole poll, close)",
         "(f) pgswarm snapshot --summary",
+        "(g) (d) with public-write detection on (default; (d) has it off)",
     ];
     let rows = labels
         .iter()
@@ -235,6 +329,7 @@ async fn measure(n: usize, tables: usize) -> Scale {
         ("refresh / self-join", ratio(3, 2)),
         ("snapshot / seed", ratio(4, 1)),
         ("summary / floor", ratio(5, 0)),
+        ("detection on / off", ratio(6, 3)),
     ];
     cluster.stop();
     Scale {

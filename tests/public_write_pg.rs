@@ -176,11 +176,7 @@ async fn an_open_transaction_seeder_is_caught_from_locks_in_one_poll_and_fails_t
     );
     // Only the configured shared schemas count.
     assert_exit(
-        &run(&[
-            "--fail-on-public-write",
-            "--shared-schema",
-            "reference",
-        ]),
+        &run(&["--fail-on-public-write", "--shared-schema", "reference"]),
         0,
     );
     // A bad schema name is a usage error naming it.

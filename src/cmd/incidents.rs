@@ -4,11 +4,11 @@
 //! The episodes come from `domain::incidents`; this module only selects, orders and prints them.
 //! Every string that came from a database is sanitised in text output (JSON keeps it raw).
 
+use crate::cmd::cli::IncidentKind;
 use crate::cmd::cli::IncidentsArgs;
 use crate::cmd::recording::read_snapshots;
 use crate::cmd::{emit, emit_open, print_error, print_warning, CmdError, Exit};
 use crate::domain::format::{fmt_age, fmt_count};
-use crate::cmd::cli::IncidentKind;
 use crate::domain::incidents::{episodes_of, Episode, EPISODES_VERSION};
 use crate::domain::public_write::{public_writes_of, PublicWrite};
 use crate::domain::text::{sanitize, sanitize_lines};
@@ -433,10 +433,9 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
             }
         }
         flight_log_error = update.flight_log_error.clone();
-        let writes = update
-            .ended_public_writes
-            .iter()
-            .filter(|w| wants_kind(args, IncidentKind::PublicWrite) && wanted_write(w, args, update.at));
+        let writes = update.ended_public_writes.iter().filter(|w| {
+            wants_kind(args, IncidentKind::PublicWrite) && wanted_write(w, args, update.at)
+        });
         for w in writes {
             let text = if args.json {
                 let mut line = serde_json::to_value(w)

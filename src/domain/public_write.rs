@@ -192,7 +192,8 @@ pub struct PublicWrite {
 impl PublicWrite {
     /// Whether `namespace` wrote it (lock evidence) or is among its candidates.
     pub fn involves(&self, namespace: &str) -> bool {
-        self.namespace.as_deref() == Some(namespace) || self.candidates.iter().any(|c| c == namespace)
+        self.namespace.as_deref() == Some(namespace)
+            || self.candidates.iter().any(|c| c == namespace)
     }
 
     /// The flight log's identity of a finding: the same finding written twice is kept once.
@@ -504,7 +505,8 @@ impl PublicWriteTracker {
                 Some((t, c)) => Some((*t, c.clone())),
                 None => None,
             };
-            self.counters.insert(r.database.clone(), (r.at, now.clone()));
+            self.counters
+                .insert(r.database.clone(), (r.at, now.clone()));
             let Some((prev_at, prev)) = prev else {
                 continue;
             };
@@ -555,10 +557,7 @@ impl PublicWriteTracker {
 /// transaction; statistics by table and first window.
 fn finding_key(w: &PublicWrite) -> String {
     match w.evidence {
-        Evidence::Lock => format!(
-            "l:{}:{}:{:?}:{:?}",
-            w.database, w.relation, w.pid, w.since
-        ),
+        Evidence::Lock => format!("l:{}:{}:{:?}:{:?}", w.database, w.relation, w.pid, w.since),
         Evidence::Statistics => format!(
             "s:{}:{}:{:?}",
             w.database,
@@ -570,7 +569,11 @@ fn finding_key(w: &PublicWrite) -> String {
 
 /// Adds the findings a snapshot taken `at` shows to `kept`: each finding once, with when it was
 /// first and last seen (a statistics finding keeps its own last delta).
-pub fn remember_public_writes(kept: &mut Vec<PublicWrite>, seen: &[PublicWrite], at: DateTime<Utc>) {
+pub fn remember_public_writes(
+    kept: &mut Vec<PublicWrite>,
+    seen: &[PublicWrite],
+    at: DateTime<Utc>,
+) {
     for w in seen {
         let key = finding_key(w);
         let last = match w.evidence {

@@ -429,7 +429,7 @@ pub fn read(path: &Path) -> Result<Read, FlightLogError> {
             &mut by_id,
             &mut writes,
         )
-            .map_err(|e| FlightLogError::io(&p, e))?;
+        .map_err(|e| FlightLogError::io(&p, e))?;
     }
     out.episodes.sort_by_key(|e| e.sort_time());
     out.public_writes.sort_by_key(|w| w.last_seen.or(w.since));

@@ -110,7 +110,8 @@ impl SnapshotStream {
                     else => return,
                 };
                 snapshot.attach_sqlite(sqlite_reports.clone());
-                let ended_public_writes = track_public_writes(&mut writes, &mut snapshot, &readings);
+                let ended_public_writes =
+                    track_public_writes(&mut writes, &mut snapshot, &readings);
                 let snapshot = Arc::new(snapshot);
                 let ended = tracker.observe(&snapshot);
                 let flight_log_error = flight_log

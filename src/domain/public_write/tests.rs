@@ -116,7 +116,12 @@ fn a_labeled_session_holding_a_write_lock_on_public_is_a_public_write_with_its_r
         vec![schema("tenant_a", &format!("test_{NS_A}_gw0"))],
         vec![
             lock("tenant_a", 42, "public.operation_type", "RowExclusiveLock"),
-            lock("tenant_a", 42, "public.operation_type", "AccessExclusiveLock"),
+            lock(
+                "tenant_a",
+                42,
+                "public.operation_type",
+                "AccessExclusiveLock",
+            ),
         ],
     );
     assert_eq!(snap.public_writes.len(), 1, "one row per session and table");
@@ -239,9 +244,19 @@ fn sessions_of(list: Vec<ObservedSession>) -> Vec<crate::domain::snapshot::Sessi
 fn a_counter_delta_is_a_statistics_write_with_the_connected_runs_as_candidates() {
     let mut tr = PublicWriteTracker::new();
     let one = sessions_of(vec![labeled("tenant_a", NS_A, 1)]);
-    let out = tr.observe(t(0), &one, &[], &[reading("tenant_a", 0, &[("public.op", 10, 0, 0)])]);
+    let out = tr.observe(
+        t(0),
+        &one,
+        &[],
+        &[reading("tenant_a", 0, &[("public.op", 10, 0, 0)])],
+    );
     assert!(out.statistics.is_empty(), "the first reading is a baseline");
-    let out = tr.observe(t(3), &one, &[], &[reading("tenant_a", 3, &[("public.op", 13, 1, 0)])]);
+    let out = tr.observe(
+        t(3),
+        &one,
+        &[],
+        &[reading("tenant_a", 3, &[("public.op", 13, 1, 0)])],
+    );
     assert_eq!(out.statistics.len(), 1);
     let w = &out.statistics[0];
     assert_eq!(w.evidence, Evidence::Statistics);
@@ -261,8 +276,18 @@ fn two_runs_live_in_the_window_are_both_candidates_and_runs_elsewhere_are_not() 
         labeled("tenant_a", NS_B, 2),
         labeled("platform", "p300t1700000200r0000000c", 3),
     ]);
-    tr.observe(t(0), &both, &[], &[reading("tenant_a", 0, &[("public.op", 0, 0, 0)])]);
-    let out = tr.observe(t(3), &both, &[], &[reading("tenant_a", 3, &[("public.op", 5, 0, 0)])]);
+    tr.observe(
+        t(0),
+        &both,
+        &[],
+        &[reading("tenant_a", 0, &[("public.op", 0, 0, 0)])],
+    );
+    let out = tr.observe(
+        t(3),
+        &both,
+        &[],
+        &[reading("tenant_a", 3, &[("public.op", 5, 0, 0)])],
+    );
     assert_eq!(
         out.statistics[0].candidates,
         vec![NS_A.to_string(), NS_B.to_string()]
@@ -273,8 +298,18 @@ fn two_runs_live_in_the_window_are_both_candidates_and_runs_elsewhere_are_not() 
 fn a_delta_while_no_run_was_connected_is_nobodys_test_write() {
     let mut tr = PublicWriteTracker::new();
     let admin = sessions_of(vec![session("tenant_a", 9, "psql")]);
-    tr.observe(t(0), &admin, &[], &[reading("tenant_a", 0, &[("public.op", 0, 0, 0)])]);
-    let out = tr.observe(t(3), &admin, &[], &[reading("tenant_a", 3, &[("public.op", 7, 0, 0)])]);
+    tr.observe(
+        t(0),
+        &admin,
+        &[],
+        &[reading("tenant_a", 0, &[("public.op", 0, 0, 0)])],
+    );
+    let out = tr.observe(
+        t(3),
+        &admin,
+        &[],
+        &[reading("tenant_a", 3, &[("public.op", 7, 0, 0)])],
+    );
     assert!(out.statistics.is_empty());
 }
 
@@ -282,12 +317,21 @@ fn a_delta_while_no_run_was_connected_is_nobodys_test_write() {
 fn a_reset_is_a_new_baseline_and_a_new_table_counts_from_zero() {
     let mut tr = PublicWriteTracker::new();
     let one = sessions_of(vec![labeled("tenant_a", NS_A, 1)]);
-    tr.observe(t(0), &one, &[], &[reading("tenant_a", 0, &[("public.op", 50, 0, 0)])]);
+    tr.observe(
+        t(0),
+        &one,
+        &[],
+        &[reading("tenant_a", 0, &[("public.op", 50, 0, 0)])],
+    );
     let out = tr.observe(
         t(3),
         &one,
         &[],
-        &[reading("tenant_a", 3, &[("public.op", 2, 0, 0), ("public.fresh", 4, 0, 0)])],
+        &[reading(
+            "tenant_a",
+            3,
+            &[("public.op", 2, 0, 0), ("public.fresh", 4, 0, 0)],
+        )],
     );
     assert_eq!(out.statistics.len(), 1);
     assert_eq!(out.statistics[0].relation, "public.fresh");
@@ -297,7 +341,11 @@ fn a_reset_is_a_new_baseline_and_a_new_table_counts_from_zero() {
         t(4),
         &one,
         &[],
-        &[reading("tenant_a", 3, &[("public.op", 2, 0, 0), ("public.fresh", 9, 0, 0)])],
+        &[reading(
+            "tenant_a",
+            3,
+            &[("public.op", 2, 0, 0), ("public.fresh", 9, 0, 0)],
+        )],
     );
     assert_eq!(again.statistics[0].rows, Some(4));
 }
@@ -306,9 +354,24 @@ fn a_reset_is_a_new_baseline_and_a_new_table_counts_from_zero() {
 fn statistics_findings_add_up_and_end_after_a_quiet_spell_and_locks_end_when_released() {
     let mut tr = PublicWriteTracker::new();
     let one = sessions_of(vec![labeled("tenant_a", NS_A, 1)]);
-    tr.observe(t(0), &one, &[], &[reading("tenant_a", 0, &[("public.op", 0, 0, 0)])]);
-    tr.observe(t(3), &one, &[], &[reading("tenant_a", 3, &[("public.op", 2, 0, 0)])]);
-    let out = tr.observe(t(6), &one, &[], &[reading("tenant_a", 6, &[("public.op", 5, 0, 1)])]);
+    tr.observe(
+        t(0),
+        &one,
+        &[],
+        &[reading("tenant_a", 0, &[("public.op", 0, 0, 0)])],
+    );
+    tr.observe(
+        t(3),
+        &one,
+        &[],
+        &[reading("tenant_a", 3, &[("public.op", 2, 0, 0)])],
+    );
+    let out = tr.observe(
+        t(6),
+        &one,
+        &[],
+        &[reading("tenant_a", 6, &[("public.op", 5, 0, 1)])],
+    );
     assert_eq!(out.statistics.len(), 1);
     assert_eq!(out.statistics[0].rows, Some(6));
     assert_eq!(out.statistics[0].first_seen, Some(t(3)));
@@ -354,7 +417,10 @@ fn a_recording_gives_each_finding_once_with_first_and_last_seen() {
     }
     let found = public_writes_of(&snaps);
     assert_eq!(found.len(), 1);
-    assert_eq!((found[0].first_seen, found[0].last_seen), (Some(t(0)), Some(t(2))));
+    assert_eq!(
+        (found[0].first_seen, found[0].last_seen),
+        (Some(t(0)), Some(t(2)))
+    );
     assert!(found[0].involves(NS_A));
     assert!(!found[0].involves(NS_B));
 }

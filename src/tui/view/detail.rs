@@ -255,7 +255,11 @@ fn public_write_lines(snap: &Snapshot, ns: &str, theme: &Theme) -> Vec<Line<'sta
             theme.collision(),
         ));
     }
-    for m in snap.missing_worker_schemas.iter().filter(|m| m.namespace == ns) {
+    for m in snap
+        .missing_worker_schemas
+        .iter()
+        .filter(|m| m.namespace == ns)
+    {
         out.push(Line::styled(
             format!(
                 " NO WORKER SCHEMA  {} in {}: search_path through it falls through to public",

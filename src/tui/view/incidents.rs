@@ -43,7 +43,11 @@ pub(super) fn draw(
             format!(
                 " PW {} public write{}, newest: {text} ",
                 app.public_writes.len(),
-                if app.public_writes.len() == 1 { "" } else { "s" }
+                if app.public_writes.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             ),
             theme.collision(),
         ));
@@ -110,10 +114,7 @@ fn draw_public_writes(
     if n == 0 || at.rect.height < height + 6 {
         return (at, false);
     }
-    let top = ratatui::layout::Rect {
-        height,
-        ..at.rect
-    };
+    let top = ratatui::layout::Rect { height, ..at.rect };
     let rest = ratatui::layout::Rect {
         y: at.rect.y + height,
         height: at.rect.height - height,
@@ -127,7 +128,11 @@ fn draw_public_writes(
             let when = w
                 .last_seen
                 .or(w.since)
-                .map(|t| t.with_timezone(&app.utc_offset).format("%H:%M:%S").to_string())
+                .map(|t| {
+                    t.with_timezone(&app.utc_offset)
+                        .format("%H:%M:%S")
+                        .to_string()
+                })
                 .unwrap_or_default();
             let text = crate::domain::text::sanitize(&w.describe()).into_owned();
             Line::from(vec![

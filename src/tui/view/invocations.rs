@@ -193,7 +193,12 @@ fn mark_public_write(
     }
     // The warning colour only where no blocking colour says more.
     let quiet = inv.blocked == 0 && !inv.cross_invocation;
-    if quiet && snap.missing_worker_schemas.iter().any(|m| m.namespace == ns) {
+    if quiet
+        && snap
+            .missing_worker_schemas
+            .iter()
+            .any(|m| m.namespace == ns)
+    {
         return row.style(theme.warning());
     }
     row
