@@ -361,6 +361,9 @@ pub fn missing_worker_schemas(
 
 type Counts = (i64, i64, i64);
 
+/// When a snapshot was taken, and the runs connected to a database then.
+type Presence = (DateTime<Utc>, BTreeSet<String>);
+
 /// What one snapshot changed.
 #[derive(Debug, Default)]
 pub struct Tracked {
@@ -378,7 +381,7 @@ pub struct PublicWriteTracker {
     /// Last reading per database.
     counters: HashMap<String, (DateTime<Utc>, HashMap<String, Counts>)>,
     /// Per database: when each snapshot was taken and the runs connected to it then.
-    presence: HashMap<String, Vec<(DateTime<Utc>, BTreeSet<String>)>>,
+    presence: HashMap<String, Vec<Presence>>,
     /// Open findings by key.
     open: BTreeMap<String, PublicWrite>,
 }

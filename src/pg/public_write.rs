@@ -91,11 +91,14 @@ struct State {
     last_read: Option<DateTime<Utc>>,
     /// The shared tables (OID → `schema.table`), the `pg_class` fingerprint they were listed under,
     /// and when.
-    tables: Option<(Vec<(u32, String)>, i64, DateTime<Utc>)>,
+    tables: Option<Listed>,
     counters_at: Option<DateTime<Utc>>,
     /// Lock reads sent (for tests and benchmarks).
     lock_reads: u64,
 }
+
+/// The shared tables (OID, `schema.table`), the `pg_class` fingerprint, when listed.
+type Listed = (Vec<(u32, String)>, i64, DateTime<Utc>);
 
 type Checked = (
     Option<DateTime<Utc>>,
@@ -306,7 +309,6 @@ impl SharedRead<'_> {
     }
 
     async fn read_counters(&self, now: DateTime<Utc>) -> Result<CounterReading, String> {
-        let c = self.client;
         let (mut tables, listed_under, listed_at) = match self.reader.state().tables.clone() {
             Some(t) => (t.0, Some(t.1), t.2),
             None => (Vec::new(), None, now),
@@ -327,7 +329,6 @@ impl SharedRead<'_> {
         };
         self.reader.state().tables = Some((tables.clone(), print, listed_at));
         let names: HashMap<u32, &String> = tables.iter().map(|(o, n)| (*o, n)).collect();
-        let _ = c;
         Ok(CounterReading {
             database: self.database.to_string(),
             at: now,

@@ -131,10 +131,11 @@ fn invocation_row(
             .iter()
             .any(|w| w.namespace.as_deref() == Some(inv.namespace.as_str()))
     });
-    let marker = if writes_public {
-        Span::styled("PW", theme.collision())
-    } else if inv.cross_invocation {
+    // A collision keeps its `!!`: the row is red either way and the detail names the write.
+    let marker = if inv.cross_invocation {
         Span::styled("!!", theme.collision())
+    } else if writes_public {
+        Span::styled("PW", theme.collision())
     } else if inv.live {
         Span::styled("● ", theme.live())
     } else {
