@@ -610,6 +610,35 @@ mod tests {
     }
 
     #[test]
+    fn shared_schemas_come_from_the_flag_over_the_file_over_public_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "shared_schemas = [\"reference\", \"public\"]\n").unwrap();
+        let mut cli = CliSettings::default();
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        assert_eq!(s.convention.shared_schemas, ["public"]);
+        cli.config = Some(path.clone());
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        assert_eq!(s.convention.shared_schemas, ["public", "reference"]);
+        cli.shared_schemas = vec!["lookup".into()];
+        let s = resolve_settings(&cli, &NoEnv).unwrap();
+        assert_eq!(s.convention.shared_schemas, ["lookup"]);
+        cli.shared_schemas = vec!["x".repeat(64)];
+        let e = resolve_settings(&cli, &NoEnv).unwrap_err().to_string();
+        assert!(
+            e.contains(&"x".repeat(64)) && e.contains("--shared-schema"),
+            "{e}"
+        );
+        std::fs::write(&path, "shared_schemas = [\"\"]\n").unwrap();
+        cli.shared_schemas = Vec::new();
+        let e = resolve_settings(&cli, &NoEnv).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid shared schema \"\"") && e.contains("config file"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn no_database_means_the_libpq_environment() {
         let s = resolve_settings(&CliSettings::default(), &NoEnv).unwrap();
         assert_eq!(s.databases.len(), 1);
