@@ -196,17 +196,21 @@ impl PublicWrite {
             || self.candidates.iter().any(|c| c == namespace)
     }
 
-    /// The flight log's identity of a finding: the same finding written twice is kept once.
+    /// The flight log's identity of a finding: the same finding written twice (by a dashboard and
+    /// a recorder) is kept once. Lock evidence is named by what the server says (database, table,
+    /// pid, the transaction's start); statistics by table and when this process first saw it.
     pub fn id(&self) -> String {
+        let when = match self.evidence {
+            Evidence::Lock => self.since.or(self.first_seen),
+            Evidence::Statistics => self.first_seen.or(self.window_start),
+        };
         format!(
             "public_write:{}:{}:{}:{}:{}",
             self.database,
             self.relation,
             self.evidence.words(),
             self.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
-            self.first_seen
-                .or(self.since)
-                .map_or_else(|| "-".to_string(), |t| t.to_rfc3339())
+            when.map_or_else(|| "-".to_string(), |t| t.to_rfc3339())
         )
     }
 
@@ -225,25 +229,31 @@ impl PublicWrite {
         }
     }
 
-    /// One line: `p1…/gw0 writes into public.operation_type (RowExclusive, lock) in tenant_a`.
+    /// One line: `p1…/gw0 writes into public.operation_type (RowExclusive, lock) in tenant_a`, or
+    /// `5 rows written into public.operation_type in tenant_a (statistics; candidates: p1…, p2…)`.
     pub fn describe(&self) -> String {
-        let how = match (self.evidence, &self.mode, self.rows) {
-            (Evidence::Lock, Some(m), _) => {
-                format!("{}, lock", crate::domain::snapshot::short_mode(m))
-            }
-            (Evidence::Statistics, _, Some(r)) => format!("{r} rows, statistics"),
-            (e, _, _) => e.words().to_string(),
-        };
-        let verb = match self.evidence {
-            Evidence::Lock => "writes into",
-            Evidence::Statistics => "wrote into",
-        };
-        format!(
-            "{} {verb} {} ({how}) in {}",
-            self.who(),
-            self.relation,
-            self.database
-        )
+        match self.evidence {
+            Evidence::Lock => format!(
+                "{} writes into {} ({}, lock) in {}",
+                self.who(),
+                self.relation,
+                self.mode
+                    .as_deref()
+                    .map_or("?", crate::domain::snapshot::short_mode),
+                self.database
+            ),
+            Evidence::Statistics => format!(
+                "{} rows written into {} in {} (statistics; candidates: {})",
+                self.rows.unwrap_or(0),
+                self.relation,
+                self.database,
+                if self.candidates.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.candidates.join(", ")
+                }
+            ),
+        }
     }
 }
 
@@ -299,7 +309,7 @@ pub fn lock_writes(locks: &[ObservedSharedLock], sessions: &[SessionReport]) -> 
     out.sort_by(|a, b| {
         (&a.database, &a.relation, a.pid, &a.mode).cmp(&(&b.database, &b.relation, b.pid, &b.mode))
     });
-    // One row per session and table: the strongest mode is enough to say it writes.
+    // One row per session and table: one writing mode is enough to say it writes.
     out.dedup_by(|a, b| a.database == b.database && a.relation == b.relation && a.pid == b.pid);
     out
 }
