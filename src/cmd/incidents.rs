@@ -443,6 +443,7 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
                 if let Some(o) = line.as_object_mut() {
                     o.insert("schema_version".into(), EPISODES_VERSION.into());
                     o.insert("kind".into(), "public_write".into());
+                    o.insert("id".into(), w.id().into());
                 }
                 format!("{line}\n")
             } else {
