@@ -38,6 +38,7 @@ Examples:
   pgswarm --config pgswarm.toml
   pgswarm watch --interval 500ms --bell --db platform=postgres://db1/p_test
   pgswarm watch --replay incident.jsonl
+  pgswarm --server http://monitor:9187 --token-file ~/.pgswarm-token
 
 Keys: ? in the dashboard lists them all. Exit codes: 0 done; 2 usage error
 or no terminal (use `pgswarm snapshot`); 3 no database could ever be read.";
@@ -88,6 +89,9 @@ pub struct Cli {
     /// `demo` when given before their name).
     #[command(flatten)]
     pub flight_log: FlightLogArg,
+    /// For the dashboard when no subcommand is given.
+    #[command(flatten)]
+    pub server: DashboardServerArg,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -332,6 +336,31 @@ pub struct WatchArgs {
     pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
+    #[command(flatten)]
+    pub server: DashboardServerArg,
+}
+
+/// The dashboard reading a running `pgswarm serve` instead of the databases.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DashboardServerArg {
+    /// Show what a running `pgswarm serve` at URL sees (http://HOST:PORT): no database
+    /// credentials needed; read-only (actions run where the databases are configured)
+    #[arg(
+        long = "server",
+        id = "dashboard_server",
+        value_name = "URL",
+        env = "PGSWARM_SERVER"
+    )]
+    pub url: Option<String>,
+    /// With --server: the file holding the bearer token the server wants
+    #[arg(
+        long = "token-file",
+        id = "dashboard_token_file",
+        value_name = "FILE",
+        env = "PGSWARM_TOKEN_FILE",
+        requires = "dashboard_server"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Whether ended lock waits are appended to the flight log.

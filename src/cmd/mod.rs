@@ -176,13 +176,25 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
             bell: false,
             flight_log: Default::default(),
             interval: cli.interval,
+            server: cli.server,
         })),
         cli.flight_log.no_flight_log,
     )?;
     match command {
         Command::Watch(WatchArgs {
+            replay: Some(_),
+            server: cli::DashboardServerArg { url: Some(url), .. },
+            ..
+        }) => Err(CmdError::Usage(format!(
+            "--replay shows a recording and --server {url:?} a running pgswarm serve: give one \
+             (PGSWARM_SERVER counts as --server)"
+        ))),
+        Command::Watch(WatchArgs {
             replay: Some(path), ..
         }) => replay::watch(runtime, &path, offline()?),
+        Command::Watch(args) if args.server.url.is_some() => {
+            watch::run_remote(runtime, offline()?, &args)
+        }
         Command::Watch(args) => watch::run(runtime, settings()?, &args),
         Command::Snapshot(args) if args.replay.is_some() => replay::snapshot(&args),
         Command::Snapshot(args) if args.server.url.is_some() => snapshot::run_remote(&args),

@@ -65,6 +65,7 @@ pub fn router(hub: Arc<Hub>, token: Option<String>, limits: &Limits) -> Router {
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/live", get(live))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
@@ -188,6 +189,38 @@ async fn summary(State(st): State<AppState>) -> Response {
         Some(l) => Json(&*l.summary).into_response(),
         None => not_ready(),
     }
+}
+
+#[derive(Deserialize)]
+struct LiveQuery {
+    /// The poll the client already shows: its snapshot is left out.
+    poll: Option<u64>,
+    /// The number of the last ended episode the client has.
+    after: Option<u64>,
+}
+
+/// What the dashboard over a server reads each interval: [`LiveDocument`](super::hub::LiveDocument).
+async fn live(State(st): State<AppState>, Query(q): Query<LiveQuery>) -> Response {
+    let Some(l) = st.hub.latest() else {
+        return not_ready();
+    };
+    let (ended, ended_seq) = st.hub.episodes_after(q.after.unwrap_or(0));
+    Json(super::hub::LiveView {
+        schema_version: EPISODES_VERSION,
+        instance: st.hub.started,
+        poll: l.poll,
+        at: l.at,
+        latencies_ms: l
+            .latencies
+            .iter()
+            .map(|(n, d)| (n.clone(), d.as_secs_f64() * 1000.0))
+            .collect(),
+        snapshot: (q.poll != Some(l.poll)).then_some(&*l.snapshot),
+        ongoing: &l.ongoing,
+        ended,
+        ended_seq,
+    })
+    .into_response()
 }
 
 #[derive(Deserialize)]
