@@ -156,6 +156,7 @@ fn a_client_of_a_dead_server_exits_3_and_says_why() {
         vec!["snapshot", "--server", url.as_str()],
         vec!["snapshot", "--summary", "--json", "--server", url.as_str()],
         vec!["incidents", "--server", url.as_str()],
+        vec!["incidents", "--follow", "--server", url.as_str()],
         // The dashboard reads once before it takes the terminal.
         vec!["--server", url.as_str()],
         vec!["watch", "--server", url.as_str()],
@@ -331,4 +332,131 @@ async fn a_server_that_goes_away_is_stale_then_live_again_and_sigterm_stops_serv
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// One lock wait between two runs that gives up after `timeout` (lock_timeout), on `table`. The
+/// sessions are returned: a waiter that disconnected before the next poll would read `waiter_gone`.
+async fn give_up_once(
+    ci: &str,
+    table: &str,
+    timeout: &str,
+) -> (tokio_postgres::Client, tokio_postgres::Client) {
+    let holder = connect_as(ci, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute(&format!("BEGIN; LOCK TABLE {table}"))
+        .await
+        .unwrap();
+    let waiter = connect_as(ci, &format!("pytest_gw1_{NS_B}")).await;
+    waiter
+        .batch_execute(&format!("SET lock_timeout = '{timeout}'"))
+        .await
+        .unwrap();
+    let err = waiter
+        .simple_query(&format!("SELECT * FROM {table}"))
+        .await
+        .expect_err("the wait gives up");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    (holder, waiter)
+}
+
+/// `incidents --follow --server`: each ended wait as the server's event stream announces it; when
+/// the server restarts (same address), the client says so, reconnects, and the next wait comes
+/// through too (event ids keep increasing across instances, so nothing is skipped as seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart() {
+    let srv = Server::start(&["app"]);
+    srv.psql("app", "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int)");
+    let ci = srv.conninfo("app");
+    let serve = Serve::start(&format!("app={ci}"), &[]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+    let port = serve.port;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["incidents", "--follow", "--json", "--server", &url])
+        .env_remove("PGSWARM_SERVER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let stderr = follow.stderr.take().unwrap();
+    let (err_tx, errs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = err_tx.send(line);
+        }
+    });
+    let next_episode = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no episode line for {what}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+
+    let _first_pair = give_up_once(&ci, "t1", "1500ms").await;
+    let first = next_episode("the first wait");
+    assert_eq!(first["outcome"], "gave_up", "{first:#}");
+    assert_eq!(first["waiter_namespace"], NS_B, "{first:#}");
+    assert_eq!(first["root_namespace"], NS_A, "{first:#}");
+    assert!(
+        first["wait"].as_str().unwrap_or("").contains("t1"),
+        "{first:#}"
+    );
+
+    // Let this instance send more events (a summary per poll) than the next will have sent by its
+    // wait: resuming with this instance's last id must not skip the next one's events.
+    std::thread::sleep(Duration::from_secs(6));
+    // The server goes away: said on stderr, nothing printed as an episode.
+    drop(serve);
+    let said = errs
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the outage is said on stderr");
+    assert!(
+        said.contains("does not answer") || said.contains("ended"),
+        "{said}"
+    );
+    let serve = Serve::start_on(&format!("app={ci}"), port, &[]);
+    serve.until("/healthz", "first poll again", |b| b.contains("\"ok\""));
+    // At once, whether or not the client has reconnected yet: the event is in the server's
+    // history if it has not.
+    let _second_pair = give_up_once(&ci, "t2", "1500ms").await;
+    let second = next_episode("the wait after the restart");
+    let back = errs
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the return is said on stderr");
+    assert!(back.contains("answers again"), "{back}");
+    assert_eq!(second["outcome"], "gave_up", "{second:#}");
+    assert!(
+        second["wait"].as_str().unwrap_or("").contains("t2"),
+        "{second:#}"
+    );
+    assert!(
+        lines.try_recv().is_err(),
+        "no other episode (e.g. a replay of the first)"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &follow.id().to_string()])
+        .status();
+    let status = follow.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends --follow cleanly");
+    drop(serve);
 }

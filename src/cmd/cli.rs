@@ -456,12 +456,15 @@ Examples:
   pgswarm incidents --namespace p4242t1795510800r0a1b2c3d
   pgswarm incidents --from run.jsonl --json | jq '.episodes[0]'
   pgswarm incidents --follow --json --config pgswarm.toml
+  pgswarm incidents --follow --server http://monitor:9187
 
 --follow polls like the dashboard (faster while anything waits) and says on
 stderr when a database cannot be read: waits there are not seen meanwhile.
+With --server it reads the server's event stream instead, and resumes where
+it left off after the server comes back.
 
-Exit codes: 0 done; 2 usage error or unreadable input. JSON fields:
-docs/incidents.md.";
+Exit codes: 0 done; 2 usage error or unreadable input; 3 (--server) the
+server does not answer. JSON fields: docs/incidents.md.";
 
 #[derive(Args, Debug)]
 pub struct IncidentsArgs {
@@ -491,7 +494,7 @@ pub struct IncidentsArgs {
     #[command(flatten)]
     pub interval: IntervalArg,
     /// Read the lock waits a running `pgswarm serve` at URL remembers instead of the flight log
-    #[arg(long = "server", value_name = "URL", env = "PGSWARM_SERVER", conflicts_with_all = ["from", "log", "follow"])]
+    #[arg(long = "server", value_name = "URL", env = "PGSWARM_SERVER", conflicts_with_all = ["from", "log"])]
     pub server: Option<String>,
     /// With --server: the file holding the bearer token the server wants
     #[arg(

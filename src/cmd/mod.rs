@@ -198,6 +198,9 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
         Command::Watch(args) => watch::run(runtime, settings()?, &args),
         Command::Snapshot(args) if args.replay.is_some() => replay::snapshot(&args),
         Command::Snapshot(args) if args.server.url.is_some() => snapshot::run_remote(&args),
+        Command::Incidents(args) if args.server.is_some() && args.follow => {
+            incidents::follow_remote(runtime, &args)
+        }
         Command::Incidents(args) if args.server.is_some() => incidents::run_remote(&args),
         Command::Snapshot(args) => snapshot::run(runtime, &settings()?, &args),
         Command::Sweep(args) => sweep::run(runtime, &settings()?, &args),

@@ -256,3 +256,245 @@ pub fn spawn_live(remote: Remote, interval: Duration, first: super::hub::LiveDoc
         control,
     }
 }
+
+/// How long an event stream may stay silent before it counts as gone (the server sends a
+/// keep-alive comment every 15 s).
+pub const EVENT_SILENCE: Duration = Duration::from_secs(40);
+/// The longest event-stream line or event kept; a longer one is skipped (a server is input too).
+pub const EVENT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// One server-sent event as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub kind: String,
+    pub data: String,
+}
+
+/// The event-stream format, one line at a time (pure: tested without a server). An event is
+/// complete at its blank line; comments (`:`) are keep-alives.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    id: Option<u64>,
+    kind: String,
+    data: String,
+    has_data: bool,
+    oversized: bool,
+}
+
+impl SseParser {
+    /// The event being read had a line too long to keep: it is skipped.
+    pub fn oversized(&mut self) {
+        self.oversized = true;
+    }
+
+    /// Takes one line (with or without its line ending); returns an event when one is complete.
+    pub fn line(&mut self, line: &str) -> Option<SseEvent> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            let event = (self.has_data && !self.oversized).then(|| SseEvent {
+                id: self.id,
+                kind: if self.kind.is_empty() {
+                    "message".into()
+                } else {
+                    std::mem::take(&mut self.kind)
+                },
+                data: self
+                    .data
+                    .strip_suffix('\n')
+                    .unwrap_or(&self.data)
+                    .to_string(),
+            });
+            self.kind.clear();
+            self.data.clear();
+            self.has_data = false;
+            self.oversized = false;
+            return event;
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                if self.data.len() + value.len() > EVENT_MAX_BYTES {
+                    self.oversized = true;
+                } else {
+                    self.data.push_str(value);
+                    self.data.push('\n');
+                }
+                self.has_data = true;
+            }
+            "event" => self.kind = value.chars().take(64).collect(),
+            "id" => self.id = value.trim().parse().ok().or(self.id),
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Reads one line of at most [`EVENT_MAX_BYTES`] (a longer one is cut there, the rest skipped,
+/// and it comes back as `(line, true)`); `Ok(None)` at the end of the stream.
+fn read_capped_line(r: &mut impl std::io::BufRead) -> std::io::Result<Option<(String, bool)>> {
+    let mut buf = Vec::new();
+    let mut skipping = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(
+                (!buf.is_empty()).then(|| (String::from_utf8_lossy(&buf).into_owned(), skipping))
+            );
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !skipping {
+            let room = EVENT_MAX_BYTES.saturating_sub(buf.len());
+            buf.extend_from_slice(&chunk[..take.min(room)]);
+            skipping = take > room;
+        }
+        r.consume(take);
+        if done {
+            return Ok(Some((String::from_utf8_lossy(&buf).into_owned(), skipping)));
+        }
+    }
+}
+
+impl Remote {
+    /// Opens `GET /api/v1/events` (resuming after `last_id`) and hands each event to `on_event`
+    /// until the stream ends, fails, stays silent longer than [`EVENT_SILENCE`], or `on_event`
+    /// returns false. `Ok(())` only when `on_event` stopped it.
+    pub fn follow_events(
+        &self,
+        last_id: Option<u64>,
+        mut on_event: impl FnMut(SseEvent) -> bool,
+    ) -> Result<(), RemoteError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(REQUEST_TIMEOUT))
+            .timeout_recv_response(Some(REQUEST_TIMEOUT))
+            .timeout_per_read(Some(EVENT_SILENCE))
+            .build()
+            .into();
+        let mut req = agent
+            .get(format!("{}/api/v1/events", self.base))
+            .header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", &id.to_string());
+        }
+        let unreachable = |reason: String| RemoteError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        };
+        let resp = req.call().map_err(|e| unreachable(e.to_string()))?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 => return Err(RemoteError::Unauthorized(self.base.clone())),
+            status => {
+                return Err(RemoteError::Status {
+                    url: self.base.clone(),
+                    status,
+                    body: String::new(),
+                })
+            }
+        }
+        let mut reader = std::io::BufReader::new(resp.into_body().into_reader());
+        let mut parser = SseParser::default();
+        loop {
+            match read_capped_line(&mut reader) {
+                Ok(Some((line, cut))) => {
+                    if cut {
+                        parser.oversized();
+                    }
+                    if let Some(event) = parser.line(&line) {
+                        if !on_event(event) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(None) => return Err(unreachable("the event stream ended".into())),
+                Err(e) => return Err(unreachable(e.to_string())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(text: &str) -> Vec<SseEvent> {
+        let mut p = SseParser::default();
+        text.split_inclusive('\n')
+            .filter_map(|l| p.line(l))
+            .collect()
+    }
+
+    #[test]
+    fn events_are_split_at_blank_lines_with_ids_kinds_and_multiline_data() {
+        let got = feed(
+            ": keep-alive\n\nid: 7\nevent: episode\ndata: {\"a\":1}\n\n\
+             id: 8\r\nevent: summary\r\ndata: x\r\ndata: y\r\n\r\ndata:z\n\n",
+        );
+        assert_eq!(
+            got,
+            vec![
+                SseEvent {
+                    id: Some(7),
+                    kind: "episode".into(),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    id: Some(8),
+                    kind: "summary".into(),
+                    data: "x\ny".into()
+                },
+                // The last id stays the stream's; a kind is per event.
+                SseEvent {
+                    id: Some(8),
+                    kind: "message".into(),
+                    data: "z".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_oversized_line_is_cut_and_its_event_skipped() {
+        let long = "a".repeat(EVENT_MAX_BYTES + 10);
+        let text = format!("event: episode\ndata: {long}\n\nevent: episode\ndata: ok\n\n");
+        let mut r = std::io::BufReader::with_capacity(4096, text.as_bytes());
+        let mut p = SseParser::default();
+        let mut got = Vec::new();
+        while let Some((line, cut)) = read_capped_line(&mut r).unwrap() {
+            assert!(line.len() <= EVENT_MAX_BYTES);
+            if cut {
+                p.oversized();
+            }
+            got.extend(p.line(&line));
+        }
+        assert_eq!(got.len(), 1, "only the event that fits");
+        assert_eq!(got[0].data, "ok");
+    }
+
+    #[test]
+    fn a_stale_picture_marks_every_database_and_keeps_the_sessions() {
+        use crate::domain::fixtures;
+        use crate::domain::snapshot::{build_snapshot, Convention};
+        let snap = build_snapshot(fixtures::collision(), &Convention::default());
+        let at = fixtures::fixture_now();
+        let stale = stale_picture(&snap, at, "gone");
+        assert_eq!(stale.sessions.len(), snap.sessions.len());
+        assert!(stale.databases.iter().all(|d| !d.reachable
+            && d.stale_since.is_some()
+            && d.error.as_deref() == Some("gone")));
+    }
+}

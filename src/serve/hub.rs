@@ -130,8 +130,15 @@ impl std::fmt::Debug for Hub {
 #[derive(Debug)]
 struct SnapshotCollector(Arc<RwLock<Option<Latest>>>);
 
+/// The first event id of an instance started at `started`: later instances start higher (ids stay
+/// below 2^53, exact in JavaScript).
+fn first_event_id(started: DateTime<Utc>) -> u64 {
+    u64::try_from(started.timestamp_millis()).unwrap_or(0) * 1_000 + 1
+}
+
 impl Hub {
     pub fn new() -> Arc<Hub> {
+        let started = Utc::now();
         let (events, _) = broadcast::channel(SUBSCRIBER_QUEUE);
         let latest = Arc::new(RwLock::new(None));
         let episodes_total = Family::<EpisodeLabels, Counter>::default();
@@ -155,10 +162,13 @@ impl Hub {
             episodes: Mutex::new(VecDeque::new()),
             episode_seq: AtomicU64::new(0),
             polls: AtomicU64::new(0),
-            started: Utc::now(),
+            started,
             history: Mutex::new(VecDeque::new()),
             events,
-            next_id: AtomicU64::new(1),
+            // Ids go on increasing across restarts (the start time's milliseconds, times 1,000):
+            // a client resuming with an id from an earlier instance gets this one's whole history
+            // and nothing of it is skipped as already seen.
+            next_id: AtomicU64::new(first_event_id(started)),
             registry,
             episodes_total,
             wait_seconds,

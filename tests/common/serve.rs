@@ -16,9 +16,15 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(db: &str, extra: &[&str]) -> Serve {
+        Serve::start_on(db, 0, extra)
+    }
+
+    /// On `port` (0: a free one).
+    pub fn start_on(db: &str, port: u16, extra: &[&str]) -> Serve {
         let state = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--interval", "0.25s"])
+            .args(["serve", "--listen", &listen, "--interval", "0.25s"])
             .args(extra)
             .args(["--db", db])
             .env_remove("PGSWARM_DB")
