@@ -460,3 +460,89 @@ async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart(
     assert_eq!(status.code(), Some(0), "SIGTERM ends --follow cleanly");
     drop(serve);
 }
+
+/// TLS on the listener: a client that trusts serve's CA reads it over https; one that does not is
+/// refused with why (exit 3); plain HTTP to the TLS port gets nothing; a key that cannot be read is
+/// a usage error naming the file, before anything listens.
+#[test]
+fn tls_serves_https_to_clients_that_trust_its_ca_only() {
+    let srv = Server::start(&["app"]);
+    let pki = common::pki::make_pki(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let (cert_s, key_s, ca_s) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    );
+    let serve = Serve::start(
+        &format!("app={}", srv.conninfo("app")),
+        &["--tls-cert", cert_s, "--tls-key", key_s],
+    );
+    let url = format!("https://127.0.0.1:{}", serve.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        let out = client(&[
+            "snapshot",
+            "--summary",
+            "--json",
+            "--server",
+            &url,
+            "--server-ca",
+            ca_s,
+        ]);
+        if out.status.code() == Some(0) || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_exit(&ok, 0);
+    let summary: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(summary["blocked"], 0, "{summary:#}");
+
+    // Not trusting the CA: refused, and why.
+    let untrusted = client(&["snapshot", "--server", &url]);
+    assert_exit(&untrusted, 3);
+    assert!(untrusted.stdout.is_empty());
+    let why = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(
+        why.contains("certificate") || why.contains("issuer"),
+        "{why}"
+    );
+    // Plain HTTP to the TLS port: no document.
+    let plain = client(&[
+        "snapshot",
+        "--server",
+        &format!("http://127.0.0.1:{}", serve.port),
+    ]);
+    assert_exit(&plain, 3);
+    // A CA file without a certificate is a usage error naming it.
+    let bad_ca = client(&["snapshot", "--server", &url, "--server-ca", key_s]);
+    assert_exit(&bad_ca, 2);
+    assert!(String::from_utf8_lossy(&bad_ca.stderr).contains("key.pem"));
+    drop(serve);
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert_s])
+        .args([
+            "--tls-key",
+            "/nonexistent/key.pem",
+            "--db",
+            "app=dbname=app",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&missing, 2);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/key.pem"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

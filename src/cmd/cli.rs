@@ -361,6 +361,16 @@ pub struct DashboardServerArg {
         requires = "dashboard_server"
     )]
     pub token_file: Option<PathBuf>,
+    /// With an https:// --server: trust this PEM CA certificate (e.g. serve's own self-signed
+    /// --tls-cert) instead of the public roots
+    #[arg(
+        long = "server-ca",
+        id = "dashboard_server_ca",
+        value_name = "FILE",
+        env = "PGSWARM_SERVER_CA",
+        requires = "dashboard_server"
+    )]
+    pub server_ca: Option<PathBuf>,
 }
 
 /// Whether ended lock waits are appended to the flight log.
@@ -418,6 +428,12 @@ pub struct ServeArgs {
     /// File holding the bearer token clients must send (required off loopback)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Format of the service log on stderr
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -504,6 +520,16 @@ pub struct IncidentsArgs {
         requires = "server"
     )]
     pub token_file: Option<PathBuf>,
+    /// With an https:// --server: trust this PEM CA certificate (e.g. serve's own self-signed
+    /// --tls-cert) instead of the public roots
+    #[arg(
+        long = "server-ca",
+        id = "incidents_server_ca",
+        value_name = "FILE",
+        env = "PGSWARM_SERVER_CA",
+        requires = "server"
+    )]
+    pub server_ca: Option<PathBuf>,
 }
 
 const SWEEP_HELP: &str = "\
@@ -596,6 +622,16 @@ pub struct ServerArg {
         requires = "url"
     )]
     pub token_file: Option<PathBuf>,
+    /// With an https:// --server: trust this PEM CA certificate (e.g. serve's own self-signed
+    /// --tls-cert) instead of the public roots
+    #[arg(
+        long = "server-ca",
+        id = "server_ca",
+        value_name = "FILE",
+        env = "PGSWARM_SERVER_CA",
+        requires = "url"
+    )]
+    pub server_ca: Option<PathBuf>,
 }
 
 /// A duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.

@@ -70,7 +70,11 @@ pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
     struct Remote {
         episodes: Vec<Episode>,
     }
-    let remote = remote_of(args.server.as_deref(), args.token_file.as_deref())?;
+    let remote = remote_of(
+        args.server.as_deref(),
+        args.token_file.as_deref(),
+        args.server_ca.as_deref(),
+    )?;
     let mut query = Vec::new();
     if let Some(d) = args.since {
         query.push(format!("since={}s", d.as_secs().max(1)));
@@ -364,7 +368,11 @@ pub fn follow_remote(
 ) -> Result<Exit, CmdError> {
     use crate::cmd::snapshot::{remote_error, remote_of};
     use crate::serve::client::RemoteError;
-    let remote = remote_of(args.server.as_deref(), args.token_file.as_deref())?;
+    let remote = remote_of(
+        args.server.as_deref(),
+        args.token_file.as_deref(),
+        args.server_ca.as_deref(),
+    )?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Followed>();
     let (first_tx, first_rx) = std::sync::mpsc::channel::<Result<(), RemoteError>>();
     // The reader blocks on the network: a thread of its own, never the loop that handles signals.

@@ -50,6 +50,7 @@ pub fn run_remote(
     let remote = remote_of(
         args.server.url.as_deref(),
         args.server.token_file.as_deref(),
+        args.server.server_ca.as_deref(),
     )?;
     let first = remote.live(None, 0).map_err(remote_error)?;
     let Some(snapshot) = &first.snapshot else {

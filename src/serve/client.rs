@@ -17,6 +17,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RemoteError {
     #[error("--server {0:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:9187)")]
     BadUrl(String),
+    #[error("{0}")]
+    BadCa(String),
     #[error("the pgswarm server at {url} does not answer: {reason}")]
     Unreachable { url: String, reason: String },
     #[error(
@@ -39,21 +41,55 @@ pub enum RemoteError {
 pub struct Remote {
     base: String,
     token: Option<String>,
+    tls: ureq::tls::TlsConfig,
     agent: ureq::Agent,
 }
 
 impl Remote {
-    pub fn new(url: &str, token: Option<String>) -> Result<Remote, RemoteError> {
+    /// `ca`: a PEM file of the certificates to trust for an `https://` URL instead of the public
+    /// roots (a `serve` with its own self-signed certificate).
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Remote, RemoteError> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(RemoteError::BadUrl(url.to_string()));
         }
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = ca {
+            let bad =
+                |why: String| RemoteError::BadCa(format!("--server-ca {}: {why}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(
+                    "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".into(),
+                ));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        let tls = tls.build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
+            .tls_config(tls.clone())
             .build()
             .into();
-        Ok(Remote { base, token, agent })
+        Ok(Remote {
+            base,
+            token,
+            tls,
+            agent,
+        })
     }
 
     /// GETs `path` (with its query) and decodes the JSON body.
@@ -379,6 +415,7 @@ impl Remote {
             .timeout_connect(Some(REQUEST_TIMEOUT))
             .timeout_recv_response(Some(REQUEST_TIMEOUT))
             .timeout_per_read(Some(EVENT_SILENCE))
+            .tls_config(self.tls.clone())
             .build()
             .into();
         let mut req = agent

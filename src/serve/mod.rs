@@ -12,6 +12,7 @@
 pub mod client;
 pub mod hub;
 pub mod routes;
+pub mod tls;
 
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     pub token: Option<String>,
     pub interval: Duration,
     pub limits: routes::Limits,
+    /// TLS on the listener (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Why `serve` could not run.
@@ -96,10 +99,21 @@ pub async fn run(
     };
     tracing::info!(%addr, "serving");
     let app = routes::router(hub, opts.token.clone(), &opts.limits);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve);
+    let served = match &opts.tls {
+        Some(config) => {
+            let listener =
+                tls::TlsListener::new(listener, config.clone()).map_err(ServeError::Serve)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(ServeError::Serve);
     publisher.abort();
     served
 }

@@ -9,6 +9,7 @@
 
 pub mod http;
 pub mod lookalike;
+pub mod pki;
 pub mod serve;
 pub mod sweep;
 
