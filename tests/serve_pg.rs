@@ -546,3 +546,193 @@ fn tls_serves_https_to_clients_that_trust_its_ca_only() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+/// Actions over the API (`--allow-actions`): refused by a read-only serve and without the token;
+/// `--allow-actions` without a token refuses to start; a terminate plan names exactly the run's
+/// sessions and its confirmation terminates exactly those, once, with an audit line; a sweep plan
+/// drops the orphaned schema and keeps the live run's; bad requests are 400s naming the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_over_the_api_are_planned_confirmed_once_and_audited() {
+    use common::http::http_post;
+    use std::os::unix::fs::PermissionsExt;
+    let srv = Server::start(&["app"]);
+    let stale = "test_p4900t1700000000r0c0ffee0_gw0";
+    let live_schema = format!("test_{NS_B}_gw0");
+    srv.psql(
+        "app",
+        &format!(
+            "CREATE TABLE accounts (id int); CREATE SCHEMA {stale}; CREATE TABLE {stale}.t (id int); \
+             CREATE SCHEMA {live_schema}"
+        ),
+    );
+    let ci = srv.conninfo("app");
+    let db = format!("app={ci}");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "act-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_s = token.to_str().unwrap();
+
+    // --allow-actions without a token: refuses to start, even on loopback.
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+            "--db",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+
+    let a = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    let a1 = connect_as(&ci, &format!("pytest_gw1_{NS_A}")).await;
+    let b = connect_as(&ci, &format!("pytest_gw0_{NS_B}")).await;
+    let admin = connect_as(&ci, "admin").await;
+    let (pa, pa1, pb) = (
+        backend_pid(&a).await,
+        backend_pid(&a1).await,
+        backend_pid(&b).await,
+    );
+    let body = format!(r#"{{"action": "terminate", "namespace": "{NS_A}"}}"#);
+
+    // A read-only serve (with a token) refuses, and says how to turn actions on.
+    let ro = Serve::start(&db, &["--token-file", token_s]);
+    let auth = [("Authorization", "Bearer act-token")];
+    let (status, text) = http_post(ro.port, "/api/v1/actions/plan", &auth, &body);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("--allow-actions"), "{text}");
+    drop(ro);
+
+    let serve = Serve::start(&db, &["--token-file", token_s, "--allow-actions"]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+    let (status, _) = http_post(serve.port, "/api/v1/actions/plan", &[], &body);
+    assert_eq!(status, 401, "no token, no plan");
+    for (bad, needle) in [
+        (r#"{"action": "kill", "pid": 1}"#, "\"kill\""),
+        (
+            r#"{"action": "terminate", "namespace": "NOT A NS"}"#,
+            "NOT A NS",
+        ),
+        (r#"{"action": "terminate", "worker": "gw0"}"#, "namespace"),
+        (r#"{"action": "terminate", "pid": 1, "bogus": 1}"#, "bogus"),
+        ("not json", "plan request"),
+    ] {
+        let (status, text) = http_post(serve.port, "/api/v1/actions/plan", &auth, bad);
+        assert_eq!(status, 400, "{bad}: {text}");
+        assert!(text.contains(needle), "{bad}: {text}");
+    }
+
+    let (status, text) = http_post(serve.port, "/api/v1/actions/plan", &auth, &body);
+    assert_eq!(status, 200, "{text}");
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    let id = plan["plan_id"]
+        .as_str()
+        .expect("an actionable plan has an id")
+        .to_string();
+    assert_eq!(id.len(), 32, "{plan:#}");
+    let planned: Vec<i64> = plan["plan"]["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    let mut want = vec![i64::from(pa), i64::from(pa1)];
+    want.sort();
+    let mut got = planned.clone();
+    got.sort();
+    assert_eq!(got, want, "exactly run A's sessions: {plan:#}");
+    // Nothing happened yet: planning is not doing.
+    let alive = |pids: &[i32]| {
+        let list = pids
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("SELECT count(*) FROM pg_stat_activity WHERE pid IN ({list})")
+    };
+    let n: i64 = admin
+        .query_one(&alive(&[pa, pa1, pb]), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+
+    let (status, text) = http_post(serve.port, "/api/v1/actions/0123/confirm", &auth, "");
+    assert_eq!(status, 404, "an unknown plan id: {text}");
+    let confirm = format!("/api/v1/actions/{id}/confirm");
+    let (status, text) = http_post(serve.port, &confirm, &auth, "");
+    assert_eq!(status, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["executed"], true, "{report:#}");
+    assert_eq!(
+        report["signalled"].as_array().unwrap().len(),
+        2,
+        "{report:#}"
+    );
+    // Exactly run A's sessions ended; B and the admin stay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = admin
+            .query_one(&alive(&[pa, pa1]), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run A's sessions still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n: i64 = admin.query_one(&alive(&[pb]), &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "run B untouched");
+    // Once only.
+    let (status, _) = http_post(serve.port, &confirm, &auth, "");
+    assert_eq!(status, 404, "a plan runs once");
+
+    // A sweep: the orphaned schema goes, the live run's stays.
+    let (status, text) = http_post(
+        serve.port,
+        "/api/v1/actions/plan",
+        &auth,
+        r#"{"action": "sweep"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    let id = plan["plan_id"]
+        .as_str()
+        .expect("a sweep with a drop has an id");
+    let (status, text) = http_post(
+        serve.port,
+        &format!("/api/v1/actions/{id}/confirm"),
+        &auth,
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let schemas = srv.psql(
+        "app",
+        "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname LIKE 'test\\_%'",
+    );
+    assert_eq!(
+        schemas.trim(),
+        live_schema,
+        "only the live run's schema is left"
+    );
+
+    // The audit lines: each plan and each confirmation, with the client's address.
+    let log = serve.log.lock().unwrap().clone();
+    let confirmed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("audit") && l.contains("confirmed"))
+        .collect();
+    assert_eq!(confirmed.len(), 2, "{log}");
+    assert!(
+        confirmed[0].contains("terminate") && confirmed[0].contains("127.0.0.1"),
+        "{log}"
+    );
+    assert!(confirmed[1].contains("sweep"), "{log}");
+    drop(b);
+}

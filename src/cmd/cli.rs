@@ -434,6 +434,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Accept cancel, terminate and sweep over the API (POST /api/v1/actions/plan, then
+    /// /api/v1/actions/ID/confirm); needs --token-file, also on loopback
+    #[arg(long)]
+    pub allow_actions: bool,
     /// Format of the service log on stderr
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

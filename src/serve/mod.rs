@@ -7,8 +7,10 @@
 //! flags and starts it. `hub` holds what was published; `routes` is the HTTP surface.
 //!
 //! Safe by default: it listens on loopback unless told otherwise, and `cmd::serve` refuses any
-//! other address without a bearer token. It is read-only: it never cancels, terminates or drops.
+//! other address without a bearer token. It is read-only unless `--allow-actions` (which needs a
+//! token even on loopback): then `actions` plans and carries out exactly what the CLI would.
 
+pub mod actions;
 pub mod client;
 pub mod hub;
 pub mod routes;
@@ -45,6 +47,8 @@ pub struct ServeOptions {
     pub limits: routes::Limits,
     /// TLS on the listener (`--tls-cert`, `--tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--allow-actions`: cancel, terminate and sweep over the API (needs a token).
+    pub allow_actions: bool,
 }
 
 /// Why `serve` could not run.
@@ -82,7 +86,7 @@ pub async fn run(
     let mut stream = SnapshotStream::spawn(
         settings,
         opts.interval,
-        env,
+        env.clone(),
         flight_log,
         crate::sqlite::report_source(&settings.sqlite),
     );
@@ -98,7 +102,12 @@ pub async fn run(
         })
     };
     tracing::info!(%addr, "serving");
-    let app = routes::router(hub, opts.token.clone(), &opts.limits);
+    let actions = opts
+        .allow_actions
+        .then(|| actions::Actions::new(settings.clone(), env.clone()));
+    let app = routes::router(hub, opts.token.clone(), &opts.limits)
+        .merge(routes::action_routes(actions, opts.token.clone()))
+        .into_make_service_with_connect_info::<routes::Peer>();
     let served = match &opts.tls {
         Some(config) => {
             let listener =

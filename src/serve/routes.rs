@@ -6,6 +6,7 @@
 //! they fall [`SUBSCRIBER_QUEUE`](super::hub::SUBSCRIBER_QUEUE) events behind. With a token,
 //! everything but `/healthz` needs `Authorization: Bearer TOKEN` (compared in constant time).
 
+use super::actions::{ActionError, Actions, PlanRequest};
 use super::hub::{Event, Hub};
 use crate::domain::incidents::{Episode, EPISODES_VERSION};
 use axum::extract::{Query, Request, State};
@@ -84,6 +85,127 @@ pub fn router(hub: Arc<Hub>, token: Option<String>, limits: &Limits) -> Router {
         .with_state(state)
 }
 
+/// The client's address, for the audit lines of actions (plain TCP and TLS alike).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*s.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, super::tls::TlsListener>) -> Peer {
+        Peer(*s.remote_addr())
+    }
+}
+
+#[derive(Clone)]
+struct ActionState {
+    actions: Option<Arc<Actions>>,
+    token: Option<Arc<str>>,
+}
+
+/// `POST /api/v1/actions/plan` and `POST /api/v1/actions/{id}/confirm`: with `actions` (serve
+/// `--allow-actions`, which needs a token), plans and their confirmation; without, 403 saying how
+/// to turn them on. Outside the 10 s request bound (a sweep takes as long as it takes); the body
+/// bound applies.
+pub fn action_routes(actions: Option<Arc<Actions>>, token: Option<String>) -> Router {
+    let state = ActionState {
+        actions,
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/api/v1/actions/plan", axum::routing::post(plan_action))
+        .route(
+            "/api/v1/actions/{id}/confirm",
+            axum::routing::post(confirm_action),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_actions,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
+        .with_state(state)
+}
+
+async fn authorize_actions(State(st): State<ActionState>, req: Request, next: Next) -> Response {
+    let Some(token) = &st.token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "actions need a token: start serve with --allow-actions --token-file FILE\n",
+        )
+            .into_response();
+    };
+    if !bearer_matches(req.headers(), token) {
+        return unauthorized();
+    }
+    next.run(req).await
+}
+
+fn action_error(e: ActionError) -> Response {
+    let status = match &e {
+        ActionError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ActionError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ActionError::NoSuchPlan(_) => StatusCode::NOT_FOUND,
+        ActionError::TooManyPlans => StatusCode::TOO_MANY_REQUESTS,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+fn read_only_serve() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this serve is read-only: start it with --allow-actions (and --token-file) to cancel, \
+         terminate or sweep over the API\n",
+    )
+        .into_response()
+}
+
+async fn plan_action(
+    State(st): State<ActionState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(actions) = &st.actions else {
+        return read_only_serve();
+    };
+    let req: PlanRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return action_error(ActionError::BadRequest(format!(
+                "the body is not a plan request ({e}): e.g. {{\"action\": \"terminate\", \
+                 \"namespace\": \"p4242t1795510800r0a1b2c3d\"}}"
+            )))
+        }
+    };
+    match actions.plan(req, Some(peer.0)).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => action_error(e),
+    }
+}
+
+async fn confirm_action(
+    State(st): State<ActionState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(actions) = &st.actions else {
+        return read_only_serve();
+    };
+    match actions.confirm(&id, Some(peer.0)).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => action_error(e),
+    }
+}
+
 /// Compares in time that depends only on the lengths.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     if given.len() != expected.len() {
@@ -96,21 +218,28 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         == 0
 }
 
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    same_secret(given.as_bytes(), token.as_bytes())
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required: Authorization: Bearer TOKEN (the serve --token-file)\n",
+    )
+        .into_response()
+}
+
 async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same_secret(given.as_bytes(), token.as_bytes()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required: Authorization: Bearer TOKEN (the serve --token-file)\n",
-            )
-                .into_response();
+        if !bearer_matches(req.headers(), token) {
+            return unauthorized();
         }
     }
     next.run(req).await

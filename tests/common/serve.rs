@@ -3,7 +3,7 @@
 
 use super::http::http_get;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Serve {
     pub child: Child,
     pub port: u16,
+    /// Everything it wrote to stderr after the address line (the service log).
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
     _state: tempfile::TempDir,
 }
 
@@ -42,14 +44,20 @@ impl Serve {
             .next()
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        // Keep draining stderr so the child never blocks on it.
+        // Keep draining stderr so the child never blocks on it; kept for tests of the log.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
+            let mut line = String::new();
+            while err.read_line(&mut line).is_ok_and(|n| n > 0) {
+                kept.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
         Serve {
             child,
             port,
+            log,
             _state: state,
         }
     }
