@@ -736,3 +736,67 @@ async fn actions_over_the_api_are_planned_confirmed_once_and_audited() {
     assert!(confirmed[1].contains("sweep"), "{log}");
     drop(b);
 }
+
+/// Connections are bounded, idle kept-alive ones included: with every slot held by a client that
+/// never speaks, the next client waits; when one closes, it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_and_a_freed_slot_serves_the_next() {
+    use pgswarm::serve::{routes::Limits, ServeOptions};
+    let srv = Server::start(&["app"]);
+    let settings = settings(&[format!("app={}", srv.conninfo("app"))]);
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        interval: Duration::from_millis(250),
+        limits: Limits {
+            max_connections: 4,
+            ..Limits::default()
+        },
+        tls: None,
+        allow_actions: false,
+    };
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        pgswarm::serve::run(
+            &settings,
+            &opts,
+            std::sync::Arc::new(pgswarm::pg::conninfo::ProcessEnv),
+            None,
+            |a| {
+                let _ = addr_tx.send(a);
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let port = addr_rx.await.unwrap().port();
+    let ask = move || std::thread::spawn(move || common::http::try_http_get(port, "/healthz", &[]));
+    // Served while slots are free.
+    let first = tokio::task::spawn_blocking(move || ask().join().unwrap())
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = ask();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fifth connection is not served while four are held"
+    );
+    drop(idle);
+    let answer = tokio::task::spawn_blocking(move || waiting.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        answer.is_some_and(|(s, _)| s == 200 || s == 503),
+        "served once a slot is free"
+    );
+    let _ = stop_tx.send(());
+    let _ = server.await;
+}

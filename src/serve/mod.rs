@@ -38,6 +38,22 @@ pub fn init_service_log(json: bool) {
     };
 }
 
+/// Raises the soft limit of open files towards `want` (up to the hard limit): the connection cap,
+/// not the common soft default of 1,024, should be what bounds the clients.
+fn raise_open_files_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// How `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -73,6 +89,7 @@ pub async fn run(
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    raise_open_files_limit(opts.limits.max_connections as u64 + 256);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -112,11 +129,13 @@ pub async fn run(
         Some(config) => {
             let listener =
                 tls::TlsListener::new(listener, config.clone()).map_err(ServeError::Serve)?;
+            let listener = tls::Capped::new(listener, opts.limits.max_connections);
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         None => {
+            let listener = tls::Capped::new(listener, opts.limits.max_connections);
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

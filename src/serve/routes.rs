@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     pub max_event_clients: usize,
     pub max_body_bytes: usize,
+    /// Connections open at once, idle kept-alive ones included.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +43,7 @@ impl Default for Limits {
             max_in_flight: 256,
             max_event_clients: 1_000,
             max_body_bytes: 16 * 1024,
+            max_connections: 4_096,
         }
     }
 }
@@ -89,24 +92,17 @@ pub fn router(hub: Arc<Hub>, token: Option<String>, limits: &Limits) -> Router {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+impl<L>
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::Capped<L>>>
     for Peer
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: Unpin,
 {
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+    fn connect_info(s: axum::serve::IncomingStream<'_, super::tls::Capped<L>>) -> Peer {
         Peer(*s.remote_addr())
     }
 }
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::TlsListener>>
-    for Peer
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, super::tls::TlsListener>) -> Peer {
-        Peer(*s.remote_addr())
-    }
-}
-
 #[derive(Clone)]
 struct ActionState {
     actions: Option<Arc<Actions>>,
