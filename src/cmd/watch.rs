@@ -52,7 +52,18 @@ pub fn run_remote(
         args.server.token_file.as_deref(),
         args.server.server_ca.as_deref(),
     )?;
-    let first = remote.live(None, 0).map_err(remote_error)?;
+    // A server started a moment ago has not finished its first poll: wait a little for it.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        match remote.live(None, 0) {
+            Err(crate::serve::client::RemoteError::NotReady(_))
+                if std::time::Instant::now() < patience =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            read => break read.map_err(remote_error)?,
+        }
+    };
     let Some(snapshot) = &first.snapshot else {
         return Err(CmdError::Unreachable(format!(
             "the pgswarm server at {} sent no picture",
