@@ -7,7 +7,8 @@
 //! role, in rotating order: (a) one dashboard-like poller (`pgswarm record`, the same snapshot
 //! stream); (b) one `serve` with 20 clients each asking `/api/v1/summary` every second; (c) 20 agents
 //! each running `pgswarm snapshot --summary` every second against the database. Then, from memory:
-//! p50/p99 of `/metrics` and `/api/v1/summary` with 50 concurrent clients; `serve`'s RSS before and
+//! p50/p99 of `/healthz`, `/metrics` and `/api/v1/summary` with 50 concurrent clients (a new
+//! connection per request, and kept alive); freshness of the event stream; `serve`'s RSS before and
 //! after 200 event-stream clients that never read, held for 30 s.
 //!
 //! Run: `cargo bench --bench serve` (PGSWARM_BENCH_WINDOW seconds per contender, default 10).
@@ -117,6 +118,105 @@ async fn server_ms(admin: &tokio_postgres::Client, role: &str) -> f64 {
         .get(0)
 }
 
+/// One GET on a kept-alive HTTP/1.1 connection: reads the headers and `Content-Length` bytes.
+fn get_kept(conn: &mut BufReader<TcpStream>, path: &str) -> Option<u16> {
+    conn.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut status = None;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).ok()?;
+        if status.is_none() {
+            status = line.split(' ').nth(1)?.parse().ok();
+        } else if line == "\r\n" {
+            break;
+        } else if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).ok()?;
+    status
+}
+
+/// `n` lock waits between two runs that give up (lock_timeout 300 ms), each followed on the event
+/// stream; returns, per episode, the milliseconds from the `taken_at` of the summary published
+/// with it to its arrival.
+async fn freshness(ci: &str, port: u16, n: usize) -> Vec<f64> {
+    let admin = load::client(ci, "application_name=bench_admin").await;
+    admin
+        .batch_execute("CREATE TABLE IF NOT EXISTS fresh (id int)")
+        .await
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<f64>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /api/v1/events HTTP/1.0\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut r = BufReader::new(s);
+            let (mut kind, mut taken): (String, Option<chrono::DateTime<chrono::Utc>>) =
+                (String::new(), None);
+            while !stop.load(Ordering::Relaxed) {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let now = chrono::Utc::now();
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k.trim().to_string();
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    let v: serde_json::Value =
+                        serde_json::from_str(data.trim()).unwrap_or_default();
+                    if kind == "summary" {
+                        taken = v["taken_at"].as_str().and_then(|t| t.parse().ok());
+                    } else if kind == "episode" {
+                        if let Some(t) = taken {
+                            let _ =
+                                tx.send((now - t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut delays = Vec::new();
+    for _ in 0..n {
+        let holder =
+            load::client(ci, "application_name=pytest_gw0_p4100t1763900000r0a0a0a0a").await;
+        let waiter =
+            load::client(ci, "application_name=pytest_gw1_p4200t1763900100r0b0b0b0b").await;
+        holder
+            .batch_execute("BEGIN; LOCK TABLE fresh")
+            .await
+            .unwrap();
+        waiter
+            .batch_execute("SET lock_timeout = '300ms'")
+            .await
+            .unwrap();
+        let _ = waiter.simple_query("SELECT * FROM fresh").await;
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        if let Ok(ms) = rx.recv_timeout(Duration::from_secs(10)) {
+            delays.push(ms);
+        }
+        drop((holder, waiter));
+        std::thread::sleep(Duration::from_millis(300));
+        while rx.try_recv().is_ok() {}
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    delays
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -218,32 +318,59 @@ async fn main() {
         ms("direct") / ms("served")
     );
 
-    // From memory: latency under 50 concurrent clients.
+    // From memory: latency under 50 concurrent clients, each on a new connection per request
+    // (HTTP/1.0, the bench's earlier runs) and each on one kept-alive connection (HTTP/1.1, as
+    // Prometheus scrapes); /healthz is the floor of this harness on this machine.
     let (child, port) = start_serve(&db(&ci, "served"));
     let pid = child.0.id();
     std::thread::sleep(Duration::from_secs(2));
-    for path in ["/metrics", "/api/v1/summary"] {
-        let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..50)
-                .map(|_| {
-                    s.spawn(move || {
-                        (0..40)
-                            .map(|_| {
-                                let t = Instant::now();
-                                assert_eq!(get(port, path), Some(200));
-                                t.elapsed().as_secs_f64() * 1000.0
-                            })
-                            .collect::<Vec<f64>>()
+    println!("\n| endpoint (50 concurrent clients x 40 requests) | new connection each: p50 / p99 | kept alive: p50 / p99 |");
+    println!("|---|---|---|");
+    for path in ["/healthz", "/metrics", "/api/v1/summary"] {
+        let mut row = format!("| `{path}` |");
+        for keep_alive in [false, true] {
+            let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..50)
+                    .map(|_| {
+                        s.spawn(move || {
+                            let mut conn = keep_alive.then(|| {
+                                BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap())
+                            });
+                            (0..40)
+                                .map(|_| {
+                                    let t = Instant::now();
+                                    let status = match conn.as_mut() {
+                                        Some(c) => get_kept(c, path),
+                                        None => get(port, path),
+                                    };
+                                    assert_eq!(status, Some(200));
+                                    t.elapsed().as_secs_f64() * 1000.0
+                                })
+                                .collect::<Vec<f64>>()
+                        })
                     })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let mut all: Vec<f64> = lat.into_iter().flatten().collect();
-        let p50 = percentile(&mut all, 0.5);
-        let p99 = percentile(&mut all, 0.99);
-        println!("{path}: 50 clients x 40 requests: p50 {p50:.2} ms, p99 {p99:.2} ms");
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut all: Vec<f64> = lat.into_iter().flatten().collect();
+            let p50 = percentile(&mut all, 0.5);
+            let p99 = percentile(&mut all, 0.99);
+            row.push_str(&format!(" {p50:.2} / {p99:.2} ms |"));
+        }
+        println!("{row}");
     }
+
+    // Freshness: how long after the poll that saw a wait end its episode reaches an event-stream
+    // client (the arrival minus the `taken_at` of the summary published with it: an upper bound,
+    // since it includes that poll's own read).
+    let delays = freshness(&ci, port, 10).await;
+    let mut d = delays.clone();
+    println!(
+        "\nfreshness ({} episodes, 1,005 backends): poll start -> episode event at the client: p50 {:.1} ms, max {:.1} ms",
+        d.len(),
+        percentile(&mut d, 0.5),
+        d.iter().cloned().fold(0.0, f64::max)
+    );
 
     // Memory with 200 event-stream clients that never read.
     let rss0 = process::rss_mib(pid);

@@ -5,84 +5,13 @@
 mod common;
 
 use common::http::http_get;
+use common::serve::Serve;
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A running `pgswarm serve`, killed on drop.
-struct Serve {
-    child: Child,
-    port: u16,
-    _state: tempfile::TempDir,
-}
-
-impl Serve {
-    fn start(db: &str, extra: &[&str]) -> Serve {
-        let state = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--interval", "0.25s"])
-            .args(extra)
-            .args(["--db", db])
-            .env_remove("PGSWARM_DB")
-            .env_remove("PGSWARM_CONFIG")
-            .env("XDG_STATE_HOME", state.path())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("pgswarm serve starts");
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let port = line
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        // Keep draining stderr so the child never blocks on it.
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-        });
-        Serve {
-            child,
-            port,
-            _state: state,
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.port, path, &[])
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-    }
-
-    /// Polls `path` until `ok` holds (bounded).
-    fn until(&self, path: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self.get(path);
-            if status == 200 && ok(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{what}: last {status} {body}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The value of the sample `name{labels}` in an OpenMetrics exposition (sums matching lines).
 fn sample(metrics: &str, name: &str, label: &str) -> Option<f64> {
@@ -227,6 +156,10 @@ fn a_client_of_a_dead_server_exits_3_and_says_why() {
         vec!["snapshot", "--server", url.as_str()],
         vec!["snapshot", "--summary", "--json", "--server", url.as_str()],
         vec!["incidents", "--server", url.as_str()],
+        vec!["incidents", "--follow", "--server", url.as_str()],
+        // The dashboard reads once before it takes the terminal.
+        vec!["--server", url.as_str()],
+        vec!["watch", "--server", url.as_str()],
     ] {
         let out = client(&args);
         assert_exit(&out, 3);
@@ -399,4 +332,471 @@ async fn a_server_that_goes_away_is_stale_then_live_again_and_sigterm_stops_serv
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// One lock wait between two runs that gives up after `timeout` (lock_timeout), on `table`. The
+/// sessions are returned: a waiter that disconnected before the next poll would read `waiter_gone`.
+async fn give_up_once(
+    ci: &str,
+    table: &str,
+    timeout: &str,
+) -> (tokio_postgres::Client, tokio_postgres::Client) {
+    let holder = connect_as(ci, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute(&format!("BEGIN; LOCK TABLE {table}"))
+        .await
+        .unwrap();
+    let waiter = connect_as(ci, &format!("pytest_gw1_{NS_B}")).await;
+    waiter
+        .batch_execute(&format!("SET lock_timeout = '{timeout}'"))
+        .await
+        .unwrap();
+    let err = waiter
+        .simple_query(&format!("SELECT * FROM {table}"))
+        .await
+        .expect_err("the wait gives up");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    (holder, waiter)
+}
+
+/// `incidents --follow --server`: each ended wait as the server's event stream announces it; when
+/// the server restarts (same address), the client says so, reconnects, and the next wait comes
+/// through too (event ids keep increasing across instances, so nothing is skipped as seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart() {
+    let srv = Server::start(&["app"]);
+    srv.psql("app", "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int)");
+    let ci = srv.conninfo("app");
+    let serve = Serve::start(&format!("app={ci}"), &[]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+    let port = serve.port;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["incidents", "--follow", "--json", "--server", &url])
+        .env_remove("PGSWARM_SERVER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let stderr = follow.stderr.take().unwrap();
+    let (err_tx, errs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = err_tx.send(line);
+        }
+    });
+    let next_episode = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no episode line for {what}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+
+    let _first_pair = give_up_once(&ci, "t1", "1500ms").await;
+    let first = next_episode("the first wait");
+    assert_eq!(first["outcome"], "gave_up", "{first:#}");
+    assert_eq!(first["waiter_namespace"], NS_B, "{first:#}");
+    assert_eq!(first["root_namespace"], NS_A, "{first:#}");
+    assert!(
+        first["wait"].as_str().unwrap_or("").contains("t1"),
+        "{first:#}"
+    );
+
+    // Let this instance send more events (a summary per poll) than the next will have sent by its
+    // wait: resuming with this instance's last id must not skip the next one's events.
+    std::thread::sleep(Duration::from_secs(6));
+    // The server goes away: said on stderr, nothing printed as an episode.
+    drop(serve);
+    let said = errs
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the outage is said on stderr");
+    assert!(
+        said.contains("does not answer") || said.contains("ended"),
+        "{said}"
+    );
+    let serve = Serve::start_on(&format!("app={ci}"), port, &[]);
+    serve.until("/healthz", "first poll again", |b| b.contains("\"ok\""));
+    // At once, whether or not the client has reconnected yet: the event is in the server's
+    // history if it has not.
+    let _second_pair = give_up_once(&ci, "t2", "1500ms").await;
+    let second = next_episode("the wait after the restart");
+    let back = errs
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the return is said on stderr");
+    assert!(back.contains("answers again"), "{back}");
+    assert_eq!(second["outcome"], "gave_up", "{second:#}");
+    assert!(
+        second["wait"].as_str().unwrap_or("").contains("t2"),
+        "{second:#}"
+    );
+    assert!(
+        lines.try_recv().is_err(),
+        "no other episode (e.g. a replay of the first)"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &follow.id().to_string()])
+        .status();
+    let status = follow.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends --follow cleanly");
+    drop(serve);
+}
+
+/// TLS on the listener: a client that trusts serve's CA reads it over https; one that does not is
+/// refused with why (exit 3); plain HTTP to the TLS port gets nothing; a key that cannot be read is
+/// a usage error naming the file, before anything listens.
+#[test]
+fn tls_serves_https_to_clients_that_trust_its_ca_only() {
+    let srv = Server::start(&["app"]);
+    let pki = common::pki::make_pki(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let (cert_s, key_s, ca_s) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    );
+    let serve = Serve::start(
+        &format!("app={}", srv.conninfo("app")),
+        &["--tls-cert", cert_s, "--tls-key", key_s],
+    );
+    let url = format!("https://127.0.0.1:{}", serve.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        let out = client(&[
+            "snapshot",
+            "--summary",
+            "--json",
+            "--server",
+            &url,
+            "--server-ca",
+            ca_s,
+        ]);
+        if out.status.code() == Some(0) || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_exit(&ok, 0);
+    let summary: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(summary["blocked"], 0, "{summary:#}");
+
+    // Not trusting the CA: refused, and why.
+    let untrusted = client(&["snapshot", "--server", &url]);
+    assert_exit(&untrusted, 3);
+    assert!(untrusted.stdout.is_empty());
+    let why = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(
+        why.contains("certificate") || why.contains("issuer"),
+        "{why}"
+    );
+    // Plain HTTP to the TLS port: no document.
+    let plain = client(&[
+        "snapshot",
+        "--server",
+        &format!("http://127.0.0.1:{}", serve.port),
+    ]);
+    assert_exit(&plain, 3);
+    // A CA file without a certificate is a usage error naming it.
+    let bad_ca = client(&["snapshot", "--server", &url, "--server-ca", key_s]);
+    assert_exit(&bad_ca, 2);
+    assert!(String::from_utf8_lossy(&bad_ca.stderr).contains("key.pem"));
+    drop(serve);
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert_s])
+        .args([
+            "--tls-key",
+            "/nonexistent/key.pem",
+            "--db",
+            "app=dbname=app",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&missing, 2);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/key.pem"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
+
+/// Actions over the API (`--allow-actions`): refused by a read-only serve and without the token;
+/// `--allow-actions` without a token refuses to start; a terminate plan names exactly the run's
+/// sessions and its confirmation terminates exactly those, once, with an audit line; a sweep plan
+/// drops the orphaned schema and keeps the live run's; bad requests are 400s naming the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_over_the_api_are_planned_confirmed_once_and_audited() {
+    use common::http::http_post;
+    use std::os::unix::fs::PermissionsExt;
+    let srv = Server::start(&["app"]);
+    let stale = "test_p4900t1700000000r0c0ffee0_gw0";
+    let live_schema = format!("test_{NS_B}_gw0");
+    srv.psql(
+        "app",
+        &format!(
+            "CREATE TABLE accounts (id int); CREATE SCHEMA {stale}; CREATE TABLE {stale}.t (id int); \
+             CREATE SCHEMA {live_schema}"
+        ),
+    );
+    let ci = srv.conninfo("app");
+    let db = format!("app={ci}");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "act-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_s = token.to_str().unwrap();
+
+    // --allow-actions without a token: refuses to start, even on loopback.
+    let out = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+            "--db",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+
+    let a = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    let a1 = connect_as(&ci, &format!("pytest_gw1_{NS_A}")).await;
+    let b = connect_as(&ci, &format!("pytest_gw0_{NS_B}")).await;
+    let admin = connect_as(&ci, "admin").await;
+    let (pa, pa1, pb) = (
+        backend_pid(&a).await,
+        backend_pid(&a1).await,
+        backend_pid(&b).await,
+    );
+    let body = format!(r#"{{"action": "terminate", "namespace": "{NS_A}"}}"#);
+
+    // A read-only serve (with a token) refuses, and says how to turn actions on.
+    let ro = Serve::start(&db, &["--token-file", token_s]);
+    let auth = [("Authorization", "Bearer act-token")];
+    let (status, text) = http_post(ro.port, "/api/v1/actions/plan", &auth, &body);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("--allow-actions"), "{text}");
+    drop(ro);
+
+    let serve = Serve::start(&db, &["--token-file", token_s, "--allow-actions"]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+    let (status, _) = http_post(serve.port, "/api/v1/actions/plan", &[], &body);
+    assert_eq!(status, 401, "no token, no plan");
+    for (bad, needle) in [
+        (r#"{"action": "kill", "pid": 1}"#, "\"kill\""),
+        (
+            r#"{"action": "terminate", "namespace": "NOT A NS"}"#,
+            "NOT A NS",
+        ),
+        (r#"{"action": "terminate", "worker": "gw0"}"#, "namespace"),
+        (r#"{"action": "terminate", "pid": 1, "bogus": 1}"#, "bogus"),
+        ("not json", "plan request"),
+    ] {
+        let (status, text) = http_post(serve.port, "/api/v1/actions/plan", &auth, bad);
+        assert_eq!(status, 400, "{bad}: {text}");
+        assert!(text.contains(needle), "{bad}: {text}");
+    }
+
+    let (status, text) = http_post(serve.port, "/api/v1/actions/plan", &auth, &body);
+    assert_eq!(status, 200, "{text}");
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    let id = plan["plan_id"]
+        .as_str()
+        .expect("an actionable plan has an id")
+        .to_string();
+    assert_eq!(id.len(), 32, "{plan:#}");
+    let planned: Vec<i64> = plan["plan"]["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    let mut want = vec![i64::from(pa), i64::from(pa1)];
+    want.sort();
+    let mut got = planned.clone();
+    got.sort();
+    assert_eq!(got, want, "exactly run A's sessions: {plan:#}");
+    // Nothing happened yet: planning is not doing.
+    let alive = |pids: &[i32]| {
+        let list = pids
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("SELECT count(*) FROM pg_stat_activity WHERE pid IN ({list})")
+    };
+    let n: i64 = admin
+        .query_one(&alive(&[pa, pa1, pb]), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+
+    let (status, text) = http_post(serve.port, "/api/v1/actions/0123/confirm", &auth, "");
+    assert_eq!(status, 404, "an unknown plan id: {text}");
+    let confirm = format!("/api/v1/actions/{id}/confirm");
+    let (status, text) = http_post(serve.port, &confirm, &auth, "");
+    assert_eq!(status, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["executed"], true, "{report:#}");
+    assert_eq!(
+        report["signalled"].as_array().unwrap().len(),
+        2,
+        "{report:#}"
+    );
+    // Exactly run A's sessions ended; B and the admin stay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = admin
+            .query_one(&alive(&[pa, pa1]), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run A's sessions still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n: i64 = admin.query_one(&alive(&[pb]), &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "run B untouched");
+    // Once only.
+    let (status, _) = http_post(serve.port, &confirm, &auth, "");
+    assert_eq!(status, 404, "a plan runs once");
+
+    // A sweep: the orphaned schema goes, the live run's stays.
+    let (status, text) = http_post(
+        serve.port,
+        "/api/v1/actions/plan",
+        &auth,
+        r#"{"action": "sweep"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    let id = plan["plan_id"]
+        .as_str()
+        .expect("a sweep with a drop has an id");
+    let (status, text) = http_post(
+        serve.port,
+        &format!("/api/v1/actions/{id}/confirm"),
+        &auth,
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let schemas = srv.psql(
+        "app",
+        "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname LIKE 'test\\_%'",
+    );
+    assert_eq!(
+        schemas.trim(),
+        live_schema,
+        "only the live run's schema is left"
+    );
+
+    // The audit lines: each plan and each confirmation, with the client's address.
+    let log = serve.log.lock().unwrap().clone();
+    let confirmed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("audit") && l.contains("confirmed"))
+        .collect();
+    assert_eq!(confirmed.len(), 2, "{log}");
+    assert!(
+        confirmed[0].contains("terminate") && confirmed[0].contains("127.0.0.1"),
+        "{log}"
+    );
+    assert!(confirmed[1].contains("sweep"), "{log}");
+    drop(b);
+}
+
+/// Connections are bounded, idle kept-alive ones included: with every slot held by a client that
+/// never speaks, the next client waits; when one closes, it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_and_a_freed_slot_serves_the_next() {
+    use pgswarm::serve::{routes::Limits, ServeOptions};
+    let srv = Server::start(&["app"]);
+    let settings = settings(&[format!("app={}", srv.conninfo("app"))]);
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        interval: Duration::from_millis(250),
+        limits: Limits {
+            max_connections: 4,
+            ..Limits::default()
+        },
+        tls: None,
+        allow_actions: false,
+    };
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        pgswarm::serve::run(
+            &settings,
+            &opts,
+            std::sync::Arc::new(pgswarm::pg::conninfo::ProcessEnv),
+            None,
+            |a| {
+                let _ = addr_tx.send(a);
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let port = addr_rx.await.unwrap().port();
+    let ask = move || std::thread::spawn(move || common::http::try_http_get(port, "/healthz", &[]));
+    // Served while slots are free.
+    let first = tokio::task::spawn_blocking(move || ask().join().unwrap())
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = ask();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fifth connection is not served while four are held"
+    );
+    drop(idle);
+    let answer = tokio::task::spawn_blocking(move || waiting.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        answer.is_some_and(|(s, _)| s == 200 || s == 503),
+        "served once a slot is free"
+    );
+    let _ = stop_tx.send(());
+    let _ = server.await;
 }

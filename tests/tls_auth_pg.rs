@@ -5,38 +5,11 @@
 
 mod common;
 
+use common::pki::{make_pki, Pki};
 use common::*;
 use pgswarm::domain::snapshot::Snapshot;
 use pgswarm::pg::cluster::ClusterOptions;
 use pgswarm::pg::conninfo::ProcessEnv;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-/// A CA and a server certificate for `names`, signed by it.
-fn make_pki(names: &[&str]) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pgswarm test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, names[0]);
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 /// A server that accepts TCP clients only over TLS (hostssl), with `pki`'s certificate: a successful
 /// connection proves TLS was used.

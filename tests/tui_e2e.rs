@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::serve::Serve;
 use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -150,6 +151,63 @@ async fn dashboard_shows_the_blocked_pair_and_quits_cleanly() {
     let log = std::fs::read_to_string(state.path().join("pgswarm/pgswarm.log")).unwrap();
     assert!(log.contains("dashboard starting"), "{log}");
 
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    task.await.unwrap().1.unwrap();
+}
+
+/// The dashboard over a `pgswarm serve` (issue 24): the same picture with where it comes from in the
+/// header, read-only; a server that goes away is shown as not answering with its last picture,
+/// never as an empty "nothing blocked" one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_over_a_server_shows_its_picture_then_says_it_went_away() {
+    let srv = Server::start(&["platform"]);
+    srv.psql("platform", "CREATE TABLE accounts (id int)");
+    let c = srv.conninfo("platform");
+    let admin = connect_as(&c, "admin").await;
+    let holder = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiter = connect_as(&c, &format!("pytest_gw1_{NS_B}")).await;
+    let waiter_pid = backend_pid(&waiter).await;
+    let task = spawn_blocking_query(waiter, "SELECT * FROM accounts");
+    wait_until_lock_wait(&admin, waiter_pid).await;
+
+    let serve = Serve::start(&format!("platform={c}"), &[]);
+    let url = format!("http://127.0.0.1:{}", serve.port);
+    let state = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    // No database is configured on this side: everything comes from the server.
+    let command = format!(
+        "env -u PGSWARM_DB -u PGSWARM_CONFIG XDG_STATE_HOME='{}' '{}' --server {url} \
+         --interval 0.5s; echo PGSWARM_EXITED=$?; sleep 600",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_pgswarm"),
+    );
+    tmux.start(&command);
+    let screen = tmux.wait_for("the blocked pair through the server", |s| {
+        s.contains("p4100…0a0a/gw0") && s.contains("p4200…0b0b/gw1") && s.contains("COLLISION")
+    });
+    assert!(screen.contains(&format!("via serve {url}")), "{screen}");
+    assert!(screen.contains("public.accounts"), "{screen}");
+
+    // Actions need the databases' credentials: refused, with why.
+    tmux.keys("K");
+    tmux.wait_for("the read-only refusal", |s| s.contains("read-only mode"));
+    tmux.keys("Escape");
+
+    drop(serve);
+    let gone = tmux.wait_for("the server shown as gone", |s| {
+        s.contains("not answering since")
+    });
+    // Its last picture stays, marked: never an empty one.
+    assert!(gone.contains("p4200…0b0b/gw1"), "{gone}");
+    assert!(gone.contains("stale"), "{gone}");
+
+    tmux.keys("q");
+    let after = tmux.wait_for("the dashboard to exit", |s| s.contains("PGSWARM_EXITED="));
+    assert!(after.contains("PGSWARM_EXITED=0"), "{after}");
     holder.batch_execute("ROLLBACK").await.unwrap();
     task.await.unwrap().1.unwrap();
 }

@@ -38,6 +38,7 @@ Examples:
   pgswarm --config pgswarm.toml
   pgswarm watch --interval 500ms --bell --db platform=postgres://db1/p_test
   pgswarm watch --replay incident.jsonl
+  pgswarm --server http://monitor:9187 --token-file ~/.pgswarm-token
 
 Keys: ? in the dashboard lists them all. Exit codes: 0 done; 2 usage error
 or no terminal (use `pgswarm snapshot`); 3 no database could ever be read.";
@@ -90,6 +91,9 @@ pub struct Cli {
     /// `demo` when given before their name).
     #[command(flatten)]
     pub flight_log: FlightLogArg,
+    /// For the dashboard when no subcommand is given.
+    #[command(flatten)]
+    pub server: DashboardServerArg,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -343,6 +347,41 @@ pub struct WatchArgs {
     pub flight_log: FlightLogArg,
     #[command(flatten)]
     pub interval: IntervalArg,
+    #[command(flatten)]
+    pub server: DashboardServerArg,
+}
+
+/// The dashboard reading a running `pgswarm serve` instead of the databases.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DashboardServerArg {
+    /// Show what a running `pgswarm serve` at URL sees (http://HOST:PORT): no database
+    /// credentials needed; read-only (actions run where the databases are configured)
+    #[arg(
+        long = "server",
+        id = "dashboard_server",
+        value_name = "URL",
+        env = "PGSWARM_SERVER"
+    )]
+    pub url: Option<String>,
+    /// With --server: the file holding the bearer token the server wants
+    #[arg(
+        long = "token-file",
+        id = "dashboard_token_file",
+        value_name = "FILE",
+        env = "PGSWARM_TOKEN_FILE",
+        requires = "dashboard_server"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// With an https:// --server: trust this PEM CA certificate (e.g. serve's own self-signed
+    /// --tls-cert) instead of the public roots
+    #[arg(
+        long = "server-ca",
+        id = "dashboard_server_ca",
+        value_name = "FILE",
+        env = "PGSWARM_SERVER_CA",
+        requires = "dashboard_server"
+    )]
+    pub server_ca: Option<PathBuf>,
 }
 
 /// Whether ended lock waits are appended to the flight log.
@@ -400,6 +439,16 @@ pub struct ServeArgs {
     /// File holding the bearer token clients must send (required off loopback)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept cancel, terminate and sweep over the API (POST /api/v1/actions/plan, then
+    /// /api/v1/actions/ID/confirm); needs --token-file, also on loopback
+    #[arg(long)]
+    pub allow_actions: bool,
     /// Format of the service log on stderr
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -438,6 +487,7 @@ Examples:
   pgswarm incidents --namespace p4242t1795510800r0a1b2c3d
   pgswarm incidents --from run.jsonl --json | jq '.episodes[0]'
   pgswarm incidents --follow --json --config pgswarm.toml
+  pgswarm incidents --follow --server http://monitor:9187
   pgswarm incidents --kind public-write --json
 
 Writes of test sessions into shared schemas (public) are kept too: --kind
@@ -445,9 +495,11 @@ lock-wait or --kind public-write picks one kind (default both).
 
 --follow polls like the dashboard (faster while anything waits) and says on
 stderr when a database cannot be read: waits there are not seen meanwhile.
+With --server it reads the server's event stream instead, and resumes where
+it left off after the server comes back.
 
-Exit codes: 0 done; 2 usage error or unreadable input. JSON fields:
-docs/incidents.md.";
+Exit codes: 0 done; 2 usage error or unreadable input; 3 (--server) the
+server does not answer. JSON fields: docs/incidents.md.";
 
 /// What `incidents --kind` picks.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,7 +541,7 @@ pub struct IncidentsArgs {
     #[command(flatten)]
     pub interval: IntervalArg,
     /// Read the lock waits a running `pgswarm serve` at URL remembers instead of the flight log
-    #[arg(long = "server", value_name = "URL", env = "PGSWARM_SERVER", conflicts_with_all = ["from", "log", "follow"])]
+    #[arg(long = "server", value_name = "URL", env = "PGSWARM_SERVER", conflicts_with_all = ["from", "log"])]
     pub server: Option<String>,
     /// With --server: the file holding the bearer token the server wants
     #[arg(
@@ -499,6 +551,16 @@ pub struct IncidentsArgs {
         requires = "server"
     )]
     pub token_file: Option<PathBuf>,
+    /// With an https:// --server: trust this PEM CA certificate (e.g. serve's own self-signed
+    /// --tls-cert) instead of the public roots
+    #[arg(
+        long = "server-ca",
+        id = "incidents_server_ca",
+        value_name = "FILE",
+        env = "PGSWARM_SERVER_CA",
+        requires = "server"
+    )]
+    pub server_ca: Option<PathBuf>,
 }
 
 const SWEEP_HELP: &str = "\
@@ -595,6 +657,16 @@ pub struct ServerArg {
         requires = "url"
     )]
     pub token_file: Option<PathBuf>,
+    /// With an https:// --server: trust this PEM CA certificate (e.g. serve's own self-signed
+    /// --tls-cert) instead of the public roots
+    #[arg(
+        long = "server-ca",
+        id = "server_ca",
+        value_name = "FILE",
+        env = "PGSWARM_SERVER_CA",
+        requires = "url"
+    )]
+    pub server_ca: Option<PathBuf>,
 }
 
 /// A duration: `5s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.

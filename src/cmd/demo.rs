@@ -172,7 +172,7 @@ fn simulate(
             flight_log_off: None,
             bell: false,
         };
-        let end = crate::tui::run::run_dashboard(runtime, settings.clone(), options)
+        let end = crate::tui::run::run_dashboard(runtime, settings.clone(), options, None)
             .map(|_| Exit::Ok)
             .map_err(CmdError::from);
         if let Some(l) = &log {

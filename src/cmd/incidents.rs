@@ -174,7 +174,11 @@ pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
     struct Remote {
         episodes: Vec<Episode>,
     }
-    let remote = remote_of(args.server.as_deref(), args.token_file.as_deref())?;
+    let remote = remote_of(
+        args.server.as_deref(),
+        args.token_file.as_deref(),
+        args.server_ca.as_deref(),
+    )?;
     let mut query = Vec::new();
     if let Some(d) = args.since {
         query.push(format!("since={}s", d.as_secs().max(1)));
@@ -460,24 +464,150 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
             .iter()
             .filter(|e| wants_kind(args, IncidentKind::LockWait) && wanted(e, args, update.at));
         for e in episodes {
-            if args.json {
-                // The flight log's line format: the episode with its schema_version.
-                let mut line = serde_json::to_value(e)
-                    .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
-                if let Some(o) = line.as_object_mut() {
-                    o.insert("schema_version".into(), EPISODES_VERSION.into());
-                }
-                if !emit_open(&format!("{line}\n")) {
-                    return Ok(Exit::Ok);
-                }
-            } else {
-                let mut out = String::new();
-                render_episode(&mut out, e);
-                if !emit_open(&sanitize_lines(&out)) {
-                    return Ok(Exit::Ok);
-                }
+            if !print_followed(e, args)? {
+                return Ok(Exit::Ok);
             }
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Prints one episode as `--follow` does; false when stdout is gone.
+fn print_followed(e: &Episode, args: &IncidentsArgs) -> Result<bool, CmdError> {
+    if args.json {
+        // The flight log's line format: the episode with its schema_version.
+        let mut line = serde_json::to_value(e)
+            .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
+        if let Some(o) = line.as_object_mut() {
+            o.insert("schema_version".into(), EPISODES_VERSION.into());
+        }
+        Ok(emit_open(&format!("{line}\n")))
+    } else {
+        let mut out = String::new();
+        render_episode(&mut out, e);
+        Ok(emit_open(&sanitize_lines(&out)))
+    }
+}
+
+/// What the event-stream reader tells the printing loop.
+enum Followed {
+    Episode(Box<Episode>),
+    Unreadable(Vec<String>),
+    /// The server stopped answering (why), or answers again (`None`).
+    Server(Option<String>),
+}
+
+/// `incidents --follow --server URL`: each episode as the server's event stream announces it. The
+/// stream resumes with `Last-Event-ID` after an outage, so episodes that ended meanwhile come late
+/// but come (from the server's last 1,024 events).
+pub fn follow_remote(
+    runtime: &tokio::runtime::Runtime,
+    args: &IncidentsArgs,
+) -> Result<Exit, CmdError> {
+    use crate::cmd::snapshot::{remote_error, remote_of};
+    use crate::serve::client::RemoteError;
+    let remote = remote_of(
+        args.server.as_deref(),
+        args.token_file.as_deref(),
+        args.server_ca.as_deref(),
+    )?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Followed>();
+    let (first_tx, first_rx) = std::sync::mpsc::channel::<Result<(), RemoteError>>();
+    // The reader blocks on the network: a thread of its own, never the loop that handles signals.
+    std::thread::spawn(move || {
+        let mut last_id: Option<u64> = None;
+        let mut first = Some(first_tx);
+        let mut down = false;
+        let mut unreadable: Vec<String> = Vec::new();
+        loop {
+            let result = remote.follow_events(last_id, |event| {
+                if let Some(f) = first.take() {
+                    let _ = f.send(Ok(()));
+                }
+                if down {
+                    down = false;
+                    if tx.send(Followed::Server(None)).is_err() {
+                        return false;
+                    }
+                }
+                last_id = event.id.or(last_id);
+                let sent = match event.kind.as_str() {
+                    "episode" => match serde_json::from_str::<Episode>(&event.data) {
+                        Ok(e) => tx.send(Followed::Episode(Box::new(e))),
+                        Err(_) => Ok(()),
+                    },
+                    "summary" => {
+                        match serde_json::from_str::<crate::domain::summary::Summary>(&event.data) {
+                            Ok(s) if s.unreachable != unreadable => {
+                                unreadable = s.unreachable.clone();
+                                tx.send(Followed::Unreadable(s.unreachable))
+                            }
+                            _ => Ok(()),
+                        }
+                    }
+                    _ => Ok(()),
+                };
+                sent.is_ok()
+            });
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    if let Some(f) = first.take() {
+                        let _ = f.send(Err(e));
+                        return;
+                    }
+                    if !down {
+                        down = true;
+                        if tx.send(Followed::Server(Some(e.to_string()))).is_err() {
+                            return;
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    });
+    // The first connection decides: a server that does not answer is exit 3, before any output.
+    // (No event within the wait still means connected: the stream is open, just quiet.)
+    if let Ok(Err(e)) = first_rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        return Err(remote_error(e));
+    }
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return Err(CmdError::Io("cannot install signal handlers".into()));
+        };
+        loop {
+            let got = tokio::select! {
+                Some(f) = rx.recv() => f,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                else => break,
+            };
+            match got {
+                Followed::Episode(e) => {
+                    if wanted(&e, args, Utc::now()) && !print_followed(&e, args)? {
+                        break;
+                    }
+                }
+                Followed::Unreadable(names) if !names.is_empty() => print_error(format!(
+                    "the server cannot read {}: waits there are not seen until it answers",
+                    names.join(", ")
+                )),
+                Followed::Unreadable(_) => {}
+                Followed::Server(Some(why)) => print_error(format!(
+                    "{why}; retrying every second: episodes that end meanwhile are printed when \
+                     it answers again (the server keeps its last 1,024 events)"
+                )),
+                Followed::Server(None) => print_warning("the pgswarm server answers again"),
+            }
+        }
+        Ok(Exit::Ok)
+    })
 }

@@ -178,16 +178,31 @@ pub fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<Exit, CmdError
             bell: false,
             flight_log: Default::default(),
             interval: cli.interval,
+            server: cli.server,
         })),
         cli.flight_log.no_flight_log,
     )?;
     match command {
         Command::Watch(WatchArgs {
+            replay: Some(_),
+            server: cli::DashboardServerArg { url: Some(url), .. },
+            ..
+        }) => Err(CmdError::Usage(format!(
+            "--replay shows a recording and --server {url:?} a running pgswarm serve: give one \
+             (PGSWARM_SERVER counts as --server)"
+        ))),
+        Command::Watch(WatchArgs {
             replay: Some(path), ..
         }) => replay::watch(runtime, &path, offline()?),
+        Command::Watch(args) if args.server.url.is_some() => {
+            watch::run_remote(runtime, offline()?, &args)
+        }
         Command::Watch(args) => watch::run(runtime, settings()?, &args),
         Command::Snapshot(args) if args.replay.is_some() => replay::snapshot(&args),
         Command::Snapshot(args) if args.server.url.is_some() => snapshot::run_remote(&args),
+        Command::Incidents(args) if args.server.is_some() && args.follow => {
+            incidents::follow_remote(runtime, &args)
+        }
         Command::Incidents(args) if args.server.is_some() => incidents::run_remote(&args),
         Command::Snapshot(args) => snapshot::run(runtime, &settings()?, &args),
         Command::Sweep(args) => sweep::run(runtime, &settings()?, &args),

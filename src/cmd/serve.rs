@@ -27,11 +27,34 @@ pub fn run(
         }
         None => None,
     };
+    if args.allow_actions && token.is_none() {
+        return Err(CmdError::Usage(
+            "--allow-actions lets clients terminate sessions and drop schemas with this \
+             server's database credentials: give --token-file FILE too (also on loopback)"
+                .into(),
+        ));
+    }
+    if args.allow_actions && settings.read_only {
+        return Err(CmdError::Usage(format!(
+            "--allow-actions contradicts {}",
+            settings.read_only_reason()
+        )));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::serve::tls::server_config(cert, key)
+                .map_err(|e| CmdError::Usage(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let opts = ServeOptions {
         listen,
         token,
         interval: args.interval.interval,
         limits: Limits::default(),
+        tls,
+        allow_actions: args.allow_actions,
     };
     let log = crate::cmd::watch::flight_log_or_warn(&args.flight_log);
     runtime.block_on(async {
@@ -40,7 +63,7 @@ pub fn run(
             &opts,
             Arc::new(ProcessEnv),
             log,
-            |addr| emit_stderr(&format!("pgswarm serve: listening on http://{addr}\n")),
+            |addr| emit_stderr(&format!("pgswarm serve: listening on {scheme}://{addr}\n")),
             stop_signal(),
         )
         .await;

@@ -66,6 +66,7 @@ pub fn run_remote(args: &SnapshotArgs) -> Result<Exit, CmdError> {
     let remote = remote_of(
         args.server.url.as_deref(),
         args.server.token_file.as_deref(),
+        args.server.server_ca.as_deref(),
     )?;
     if args.summary {
         let summary: crate::domain::summary::Summary =
@@ -104,10 +105,11 @@ pub fn run_remote(args: &SnapshotArgs) -> Result<Exit, CmdError> {
 pub fn remote_of(
     url: Option<&str>,
     token_file: Option<&std::path::Path>,
+    ca: Option<&std::path::Path>,
 ) -> Result<crate::serve::client::Remote, CmdError> {
     let url = url.unwrap_or_default();
     let token = token_file.map(crate::cmd::serve::read_token).transpose()?;
-    crate::serve::client::Remote::new(url, token).map_err(|e| CmdError::Usage(e.to_string()))
+    crate::serve::client::Remote::new(url, token, ca).map_err(|e| CmdError::Usage(e.to_string()))
 }
 
 /// A server that could not be read: exit 3, with what happened (usage errors stay exit 2).

@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,10 +37,50 @@ pub const SUBSCRIBER_QUEUE: usize = 256;
 /// The latest poll, as every reader sees it.
 #[derive(Debug, Clone)]
 pub struct Latest {
+    /// Counts the polls published (1 for the first): a client that has this one skips it.
+    pub poll: u64,
     pub snapshot: Arc<Snapshot>,
     pub summary: Arc<Summary>,
     pub poll_duration: Duration,
+    /// Each database server group's poll time, for the dashboard's header.
+    pub latencies: Arc<Vec<(String, Duration)>>,
+    /// The lock waits still going on at this poll.
+    pub ongoing: Arc<Vec<Episode>>,
     pub at: DateTime<Utc>,
+}
+
+/// What a dashboard reading a `serve` needs per poll (`GET /api/v1/live`): the picture (left out
+/// when the client already has this poll), the waits going on, and the episodes that ended after
+/// the client's last one. Shared by the route and the client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveDocument {
+    pub schema_version: u32,
+    /// When this `serve` process started: poll and episode numbers count within one instance.
+    pub instance: DateTime<Utc>,
+    pub poll: u64,
+    pub at: DateTime<Utc>,
+    /// `[database group, milliseconds]` per poll.
+    pub latencies_ms: Vec<(String, f64)>,
+    pub snapshot: Option<Snapshot>,
+    pub ongoing: Vec<Episode>,
+    /// Ended episodes numbered after the `after` the client gave, oldest first.
+    pub ended: Vec<Episode>,
+    /// The number of the newest ended episode included (or the `after` given): the next `after`.
+    pub ended_seq: u64,
+}
+
+/// The borrowed form [`LiveDocument`] is served from (no copy of the snapshot per request).
+#[derive(Debug, Serialize)]
+pub struct LiveView<'a> {
+    pub schema_version: u32,
+    pub instance: DateTime<Utc>,
+    pub poll: u64,
+    pub at: DateTime<Utc>,
+    pub latencies_ms: Vec<(String, f64)>,
+    pub snapshot: Option<&'a Snapshot>,
+    pub ongoing: &'a [Episode],
+    pub ended: Vec<Episode>,
+    pub ended_seq: u64,
 }
 
 /// One server-sent event: `id`, `event` (`summary` or `episode`) and the JSON `data`.
@@ -61,7 +102,12 @@ struct EpisodeLabels {
 pub struct Hub {
     /// Shared with the metrics collector, which reads it at scrape time.
     latest: Arc<RwLock<Option<Latest>>>,
-    episodes: Mutex<VecDeque<Episode>>,
+    /// Ended episodes with their sequence numbers (1 for the first ended episode).
+    episodes: Mutex<VecDeque<(u64, Episode)>>,
+    episode_seq: AtomicU64,
+    polls: AtomicU64,
+    /// When this hub was made: numbers in [`LiveDocument`] count within it.
+    pub started: DateTime<Utc>,
     history: Mutex<VecDeque<Arc<Event>>>,
     events: broadcast::Sender<Arc<Event>>,
     next_id: AtomicU64,
@@ -84,8 +130,15 @@ impl std::fmt::Debug for Hub {
 #[derive(Debug)]
 struct SnapshotCollector(Arc<RwLock<Option<Latest>>>);
 
+/// The first event id of an instance started at `started`: later instances start higher (ids stay
+/// below 2^53, exact in JavaScript).
+fn first_event_id(started: DateTime<Utc>) -> u64 {
+    u64::try_from(started.timestamp_millis()).unwrap_or(0) * 1_000 + 1
+}
+
 impl Hub {
     pub fn new() -> Arc<Hub> {
+        let started = Utc::now();
         let (events, _) = broadcast::channel(SUBSCRIBER_QUEUE);
         let latest = Arc::new(RwLock::new(None));
         let episodes_total = Family::<EpisodeLabels, Counter>::default();
@@ -107,9 +160,15 @@ impl Hub {
         Arc::new(Hub {
             latest,
             episodes: Mutex::new(VecDeque::new()),
+            episode_seq: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            started,
             history: Mutex::new(VecDeque::new()),
             events,
-            next_id: AtomicU64::new(1),
+            // Ids go on increasing across restarts (the start time's milliseconds, times 1,000):
+            // a client resuming with an id from an earlier instance gets this one's whole history
+            // and nothing of it is skipped as already seen.
+            next_id: AtomicU64::new(first_event_id(started)),
             registry,
             episodes_total,
             wait_seconds,
@@ -131,6 +190,9 @@ impl Hub {
     pub fn publish(&self, update: &Update) {
         let summary = Arc::new(summarize(&update.snapshot, &WaitStarts::default()));
         let latest = Latest {
+            poll: self.polls.fetch_add(1, Ordering::Relaxed) + 1,
+            latencies: Arc::new(update.latencies.clone()),
+            ongoing: Arc::new(update.ongoing.clone()),
             snapshot: update.snapshot.clone(),
             summary: summary.clone(),
             poll_duration: update
@@ -169,7 +231,8 @@ impl Hub {
                 if kept.len() == EPISODES_KEPT {
                     kept.pop_front();
                 }
-                kept.push_back(e.clone());
+                let seq = self.episode_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                kept.push_back((seq, e.clone()));
             }
         }
         // Everything the exposition reads is in place: encode it for the scrapes of this poll.
@@ -228,8 +291,21 @@ impl Hub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .cloned()
+            .map(|(_, e)| e.clone())
             .collect()
+    }
+
+    /// The ended episodes numbered after `after`, oldest first, and the number of the newest
+    /// (`after` itself when there is none).
+    pub fn episodes_after(&self, after: u64) -> (Vec<Episode>, u64) {
+        let kept = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = after;
+        let mut out = Vec::new();
+        for (seq, e) in kept.iter().filter(|(seq, _)| *seq > after) {
+            last = *seq;
+            out.push(e.clone());
+        }
+        (out, last)
     }
 
     /// The OpenMetrics exposition of the latest poll (encoded when it was published; before the

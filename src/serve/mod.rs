@@ -7,11 +7,14 @@
 //! flags and starts it. `hub` holds what was published; `routes` is the HTTP surface.
 //!
 //! Safe by default: it listens on loopback unless told otherwise, and `cmd::serve` refuses any
-//! other address without a bearer token. It is read-only: it never cancels, terminates or drops.
+//! other address without a bearer token. It is read-only unless `--allow-actions` (which needs a
+//! token even on loopback): then `actions` plans and carries out exactly what the CLI would.
 
+pub mod actions;
 pub mod client;
 pub mod hub;
 pub mod routes;
+pub mod tls;
 
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
@@ -35,6 +38,22 @@ pub fn init_service_log(json: bool) {
     };
 }
 
+/// Raises the soft limit of open files towards `want` (up to the hard limit): the connection cap,
+/// not the common soft default of 1,024, should be what bounds the clients.
+fn raise_open_files_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// How `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -42,6 +61,10 @@ pub struct ServeOptions {
     pub token: Option<String>,
     pub interval: Duration,
     pub limits: routes::Limits,
+    /// TLS on the listener (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--allow-actions`: cancel, terminate and sweep over the API (needs a token).
+    pub allow_actions: bool,
 }
 
 /// Why `serve` could not run.
@@ -66,6 +89,7 @@ pub async fn run(
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    raise_open_files_limit(opts.limits.max_connections as u64 + 256);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -79,7 +103,7 @@ pub async fn run(
     let mut stream = SnapshotStream::spawn(
         settings,
         opts.interval,
-        env,
+        env.clone(),
         flight_log,
         crate::sqlite::report_source(&settings.sqlite),
     );
@@ -95,11 +119,29 @@ pub async fn run(
         })
     };
     tracing::info!(%addr, "serving");
-    let app = routes::router(hub, opts.token.clone(), &opts.limits);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve);
+    let actions = opts
+        .allow_actions
+        .then(|| actions::Actions::new(settings.clone(), env.clone()));
+    let app = routes::router(hub, opts.token.clone(), &opts.limits)
+        .merge(routes::action_routes(actions, opts.token.clone()))
+        .into_make_service_with_connect_info::<routes::Peer>();
+    let served = match &opts.tls {
+        Some(config) => {
+            let listener =
+                tls::TlsListener::new(listener, config.clone()).map_err(ServeError::Serve)?;
+            let listener = tls::Capped::new(listener, opts.limits.max_connections);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            let listener = tls::Capped::new(listener, opts.limits.max_connections);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(ServeError::Serve);
     publisher.abort();
     served
 }

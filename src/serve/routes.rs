@@ -6,6 +6,7 @@
 //! they fall [`SUBSCRIBER_QUEUE`](super::hub::SUBSCRIBER_QUEUE) events behind. With a token,
 //! everything but `/healthz` needs `Authorization: Bearer TOKEN` (compared in constant time).
 
+use super::actions::{ActionError, Actions, PlanRequest};
 use super::hub::{Event, Hub};
 use crate::domain::incidents::{Episode, EPISODES_VERSION};
 use axum::extract::{Query, Request, State};
@@ -31,6 +32,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     pub max_event_clients: usize,
     pub max_body_bytes: usize,
+    /// Connections open at once, idle kept-alive ones included.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_in_flight: 256,
             max_event_clients: 1_000,
             max_body_bytes: 16 * 1024,
+            max_connections: 4_096,
         }
     }
 }
@@ -65,6 +69,7 @@ pub fn router(hub: Arc<Hub>, token: Option<String>, limits: &Limits) -> Router {
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/live", get(live))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
@@ -83,6 +88,120 @@ pub fn router(hub: Arc<Hub>, token: Option<String>, limits: &Limits) -> Router {
         .with_state(state)
 }
 
+/// The client's address, for the audit lines of actions (plain TCP and TLS alike).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl<L>
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::Capped<L>>>
+    for Peer
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: Unpin,
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, super::tls::Capped<L>>) -> Peer {
+        Peer(*s.remote_addr())
+    }
+}
+#[derive(Clone)]
+struct ActionState {
+    actions: Option<Arc<Actions>>,
+    token: Option<Arc<str>>,
+}
+
+/// `POST /api/v1/actions/plan` and `POST /api/v1/actions/{id}/confirm`: with `actions` (serve
+/// `--allow-actions`, which needs a token), plans and their confirmation; without, 403 saying how
+/// to turn them on. Outside the 10 s request bound (a sweep takes as long as it takes); the body
+/// bound applies.
+pub fn action_routes(actions: Option<Arc<Actions>>, token: Option<String>) -> Router {
+    let state = ActionState {
+        actions,
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/api/v1/actions/plan", axum::routing::post(plan_action))
+        .route(
+            "/api/v1/actions/{id}/confirm",
+            axum::routing::post(confirm_action),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_actions,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
+        .with_state(state)
+}
+
+async fn authorize_actions(State(st): State<ActionState>, req: Request, next: Next) -> Response {
+    let Some(token) = &st.token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "actions need a token: start serve with --allow-actions --token-file FILE\n",
+        )
+            .into_response();
+    };
+    if !bearer_matches(req.headers(), token) {
+        return unauthorized();
+    }
+    next.run(req).await
+}
+
+fn action_error(e: ActionError) -> Response {
+    let status = match &e {
+        ActionError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ActionError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ActionError::NoSuchPlan(_) => StatusCode::NOT_FOUND,
+        ActionError::TooManyPlans => StatusCode::TOO_MANY_REQUESTS,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+fn read_only_serve() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this serve is read-only: start it with --allow-actions (and --token-file) to cancel, \
+         terminate or sweep over the API\n",
+    )
+        .into_response()
+}
+
+async fn plan_action(
+    State(st): State<ActionState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(actions) = &st.actions else {
+        return read_only_serve();
+    };
+    let req: PlanRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return action_error(ActionError::BadRequest(format!(
+                "the body is not a plan request ({e}): e.g. {{\"action\": \"terminate\", \
+                 \"namespace\": \"p4242t1795510800r0a1b2c3d\"}}"
+            )))
+        }
+    };
+    match actions.plan(req, Some(peer.0)).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => action_error(e),
+    }
+}
+
+async fn confirm_action(
+    State(st): State<ActionState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(actions) = &st.actions else {
+        return read_only_serve();
+    };
+    match actions.confirm(&id, Some(peer.0)).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => action_error(e),
+    }
+}
+
 /// Compares in time that depends only on the lengths.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     if given.len() != expected.len() {
@@ -95,21 +214,28 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         == 0
 }
 
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    same_secret(given.as_bytes(), token.as_bytes())
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required: Authorization: Bearer TOKEN (the serve --token-file)\n",
+    )
+        .into_response()
+}
+
 async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same_secret(given.as_bytes(), token.as_bytes()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required: Authorization: Bearer TOKEN (the serve --token-file)\n",
-            )
-                .into_response();
+        if !bearer_matches(req.headers(), token) {
+            return unauthorized();
         }
     }
     next.run(req).await
@@ -188,6 +314,38 @@ async fn summary(State(st): State<AppState>) -> Response {
         Some(l) => Json(&*l.summary).into_response(),
         None => not_ready(),
     }
+}
+
+#[derive(Deserialize)]
+struct LiveQuery {
+    /// The poll the client already shows: its snapshot is left out.
+    poll: Option<u64>,
+    /// The number of the last ended episode the client has.
+    after: Option<u64>,
+}
+
+/// What the dashboard over a server reads each interval: [`LiveDocument`](super::hub::LiveDocument).
+async fn live(State(st): State<AppState>, Query(q): Query<LiveQuery>) -> Response {
+    let Some(l) = st.hub.latest() else {
+        return not_ready();
+    };
+    let (ended, ended_seq) = st.hub.episodes_after(q.after.unwrap_or(0));
+    Json(super::hub::LiveView {
+        schema_version: EPISODES_VERSION,
+        instance: st.hub.started,
+        poll: l.poll,
+        at: l.at,
+        latencies_ms: l
+            .latencies
+            .iter()
+            .map(|(n, d)| (n.clone(), d.as_secs_f64() * 1000.0))
+            .collect(),
+        snapshot: (q.poll != Some(l.poll)).then_some(&*l.snapshot),
+        ongoing: &l.ongoing,
+        ended,
+        ended_seq,
+    })
+    .into_response()
 }
 
 #[derive(Deserialize)]

@@ -341,6 +341,9 @@ pub enum Event {
     },
     /// The flight log could not be written (shown under the Incidents pane until a write works).
     FlightLog(Result<(), String>),
+    /// The server the picture is read from (`--server`) stopped answering (`Some(reason)`) or
+    /// answers again (`None`), noticed at this time.
+    Source(Option<String>, DateTime<Utc>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -789,6 +792,10 @@ pub struct App {
     belled: std::collections::HashSet<String>,
     /// Clock times on screen are shown at this offset (the local one when running).
     pub utc_offset: chrono::FixedOffset,
+    /// The `pgswarm serve` the picture is read from (`--server`), said in the header.
+    pub source: Option<String>,
+    /// Since when, and why, that server does not answer: the picture is its last one.
+    pub source_down: Option<(DateTime<Utc>, String)>,
     pub quit: bool,
 }
 
@@ -849,6 +856,8 @@ impl App {
             ever_read: false,
             belled: Default::default(),
             utc_offset: chrono::FixedOffset::east_opt(0).expect("zero offset"),
+            source: None,
+            source_down: None,
             quit: false,
         }
     }
@@ -1225,6 +1234,15 @@ impl App {
             Event::Episodes { ended, ongoing } => self.take_episodes(ended, ongoing),
             Event::FlightLog(result) => {
                 self.flight_log_error = result.err();
+                Vec::new()
+            }
+            Event::Source(down, at) => {
+                self.source_down = match (down, self.source_down.take()) {
+                    (None, _) => None,
+                    // Still down: since the first time it was noticed.
+                    (Some(reason), Some((since, _))) => Some((since, reason)),
+                    (Some(reason), None) => Some((at, reason)),
+                };
                 Vec::new()
             }
             Event::Key(key) => self.on_key(key),

@@ -85,7 +85,6 @@ fn install_panic_hook() {
     }));
 }
 
-/// Runs the live dashboard on `runtime` until the user quits.
 /// How the live dashboard runs.
 #[derive(Debug, Clone)]
 pub struct DashboardOptions {
@@ -99,18 +98,87 @@ pub struct DashboardOptions {
     pub bell: bool,
 }
 
+/// A picture read from elsewhere (a `pgswarm serve`) instead of polled here: updates shaped like
+/// the local stream's, and the source's state (`Some(reason)`: it stopped answering; `None`: it
+/// answers again). Built by `cmd` (the reader lives in `serve::client`).
+pub struct RemoteSource {
+    /// Where the picture comes from, said in the header.
+    pub label: String,
+    pub databases: Vec<String>,
+    pub updates: mpsc::UnboundedReceiver<crate::pg::stream::Update>,
+    pub status: mpsc::UnboundedReceiver<Option<String>>,
+    pub refresh: Box<dyn Fn() + Send>,
+    pub set_interval: Box<dyn Fn(Duration) + Send>,
+}
+
+/// Runs the live dashboard on `runtime` until the user quits: polling `settings`' databases, or
+/// showing what `remote` reads.
 pub fn run_dashboard(
     runtime: &tokio::runtime::Runtime,
     settings: Settings,
     options: DashboardOptions,
+    remote: Option<RemoteSource>,
 ) -> Result<DashboardEnd, TuiError> {
     with_terminal(
         "For scripts and pipes use `pgswarm snapshot` (or `pgswarm snapshot --json`).",
         |terminal| {
             tracing::info!(databases = settings.databases.len(), "dashboard starting");
-            runtime.block_on(event_loop(terminal, settings, options))
+            runtime.block_on(event_loop(terminal, settings, options, remote))
         },
     )
+}
+
+/// The next change of a remote source's state; never, without one.
+async fn next_status(
+    status: &mut Option<mpsc::UnboundedReceiver<Option<String>>>,
+) -> Option<Option<String>> {
+    match status {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where the live dashboard's pictures come from.
+enum Feed {
+    Local(SnapshotStream),
+    Remote(RemoteSource),
+}
+
+impl Feed {
+    /// Takes the receivers out, so that the loop can wait on them while effects use the feed.
+    #[allow(clippy::type_complexity)]
+    fn receivers(
+        &mut self,
+    ) -> (
+        mpsc::UnboundedReceiver<crate::pg::stream::Update>,
+        Option<mpsc::UnboundedReceiver<Option<String>>>,
+    ) {
+        let none = || mpsc::unbounded_channel().1;
+        match self {
+            Feed::Local(s) => (std::mem::replace(&mut s.updates, none()), None),
+            Feed::Remote(r) => (
+                std::mem::replace(&mut r.updates, none()),
+                Some(std::mem::replace(
+                    &mut r.status,
+                    mpsc::unbounded_channel().1,
+                )),
+            ),
+        }
+    }
+
+    fn refresh(&self) {
+        match self {
+            Feed::Local(s) => s.refresh(),
+            Feed::Remote(r) => (r.refresh)(),
+        }
+    }
+
+    fn set_interval(&self, d: Duration) {
+        match self {
+            Feed::Local(s) => s.set_interval(d),
+            Feed::Remote(r) => (r.set_interval)(d),
+        }
+    }
 }
 
 /// Replays a recording in the dashboard: no pollers, no database, the sweep disabled.
@@ -153,28 +221,49 @@ async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     settings: Settings,
     options: DashboardOptions,
+    remote: Option<RemoteSource>,
 ) -> std::io::Result<DashboardEnd> {
     let theme = Theme::from_env();
     let interval = options.interval;
     let logging = options.flight_log.is_some();
-    let mut stream = SnapshotStream::spawn(
-        &settings,
-        interval,
-        Arc::new(ProcessEnv),
-        options.flight_log,
-        crate::sqlite::report_source(&settings.sqlite),
-    );
-    let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
+    let (mut stream, names, groups, source) = match remote {
+        Some(r) => {
+            let names = r.databases.clone();
+            let (groups, label) = (names.len().max(1), r.label.clone());
+            (Feed::Remote(r), names, groups, Some(label))
+        }
+        None => {
+            let local = SnapshotStream::spawn(
+                &settings,
+                interval,
+                Arc::new(ProcessEnv),
+                options.flight_log,
+                crate::sqlite::report_source(&settings.sqlite),
+            );
+            let names = settings.databases.iter().map(|d| d.name.clone()).collect();
+            let groups = local.groups();
+            (Feed::Local(local), names, groups, None)
+        }
+    };
+    let (mut updates, mut status) = stream.receivers();
     let mut app = App::new(
         settings.convention.clone(),
         names,
-        stream.groups(),
+        groups,
         interval,
         Utc::now(),
     );
     app.utc_offset = *chrono::Local::now().offset();
     app.read_only = settings.read_only;
     app.read_only_source = settings.read_only_source.clone();
+    if let Some(label) = source {
+        // Actions need the databases' credentials, which a reader of a server does not have.
+        app.read_only = true;
+        app.read_only_source = Some(format!(
+            "reading {label}: cancel, terminate and sweep run where the databases are configured"
+        ));
+        app.source = Some(label);
+    }
     app.nothing_configured = settings.nothing_configured;
     app.bell = options.bell;
     if let Some(off) = options.flight_log_off {
@@ -195,12 +284,13 @@ async fn event_loop(
     loop {
         let first = tokio::select! {
             Some(e) = events.recv() => e,
-            Some(u) = stream.updates.recv() => {
+            Some(u) = updates.recv() => {
                 for e in update_events(u.ended, u.ongoing, u.flight_log_error, logging) {
                     events_tx.send(e).ok();
                 }
                 Event::Snapshot(u.snapshot, u.latencies, u.at)
             }
+            Some(down) = next_status(&mut status) => Event::Source(down, Utc::now()),
             _ = clock.tick() => Event::Tick(Utc::now()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -211,7 +301,7 @@ async fn event_loop(
         while let Ok(e) = events.try_recv() {
             batch.push(e);
         }
-        while let Ok(u) = stream.updates.try_recv() {
+        while let Ok(u) = updates.try_recv() {
             batch.push(Event::Snapshot(u.snapshot, u.latencies, u.at));
             batch.extend(update_events(
                 u.ended,
@@ -262,7 +352,7 @@ fn update_events(
 /// Carries out one effect of the app, off the UI loop.
 fn carry_out(
     effect: Effect,
-    stream: &SnapshotStream,
+    stream: &Feed,
     settings: &Settings,
     events: &mpsc::UnboundedSender<Event>,
 ) {

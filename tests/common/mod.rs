@@ -9,6 +9,8 @@
 
 pub mod http;
 pub mod lookalike;
+pub mod pki;
+pub mod serve;
 pub mod sweep;
 
 use pgswarm::pg::cluster::{ClusterOptions, TempCluster};

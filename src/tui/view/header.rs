@@ -72,6 +72,22 @@ fn status_spans(app: &App, theme: &Theme, compact: bool) -> Vec<Span<'static>> {
             ),
             theme.warning().add_modifier(Modifier::BOLD),
         ));
+    } else if let Some((since, _)) = &app.source_down {
+        // Never a quiet picture that reads as "nothing blocked": the server's last one, marked.
+        first.push(Span::styled(
+            format!(
+                "✗ {} not answering since {}: its last picture ",
+                crate::domain::text::sanitize(app.source.as_deref().unwrap_or("the server")),
+                since.with_timezone(&app.utc_offset).format("%H:%M:%S")
+            ),
+            theme.bad().add_modifier(Modifier::BOLD),
+        ));
+    } else if let Some(source) = &app.source {
+        first.push(Span::styled("● live ", theme.ok()));
+        first.push(Span::raw(format!(
+            "via {} ",
+            crate::domain::text::sanitize(source)
+        )));
     } else {
         first.push(Span::styled("● live ", theme.ok()));
     }
