@@ -634,5 +634,47 @@ fn merge_statistics(open: &mut PublicWrite, w: &PublicWrite) {
     open.candidates = runs.into_iter().collect();
 }
 
+/// The share of the polls' own time that lock reads for public writes may take, over any stretch.
+pub const LOCK_BUDGET_SHARE: f64 = 0.10;
+
+/// A token bucket that keeps the lock reads of one database within [`LOCK_BUDGET_SHARE`] of the
+/// polls' time (its share of its server's activity read): every poll earns that share of what it
+/// took, every lock read spends what it took, and a read is due only when what is saved covers
+/// the last one. Why: in a swarm every test transaction writes (its own schema), so the cheap
+/// "only when a labeled session has an xid" gate stays open, and a lock read every 2 s cost +86%
+/// at 1,000 backends. The first read is allowed on credit (nothing is known of its cost yet).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockBudget {
+    saved_ms: f64,
+    cost_ms: f64,
+}
+
+impl LockBudget {
+    /// A poll that took `poll_ms` (this database's share of it).
+    pub fn earn(&mut self, poll_ms: f64) {
+        let earned = LOCK_BUDGET_SHARE * poll_ms.max(0.0);
+        if !earned.is_finite() {
+            return;
+        }
+        self.saved_ms += earned;
+        // Saving more than two reads' worth would allow a burst above the share.
+        if self.cost_ms > 0.0 {
+            self.saved_ms = self.saved_ms.min(2.0 * self.cost_ms);
+        }
+    }
+
+    /// Whether a read may be sent now.
+    pub fn affordable(&self) -> bool {
+        self.saved_ms >= self.cost_ms
+    }
+
+    /// A read was sent and took `ms`.
+    pub fn spend(&mut self, ms: f64) {
+        let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
+        self.saved_ms -= ms;
+        self.cost_ms = ms;
+    }
+}
+
 #[cfg(test)]
 mod tests;

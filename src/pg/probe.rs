@@ -1006,9 +1006,11 @@ pub async fn observe(
             Err(_) => None,
         }
     });
+    let polling = std::time::Instant::now();
     let (read, schema_results) =
         futures_util::future::join(join_all(server_work), join_all(schema_work)).await;
-    let shared = read_shared(targets, sessions, &grouping, &read, opts, limit).await;
+    let poll_ms = polling.elapsed().as_secs_f64() * 1000.0;
+    let shared = read_shared(targets, sessions, &grouping, &read, opts, limit, poll_ms).await;
 
     let mut servers = Vec::new();
     let mut all_sessions = Vec::new();
@@ -1059,6 +1061,7 @@ async fn read_shared(
     read: &[(ObservedServer, Vec<ObservedSession>)],
     opts: &ProbeOptions,
     limit: Duration,
+    poll_ms: f64,
 ) -> crate::domain::public_write::SharedObservation {
     let work = sessions.iter().enumerate().map(|(i, s)| async move {
         let (Ok(s), Some(server)) = (s, grouping.server_of[i]) else {
@@ -1076,6 +1079,8 @@ async fn read_shared(
             shared_schemas: &opts.shared_schemas,
             limit,
             one_shot: s.one_shot,
+            // Split among the databases read on that server: together they keep to the share.
+            poll_ms: poll_ms / grouping.members[server].len().max(1) as f64,
         };
         if sv.activity_error.is_some() {
             return (Vec::new(), None);

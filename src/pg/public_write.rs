@@ -10,7 +10,10 @@
 //!    whose `query_start` has not moved took none, and a session waiting for a lock takes none
 //!    while it waits), or is running one that was last checked [`ACTIVE_RECHECK`] ago; only those
 //!    pids are read, what the others were found holding is carried, and two reads of a database
-//!    are [`LOCK_READ_GAP`] apart at least;
+//!    are [`LOCK_READ_GAP`] apart at least and, over a persistent session, within a tenth of the
+//!    polls' own time (`domain::public_write::LockBudget`: in a swarm every test transaction
+//!    writes its own schema, so the xid gate below stays open; without the budget a read every
+//!    2 s cost +86% at 1,000 backends);
 //! 2. the statement itself first asks the per-backend status which of those sessions has an xid
 //!    (a transaction that wrote anything has one; a read-only one never does) and reads
 //!    `pg_lock_status()` only if one has: the `EXISTS` over them is a one-time filter, so a poll of
@@ -98,6 +101,8 @@ struct State {
     counters_at: Option<DateTime<Utc>>,
     /// Lock reads sent (for tests and benchmarks).
     lock_reads: u64,
+    /// Keeps the lock reads within a tenth of the polls' time (persistent sessions only).
+    budget: crate::domain::public_write::LockBudget,
 }
 
 /// Write counters per table OID: inserted, updated, deleted.
@@ -181,7 +186,8 @@ impl SharedReader {
                 _ => due.read.push((s.pid, key)),
             }
         }
-        let too_soon = st.last_read.is_some_and(|t| now - t < gap);
+        let too_soon = st.last_read.is_some_and(|t| now - t < gap)
+            || (!gap.is_zero() && !st.budget.affordable());
         if !due.read.is_empty() && too_soon {
             for (pid, key) in std::mem::take(&mut due.read) {
                 if let Some((k, _, found)) = st.checked.get(&pid) {
@@ -194,9 +200,16 @@ impl SharedReader {
         due
     }
 
-    /// Remembers what a read found for the pids it read.
-    fn record(&self, read: &[(i32, Checked)], found: &[ObservedSharedLock], now: DateTime<Utc>) {
+    /// Remembers what a read found for the pids it read, and what it cost.
+    fn record(
+        &self,
+        read: &[(i32, Checked)],
+        found: &[ObservedSharedLock],
+        now: DateTime<Utc>,
+        took_ms: f64,
+    ) {
         let mut st = self.state();
+        st.budget.spend(took_ms);
         st.last_read = Some(now);
         st.lock_reads += 1;
         for (pid, key) in read {
@@ -233,6 +246,9 @@ pub struct SharedRead<'a> {
     pub limit: Duration,
     /// A one-shot read (`pgswarm snapshot`): no gap between lock reads applies.
     pub one_shot: bool,
+    /// This database's share of what this poll's reads took (milliseconds): lock reads may take a
+    /// tenth of it over time.
+    pub poll_ms: f64,
 }
 
 impl SharedRead<'_> {
@@ -247,6 +263,7 @@ impl SharedRead<'_> {
         let gap = if self.one_shot {
             chrono::Duration::zero()
         } else {
+            self.reader.state().budget.earn(self.poll_ms);
             LOCK_READ_GAP
         };
         let due = self
@@ -257,9 +274,11 @@ impl SharedRead<'_> {
             return found;
         }
         let pids: Vec<i32> = due.read.iter().map(|(p, _)| *p).collect();
+        let started = std::time::Instant::now();
         match self.read_locks(&pids).await {
             Ok(locks) => {
-                self.reader.record(&due.read, &locks, now);
+                let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+                self.reader.record(&due.read, &locks, now, took_ms);
                 found.extend(locks);
             }
             // Not an error of the poll: the sessions stay due and are read again next time.

@@ -514,3 +514,57 @@ proptest! {
         }
     }
 }
+
+mod lock_budget {
+    use super::super::{LockBudget, LOCK_BUDGET_SHARE};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the polls and reads take, the reads sent never spend more than the share of the
+        /// polls' time plus the one read allowed on credit (an independent sum, not the bucket).
+        #[test]
+        fn reads_stay_within_the_share_of_the_polls(
+            steps in proptest::collection::vec((0.0f64..50.0, 0.0f64..20.0), 1..400)
+        ) {
+            let mut b = LockBudget::default();
+            let (mut polls, mut spent, mut largest) = (0.0f64, 0.0f64, 0.0f64);
+            for (poll_ms, read_ms) in steps {
+                b.earn(poll_ms);
+                polls += poll_ms;
+                if b.affordable() {
+                    b.spend(read_ms);
+                    spent += read_ms;
+                    largest = largest.max(read_ms);
+                }
+                prop_assert!(spent <= LOCK_BUDGET_SHARE * polls + largest + 1e-9,
+                    "spent {spent} of polls {polls} (largest read {largest})");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_read_is_on_credit_and_the_next_waits_for_its_cost() {
+        let mut b = LockBudget::default();
+        assert!(b.affordable());
+        b.spend(3.0);
+        assert!(!b.affordable());
+        // 3 ms of debt and 3 ms of cost: 60 ms of polls at 10% pay for the next read.
+        for _ in 0..59 {
+            b.earn(1.0);
+        }
+        assert!(!b.affordable());
+        b.earn(1.0);
+        assert!(b.affordable());
+    }
+
+    #[test]
+    fn nonsense_times_change_nothing() {
+        let mut b = LockBudget::default();
+        b.spend(2.0);
+        let before = b.clone();
+        b.earn(f64::NAN);
+        b.earn(-5.0);
+        assert!(!b.affordable());
+        assert_eq!(b.clone().affordable(), before.affordable());
+    }
+}
