@@ -800,3 +800,151 @@ async fn idle_connections_are_capped_and_a_freed_slot_serves_the_next() {
     let _ = stop_tx.send(());
     let _ = server.await;
 }
+
+/// Idle, slow and silent clients give their slot back (found by the black-box attack: a few
+/// thousand silent connections, or 130 on a TLS port, locked everyone out): a connection that sends
+/// nothing, one that sends its headers a line at a time too slowly, and one idle after a kept-alive
+/// request are closed after the header timeout; silent connections to a TLS port do not hold up
+/// another client's handshake; one address cannot take more than its share of the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_silent_clients_are_closed_and_hold_up_no_one() {
+    use pgswarm::serve::{routes::Limits, ServeOptions};
+    let srv = Server::start(&["app"]);
+    let pki = common::pki::make_pki(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let start = |tls: bool| {
+        let settings = settings(&[format!("app={}", srv.conninfo("app"))]);
+        let opts = ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            interval: Duration::from_millis(250),
+            limits: Limits {
+                max_connections: 64,
+                max_connections_per_address: 40,
+                header_timeout: Duration::from_secs(1),
+                // Longer than the client below waits: blocked handshakes would fail it.
+                handshake_timeout: Duration::from_secs(30),
+                ..Limits::default()
+            },
+            tls: tls.then(|| pgswarm::serve::tls::server_config(&cert, &key).unwrap()),
+            allow_actions: false,
+        };
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = pgswarm::serve::run(
+                &settings,
+                &opts,
+                std::sync::Arc::new(pgswarm::pg::conninfo::ProcessEnv),
+                None,
+                move |a| {
+                    let _ = addr_tx.send(a);
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await;
+        });
+        (addr_rx.recv().unwrap().port(), stop_tx)
+    };
+    /// Whether the server closes `s` within `within` (reads until EOF or an error).
+    fn closed_within(mut s: TcpStream, within: Duration) -> bool {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
+    }
+
+    let (port, stop) = start(false);
+    let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let slow_writer = std::thread::spawn(move || {
+        // One more header line every 300 ms: never done within the timeout.
+        for i in 0..20 {
+            std::thread::sleep(Duration::from_millis(300));
+            if slow
+                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    });
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        closed_within(silent, Duration::from_secs(5)),
+        "a silent connection is closed"
+    );
+    assert!(
+        closed_within(kept, Duration::from_secs(5)),
+        "an idle kept-alive one too"
+    );
+    assert!(slow_writer.join().unwrap(), "a slowloris client is cut off");
+    // One address gets at most its share: the 41st connection is closed at once.
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(
+        closed_within(extra, Duration::from_millis(800)),
+        "over the per-address share: closed before its header timeout"
+    );
+    drop(held);
+    let _ = stop.send(());
+
+    // TLS: 30 silent connections do not hold up a real client's handshake.
+    let (port, stop) = start(true);
+    let silent: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let url = format!("https://127.0.0.1:{port}");
+    let ca_s = ca.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = client(&[
+                "snapshot",
+                "--summary",
+                "--server",
+                &url,
+                "--server-ca",
+                &ca_s,
+            ]);
+            if out.status.code() == Some(0) || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert_exit(&out, 0);
+    drop(silent);
+    let _ = stop.send(());
+}

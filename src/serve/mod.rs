@@ -12,6 +12,7 @@
 
 pub mod actions;
 pub mod client;
+pub mod conn;
 pub mod hub;
 pub mod routes;
 pub mod tls;
@@ -123,25 +124,9 @@ pub async fn run(
         .allow_actions
         .then(|| actions::Actions::new(settings.clone(), env.clone()));
     let app = routes::router(hub, opts.token.clone(), &opts.limits)
-        .merge(routes::action_routes(actions, opts.token.clone()))
-        .into_make_service_with_connect_info::<routes::Peer>();
-    let served = match &opts.tls {
-        Some(config) => {
-            let listener =
-                tls::TlsListener::new(listener, config.clone()).map_err(ServeError::Serve)?;
-            let listener = tls::Capped::new(listener, opts.limits.max_connections);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            let listener = tls::Capped::new(listener, opts.limits.max_connections);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
-    .map_err(ServeError::Serve);
+        .merge(routes::action_routes(actions, opts.token.clone()));
+    conn::serve(listener, opts.tls.clone(), app, &opts.limits, shutdown).await;
+    let served = Ok(());
     publisher.abort();
     served
 }

@@ -34,6 +34,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Connections open at once, idle kept-alive ones included.
     pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// How long a client may take to send a request's headers (from its connection's start, or
+    /// from the previous response's end): idle and slow clients give their slot back.
+    pub header_timeout: Duration,
+    /// How long a client may take to finish its TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +51,9 @@ impl Default for Limits {
             max_event_clients: 1_000,
             max_body_bytes: 16 * 1024,
             max_connections: 4_096,
+            max_connections_per_address: 512,
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -92,17 +102,6 @@ pub fn router(hub: Arc<Hub>, token: Option<String>, limits: &Limits) -> Router {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
-impl<L>
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::Capped<L>>>
-    for Peer
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    L::Io: Unpin,
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, super::tls::Capped<L>>) -> Peer {
-        Peer(*s.remote_addr())
-    }
-}
 #[derive(Clone)]
 struct ActionState {
     actions: Option<Arc<Actions>>,

@@ -1,25 +1,11 @@
-//! TLS on the listener (`serve --tls-cert FILE --tls-key FILE`), with rustls.
-//!
-//! Handshakes run in tasks of their own, bounded in number and time, and only finished ones reach
-//! the HTTP server: a client that opens a connection and never speaks cannot hold up anyone else's
-//! accept, and a failed handshake costs one log line.
+//! TLS on the listener (`serve --tls-cert FILE --tls-key FILE`), with rustls: the server
+//! configuration from PEM files. Handshakes run in each connection's own task (`conn`), bounded in
+//! time and counted against the connection caps like any connection.
 
-use axum::serve::Listener;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
-
-/// How long a client may take to finish its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
-pub const HANDSHAKES_AT_ONCE: usize = 128;
 
 /// The certificate chain and key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +14,9 @@ pub struct TlsSetupError(pub String);
 
 /// Reads a PEM certificate chain and private key into a server configuration (HTTP/1.1 only).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    for (flag, path) in [("--tls-cert", cert), ("--tls-key", key)] {
+        check_pem_file(flag, path).map_err(TlsSetupError)?;
+    }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsSetupError(format!("--tls-cert {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
@@ -61,170 +50,25 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// A listener whose connections are TLS sessions that finished their handshake.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    _acceptor: tokio::task::JoinHandle<()>,
-}
+/// The most a PEM file given to pgswarm may hold (a chain of a few certificates is a few KiB).
+pub const PEM_MAX_BYTES: u64 = 1024 * 1024;
 
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(HANDSHAKES_AT_ONCE);
-        let acceptor = TlsAcceptor::from(config);
-        let slots = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, do not spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            ready,
-            local,
-            _acceptor: task,
-        })
+/// A PEM file must be a regular file of at most [`PEM_MAX_BYTES`]: a device, a FIFO or a huge
+/// file would hang the reader or fill the memory before any parsing.
+pub fn check_pem_file(flag: &str, path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{flag} {} is not a regular file (a PEM file is expected)",
+            path.display()
+        ));
     }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self._acceptor.abort();
+    if meta.len() > PEM_MAX_BYTES {
+        return Err(format!(
+            "{flag} {} is {} bytes: a PEM certificate or key file is a few KiB (at most {PEM_MAX_BYTES} bytes)",
+            path.display(),
+            meta.len()
+        ));
     }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accepting task is gone (only when shutting down): accept nothing more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-/// A listener with at most `max` connections open at once: each accepted connection holds a permit
-/// until it closes, and accepting waits while none is free (the kernel's backlog holds the rest).
-/// Idle kept-alive connections count: a client cannot exhaust the file descriptors.
-pub struct Capped<L> {
-    inner: L,
-    slots: Arc<Semaphore>,
-}
-
-impl<L> Capped<L> {
-    pub fn new(inner: L, max: usize) -> Self {
-        Capped {
-            inner,
-            slots: Arc::new(Semaphore::new(max)),
-        }
-    }
-}
-
-/// A connection that gives its permit back when it closes.
-pub struct CappedIo<T> {
-    inner: T,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CappedIo<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CappedIo<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl<L> Listener for Capped<L>
-where
-    L: Listener<Addr = SocketAddr>,
-    L::Io: Unpin,
-{
-    type Io = CappedIo<L::Io>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = match self.slots.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => std::future::pending().await,
-        };
-        let (io, addr) = self.inner.accept().await;
-        (
-            CappedIo {
-                inner: io,
-                _permit: permit,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
+    Ok(())
 }
