@@ -948,3 +948,128 @@ async fn idle_slow_and_silent_clients_are_closed_and_hold_up_no_one() {
     drop(silent);
     let _ = stop.send(());
 }
+
+/// A fake server on a free port: `answer` gets each accepted connection (in a thread of its own).
+fn fake_server(answer: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for s in listener.incoming().map_while(Result::ok) {
+            let answer = answer.clone();
+            std::thread::spawn(move || answer(s));
+        }
+    });
+    port
+}
+
+/// Clients against servers that misbehave (found by the black-box attack): one that accepts and
+/// never answers makes `incidents --follow` exit 3 (it waited for ever), an error body is shown
+/// cut, a wrong token is said as such, a CA certificate used as the server's own is refused with
+/// how to make one that works, and a CA file that is a device is a usage error.
+#[test]
+fn clients_of_misbehaving_servers_say_what_is_wrong() {
+    let silent = fake_server(|mut s| {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let url = format!("http://127.0.0.1:{silent}");
+    let out = client(&["incidents", "--follow", "--server", &url]);
+    assert_exit(&out, 3);
+    assert!(out.stdout.is_empty());
+
+    let noisy = fake_server(|mut s| {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        let body = "\x1b]0;owned\x07".to_string() + &"x".repeat(1_000_000);
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.1 500 Oops\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    });
+    let out = client(&["snapshot", "--server", &format!("http://127.0.0.1:{noisy}")]);
+    assert_exit(&out, 3);
+    assert!(
+        out.stderr.len() < 2_000,
+        "{} bytes on stderr",
+        out.stderr.len()
+    );
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "no escape reaches the terminal"
+    );
+
+    let refusing = fake_server(|mut s| {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "not-the-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = client(&[
+        "snapshot",
+        "--server",
+        &format!("http://127.0.0.1:{refusing}"),
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused the token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = client(&[
+        "snapshot",
+        "--server",
+        "https://127.0.0.1:1",
+        "--server-ca",
+        "/dev/zero",
+    ]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+}
+
+/// The usual self-signed certificate (`openssl req -x509`: CA:TRUE) is refused by TLS clients as a
+/// server's own certificate; the client says so and how to make one that works.
+#[test]
+fn a_ca_certificate_used_as_the_servers_own_is_explained() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let srv = Server::start(&["app"]);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let serve = Serve::start(
+        &format!("app={}", srv.conninfo("app")),
+        &[
+            "--tls-cert",
+            c.to_str().unwrap(),
+            "--tls-key",
+            k.to_str().unwrap(),
+        ],
+    );
+    let out = client(&[
+        "snapshot",
+        "--server",
+        &format!("https://127.0.0.1:{}", serve.port),
+        "--server-ca",
+        c.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot verify the TLS certificate"), "{err}");
+    assert!(err.contains("CA:FALSE"), "{err}");
+}

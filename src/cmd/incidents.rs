@@ -516,14 +516,16 @@ pub fn follow_remote(
     // The reader blocks on the network: a thread of its own, never the loop that handles signals.
     std::thread::spawn(move || {
         let mut last_id: Option<u64> = None;
-        let mut first = Some(first_tx);
+        let first = std::cell::RefCell::new(Some(first_tx));
         let mut down = false;
         let mut unreadable: Vec<String> = Vec::new();
         loop {
-            let result = remote.follow_events(last_id, |event| {
-                if let Some(f) = first.take() {
+            let opened = || {
+                if let Some(f) = first.borrow_mut().take() {
                     let _ = f.send(Ok(()));
                 }
+            };
+            let result = remote.follow_events(last_id, opened, |event| {
                 if down {
                     down = false;
                     if tx.send(Followed::Server(None)).is_err() {
@@ -552,7 +554,7 @@ pub fn follow_remote(
             match result {
                 Ok(()) => return,
                 Err(e) => {
-                    if let Some(f) = first.take() {
+                    if let Some(f) = first.borrow_mut().take() {
                         let _ = f.send(Err(e));
                         return;
                     }
@@ -570,10 +572,12 @@ pub fn follow_remote(
             }
         }
     });
-    // The first connection decides: a server that does not answer is exit 3, before any output.
-    // (No event within the wait still means connected: the stream is open, just quiet.)
-    if let Ok(Err(e)) = first_rx.recv_timeout(std::time::Duration::from_secs(2)) {
-        return Err(remote_error(e));
+    // The first connection decides: a server that does not answer (the client's connect and
+    // response timeouts bound the wait) is exit 3, before any output.
+    match first_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(remote_error(e)),
+        Err(_) => return Err(CmdError::Io("the event-stream reader stopped".into())),
     }
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -585,10 +589,13 @@ pub fn follow_remote(
         };
         loop {
             let got = tokio::select! {
-                Some(f) = rx.recv() => f,
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    // The reader is gone (it only stops when this loop has): nothing more comes.
+                    None => break,
+                },
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                else => break,
             };
             match got {
                 Followed::Episode(e) => {

@@ -27,6 +27,14 @@ pub enum RemoteError {
     NotReady(String),
     #[error("the pgswarm server at {0} wants a token: give --token-file FILE (the file serve's --token-file names)")]
     Unauthorized(String),
+    #[error("the pgswarm server at {0} refused the token from --token-file: it is not the one its --token-file holds")]
+    WrongToken(String),
+    #[error("cannot verify the TLS certificate of the pgswarm server at {url}: {reason}{hint}")]
+    Certificate {
+        url: String,
+        reason: String,
+        hint: &'static str,
+    },
     #[error("the pgswarm server at {url} answered {status}: {body}")]
     Status {
         url: String,
@@ -61,6 +69,7 @@ impl Remote {
         if let Some(path) = ca {
             let bad =
                 |why: String| RemoteError::BadCa(format!("--server-ca {}: {why}", path.display()));
+            super::tls::check_pem_file("--server-ca", path).map_err(RemoteError::BadCa)?;
             let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
             let certs = ureq::tls::parse_pem(&pem)
                 .filter_map(|item| match item {
@@ -99,15 +108,12 @@ impl Remote {
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        let mut resp = req.call().map_err(|e| RemoteError::Unreachable {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut resp = req.call().map_err(|e| self.call_error(e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
-            .limit(256 * 1024 * 1024)
+            .limit(BODY_MAX_BYTES)
             .read_to_string()
             .map_err(|e| RemoteError::Unreachable {
                 url: self.base.clone(),
@@ -118,15 +124,63 @@ impl Remote {
                 url: self.base.clone(),
                 reason: e.to_string(),
             }),
-            401 => Err(RemoteError::Unauthorized(self.base.clone())),
+            401 => Err(self.unauthorized()),
             503 => Err(RemoteError::NotReady(self.base.clone())),
             _ => Err(RemoteError::Status {
                 url: self.base.clone(),
                 status,
-                body: crate::domain::text::sanitize(body.trim()).into_owned(),
+                body: shown_body(&body),
             }),
         }
     }
+
+    fn unauthorized(&self) -> RemoteError {
+        match self.token {
+            Some(_) => RemoteError::WrongToken(self.base.clone()),
+            None => RemoteError::Unauthorized(self.base.clone()),
+        }
+    }
+
+    /// A request that got no answer: a certificate that cannot be verified is said as such (not
+    /// as "does not answer"), with how to fix the usual cause.
+    fn call_error(&self, e: ureq::Error) -> RemoteError {
+        let reason = e.to_string();
+        if reason.contains("certificate") {
+            let hint = if reason.contains("CaUsedAsEndEntity") {
+                ". The certificate serve presents is a CA certificate (basicConstraints CA:TRUE, \
+                 which openssl req -x509 makes by default); TLS clients refuse a CA as a server's \
+                 own certificate: make it with -addext basicConstraints=critical,CA:FALSE, or sign \
+                 it with a CA and give the CA to --server-ca (docs/serve.md)"
+            } else if reason.contains("UnknownIssuer") {
+                ". Give the CA that signed it (or the self-signed certificate itself) to --server-ca FILE"
+            } else {
+                ""
+            };
+            return RemoteError::Certificate {
+                url: self.base.clone(),
+                reason,
+                hint,
+            };
+        }
+        RemoteError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+}
+
+/// The most a document from a server may take (a 5,000-session snapshot is a few MB).
+pub const BODY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// An error body as shown: sanitised and cut to a line's worth.
+fn shown_body(body: &str) -> String {
+    const SHOWN: usize = 300;
+    let clean = crate::domain::text::sanitize(body.trim());
+    let mut out: String = clean.chars().take(SHOWN).collect();
+    if clean.chars().count() > SHOWN {
+        out.push('…');
+    }
+    out
 }
 
 /// What the dashboard asks of a [`spawn_live`] reader.
@@ -404,12 +458,14 @@ fn read_capped_line(r: &mut impl std::io::BufRead) -> std::io::Result<Option<(St
 }
 
 impl Remote {
-    /// Opens `GET /api/v1/events` (resuming after `last_id`) and hands each event to `on_event`
-    /// until the stream ends, fails, stays silent longer than [`EVENT_SILENCE`], or `on_event`
-    /// returns false. `Ok(())` only when `on_event` stopped it.
+    /// Opens `GET /api/v1/events` (resuming after `last_id`), calls `on_open` once the server
+    /// answered, and hands each event to `on_event` until the stream ends, fails, stays silent
+    /// longer than [`EVENT_SILENCE`], or `on_event` returns false. `Ok(())` only when `on_event`
+    /// stopped it. A server that does not answer within [`REQUEST_TIMEOUT`] is an error.
     pub fn follow_events(
         &self,
         last_id: Option<u64>,
+        on_open: impl FnOnce(),
         mut on_event: impl FnMut(SseEvent) -> bool,
     ) -> Result<(), RemoteError> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -433,10 +489,10 @@ impl Remote {
             url: self.base.clone(),
             reason,
         };
-        let resp = req.call().map_err(|e| unreachable(e.to_string()))?;
+        let resp = req.call().map_err(|e| self.call_error(e))?;
         match resp.status().as_u16() {
-            200 => {}
-            401 => return Err(RemoteError::Unauthorized(self.base.clone())),
+            200 => on_open(),
+            401 => return Err(self.unauthorized()),
             status => {
                 return Err(RemoteError::Status {
                     url: self.base.clone(),
