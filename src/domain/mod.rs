@@ -14,6 +14,7 @@ pub mod incremental;
 pub mod lockgraph;
 pub mod millis;
 pub mod naming;
+pub mod serverlog;
 pub mod signal;
 pub mod snapshot;
 pub mod sqlite;
