@@ -568,7 +568,8 @@ struct Pending {
 #[derive(Debug, Clone, Default)]
 pub struct LogMatcher {
     app_prefix: String,
-    seen: HashMap<(String, i32), Vec<Seen>>,
+    /// By server, then pid (looked up by `&str`: no allocation per session and poll).
+    seen: HashMap<String, HashMap<i32, Vec<Seen>>>,
     waits: HashMap<(String, i32), Vec<WaitLine>>,
     recent: Vec<Episode>,
     pending: Vec<Pending>,
@@ -590,7 +591,11 @@ impl LogMatcher {
     /// Remembers sessions seen at `at`.
     pub fn note_sessions(&mut self, at: DateTime<Utc>, sessions: &[SessionReport]) {
         for s in sessions {
-            let list = self.seen.entry((s.server.clone(), s.pid)).or_default();
+            if !self.seen.contains_key(s.server.as_str()) {
+                self.seen.insert(s.server.clone(), HashMap::new());
+            }
+            let by_pid = self.seen.get_mut(s.server.as_str()).expect("inserted");
+            let list = by_pid.entry(s.pid).or_default();
             if let Some(x) = list.iter_mut().find(|x| x.backend_start == s.backend_start) {
                 x.last_seen = at;
                 if x.state != s.state {
@@ -615,9 +620,12 @@ impl LogMatcher {
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let seen_for = ChronoDuration::from_std(SEEN_FOR).unwrap_or_default();
         let window = ChronoDuration::from_std(MATCH_WINDOW).unwrap_or_default();
-        self.seen.retain(|_, v| {
-            v.retain(|x| now - x.last_seen < seen_for);
-            !v.is_empty()
+        self.seen.retain(|_, by_pid| {
+            by_pid.retain(|_, v| {
+                v.retain(|x| now - x.last_seen < seen_for);
+                !v.is_empty()
+            });
+            !by_pid.is_empty()
         });
         self.waits.retain(|_, v| {
             v.retain(|w| now - w.at < seen_for);
@@ -765,7 +773,8 @@ impl LogMatcher {
         at: DateTime<Utc>,
     ) -> Option<&Seen> {
         self.seen
-            .get(&(server.to_string(), pid))?
+            .get(server)?
+            .get(&pid)?
             .iter()
             .filter(|x| match (x.backend_start, backend_start) {
                 (Some(a), Some(b)) => a.timestamp() == b.timestamp(),

@@ -273,6 +273,9 @@ pub enum WarningCode {
     Unattributed,
     /// A server's lock table is at least 80% full: the next locks fail with 53200 at 100%.
     LockTableFull,
+    /// A server's own log is not read for lock waits (no structured log, or no privilege): the
+    /// warning says which setting or grant would turn it on.
+    ServerLogUnavailable,
 }
 
 /// How a configured database was read in this snapshot.

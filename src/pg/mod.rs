@@ -10,6 +10,7 @@ pub mod flightlog;
 pub mod poller;
 pub mod probe;
 pub mod row;
+pub mod serverlog;
 pub mod signal;
 pub mod simulator;
 pub mod stream;

@@ -9,13 +9,16 @@
 
 use crate::domain::aggregate::Aggregator;
 use crate::domain::incidents::{Episode, EpisodeTracker};
-use crate::domain::snapshot::Snapshot;
+use crate::domain::serverlog::LogMatcher;
+use crate::domain::snapshot::{Snapshot, WarningCode};
 use crate::domain::sqlite::{ReportSource, SqliteReport};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
 use crate::pg::flightlog::{FlightLog, FlightLogError, ANSWER_WITHIN};
 use crate::pg::poller::{group_targets, spawn_pollers, GroupResult, PollControl};
+use crate::pg::serverlog::{LogRead, LogReader, LogStatus};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -45,14 +48,48 @@ pub struct SnapshotStream {
     groups: usize,
 }
 
+/// What a stream reads besides the polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Read each server's own log (`jsonlog` / `csvlog`) for lock waits the polls miss, where the
+    /// server writes one and the role may read it (issue 28).
+    pub server_log: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { server_log: true }
+    }
+}
+
 impl SnapshotStream {
-    /// Starts the pollers and the aggregator on the current runtime.
+    /// Starts the pollers and the aggregator on the current runtime (with the server log read
+    /// where it can be).
     pub fn spawn(
         settings: &Settings,
         interval: Duration,
         env: Arc<dyn Environment + Send + Sync>,
         flight_log: Option<FlightLog>,
         sqlite: Option<ReportSource>,
+    ) -> SnapshotStream {
+        Self::spawn_with(
+            settings,
+            interval,
+            env,
+            flight_log,
+            sqlite,
+            StreamOptions::default(),
+        )
+    }
+
+    /// [`SnapshotStream::spawn`] with options.
+    pub fn spawn_with(
+        settings: &Settings,
+        interval: Duration,
+        env: Arc<dyn Environment + Send + Sync>,
+        flight_log: Option<FlightLog>,
+        sqlite: Option<ReportSource>,
+        options: StreamOptions,
     ) -> SnapshotStream {
         let (control, control_rx) = watch::channel(PollControl {
             interval,
@@ -63,10 +100,28 @@ impl SnapshotStream {
             &settings.databases,
             &settings.session,
             &settings.convention.schema_prefix,
-            env,
+            env.clone(),
             control_rx,
             poll_tx,
         );
+        let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogRead>();
+        if options.server_log {
+            for members in group_targets(&settings.databases) {
+                let reader = LogReader::new(
+                    settings.databases[members[0]].target.clone(),
+                    settings.session.clone(),
+                    env.clone(),
+                );
+                tasks.push(spawn_log_reader(
+                    reader,
+                    control.subscribe(),
+                    log_tx.clone(),
+                ));
+            }
+        }
+        drop(log_tx);
+        let mut matcher = LogMatcher::new(&settings.convention.app_prefix);
+        let log_on = options.server_log;
         let groups = group_targets(&settings.databases).len();
         let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
         let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
@@ -84,6 +139,9 @@ impl SnapshotStream {
         tasks.push(tokio::spawn(async move {
             let mut sqlite_reports: Vec<SqliteReport> = Vec::new();
             let mut polled = false;
+            let mut log_status: BTreeMap<String, LogStatus> = BTreeMap::new();
+            let mut from_log: Vec<Episode> = Vec::new();
+            let mut pruned_at = Utc::now();
             loop {
                 let (mut snapshot, latencies) = tokio::select! {
                     Some(result) = polls.recv() => {
@@ -101,11 +159,33 @@ impl SnapshotStream {
                         }
                         (aggregator.empty(Utc::now()), Vec::new())
                     }
+                    Some(read) = log_rx.recv() => {
+                        log_status.insert(read.server.clone(), read.status);
+                        if !read.events.is_empty() {
+                            let open = tracker.ongoing();
+                            from_log.extend(matcher.accept(&read.server, read.events, &open, Utc::now()));
+                        }
+                        continue;
+                    }
                     else => return,
                 };
                 snapshot.attach_sqlite(sqlite_reports.clone());
+                if log_on {
+                    add_log_warnings(&mut snapshot, &log_status);
+                }
                 let snapshot = Arc::new(snapshot);
-                let ended = tracker.observe(&snapshot);
+                let mut ended = tracker.observe(&snapshot);
+                if log_on {
+                    let now = Utc::now();
+                    matcher.note_snapshot(&snapshot);
+                    ended = matcher.note_poll_ended(ended);
+                    ended.extend(matcher.flush(now));
+                    ended.append(&mut from_log);
+                    if (now - pruned_at).num_seconds() >= 10 {
+                        matcher.prune(now);
+                        pruned_at = now;
+                    }
+                }
                 let flight_log_error = flight_log.append(&ended).await;
                 let update = Update {
                     snapshot,
@@ -184,6 +264,51 @@ impl FlightLogWriter {
             Err(e) => Some(e.to_write_message()),
         }
     }
+}
+
+/// Says once in the snapshot (a warning, with its code) why a server's log is not read.
+fn add_log_warnings(snapshot: &mut Snapshot, status: &BTreeMap<String, LogStatus>) {
+    for (server, s) in status {
+        if let LogStatus::Unavailable(why) = s {
+            snapshot.warnings.push(format!("{server}: {why}"));
+            if !snapshot
+                .warning_codes
+                .contains(&WarningCode::ServerLogUnavailable)
+            {
+                snapshot
+                    .warning_codes
+                    .push(WarningCode::ServerLogUnavailable);
+            }
+        }
+    }
+}
+
+/// Reads one server's log once per refresh interval on its own task (its own session), and sends
+/// each read to the aggregator: a slow read never holds up a poll.
+fn spawn_log_reader(
+    mut reader: LogReader,
+    mut control: watch::Receiver<PollControl>,
+    tx: mpsc::UnboundedSender<LogRead>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let read = reader.poll().await;
+            let behind = read.behind;
+            if tx.send(read).is_err() {
+                return;
+            }
+            if behind {
+                // A backlog: go on at once (each read is bounded), but let others run.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let interval = control.borrow().interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                changed = control.changed() => if changed.is_err() { return },
+            }
+        }
+    })
 }
 
 /// The poll time of each database of a group's result (they were polled together).
