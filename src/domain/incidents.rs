@@ -99,7 +99,7 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SqlstateSource {
-    /// The error itself was seen (reserved: no source pgswarm reads shows it yet).
+    /// The error itself was seen, in the server's own log (`domain::serverlog`).
     Observed,
     /// Deduced from how the wait ended ([`infer_sqlstate`]).
     Inferred,

@@ -500,3 +500,52 @@ fn an_old_flight_log_line_reads_as_poll_evidence() {
     let back: Episode = serde_json::from_value(v).unwrap();
     assert_eq!(back.evidence, vec![Evidence::Poll]);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn formats() -> impl Strategy<Value = LogFormat> {
+        prop_oneof![Just(LogFormat::Jsonlog), Just(LogFormat::Csvlog)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any bytes, cut anywhere: no panic, and every record's fields stay capped.
+        #[test]
+        fn no_panic_on_any_bytes(format in formats(), bytes in proptest::collection::vec(any::<u8>(), 0..2000), cut in 0usize..2000) {
+            let mut p = LogParser::new(format, 0);
+            let cut = cut.min(bytes.len());
+            let mut recs = p.feed(&bytes[..cut]);
+            recs.extend(p.feed(&bytes[cut..]));
+            for r in &recs {
+                prop_assert!(r.message.as_ref().is_none_or(|m| m.chars().count() <= MAX_FIELD_CHARS));
+                let _ = classify(r);
+            }
+        }
+
+        /// Reading in pieces gives what reading at once gives (a partial last record is kept).
+        #[test]
+        fn pieces_read_as_the_whole(format in formats(), apps in proptest::collection::vec(".{0,40}", 1..5), cuts in proptest::collection::vec(0usize..4000, 0..6)) {
+            let text: String = apps.iter().map(|a| timeout_record(format, a)).collect();
+            let whole = LogParser::new(format, 0).feed(text.as_bytes());
+            prop_assert_eq!(whole.len(), apps.len());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+            cuts.sort_unstable();
+            let mut p = LogParser::new(format, 0);
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([text.len()]) {
+                pieces.extend(p.feed(&text.as_bytes()[from..c]));
+                from = c;
+            }
+            prop_assert_eq!(&pieces, &whole);
+            // Whatever an application_name holds, it is one record with that name.
+            for (r, a) in whole.iter().zip(&apps) {
+                prop_assert_eq!(r.application_name.as_deref().unwrap_or(""), a.as_str());
+                prop_assert_eq!(r.pid, Some(1234));
+            }
+        }
+    }
+}
