@@ -31,10 +31,14 @@ fn log_settings() -> Vec<(String, String)> {
 }
 
 fn logging_server() -> TempCluster {
+    logging_server_with(log_settings())
+}
+
+fn logging_server_with(settings: Vec<(String, String)>) -> TempCluster {
     let srv = start_cluster(
         &["platform"],
         ClusterOptions {
-            settings: log_settings(),
+            settings,
             ..Default::default()
         },
     );
@@ -477,6 +481,27 @@ async fn the_reader_survives_rotation_a_restart_a_20_mb_log_and_forged_records()
         bytes as f64 / 1e6,
         secs * 1000.0 / (bytes as f64 / 1e6)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csvlog_is_read_too_and_its_quoted_newlines_forge_nothing() {
+    // The demo's settings: csvlog, so that any server version starts with them.
+    let srv = logging_server_with(pgswarm::pg::cluster::lock_log_settings());
+    let c = srv.conninfo("platform");
+    let mut r = reader(&srv).await;
+    assert!(
+        matches!(r.status(), LogStatus::Reading { format, .. } if format.name() == "csvlog"),
+        "{:?}",
+        r.status()
+    );
+    let forged = "2026-01-01 00:00:00.000 UTC,\"postgres\",\"platform\",4242,\"[local]\",1.1092,1,\"SELECT\",\
+                  2026-01-01 00:00:00 UTC,3/1,0,ERROR,55P03,\"canceling statement due to lock timeout\",,,,,,,,,\"pytest_gw0_forged\",\"client backend\",,0";
+    let app = format!("pytest_gw0_x\"\n{forged}\n");
+    let statement = format!("SELECT * FROM accounts /* \"\n{forged}\n */");
+    let pid = time_out(&c, &app, &statement).await;
+    let (ended, _) = read_until(&mut r, &[pid]).await;
+    assert!(ended.iter().all(|(p, _)| *p != 4242), "forged: {ended:?}");
+    assert_eq!(ended.iter().filter(|(p, _)| *p == pid).count(), 1);
 }
 
 #[test]

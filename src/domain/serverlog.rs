@@ -35,6 +35,9 @@ const QUERY_CHARS: usize = 200;
 pub const MATCH_WINDOW: Duration = Duration::from_secs(120);
 /// How long a log error waits for the poll episode that was still open when it arrived.
 pub const PENDING_GRACE: Duration = Duration::from_secs(10);
+/// How long an episode the polls ended is held back for the log read that may complete it (so it
+/// is given once, complete), at most.
+pub const HOLD_MAX: Duration = Duration::from_secs(5);
 /// How long sessions seen by the polls are remembered for naming blockers and waiters.
 pub const SEEN_FOR: Duration = Duration::from_secs(600);
 /// Clock slack between a poll episode's window and a log line's timestamp (both are the server's
@@ -563,8 +566,10 @@ struct Pending {
 ///
 /// One wait is one episode: a log error completes the poll episode of the same server and pid
 /// (same backend start to the second, the same statement when both show it) whose time window
-/// contains the error's timestamp. An episode already ended by the polls is given again, completed,
-/// with the same `id` (readers of the flight log keep the last line of an id).
+/// contains the error's timestamp. An episode the polls ended is held until its server's log has been
+/// read past its end, so it comes out once, complete; only a log read later than [`HOLD_MAX`]
+/// gives it again, completed, under the same `id` (readers of the flight log keep the last line
+/// of an id).
 #[derive(Debug, Clone, Default)]
 pub struct LogMatcher {
     app_prefix: String,
@@ -573,6 +578,8 @@ pub struct LogMatcher {
     waits: HashMap<(String, i32), Vec<WaitLine>>,
     recent: Vec<Episode>,
     pending: Vec<Pending>,
+    /// Episodes the polls ended, held for the next log read of their server (with when).
+    held: Vec<(Episode, DateTime<Utc>)>,
 }
 
 impl LogMatcher {
@@ -634,9 +641,17 @@ impl LogMatcher {
         self.recent.retain(|e| now - e.sort_time() < window);
     }
 
-    /// Takes the episodes the polls ended; returns them with `evidence`, completed from a log error
-    /// that arrived while they were still open.
-    pub fn note_poll_ended(&mut self, ended: Vec<Episode>) -> Vec<Episode> {
+    /// Takes the episodes the polls ended at `now`; returns those that are complete: with
+    /// `evidence`, completed from a log error that arrived while they were still open. An episode
+    /// that may still get its error from the log (it gave up, or its waiter left, or how it ended
+    /// was not seen) on a server whose log is read (`log_read`) is held back until that server's
+    /// next log read ([`LogMatcher::release`]) or [`HOLD_MAX`], so that it is given once, complete.
+    pub fn note_poll_ended(
+        &mut self,
+        ended: Vec<Episode>,
+        now: DateTime<Utc>,
+        log_read: impl Fn(&str) -> bool,
+    ) -> Vec<Episode> {
         let mut out = Vec::with_capacity(ended.len());
         for mut e in ended {
             if e.evidence.is_empty() {
@@ -650,10 +665,34 @@ impl LogMatcher {
                 let p = self.pending.remove(i);
                 let wait = self.wait_before(&p.server, &p.error).cloned();
                 complete(&mut e, &p.error, wait.as_ref(), self);
+            } else if log_read(&e.server)
+                && matches!(
+                    e.outcome,
+                    Outcome::GaveUp | Outcome::WaiterGone | Outcome::Unknown
+                )
+            {
+                self.held.push((e, now));
+                continue;
             }
             self.recent.push(e.clone());
             out.push(e);
         }
+        out
+    }
+
+    /// `server`'s log was read from `read_started` on to its end: the episodes held for it that
+    /// ended before are complete as they are.
+    pub fn release(&mut self, server: &str, read_started: DateTime<Utc>) -> Vec<Episode> {
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(e, at)| e.server == server && *at <= read_started);
+        self.held = keep;
+        self.give(due)
+    }
+
+    fn give(&mut self, held: Vec<(Episode, DateTime<Utc>)>) -> Vec<Episode> {
+        let out: Vec<Episode> = held.into_iter().map(|(e, _)| e).collect();
+        self.recent.extend(out.iter().cloned());
         out
     }
 
@@ -695,6 +734,16 @@ impl LogMatcher {
     ) -> Option<Episode> {
         let wait = self.wait_before(server, &err).cloned();
         if let Some(i) = self
+            .held
+            .iter()
+            .position(|(e, _)| e.server == server && matches_episode(&err, e))
+        {
+            let (mut e, _) = self.held.remove(i);
+            complete(&mut e, &err, wait.as_ref(), self);
+            self.recent.push(e.clone());
+            return Some(e);
+        }
+        if let Some(i) = self
             .recent
             .iter()
             .position(|e| e.server == server && matches_episode(&err, e))
@@ -728,13 +777,18 @@ impl LogMatcher {
     }
 
     /// Log errors whose poll episode did not end within [`PENDING_GRACE`] become episodes of their
-    /// own.
+    /// own; episodes held longer than [`HOLD_MAX`] are given as the polls saw them.
     pub fn flush(&mut self, now: DateTime<Utc>) -> Vec<Episode> {
+        let hold_max = ChronoDuration::from_std(HOLD_MAX).unwrap_or_default();
+        let (late, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, at)| now - *at >= hold_max);
+        self.held = held;
+        let mut out = self.give(late);
         let (due, keep): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.until <= now);
         self.pending = keep;
-        let mut out = Vec::new();
         for p in due {
             let wait = self.wait_before(&p.server, &p.error).cloned();
             if p.error.kind == LockErrorKind::Canceled && wait.is_none() {

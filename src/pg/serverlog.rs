@@ -52,6 +52,9 @@ pub struct LogRead {
     pub status: LogStatus,
     /// Unread bytes left for later polls (a backlog above the per-poll bound).
     pub behind: bool,
+    /// When this read began (this machine's clock): every line written before is read, unless
+    /// `behind`.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ impl LogReader {
     /// Reads what the log gained since the last poll (bounded). Errors become the status; the
     /// position is kept, so a reconnect (a restart) goes on where it stopped.
     pub async fn poll(&mut self) -> LogRead {
+        let started_at = chrono::Utc::now();
         let (events, bytes, behind) = match self.poll_inner().await {
             Ok(r) => r,
             Err(e) => {
@@ -133,6 +137,7 @@ impl LogReader {
             bytes,
             status: self.status.clone(),
             behind,
+            started_at,
         }
     }
 

@@ -160,11 +160,14 @@ impl SnapshotStream {
                         (aggregator.empty(Utc::now()), Vec::new())
                     }
                     Some(read) = log_rx.recv() => {
-                        log_status.insert(read.server.clone(), read.status);
                         if !read.events.is_empty() {
                             let open = tracker.ongoing();
                             from_log.extend(matcher.accept(&read.server, read.events, &open, Utc::now()));
                         }
+                        if matches!(read.status, LogStatus::Reading { .. }) && !read.behind {
+                            from_log.extend(matcher.release(&read.server, read.started_at));
+                        }
+                        log_status.insert(read.server.clone(), read.status);
                         continue;
                     }
                     else => return,
@@ -178,7 +181,9 @@ impl SnapshotStream {
                 if log_on {
                     let now = Utc::now();
                     matcher.note_snapshot(&snapshot);
-                    ended = matcher.note_poll_ended(ended);
+                    ended = matcher.note_poll_ended(ended, now, |server| {
+                        matches!(log_status.get(server), Some(LogStatus::Reading { .. }))
+                    });
                     ended.extend(matcher.flush(now));
                     ended.append(&mut from_log);
                     if (now - pruned_at).num_seconds() >= 10 {

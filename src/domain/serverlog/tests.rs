@@ -370,7 +370,7 @@ fn poll_episode(pid: i32, start: DateTime<Utc>, end: DateTime<Utc>) -> Episode {
 #[test]
 fn an_error_after_the_poll_ended_the_episode_completes_it_under_the_same_id() {
     let mut m = LogMatcher::new("pytest");
-    let polled = m.note_poll_ended(vec![poll_episode(1234, t(0), t(1600))]);
+    let polled = m.note_poll_ended(vec![poll_episode(1234, t(0), t(1600))], t(1700), |_| false);
     assert_eq!(polled[0].evidence, vec![Evidence::Poll]);
     let out = m.accept(
         "s",
@@ -408,10 +408,38 @@ fn an_error_while_the_poll_episode_is_open_waits_for_it_and_is_merged() {
     let mut ended = open;
     ended.last_seen_at = t(1250);
     ended.ended_at = Some(t(1600));
-    let done = m.note_poll_ended(vec![ended]);
+    let done = m.note_poll_ended(vec![ended], t(1700), |_| true);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].evidence, vec![Evidence::Poll, Evidence::ServerLog]);
     assert!(m.flush(t(60_000)).is_empty());
+}
+
+#[test]
+fn an_episode_the_polls_ended_is_held_for_the_next_log_read_and_given_once_complete() {
+    let mut m = LogMatcher::new("pytest");
+    let e = poll_episode(1234, t(0), t(1600));
+    assert!(m.note_poll_ended(vec![e], t(1700), |s| s == "s").is_empty());
+    // The log read that started before the poll ended it does not release it.
+    assert!(m.release("s", t(1650)).is_empty());
+    let out = m.accept(
+        "s",
+        vec![LogEvent::Ended(error(1234, t(1500)))],
+        &[],
+        t(2000),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].id, "poll-id");
+    assert_eq!(out[0].evidence, vec![Evidence::Poll, Evidence::ServerLog]);
+    assert!(m.release("s", t(2000)).is_empty());
+    // Nothing in the log for another one: the next read releases it as the polls saw it.
+    let e = poll_episode(99, t(0), t(1600));
+    assert!(m.note_poll_ended(vec![e], t(1700), |_| true).is_empty());
+    assert_eq!(m.release("s", t(1800))[0].evidence, vec![Evidence::Poll]);
+    // A log that is never read again: given after HOLD_MAX.
+    let e = poll_episode(98, t(0), t(1600));
+    assert!(m.note_poll_ended(vec![e], t(1700), |_| true).is_empty());
+    assert!(m.flush(t(2000)).is_empty());
+    assert_eq!(m.flush(t(1700) + ChronoDuration::seconds(6)).len(), 1);
 }
 
 #[test]
