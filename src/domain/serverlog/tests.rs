@@ -401,7 +401,7 @@ fn an_error_while_the_poll_episode_is_open_waits_for_it_and_is_merged() {
     let out = m.accept(
         "s",
         vec![LogEvent::Ended(error(1234, t(1500)))],
-        &[open.clone()],
+        std::slice::from_ref(&open),
         t(1500),
     );
     assert!(out.is_empty());
