@@ -17,6 +17,7 @@ use crate::pg::connect::{connect, SessionSettings};
 use crate::pg::conninfo::{Environment, Target};
 use crate::pg::probe::server_label;
 use crate::pg::row::RowExt;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -70,6 +71,10 @@ pub struct LogReader {
     session: SessionSettings,
     env: Arc<dyn Environment + Send + Sync>,
     client: Option<Client>,
+    /// The read statement, prepared once per session.
+    read_statement: Option<tokio_postgres::Statement>,
+    /// Files to read after the one being read, before the current one.
+    queue: VecDeque<String>,
     format: Option<LogFormat>,
     parser: Option<LogParser>,
     position: Option<Position>,
@@ -88,7 +93,26 @@ const SETUP: &str = "SELECT pg_catalog.current_setting('logging_collector'), \
        - pg_catalog.timezone('UTC', pg_catalog.now()))::pg_catalog.int4, \
      pg_catalog.current_setting('server_version_num')::pg_catalog.int4";
 const CURRENT_FILE: &str = "SELECT pg_catalog.pg_current_logfile($1::pg_catalog.text)";
-const READ: &str = "SELECT pg_catalog.pg_read_binary_file($1::pg_catalog.text, $2::pg_catalog.int8, $3::pg_catalog.int8, true)";
+const READ: &str = "SELECT pg_catalog.pg_current_logfile($1::pg_catalog.text), \
+     pg_catalog.pg_read_binary_file($2::pg_catalog.text, $3::pg_catalog.int8, $4::pg_catalog.int8, true), \
+     (SELECT s.size FROM pg_catalog.pg_stat_file($2::pg_catalog.text, true) AS s)";
+
+/// One chunk's read: the server's current file, the bytes read (0 when the file is gone), the size
+/// of the file read.
+struct Chunk {
+    current: Option<String>,
+    read: i64,
+    size: Option<i64>,
+}
+
+fn no_file_yet(format: LogFormat) -> LogStatus {
+    LogStatus::Unavailable(format!(
+        "server log not read: the server writes no {} file yet (logging_collector starts with the server: restart it)",
+        format.name()
+    ))
+}
+const LIST: &str =
+    "SELECT f.name FROM pg_catalog.pg_ls_logdir() AS f ORDER BY f.modification, f.name";
 const SIZE: &str = "SELECT s.size FROM pg_catalog.pg_stat_file($1::pg_catalog.text, true) AS s";
 
 impl LogReader {
@@ -103,6 +127,8 @@ impl LogReader {
             session,
             env,
             client: None,
+            read_statement: None,
+            queue: VecDeque::new(),
             format: None,
             parser: None,
             position: None,
@@ -147,6 +173,7 @@ impl LogReader {
                 .await
                 .map_err(|e| e.to_string())?;
             self.client = Some(client);
+            self.read_statement = None;
             self.checked_at = None;
         }
         let due = self.checked_at.is_none_or(|t| t.elapsed() >= RECHECK_EVERY);
@@ -160,48 +187,61 @@ impl LogReader {
         let Some(format) = self.format else {
             return Ok((Vec::new(), 0, false));
         };
-        let client = self.client.as_ref().ok_or("not connected")?;
-        let current: Option<String> = client
-            .query_one(CURRENT_FILE, &[&format.name()])
-            .await
-            .map_err(|e| crate::pg::connect::describe_error(&e))?
-            .col(0)
-            .map_err(|e| e.to_string())?;
-        let Some(current) = current else {
-            self.status = LogStatus::Unavailable(format!(
-                "the server writes no {} file yet (logging_collector starts with the server: restart it)",
-                format.name()
-            ));
-            return Ok((Vec::new(), 0, false));
-        };
-        self.status = LogStatus::Reading {
-            format,
-            file: current.clone(),
-        };
-        let started = Instant::now();
-        let mut events = Vec::new();
-        let mut bytes = 0u64;
-        let Some(pos) = self.position.clone() else {
+        let Some(mut pos) = self.position.clone() else {
             // First read: start at the end of the current file.
+            let client = self.client.as_ref().ok_or("not connected")?;
+            let current: Option<String> = client
+                .query_one(CURRENT_FILE, &[&format.name()])
+                .await
+                .map_err(|e| crate::pg::connect::describe_error(&e))?
+                .col(0)
+                .map_err(|e| e.to_string())?;
+            let Some(current) = current else {
+                self.status = no_file_yet(format);
+                return Ok((Vec::new(), 0, false));
+            };
             let size = self.size_of(&current).await?.unwrap_or(0);
+            self.status = LogStatus::Reading {
+                format,
+                file: current.clone(),
+            };
             self.position = Some(Position {
                 file: current,
                 offset: size,
             });
-            return Ok((events, 0, false));
+            return Ok((Vec::new(), 0, false));
         };
-        let mut pos = pos;
+        let started = Instant::now();
+        let mut events = Vec::new();
+        let mut bytes = 0u64;
         loop {
-            let (n, eof, missing) = self.read_chunk(&pos, &mut events).await?;
-            bytes += n as u64;
-            pos.offset += n;
+            let chunk = self.read_chunk(format, &pos, &mut events).await?;
+            let Some(current) = chunk.current else {
+                self.status = no_file_yet(format);
+                break;
+            };
+            self.status = LogStatus::Reading {
+                format,
+                file: current.clone(),
+            };
+            bytes += chunk.read as u64;
+            pos.offset += chunk.read;
             let over =
                 bytes as i64 >= READ_BYTES_PER_POLL || started.elapsed() >= READ_TIME_PER_POLL;
-            if eof || missing {
+            if chunk.read < READ_CHUNK {
                 if pos.file != current {
-                    // Rotation or restart: the old file is done, the new one starts at 0.
+                    // Rotation or restart: the old file is done; the files the server wrote
+                    // after it (several, when it rotated by size during a burst) come next, each
+                    // from its start, the current one last.
+                    let next = match self.queue.pop_front() {
+                        Some(f) => f,
+                        None => {
+                            self.queue = self.files_between(&pos.file, &current).await;
+                            self.queue.pop_front().unwrap_or(current)
+                        }
+                    };
                     pos = Position {
-                        file: current.clone(),
+                        file: next,
                         offset: 0,
                     };
                     if let Some(p) = self.parser.as_mut() {
@@ -212,17 +252,16 @@ impl LogReader {
                     }
                     continue;
                 }
-                if n == 0 && !missing && pos.offset > 0 {
+                if chunk.size.is_some_and(|size| size < pos.offset) {
                     // Shrunk in place (truncated): read it again from the start.
-                    if let Some(size) = self.size_of(&pos.file).await? {
-                        if size < pos.offset {
-                            pos.offset = 0;
-                            if let Some(p) = self.parser.as_mut() {
-                                p.reset();
-                            }
-                            continue;
-                        }
+                    pos.offset = 0;
+                    if let Some(p) = self.parser.as_mut() {
+                        p.reset();
                     }
+                    if over {
+                        break;
+                    }
+                    continue;
                 }
                 self.position = Some(pos);
                 self.bytes_total += bytes;
@@ -237,26 +276,89 @@ impl LogReader {
         Ok((events, bytes, true))
     }
 
-    /// Reads one chunk at `pos`: bytes read, whether that was the end, whether the file is gone.
+    /// Reads one chunk at `pos` and, in the same statement, the current file's name and the size
+    /// of `pos`'s file: one round trip, one statement per poll of a quiet log.
     async fn read_chunk(
         &mut self,
+        format: LogFormat,
         pos: &Position,
         events: &mut Vec<LogEvent>,
-    ) -> Result<(i64, bool, bool), String> {
+    ) -> Result<Chunk, String> {
         let client = self.client.as_ref().ok_or("not connected")?;
+        let statement = match &self.read_statement {
+            Some(s) => s.clone(),
+            None => {
+                let s = client
+                    .prepare(READ)
+                    .await
+                    .map_err(|e| crate::pg::connect::describe_error(&e))?;
+                self.read_statement = Some(s.clone());
+                s
+            }
+        };
         let row = client
-            .query_one(READ, &[&pos.file, &pos.offset, &READ_CHUNK])
+            .query_one(
+                &statement,
+                &[&format.name(), &pos.file, &pos.offset, &READ_CHUNK],
+            )
             .await
             .map_err(|e| crate::pg::connect::describe_error(&e))?;
-        let data: Option<Vec<u8>> = row.col(0).map_err(|e| e.to_string())?;
-        let Some(data) = data else {
-            return Ok((0, true, true));
-        };
-        let n = data.len() as i64;
+        let current: Option<String> = row.col(0).map_err(|e| e.to_string())?;
+        let data: Option<Vec<u8>> = row.col(1).map_err(|e| e.to_string())?;
+        let size: Option<i64> = row.col(2).map_err(|e| e.to_string())?;
+        let data = data.unwrap_or_default();
         if let Some(parser) = self.parser.as_mut() {
             events.extend(parser.feed(&data).iter().filter_map(classify));
         }
-        Ok((n, n < READ_CHUNK, false))
+        Ok(Chunk {
+            current,
+            read: data.len() as i64,
+            size,
+        })
+    }
+
+    /// The log files written after `old` and before `current`, oldest first (`pg_ls_logdir`, by
+    /// modification time; needs `pg_monitor`). Without that privilege, none: a burst that rotated
+    /// more than once between two reads then loses the files in between.
+    async fn files_between(&self, old: &str, current: &str) -> VecDeque<String> {
+        let Some(client) = self.client.as_ref() else {
+            return VecDeque::new();
+        };
+        let Ok(rows) = client.query(LIST, &[]).await else {
+            return VecDeque::new();
+        };
+        let names: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.col::<String>(0).ok())
+            .collect();
+        let (dir, current_name) = match current.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n),
+            None => (String::new(), current),
+        };
+        let old_name = old.rsplit_once('/').map_or(old, |(_, n)| n);
+        let ext = current_name.rsplit_once('.').map(|(_, e)| e);
+        let same_kind = |n: &&String| n.rsplit_once('.').map(|(_, e)| e) == ext;
+        let kind: Vec<&String> = names.iter().filter(same_kind).collect();
+        // An old file that is gone leaves nothing known to read between (never history).
+        let Some(from) = kind
+            .iter()
+            .position(|n| n.as_str() == old_name)
+            .map(|i| i + 1)
+        else {
+            return VecDeque::new();
+        };
+        let to = kind
+            .iter()
+            .position(|n| n.as_str() == current_name)
+            .unwrap_or(kind.len());
+        if from >= to {
+            return VecDeque::new();
+        }
+        kind[from..to]
+            .iter()
+            .filter(|n| n.as_str() != old_name)
+            .map(|n| format!("{dir}{n}"))
+            .collect()
     }
 
     async fn size_of(&self, file: &str) -> Result<Option<i64>, String> {
@@ -288,6 +390,7 @@ impl LogReader {
                 if self.format != Some(format) {
                     self.format = Some(format);
                     self.position = None;
+                    self.queue.clear();
                 }
                 let parser = self
                     .parser
@@ -300,6 +403,7 @@ impl LogReader {
                 self.format = None;
                 self.parser = None;
                 self.position = None;
+                self.queue.clear();
                 self.status = LogStatus::Unavailable(why);
             }
         }
