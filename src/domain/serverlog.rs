@@ -548,6 +548,8 @@ struct Seen {
     worker: Option<String>,
     suffix: Option<String>,
     state: Option<String>,
+    /// One of pgswarm's own sessions (its sweeps' `lock_timeout` is no test's wait).
+    own: bool,
     last_seen: DateTime<Utc>,
 }
 
@@ -618,6 +620,7 @@ impl LogMatcher {
                 worker: s.worker.clone(),
                 suffix: s.suffix.clone(),
                 state: s.state.clone(),
+                own: s.own,
                 last_seen: at,
             });
         }
@@ -732,6 +735,12 @@ impl LogMatcher {
         open: &[Episode],
         now: DateTime<Utc>,
     ) -> Option<Episode> {
+        if self
+            .session_at(server, err.pid, err.backend_start, err.at)
+            .is_some_and(|x| x.own)
+        {
+            return None;
+        }
         let wait = self.wait_before(server, &err).cloned();
         if let Some(i) = self
             .held

@@ -344,6 +344,17 @@ fn a_short_wait_only_the_log_saw_names_the_holding_run() {
 }
 
 #[test]
+fn pgswarms_own_sessions_errors_are_no_episodes() {
+    let mut m = LogMatcher::new("pytest");
+    let mut own = session("s", 1234, "pgswarm", "active");
+    own.own = true;
+    m.note_sessions(t(0), &[own]);
+    assert!(m
+        .accept("s", vec![LogEvent::Ended(error(1234, t(100)))], &[], t(100))
+        .is_empty());
+}
+
+#[test]
 fn without_a_waiting_line_or_a_poll_the_blocker_is_unknown_and_said_so() {
     let mut m = LogMatcher::new("pytest");
     let out = m.accept("s", vec![LogEvent::Ended(error(1234, t(0)))], &[], t(0));
