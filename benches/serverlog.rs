@@ -203,7 +203,7 @@ fn main() {
         srv.psql(
             "platform",
             "CREATE EXTENSION pg_stat_statements;
-             CREATE ROLE r_watch LOGIN IN ROLE pg_read_all_stats;
+             CREATE ROLE r_watch LOGIN IN ROLE pg_read_all_stats, pg_monitor;
              GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean),
                    pg_catalog.pg_stat_file(text, boolean), pg_catalog.pg_current_logfile(text) TO r_watch;",
         )

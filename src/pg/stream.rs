@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// One finished snapshot with what it took.
@@ -105,6 +105,7 @@ impl SnapshotStream {
             poll_tx,
         );
         let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogRead>();
+        let mut wakes: Vec<Arc<Notify>> = Vec::new();
         if options.server_log {
             for members in group_targets(&settings.databases) {
                 let reader = LogReader::new(
@@ -112,9 +113,12 @@ impl SnapshotStream {
                     settings.session.clone(),
                     env.clone(),
                 );
+                let wake = Arc::new(Notify::new());
+                wakes.push(wake.clone());
                 tasks.push(spawn_log_reader(
                     reader,
                     control.subscribe(),
+                    wake,
                     log_tx.clone(),
                 ));
             }
@@ -180,6 +184,12 @@ impl SnapshotStream {
                 let mut ended = tracker.observe(&snapshot);
                 if log_on {
                     let now = Utc::now();
+                    if !ended.is_empty() || snapshot.sessions.iter().any(|s| !s.blocked_by.is_empty()) {
+                        // Lock waits going on or just ended: their errors are due in the log.
+                        for w in &wakes {
+                            w.notify_one();
+                        }
+                    }
                     matcher.note_snapshot(&snapshot);
                     ended = matcher.note_poll_ended(ended, now, |server| {
                         matches!(log_status.get(server), Some(LogStatus::Reading { .. }))
@@ -288,17 +298,25 @@ fn add_log_warnings(snapshot: &mut Snapshot, status: &BTreeMap<String, LogStatus
     }
 }
 
-/// Reads one server's log once per refresh interval on its own task (its own session), and sends
-/// each read to the aggregator: a slow read never holds up a poll.
+/// A log that gave no new bytes is read again after this long (or at the refresh interval, if
+/// longer), unless a poll sees a lock wait and wakes the reader: a quiet log then costs one
+/// statement per this long. Errors are never lost by waiting (the log keeps them): they come
+/// later, at most this long after they were written.
+pub const QUIET_LOG_EVERY: Duration = Duration::from_secs(4);
+
+/// Reads one server's log on its own task (its own session), and sends each read to the
+/// aggregator: a slow read never holds up a poll. It reads once per refresh interval while the log
+/// grows or a poll has seen a lock wait (`wake`), else once per [`QUIET_LOG_EVERY`].
 fn spawn_log_reader(
     mut reader: LogReader,
     mut control: watch::Receiver<PollControl>,
+    wake: Arc<Notify>,
     tx: mpsc::UnboundedSender<LogRead>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let read = reader.poll().await;
-            let behind = read.behind;
+            let (behind, quiet) = (read.behind, read.bytes == 0);
             if tx.send(read).is_err() {
                 return;
             }
@@ -308,8 +326,16 @@ fn spawn_log_reader(
                 continue;
             }
             let interval = control.borrow().interval;
+            let pause = if quiet {
+                interval.max(QUIET_LOG_EVERY)
+            } else {
+                interval
+            };
+            let started = tokio::time::Instant::now();
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(pause) => {}
+                // Woken: still at most one read per interval.
+                _ = wake.notified() => tokio::time::sleep_until(started + interval).await,
                 changed = control.changed() => if changed.is_err() { return },
             }
         }
