@@ -26,6 +26,9 @@ use tokio_postgres::Client;
 pub const READ_BYTES_PER_POLL: i64 = 8 * 1024 * 1024;
 /// One `pg_read_binary_file` call reads at most this much.
 pub const READ_CHUNK: i64 = 1024 * 1024;
+/// The first call of a read asks for this much: the server allocates the whole length asked for,
+/// and a quiet log has nothing new.
+pub const FIRST_CHUNK: i64 = 64 * 1024;
 /// No new chunk is started after this long in one poll.
 pub const READ_TIME_PER_POLL: Duration = Duration::from_millis(250);
 /// How often an unavailable log is checked again (settings and grants can change).
@@ -214,8 +217,9 @@ impl LogReader {
         let started = Instant::now();
         let mut events = Vec::new();
         let mut bytes = 0u64;
+        let mut length = FIRST_CHUNK;
         loop {
-            let chunk = self.read_chunk(format, &pos, &mut events).await?;
+            let chunk = self.read_chunk(format, &pos, length, &mut events).await?;
             let Some(current) = chunk.current else {
                 self.status = no_file_yet(format);
                 break;
@@ -228,7 +232,7 @@ impl LogReader {
             pos.offset += chunk.read;
             let over =
                 bytes as i64 >= READ_BYTES_PER_POLL || started.elapsed() >= READ_TIME_PER_POLL;
-            if chunk.read < READ_CHUNK {
+            if chunk.read < length {
                 if pos.file != current {
                     // Rotation or restart: the old file is done; the files the server wrote
                     // after it (several, when it rotated by size during a burst) come next, each
@@ -270,6 +274,7 @@ impl LogReader {
             if over {
                 break;
             }
+            length = READ_CHUNK;
         }
         self.position = Some(pos);
         self.bytes_total += bytes;
@@ -282,6 +287,7 @@ impl LogReader {
         &mut self,
         format: LogFormat,
         pos: &Position,
+        length: i64,
         events: &mut Vec<LogEvent>,
     ) -> Result<Chunk, String> {
         let client = self.client.as_ref().ok_or("not connected")?;
@@ -299,7 +305,7 @@ impl LogReader {
         let row = client
             .query_one(
                 &statement,
-                &[&format.name(), &pos.file, &pos.offset, &READ_CHUNK],
+                &[&format.name(), &pos.file, &pos.offset, &length],
             )
             .await
             .map_err(|e| crate::pg::connect::describe_error(&e))?;
