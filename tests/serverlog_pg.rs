@@ -288,6 +288,45 @@ async fn every_lock_timeout_is_a_gave_up_episode_behind_the_holding_run_and_a_de
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_shorter_than_deadlock_timeout_that_no_poll_saw_says_its_blocker_is_unknown() {
+    let srv = logging_server();
+    let c = srv.conninfo("platform");
+    let watch = Watch::start(&c);
+    let holder = connect_as(&c, &format!("pytest_gw0_{}", namespace(0))).await;
+    let holder_pid = backend_pid(&holder).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN SHARE MODE")
+        .await
+        .unwrap();
+    let waiter = connect_as(&c, &format!("pytest_gw1_{}", namespace(1))).await;
+    waiter
+        .batch_execute("SET lock_timeout = '30ms'")
+        .await
+        .unwrap();
+    let pid = backend_pid(&waiter).await;
+    let err = waiter
+        .execute("UPDATE accounts SET n = n + 1", &[])
+        .await
+        .expect_err("lock_timeout");
+    assert_eq!(err.code().map(|s| s.code()), Some("55P03"));
+    holder.batch_execute("COMMIT").await.unwrap();
+    let episodes = watch
+        .until("the 30 ms wait", |e| e.iter().any(|e| e.waiter_pid == pid))
+        .await;
+    let e = episodes.iter().find(|e| e.waiter_pid == pid).unwrap();
+    assert_eq!(e.outcome, Outcome::GaveUp, "{e:#?}");
+    assert_eq!(e.sqlstate_source, Some(SqlstateSource::Observed));
+    // 30 ms is below deadlock_timeout (no `still waiting` line): unless a poll happened to see
+    // the wait (about 3% at 1 s), nobody is named, and the episode says why; never a wrong blocker.
+    if e.evidence.contains(&Evidence::Poll) {
+        assert_eq!(e.blocker_pids, vec![holder_pid], "{e:#?}");
+    } else {
+        assert!(e.blocker_pids.is_empty(), "{e:#?}");
+        assert_eq!(e.blocker_note.as_deref(), Some(BLOCKER_UNKNOWN), "{e:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_structured_log_or_without_privileges_the_picture_says_why() {
     // No structured log: the stock throwaway server (stderr, no collector).
     let plain = start_cluster(&["platform"], ClusterOptions::default());
