@@ -246,7 +246,14 @@ fn json(o: &Output) -> Value {
 /// same reads without it, over a chain of three runs and a stale schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_catalog_reads_equal_clean_reads_and_signals_reach_only_their_targets() {
-    let srv = start_cluster(&["work"], ClusterOptions::default());
+    // With a structured log (issue 28): `record` reads it through the look-alikes too.
+    let srv = start_cluster(
+        &["work"],
+        ClusterOptions {
+            settings: pgswarm::pg::cluster::lock_log_settings(),
+            ..Default::default()
+        },
+    );
     srv.psql("postgres", "CREATE ROLE mallory LOGIN").unwrap();
     srv.psql(
         "work",

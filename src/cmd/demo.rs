@@ -74,6 +74,8 @@ pub fn run(
             // Its own initdb in its own directory: the demo leaves nothing behind (no cached
             // template in the temp directory).
             private_initdb: true,
+            // Its server log is read for lock waits, so the Incidents pane shows short waits too.
+            settings: crate::pg::cluster::lock_log_settings(),
             ..Default::default()
         }) {
             Ok(c) => {

@@ -345,6 +345,9 @@ fn render_episode(out: &mut String, e: &Episode) {
             e.sqlstate_source.map_or("inferred", |s| s.words())
         );
     }
+    if let Some(note) = &e.blocker_note {
+        let _ = writeln!(out, "  behind  {}", f(note));
+    }
     for b in &e.blockers {
         let state = match (&b.state, b.xact_age_s) {
             (Some(st), Some(age)) => format!("{}, transaction {}", f(st), fmt_age(age)),

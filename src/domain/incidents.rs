@@ -68,6 +68,8 @@ pub enum Outcome {
     Ongoing,
     /// An observation gap: how it ended was not seen.
     Unknown,
+    /// The deadlock detector cancelled its statement (40P01; seen only in the server's log).
+    Deadlock,
 }
 
 impl Outcome {
@@ -88,6 +90,7 @@ impl Outcome {
             Outcome::WaiterGone => "waiter gone",
             Outcome::Ongoing => "ongoing",
             Outcome::Unknown => "unknown (not observed)",
+            Outcome::Deadlock => "deadlock",
         }
     }
 }
@@ -96,7 +99,7 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SqlstateSource {
-    /// The error itself was seen (reserved: no source pgswarm reads shows it yet).
+    /// The error itself was seen, in the server's own log (`domain::serverlog`).
     Observed,
     /// Deduced from how the wait ended ([`infer_sqlstate`]).
     Inferred,
@@ -109,6 +112,21 @@ impl SqlstateSource {
             SqlstateSource::Inferred => "inferred",
         }
     }
+}
+
+/// What an episode was seen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// The polls of `pg_stat_activity` / `pg_locks` saw it waiting.
+    Poll,
+    /// The server's own log (`jsonlog` / `csvlog`) reported how it ended.
+    ServerLog,
+}
+
+/// Flight-log lines written before `evidence` existed came from the polls.
+fn evidence_poll() -> Vec<Evidence> {
+    vec![Evidence::Poll]
 }
 
 /// `lock_not_available`: what `lock_timeout` raises.
@@ -213,6 +231,16 @@ pub struct Episode {
     /// Observations of it waiting.
     pub samples: usize,
     pub timeline: Vec<TimelineEntry>,
+    /// What saw it: `poll`, `server_log`, or both. Lines written before it existed came from the
+    /// polls.
+    #[serde(default = "evidence_poll")]
+    pub evidence: Vec<Evidence>,
+    /// Outcome `deadlock`: the pids of the cycle the server reported, the waiter's included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deadlock_pids: Vec<i32>,
+    /// Why no blocker is named (`blocker unknown: ...`), when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocker_note: Option<String>,
 }
 
 impl Episode {
@@ -602,6 +630,9 @@ fn start(view: &SnapshotView, s: &SessionReport) -> Open {
         sqlstate_source: None,
         samples: 0,
         timeline: Vec::new(),
+        evidence: vec![Evidence::Poll],
+        deadlock_pids: Vec::new(),
+        blocker_note: None,
     };
     let mut open = Open {
         episode,

@@ -15,6 +15,7 @@ pub mod lockgraph;
 pub mod millis;
 pub mod naming;
 pub mod public_write;
+pub mod serverlog;
 pub mod signal;
 pub mod snapshot;
 pub mod sqlite;

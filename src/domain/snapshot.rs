@@ -289,6 +289,9 @@ pub enum WarningCode {
     LockTableFull,
     /// A test session writes (or wrote) into a shared schema (`public_writes`).
     PublicWrite,
+    /// A server's own log is not read for lock waits (no structured log, or no privilege): the
+    /// warning says which setting or grant would turn it on.
+    ServerLogUnavailable,
 }
 
 /// How a configured database was read in this snapshot.

@@ -41,6 +41,23 @@ pub struct ClusterOptions {
     pub private_initdb: bool,
 }
 
+/// The settings that give the lock-wait episodes full recall (docs/incidents.md, "The server's own
+/// log"): a structured log pgswarm reads, a line naming the holders of every wait longer than
+/// 100 ms, English messages. `csvlog` rather than `jsonlog` so that any server version starts with
+/// them (pgswarm reads both).
+pub fn lock_log_settings() -> Vec<(String, String)> {
+    [
+        ("logging_collector", "on"),
+        ("log_destination", "'csvlog'"),
+        ("log_lock_waits", "on"),
+        ("deadlock_timeout", "'100ms'"),
+        ("lc_messages", "'C'"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// A running throwaway server; stopped and removed on drop.
 pub struct TempCluster {
     root: PathBuf,

@@ -11,6 +11,7 @@ pub mod poller;
 pub mod probe;
 pub mod public_write;
 pub mod row;
+pub mod serverlog;
 pub mod signal;
 pub mod simulator;
 pub mod stream;

@@ -10,16 +10,19 @@
 use crate::domain::aggregate::Aggregator;
 use crate::domain::incidents::{Episode, EpisodeTracker};
 use crate::domain::public_write::{PublicWrite, PublicWriteTracker};
-use crate::domain::snapshot::Snapshot;
+use crate::domain::serverlog::LogMatcher;
+use crate::domain::snapshot::{Snapshot, WarningCode};
 use crate::domain::sqlite::{ReportSource, SqliteReport};
 use crate::pg::config::Settings;
 use crate::pg::conninfo::Environment;
 use crate::pg::flightlog::{FlightLog, FlightLogError, ANSWER_WITHIN};
 use crate::pg::poller::{group_targets, spawn_pollers, GroupResult, PollControl};
+use crate::pg::serverlog::{LogRead, LogReader, LogStatus};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// One finished snapshot with what it took.
@@ -48,14 +51,48 @@ pub struct SnapshotStream {
     groups: usize,
 }
 
+/// What a stream reads besides the polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Read each server's own log (`jsonlog` / `csvlog`) for lock waits the polls miss, where the
+    /// server writes one and the role may read it (issue 28).
+    pub server_log: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { server_log: true }
+    }
+}
+
 impl SnapshotStream {
-    /// Starts the pollers and the aggregator on the current runtime.
+    /// Starts the pollers and the aggregator on the current runtime (with the server log read
+    /// where it can be).
     pub fn spawn(
         settings: &Settings,
         interval: Duration,
         env: Arc<dyn Environment + Send + Sync>,
         flight_log: Option<FlightLog>,
         sqlite: Option<ReportSource>,
+    ) -> SnapshotStream {
+        Self::spawn_with(
+            settings,
+            interval,
+            env,
+            flight_log,
+            sqlite,
+            StreamOptions::default(),
+        )
+    }
+
+    /// [`SnapshotStream::spawn`] with options.
+    pub fn spawn_with(
+        settings: &Settings,
+        interval: Duration,
+        env: Arc<dyn Environment + Send + Sync>,
+        flight_log: Option<FlightLog>,
+        sqlite: Option<ReportSource>,
+        options: StreamOptions,
     ) -> SnapshotStream {
         let (control, control_rx) = watch::channel(PollControl {
             interval,
@@ -66,10 +103,32 @@ impl SnapshotStream {
             &settings.databases,
             &settings.session,
             &crate::pg::probe::ProbeOptions::of(&settings.convention),
-            env,
+            env.clone(),
             control_rx,
             poll_tx,
         );
+        let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogRead>();
+        let mut wakes: Vec<Arc<Notify>> = Vec::new();
+        if options.server_log {
+            for members in group_targets(&settings.databases) {
+                let reader = LogReader::new(
+                    settings.databases[members[0]].target.clone(),
+                    settings.session.clone(),
+                    env.clone(),
+                );
+                let wake = Arc::new(Notify::new());
+                wakes.push(wake.clone());
+                tasks.push(spawn_log_reader(
+                    reader,
+                    control.subscribe(),
+                    wake,
+                    log_tx.clone(),
+                ));
+            }
+        }
+        drop(log_tx);
+        let mut matcher = LogMatcher::new(&settings.convention.app_prefix);
+        let log_on = options.server_log;
         let groups = group_targets(&settings.databases).len();
         let names: Vec<String> = settings.databases.iter().map(|d| d.name.clone()).collect();
         let mut aggregator = Aggregator::new(settings.convention.clone(), names, groups);
@@ -88,6 +147,9 @@ impl SnapshotStream {
         tasks.push(tokio::spawn(async move {
             let mut sqlite_reports: Vec<SqliteReport> = Vec::new();
             let mut polled = false;
+            let mut log_status: BTreeMap<String, LogStatus> = BTreeMap::new();
+            let mut from_log: Vec<Episode> = Vec::new();
+            let mut pruned_at = Utc::now();
             loop {
                 let mut readings = Vec::new();
                 let (mut snapshot, latencies) = tokio::select! {
@@ -107,13 +169,46 @@ impl SnapshotStream {
                         }
                         (aggregator.empty(Utc::now()), Vec::new())
                     }
+                    Some(read) = log_rx.recv() => {
+                        if !read.events.is_empty() {
+                            let open = tracker.ongoing();
+                            from_log.extend(matcher.accept(&read.server, read.events, &open, Utc::now()));
+                        }
+                        if matches!(read.status, LogStatus::Reading { .. }) && !read.behind {
+                            from_log.extend(matcher.release(&read.server, read.started_at));
+                        }
+                        log_status.insert(read.server.clone(), read.status);
+                        continue;
+                    }
                     else => return,
                 };
                 snapshot.attach_sqlite(sqlite_reports.clone());
                 let ended_public_writes =
                     track_public_writes(&mut writes, &mut snapshot, &readings);
+                if log_on {
+                    add_log_warnings(&mut snapshot, &log_status);
+                }
                 let snapshot = Arc::new(snapshot);
-                let ended = tracker.observe(&snapshot);
+                let mut ended = tracker.observe(&snapshot);
+                if log_on {
+                    let now = Utc::now();
+                    if !ended.is_empty() || snapshot.sessions.iter().any(|s| !s.blocked_by.is_empty()) {
+                        // Lock waits going on or just ended: their errors are due in the log.
+                        for w in &wakes {
+                            w.notify_one();
+                        }
+                    }
+                    matcher.note_snapshot(&snapshot);
+                    ended = matcher.note_poll_ended(ended, now, |server| {
+                        matches!(log_status.get(server), Some(LogStatus::Reading { .. }))
+                    });
+                    ended.extend(matcher.flush(now));
+                    ended.append(&mut from_log);
+                    if (now - pruned_at).num_seconds() >= 10 {
+                        matcher.prune(now);
+                        pruned_at = now;
+                    }
+                }
                 let flight_log_error = flight_log
                     .append(&ended)
                     .await
@@ -228,7 +323,6 @@ fn track_public_writes(
     snapshot: &mut Snapshot,
     readings: &[crate::domain::public_write::CounterReading],
 ) -> Vec<PublicWrite> {
-    use crate::domain::snapshot::WarningCode;
     let tracked = tracker.observe(
         snapshot.taken_at,
         &snapshot.sessions,
@@ -243,6 +337,67 @@ fn track_public_writes(
         snapshot.public_writes.push(w);
     }
     tracked.ended
+}
+
+/// Says once in the snapshot (a warning, with its code) why a server's log is not read.
+fn add_log_warnings(snapshot: &mut Snapshot, status: &BTreeMap<String, LogStatus>) {
+    for (server, s) in status {
+        if let LogStatus::Unavailable(why) = s {
+            snapshot.warnings.push(format!("{server}: {why}"));
+            if !snapshot
+                .warning_codes
+                .contains(&WarningCode::ServerLogUnavailable)
+            {
+                snapshot
+                    .warning_codes
+                    .push(WarningCode::ServerLogUnavailable);
+            }
+        }
+    }
+}
+
+/// A log that gave no new bytes is read again after this long (or at the refresh interval, if
+/// longer), unless a poll sees a lock wait and wakes the reader: a quiet log then costs one
+/// statement per this long. Errors are never lost by waiting (the log keeps them): they come
+/// later, at most this long after they were written.
+pub const QUIET_LOG_EVERY: Duration = Duration::from_secs(4);
+
+/// Reads one server's log on its own task (its own session), and sends each read to the
+/// aggregator: a slow read never holds up a poll. It reads once per refresh interval while the log
+/// grows or a poll has seen a lock wait (`wake`), else once per [`QUIET_LOG_EVERY`].
+fn spawn_log_reader(
+    mut reader: LogReader,
+    mut control: watch::Receiver<PollControl>,
+    wake: Arc<Notify>,
+    tx: mpsc::UnboundedSender<LogRead>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let read = reader.poll().await;
+            let (behind, quiet) = (read.behind, read.bytes == 0);
+            if tx.send(read).is_err() {
+                return;
+            }
+            if behind {
+                // A backlog: go on at once (each read is bounded), but let others run.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let interval = control.borrow().interval;
+            let pause = if quiet {
+                interval.max(QUIET_LOG_EVERY)
+            } else {
+                interval
+            };
+            let started = tokio::time::Instant::now();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                // Woken: still at most one read per interval.
+                _ = wake.notified() => tokio::time::sleep_until(started + interval).await,
+                changed = control.changed() => if changed.is_err() { return },
+            }
+        }
+    })
 }
 
 /// The poll time of each database of a group's result (they were polled together).

@@ -586,12 +586,13 @@ impl EncodeLabelSet for NoLabels {
 }
 
 /// The outcomes an ended episode can have (`ongoing` never ends one).
-const ENDED_OUTCOMES: [crate::domain::incidents::Outcome; 5] = [
+const ENDED_OUTCOMES: [crate::domain::incidents::Outcome; 6] = [
     crate::domain::incidents::Outcome::Acquired,
     crate::domain::incidents::Outcome::GaveUp,
     crate::domain::incidents::Outcome::BlockerGone,
     crate::domain::incidents::Outcome::WaiterGone,
     crate::domain::incidents::Outcome::Unknown,
+    crate::domain::incidents::Outcome::Deadlock,
 ];
 
 /// An outcome as its JSON name (`gave_up`), the label value dashboards and alerts match on.

@@ -1662,6 +1662,10 @@ impl App {
             let mut ended = ended;
             ended.reverse();
             ended.append(&mut self.episodes);
+            // An episode completed later from the server's log comes again under its id: the
+            // newest wins.
+            let mut ids = std::collections::HashSet::new();
+            ended.retain(|e| ids.insert(e.id.clone()));
             ended.truncate(MAX_INCIDENTS);
             self.episodes = ended;
         }

@@ -428,6 +428,12 @@ fn episode_detail(app: &App, e: &Episode, theme: &Theme) -> Vec<Line<'static>> {
         let source = e.sqlstate_source.map_or("inferred", |s| s.words());
         out.insert(1, kv("error", format!("{error}, {source}")));
     }
+    if let Some(note) = &e.blocker_note {
+        out.push(kv(
+            "blocker",
+            crate::domain::text::sanitize(note).into_owned(),
+        ));
+    }
     if e.cross_invocation {
         out.push(Line::styled(
             " a collision: blocked by another invocation",

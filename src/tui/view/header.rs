@@ -295,6 +295,19 @@ pub(super) fn notice_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
             theme.warning(),
         ));
     }
+    if s.warning_codes.contains(&WarningCode::ServerLogUnavailable) {
+        // The stream's own words (`server: server log not read: ... (what turns it on)`), said once.
+        if let Some(w) = s
+            .warnings
+            .iter()
+            .find(|w| w.contains("server log not read"))
+        {
+            out.push(Line::styled(
+                format!(" {}", crate::domain::text::sanitize(w)),
+                theme.dim(),
+            ));
+        }
+    }
     if out.len() > 3 {
         let more = out.len() - 2;
         out.truncate(2);

@@ -168,7 +168,7 @@ fn episode_row(app: &App, theme: &Theme, e: &Episode, wide: bool, pane_width: u1
         Span::raw("  ")
     };
     let outcome_style = match e.outcome {
-        Outcome::GaveUp => theme.bad(),
+        Outcome::GaveUp | Outcome::Deadlock => theme.bad(),
         Outcome::Unknown => theme.dim(),
         _ => Style::new(),
     };
