@@ -376,7 +376,15 @@ async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart(
     let port = serve.port;
     let url = format!("http://127.0.0.1:{port}");
     let mut follow = Command::new(env!("CARGO_BIN_EXE_pgswarm"))
-        .args(["incidents", "--follow", "--json", "--server", &url])
+        .args([
+            "incidents",
+            "--follow",
+            "--json",
+            "--kind",
+            "lock-wait",
+            "--server",
+            &url,
+        ])
         .env_remove("PGSWARM_SERVER")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1072,4 +1080,56 @@ fn a_ca_certificate_used_as_the_servers_own_is_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot verify the TLS certificate"), "{err}");
     assert!(err.contains("CA:FALSE"), "{err}");
+}
+
+/// Public writes (issue 25) through `serve`: seen live in the snapshot, kept once ended in
+/// `/api/v1/incidents`, announced on the event stream, and printed by `incidents --server --kind
+/// public-write`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_write_is_seen_and_kept_through_serve() {
+    let srv = Server::start(&["app"]);
+    srv.psql("app", "CREATE TABLE operation_type (id int)");
+    let ci = srv.conninfo("app");
+    let serve = Serve::start(&format!("app={ci}"), &[]);
+    serve.until("/healthz", "first poll", |b| b.contains("\"ok\""));
+    let port = serve.port;
+    let reader =
+        std::thread::spawn(move || read_events_until(port, None, "event: public_write", 40));
+    let seeder = connect_as(&ci, &format!("pytest_gw0_{NS_A}")).await;
+    seeder
+        .batch_execute("BEGIN; INSERT INTO operation_type VALUES (1)")
+        .await
+        .unwrap();
+    let live = serve.until("/api/v1/snapshot", "the write, live", |b| {
+        b.contains("\"public_writes\":[{")
+    });
+    assert!(live.contains("operation_type"), "{live}");
+    seeder.batch_execute("COMMIT").await.unwrap();
+    let kept = serve.until("/api/v1/incidents", "the write, kept", |b| {
+        b.contains("\"public_writes\":[{")
+    });
+    let doc: Value = serde_json::from_str(&kept).unwrap();
+    let w = &doc["public_writes"][0];
+    assert_eq!(w["namespace"], NS_A, "{doc:#}");
+    assert_eq!(w["evidence"], "lock", "{doc:#}");
+    assert!(w["relation"].as_str().unwrap().contains("operation_type"));
+    let events = reader.join().unwrap();
+    assert!(events.contains("event: public_write"), "{events}");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = client(&[
+        "incidents",
+        "--server",
+        &url,
+        "--kind",
+        "public-write",
+        "--json",
+    ]);
+    assert_exit(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["public_writes"][0]["namespace"], NS_A, "{doc:#}");
+    assert_eq!(
+        doc["episodes"].as_array().unwrap().len(),
+        0,
+        "--kind public-write only"
+    );
 }

@@ -173,6 +173,8 @@ pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
     #[derive(serde::Deserialize)]
     struct Remote {
         episodes: Vec<Episode>,
+        #[serde(default)]
+        public_writes: Vec<PublicWrite>,
     }
     let remote = remote_of(
         args.server.as_deref(),
@@ -197,7 +199,17 @@ pub fn run_remote(args: &IncidentsArgs) -> Result<Exit, CmdError> {
         "pgswarm serve {}",
         args.server.as_deref().unwrap_or_default()
     );
-    print_incidents(args, source, doc.episodes.iter().collect(), Vec::new())
+    let episodes = doc
+        .episodes
+        .iter()
+        .filter(|_| wants_kind(args, IncidentKind::LockWait))
+        .collect();
+    let writes = doc
+        .public_writes
+        .iter()
+        .filter(|_| wants_kind(args, IncidentKind::PublicWrite))
+        .collect();
+    print_incidents(args, source, episodes, writes)
 }
 
 /// The episodes, the public writes and where they came from.
@@ -444,21 +456,7 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
             wants_kind(args, IncidentKind::PublicWrite) && wanted_write(w, args, update.at)
         });
         for w in writes {
-            let text = if args.json {
-                let mut line = serde_json::to_value(w)
-                    .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
-                if let Some(o) = line.as_object_mut() {
-                    o.insert("schema_version".into(), EPISODES_VERSION.into());
-                    o.insert("kind".into(), "public_write".into());
-                    o.insert("id".into(), w.id().into());
-                }
-                format!("{line}\n")
-            } else {
-                let mut out = String::new();
-                render_public_write(&mut out, w);
-                sanitize_lines(&out).into_owned()
-            };
-            if !emit_open(&text) {
+            if !print_followed_write(w, args)? {
                 return Ok(Exit::Ok);
             }
         }
@@ -473,6 +471,25 @@ async fn follow_loop(settings: &Settings, args: &IncidentsArgs) -> Result<Exit, 
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Prints one public write as `--follow` does; false when stdout is gone.
+fn print_followed_write(w: &PublicWrite, args: &IncidentsArgs) -> Result<bool, CmdError> {
+    let text = if args.json {
+        let mut line = serde_json::to_value(w)
+            .map_err(|e| CmdError::Io(format!("cannot encode JSON: {e}")))?;
+        if let Some(o) = line.as_object_mut() {
+            o.insert("schema_version".into(), EPISODES_VERSION.into());
+            o.insert("kind".into(), "public_write".into());
+            o.insert("id".into(), w.id().into());
+        }
+        format!("{line}\n")
+    } else {
+        let mut out = String::new();
+        render_public_write(&mut out, w);
+        sanitize_lines(&out).into_owned()
+    };
+    Ok(emit_open(&text))
 }
 
 /// Prints one episode as `--follow` does; false when stdout is gone.
@@ -495,6 +512,7 @@ fn print_followed(e: &Episode, args: &IncidentsArgs) -> Result<bool, CmdError> {
 /// What the event-stream reader tells the printing loop.
 enum Followed {
     Episode(Box<Episode>),
+    PublicWrite(Box<PublicWrite>),
     Unreadable(Vec<String>),
     /// The server stopped answering (why), or answers again (`None`).
     Server(Option<String>),
@@ -539,6 +557,10 @@ pub fn follow_remote(
                 let sent = match event.kind.as_str() {
                     "episode" => match serde_json::from_str::<Episode>(&event.data) {
                         Ok(e) => tx.send(Followed::Episode(Box::new(e))),
+                        Err(_) => Ok(()),
+                    },
+                    "public_write" => match serde_json::from_str::<PublicWrite>(&event.data) {
+                        Ok(w) => tx.send(Followed::PublicWrite(Box::new(w))),
                         Err(_) => Ok(()),
                     },
                     "summary" => {
@@ -602,7 +624,18 @@ pub fn follow_remote(
             };
             match got {
                 Followed::Episode(e) => {
-                    if wanted(&e, args, Utc::now()) && !print_followed(&e, args)? {
+                    if wants_kind(args, IncidentKind::LockWait)
+                        && wanted(&e, args, Utc::now())
+                        && !print_followed(&e, args)?
+                    {
+                        break;
+                    }
+                }
+                Followed::PublicWrite(w) => {
+                    if wants_kind(args, IncidentKind::PublicWrite)
+                        && wanted_write(&w, args, Utc::now())
+                        && !print_followed_write(&w, args)?
+                    {
                         break;
                     }
                 }

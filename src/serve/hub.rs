@@ -104,6 +104,8 @@ pub struct Hub {
     latest: Arc<RwLock<Option<Latest>>>,
     /// Ended episodes with their sequence numbers (1 for the first ended episode).
     episodes: Mutex<VecDeque<(u64, Episode)>>,
+    /// Ended writes of test sessions into shared schemas (the last [`EPISODES_KEPT`]).
+    public_writes: Mutex<VecDeque<crate::domain::public_write::PublicWrite>>,
     episode_seq: AtomicU64,
     polls: AtomicU64,
     /// When this hub was made: numbers in [`LiveDocument`] count within it.
@@ -160,6 +162,7 @@ impl Hub {
         Arc::new(Hub {
             latest,
             episodes: Mutex::new(VecDeque::new()),
+            public_writes: Mutex::new(VecDeque::new()),
             episode_seq: AtomicU64::new(0),
             polls: AtomicU64::new(0),
             started,
@@ -239,9 +242,21 @@ impl Hub {
         if let Ok(text) = self.encode_fresh() {
             *self.exposition.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(text));
         }
+        {
+            let mut kept = self.public_writes.lock().unwrap_or_else(|p| p.into_inner());
+            for w in &update.ended_public_writes {
+                if kept.len() == EPISODES_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(w.clone());
+            }
+        }
         self.emit("summary", serde_json::to_string(&*summary));
         for e in &update.ended {
             self.emit("episode", serde_json::to_string(e));
+        }
+        for w in &update.ended_public_writes {
+            self.emit("public_write", serde_json::to_string(w));
         }
     }
 
@@ -283,6 +298,16 @@ impl Hub {
                 .collect(),
         };
         (backlog, rx)
+    }
+
+    /// The ended public writes held in memory, oldest first.
+    pub fn public_writes(&self) -> Vec<crate::domain::public_write::PublicWrite> {
+        self.public_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The ended episodes held in memory, oldest first.

@@ -364,6 +364,7 @@ struct IncidentsDocument {
     schema_version: u32,
     source: String,
     episodes: Vec<Episode>,
+    public_writes: Vec<crate::domain::public_write::PublicWrite>,
 }
 
 /// `since`: a duration back from now (`90s`, `1h`) or an RFC 3339 time.
@@ -405,10 +406,26 @@ async fn incidents(State(st): State<AppState>, Query(q): Query<IncidentsQuery>) 
         })
         .collect();
     episodes.sort_by_key(|e| std::cmp::Reverse(e.sort_time()));
+    let last_seen =
+        |w: &crate::domain::public_write::PublicWrite| w.last_seen.or(w.window_end).or(w.since);
+    let mut public_writes: Vec<_> = st
+        .hub
+        .public_writes()
+        .into_iter()
+        .filter(|w| since.is_none_or(|t| last_seen(w).is_none_or(|l| l >= t)))
+        .filter(|w| q.namespace.as_deref().is_none_or(|ns| w.involves(ns)))
+        .filter(|w| {
+            q.worker
+                .as_deref()
+                .is_none_or(|wk| w.worker.as_deref() == Some(wk))
+        })
+        .collect();
+    public_writes.sort_by_key(|w| std::cmp::Reverse(last_seen(w)));
     Json(IncidentsDocument {
         schema_version: EPISODES_VERSION,
         source: "serve".into(),
         episodes,
+        public_writes,
     })
     .into_response()
 }
