@@ -281,20 +281,24 @@ async fn reads_own_schema_writes_maintenance_and_an_unlabeled_admin_are_not_publ
     watch.polls(1).await;
     let run = connect_as(&c, &format!("pytest_gw0_{NS_A}")).await;
     // Reads public, writes its own schema (an xid, so the lock read runs), locks a public row for
-    // update, analyzes and vacuums a public table: none of it writes into public.
+    // update, analyzes and vacuums a public table, and creates a worker table with a foreign key
+    // to a shared reference table (ShareRowExclusive on it; the attack's false positive): none of
+    // it writes into public.
     run.batch_execute(&format!(
         "BEGIN; SET LOCAL search_path TO test_{NS_A}_gw0, public; \
          SELECT * FROM public.operation_type; \
          INSERT INTO test_{NS_A}_gw0.operation_type VALUES (1, 'own'); \
          SELECT * FROM public.role_type FOR UPDATE; \
-         ANALYZE public.operation_type"
+         ANALYZE public.operation_type; \
+         CREATE TABLE test_{NS_A}_gw0.child (id int, op int REFERENCES public.operation_type (id))"
     ))
     .await
     .unwrap();
-    // An unlabeled admin writes public in an open transaction while the run is connected.
+    // An unlabeled admin writes public in an open transaction while the run is connected (into
+    // role_type: the run's new foreign key holds operation_type against writes).
     let admin = connect_as(&c, "psql").await;
     admin
-        .batch_execute("BEGIN; INSERT INTO operation_type (name) VALUES ('admin')")
+        .batch_execute("BEGIN; INSERT INTO role_type (name) VALUES ('admin')")
         .await
         .unwrap();
     watch.polls(10).await;
@@ -395,4 +399,52 @@ async fn an_ended_public_write_is_in_the_flight_log_and_in_incidents_after_the_r
         .unwrap();
     assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("writes"));
+}
+
+/// A seeder that wrote into public and then waits behind another run's row still holds its lock:
+/// it is caught (the attack found waiting sessions skipped), in a one-shot snapshot too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_waiting_after_its_public_write_is_still_caught() {
+    let (_srv, c) = server();
+    let a = connect_as(&c, &format!("pytest_gw0_{NS_A}_seed")).await;
+    a.batch_execute("BEGIN; INSERT INTO public.operation_type (id, name) VALUES (900, 'a')")
+        .await
+        .unwrap();
+    let b = connect_as(&c, &format!("pytest_gw0_{NS_B}_seed")).await;
+    let b_pid = backend_pid(&b).await;
+    b.batch_execute("BEGIN; INSERT INTO public.role_type (id, name) VALUES (900, 'b')")
+        .await
+        .unwrap();
+    let admin = connect_as(&c, "psql").await;
+    let blocked = spawn_blocking_query(
+        b,
+        "INSERT INTO public.operation_type (id, name) VALUES (900, 'b')",
+    );
+    wait_until_lock_wait(&admin, b_pid).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgswarm"))
+        .args(["snapshot", "--json", "--fail-on-public-write", "--db"])
+        .arg(format!("app={c}"))
+        .env_remove("PGSWARM_DB")
+        .env_remove("PGSWARM_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let writers: Vec<&str> = snap["public_writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["namespace"].as_str())
+        .collect();
+    assert!(
+        writers.contains(&NS_A) && writers.contains(&NS_B),
+        "{snap:#}"
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+    let _ = blocked.await;
 }

@@ -424,6 +424,12 @@ pub struct LockError {
 pub enum LogEvent {
     Waiting(WaitLine),
     Ended(LockError),
+    /// `process N acquired … after X ms` (`log_lock_waits`): that wait ended with the lock, so its
+    /// `still waiting` lines belong to no later error of the session.
+    Acquired {
+        at: DateTime<Utc>,
+        pid: i32,
+    },
 }
 
 /// Classifies a record; `None` for everything that does not speak of a lock wait. Needs English
@@ -440,6 +446,9 @@ pub fn classify(r: &LogRecord) -> Option<LogEvent> {
             let (msg_pid, rest) = rest.split_once(' ')?;
             if msg_pid.parse::<i32>().ok()? != pid {
                 return None;
+            }
+            if rest.starts_with("acquired ") {
+                return Some(LogEvent::Acquired { at, pid });
             }
             let rest = rest.strip_prefix("still waiting for ")?;
             let (lock, after) = rest.rsplit_once(" after ")?;
@@ -558,6 +567,8 @@ struct Seen {
 struct Pending {
     server: String,
     error: LockError,
+    /// The `still waiting` line of this wait, taken when the error arrived.
+    wait: Option<WaitLine>,
     until: DateTime<Utc>,
 }
 
@@ -582,6 +593,16 @@ pub struct LogMatcher {
     pending: Vec<Pending>,
     /// Episodes the polls ended, held for the next log read of their server (with when).
     held: Vec<(Episode, DateTime<Utc>)>,
+    /// When each session's last wait ended in the log (an error, or the lock acquired): a
+    /// `still waiting` line from before belongs to that wait, never to a later error (the attack
+    /// found one connection's errors merged into one ever longer episode).
+    ends: HashMap<(String, i32), DateTime<Utc>>,
+    /// Errors already taken (server, pid, time): the same record read twice is one wait, two
+    /// records are two waits, whatever their statements.
+    taken: std::collections::HashSet<(String, i32, i64)>,
+    /// When each server's sessions were polled (recent ones): a session the polls saw, then missed
+    /// at a later poll, had ended by then, so a later log line's pid is not it (pid reuse).
+    polls: HashMap<String, Vec<DateTime<Utc>>>,
 }
 
 impl LogMatcher {
@@ -599,6 +620,14 @@ impl LogMatcher {
 
     /// Remembers sessions seen at `at`.
     pub fn note_sessions(&mut self, at: DateTime<Utc>, sessions: &[SessionReport]) {
+        let mut servers: Vec<&str> = sessions.iter().map(|s| s.server.as_str()).collect();
+        servers.dedup();
+        for server in servers {
+            let list = self.polls.entry(server.to_string()).or_default();
+            if list.last().is_none_or(|t| *t < at) {
+                list.push(at);
+            }
+        }
         for s in sessions {
             if !self.seen.contains_key(s.server.as_str()) {
                 self.seen.insert(s.server.clone(), HashMap::new());
@@ -641,6 +670,13 @@ impl LogMatcher {
             v.retain(|w| now - w.at < seen_for);
             !v.is_empty()
         });
+        self.ends.retain(|_, t| now - *t < seen_for);
+        self.taken.retain(|(_, _, micros)| {
+            now.timestamp_micros() - micros < window.num_microseconds().unwrap_or(i64::MAX)
+        });
+        for list in self.polls.values_mut() {
+            list.retain(|t| now - *t < seen_for);
+        }
         self.recent.retain(|e| now - e.sort_time() < window);
     }
 
@@ -666,8 +702,7 @@ impl LogMatcher {
                 .position(|p| p.server == e.server && matches_episode(&p.error, &e))
             {
                 let p = self.pending.remove(i);
-                let wait = self.wait_before(&p.server, &p.error).cloned();
-                complete(&mut e, &p.error, wait.as_ref(), self);
+                complete(&mut e, &p.error, p.wait.as_ref(), self);
             } else if log_read(&e.server)
                 && matches!(
                     e.outcome,
@@ -723,6 +758,9 @@ impl LogMatcher {
                         out.push(e);
                     }
                 }
+                LogEvent::Acquired { at, pid } => {
+                    self.ends.insert((server.to_string(), pid), at);
+                }
             }
         }
         out
@@ -741,7 +779,15 @@ impl LogMatcher {
         {
             return None;
         }
+        if !self
+            .taken
+            .insert((server.to_string(), err.pid, err.at.timestamp_micros()))
+        {
+            return None;
+        }
         let wait = self.wait_before(server, &err).cloned();
+        // Whatever comes of it, this session's wait ended here.
+        self.ends.insert((server.to_string(), err.pid), err.at);
         if let Some(i) = self
             .held
             .iter()
@@ -752,14 +798,13 @@ impl LogMatcher {
             self.recent.push(e.clone());
             return Some(e);
         }
-        if let Some(i) = self
-            .recent
-            .iter()
-            .position(|e| e.server == server && matches_episode(&err, e))
-        {
-            if self.recent[i].evidence.contains(&Evidence::ServerLog) {
-                return None;
-            }
+        // A recent episode the log already completed ended with another error: this one is a wait
+        // of its own.
+        if let Some(i) = self.recent.iter().position(|e| {
+            e.server == server
+                && !e.evidence.contains(&Evidence::ServerLog)
+                && matches_episode(&err, e)
+        }) {
             let mut e = self.recent[i].clone();
             complete(&mut e, &err, wait.as_ref(), self);
             self.recent[i] = e.clone();
@@ -772,6 +817,7 @@ impl LogMatcher {
             self.pending.push(Pending {
                 server: server.to_string(),
                 error: err,
+                wait,
                 until: now + ChronoDuration::from_std(PENDING_GRACE).unwrap_or_default(),
             });
             return None;
@@ -799,11 +845,10 @@ impl LogMatcher {
             .partition(|p| p.until <= now);
         self.pending = keep;
         for p in due {
-            let wait = self.wait_before(&p.server, &p.error).cloned();
-            if p.error.kind == LockErrorKind::Canceled && wait.is_none() {
+            if p.error.kind == LockErrorKind::Canceled && p.wait.is_none() {
                 continue;
             }
-            let e = self.episode_of(&p.server, &p.error, wait.as_ref());
+            let e = self.episode_of(&p.server, &p.error, p.wait.as_ref());
             self.recent.push(e.clone());
             out.push(e);
         }
@@ -811,20 +856,20 @@ impl LogMatcher {
     }
 
     /// The latest `log_lock_waits` line of the same session before the error, if it is the same
-    /// wait (it started before the error and after nothing else ended).
+    /// wait: it started after the session's previous wait ended (an error, or the lock acquired).
     fn wait_before(&self, server: &str, err: &LockError) -> Option<&WaitLine> {
-        self.waits
-            .get(&(server.to_string(), err.pid))?
-            .iter()
-            .rev()
-            .find(|w| {
-                w.at <= err.at
-                    && match (w.backend_start, err.backend_start) {
-                        (Some(a), Some(b)) => a == b,
-                        _ => true,
-                    }
-                    && err.at - w.at < ChronoDuration::seconds(3600)
-            })
+        let key = (server.to_string(), err.pid);
+        let previous_end = self.ends.get(&key).copied();
+        self.waits.get(&key)?.iter().rev().find(|w| {
+            let started = w.at - ChronoDuration::from_std(w.waited).unwrap_or_default();
+            w.at <= err.at
+                && previous_end.is_none_or(|end| started >= end - ChronoDuration::milliseconds(1))
+                && match (w.backend_start, err.backend_start) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+                && err.at - w.at < ChronoDuration::seconds(3600)
+        })
     }
 
     /// The session the polls saw with this pid, alive at `at` (by backend start).
@@ -848,7 +893,12 @@ impl LogMatcher {
     }
 
     fn blocker(&self, server: &str, pid: i32, at: DateTime<Utc>) -> BlockerSeen {
-        let seen = self.session_at(server, pid, None, at);
+        // A session the polls missed at a poll before `at` had ended: the pid is someone else's
+        // now (pid reuse), whom the polls never saw.
+        let polls = self.polls.get(server);
+        let seen = self
+            .session_at(server, pid, None, at)
+            .filter(|x| !polls.is_some_and(|p| p.iter().any(|t| *t > x.last_seen && *t <= at)));
         BlockerSeen {
             pid,
             application_name: seen.map(|s| s.application_name.clone()),
@@ -953,7 +1003,15 @@ pub fn matches_episode(err: &LockError, e: &Episode) -> bool {
     }
     let slack = ChronoDuration::from_std(TIME_SLACK).unwrap_or_default();
     let end = e.ended_at.unwrap_or(e.last_seen_at).max(e.last_seen_at);
-    if err.at < e.started_at - slack || err.at > end + slack {
+    // An exact start is the server's own clock, as the log's (to the millisecond there): an error
+    // before it ended an earlier wait (the attack found one given to the next wait of the same
+    // statement, ending before it began).
+    let before = if e.started_exact {
+        ChronoDuration::milliseconds(1)
+    } else {
+        slack
+    };
+    if err.at < e.started_at - before || err.at > end + slack {
         return false;
     }
     match (&err.statement, &e.waiter_query) {

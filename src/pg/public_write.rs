@@ -61,7 +61,7 @@ const LOCKS_SQL: &str = "WITH x AS MATERIALIZED ( \
        AND l.pid IN (SELECT x.pid FROM x) \
        AND l.granted AND l.locktype = 'relation' \
        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
-       AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') \
+       AND l.mode = 'RowExclusiveLock' \
        AND c.relkind IN ('r', 'p') \
        AND n.nspname = ANY ($2::pg_catalog.text[])";
 
@@ -182,7 +182,9 @@ impl SharedReader {
                         due.read.push((s.pid, key));
                     }
                 }
-                _ if waiting => {}
+                // Not yet looked at in this transaction: read once, waiting or not (a seeder
+                // that wrote into public and now waits behind another's row still holds its
+                // lock; skipping waiters missed it, found by the black-box attack).
                 _ => due.read.push((s.pid, key)),
             }
         }
@@ -335,11 +337,13 @@ impl SharedRead<'_> {
 
     async fn read_counters(&self, now: DateTime<Utc>) -> Result<CounterReading, String> {
         let listed = self.reader.state().tables.clone();
+        let mut new_tables_since = None;
         let (tables, counts) = match listed {
             Some((tables, under, at)) => {
                 let (counts, print) = self.query_counters(&tables).await?;
                 if print != under && now - at >= TABLES_RELIST_AFTER {
                     // Tables were created or dropped since the list was read: list again.
+                    new_tables_since = Some(at);
                     self.relist(now).await?
                 } else {
                     (tables, counts)
@@ -351,6 +355,7 @@ impl SharedRead<'_> {
         Ok(CounterReading {
             database: self.database.to_string(),
             at: now,
+            new_tables_since,
             tables: counts
                 .into_iter()
                 .filter_map(|(oid, i, u, d)| {

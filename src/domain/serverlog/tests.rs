@@ -501,8 +501,133 @@ fn a_statement_timeout_is_a_lock_wait_only_when_something_showed_it_waiting() {
         lock_mode: None,
         lock_type: None,
     });
+    let mut m = LogMatcher::new("pytest");
     let out = m.accept("s", vec![wait, LogEvent::Ended(err)], &[], t(0));
     assert_eq!(out[0].sqlstate.as_deref(), Some("57014"));
+}
+
+fn wait_line(pid: i32, at: DateTime<Utc>, waited_ms: u64) -> LogEvent {
+    LogEvent::Waiting(WaitLine {
+        at,
+        pid,
+        backend_start: Utc.timestamp_opt(BS, 0).single(),
+        waited: Duration::from_millis(waited_ms),
+        holders: vec![55],
+        queue: vec![],
+        lock_mode: None,
+        lock_type: None,
+    })
+}
+
+/// One connection, several waits (found by the black-box attack: every later error took the
+/// first wait's start and id, one ever longer episode): each error is a wait of its own, a
+/// `still waiting` line belongs to the wait it was written in, and the same statement failing
+/// again is another wait.
+#[test]
+fn one_connections_errors_are_one_episode_each() {
+    let mut m = LogMatcher::new("pytest");
+    let mut events = vec![
+        wait_line(1234, t(50), 50),
+        LogEvent::Ended(error(1234, t(100))),
+    ];
+    for at in [400, 1400, 3400, 7400] {
+        events.push(LogEvent::Ended(error(1234, t(at))));
+    }
+    let out = m.accept("s", events, &[], t(8000));
+    assert_eq!(out.len(), 5, "{out:#?}");
+    let ids: std::collections::BTreeSet<&str> = out.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 5, "five ids");
+    assert!(out[0].started_exact && (out[0].duration_s - 0.1).abs() < 1e-9);
+    for e in &out[1..] {
+        assert!(!e.started_exact, "no wait line of its own: {e:#?}");
+        assert!(e.duration_s < 0.001, "{e:#?}");
+    }
+    // The same record read twice is one wait.
+    assert!(m
+        .accept(
+            "s",
+            vec![LogEvent::Ended(error(1234, t(7400)))],
+            &[],
+            t(8000)
+        )
+        .is_empty());
+}
+
+/// A wait that ended with the lock (`acquired … after`) lends its `still waiting` line to no
+/// later statement timeout of the session (the attack: an 8 s `pg_sleep` timeout blamed on a run).
+#[test]
+fn a_statement_timeout_after_an_acquired_wait_is_no_lock_wait() {
+    let mut m = LogMatcher::new("pytest");
+    let mut timeout = error(1234, t(8500));
+    timeout.kind = LockErrorKind::Canceled;
+    let out = m.accept(
+        "s",
+        vec![
+            wait_line(1234, t(50), 50),
+            LogEvent::Acquired {
+                at: t(200),
+                pid: 1234,
+            },
+            LogEvent::Ended(timeout),
+        ],
+        &[],
+        t(9000),
+    );
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+/// An error a millisecond or more before a poll episode's exact start ended an earlier wait (the
+/// attack: it was given to the next wait of the same statement, ending before it began).
+#[test]
+fn an_error_before_an_exact_start_is_not_that_waits() {
+    let m = LogMatcher::new("pytest");
+    let mut e = m.episode_of("s", &error(1234, t(0)), None);
+    e.started_at = t(1001) + ChronoDuration::microseconds(331);
+    e.started_exact = true;
+    e.last_seen_at = t(2500);
+    e.ended_at = None;
+    assert!(!matches_episode(&error(1234, t(1000)), &e));
+    assert!(matches_episode(&error(1234, t(2400)), &e));
+}
+
+/// A holder the polls saw, then missed at a later poll, had ended: a log line naming its pid
+/// afterwards is someone else's (pid reuse), not named as that run.
+#[test]
+fn a_pid_the_polls_saw_end_is_not_named_after_it_ended() {
+    let mut m = LogMatcher::new("pytest");
+    m.note_sessions(
+        t(0),
+        &[session("s", 55, "pytest_gw0_a", "idle in transaction")],
+    );
+    // The next poll no longer has pid 55 (another session keeps the server in the picture).
+    m.note_sessions(t(1000), &[session("s", 77, "pytest_gw0_c", "idle")]);
+    let out = m.accept(
+        "s",
+        vec![
+            wait_line(1234, t(1400), 50),
+            LogEvent::Ended(error(1234, t(1500))),
+        ],
+        &[],
+        t(1600),
+    );
+    assert_eq!(out[0].blocker_pids, vec![55]);
+    assert!(out[0].blocker_namespaces.is_empty(), "{:#?}", out[0]);
+    // While it is still there, it is named.
+    let mut m = LogMatcher::new("pytest");
+    m.note_sessions(
+        t(0),
+        &[session("s", 55, "pytest_gw0_a", "idle in transaction")],
+    );
+    let out = m.accept(
+        "s",
+        vec![
+            wait_line(1234, t(400), 50),
+            LogEvent::Ended(error(1234, t(500))),
+        ],
+        &[],
+        t(600),
+    );
+    assert_eq!(out[0].blocker_namespaces, vec!["a".to_string()]);
 }
 
 #[test]
