@@ -3,7 +3,7 @@
 //! statement on nearly every poll and a lock read is always due. Side by side in one run, each as
 //! its own role (server time from pg_stat_statements), both polling once per second over
 //! persistent sessions as the dashboard does: detection off, and on (the default, with its lock
-//! reads kept within a tenth of the polls' time by `LockBudget`).
+//! reads kept within 5% of the polls' time by `LockBudget`).
 //!
 //! Load: 1,000 client backends, 50 waiting behind a transaction with 2,513 locks
 //! (`common/load.rs`), plus 20 labeled writers looping `BEGIN; INSERT INTO their own schema;
@@ -131,7 +131,7 @@ async fn main() {
     println!("|---|---|");
     println!("| detection off | {off_ms:.3} ms/s |");
     println!(
-        "| detection on (lock reads within 10% of the polls' time) | {on_ms:.3} ms/s ({:+.1}%) |",
+        "| detection on (lock reads within 5% of the polls' time) | {on_ms:.3} ms/s ({:+.1}%) |",
         (on_ms / off_ms - 1.0) * 100.0
     );
     println!(

@@ -645,8 +645,10 @@ fn merge_statistics(open: &mut PublicWrite, w: &PublicWrite) {
     open.candidates = runs.into_iter().collect();
 }
 
-/// The share of the polls' own time that lock reads for public writes may take, over any stretch.
-pub const LOCK_BUDGET_SHARE: f64 = 0.10;
+/// The share of the polls' own (client-side) time that lock reads for public writes may take, over
+/// any stretch. Half the 10% goal: a lock read costs the server more per millisecond of wall time
+/// than a poll does (at 10% of wall time the swarm bench measured +10.1% server time).
+pub const LOCK_BUDGET_SHARE: f64 = 0.05;
 
 /// A token bucket that keeps the lock reads of one database within [`LOCK_BUDGET_SHARE`] of the
 /// polls' time (its share of its server's activity read): every poll earns that share of what it

@@ -10,7 +10,7 @@
 //!    whose `query_start` has not moved took none, and a session waiting for a lock takes none
 //!    while it waits), or is running one that was last checked [`ACTIVE_RECHECK`] ago; only those
 //!    pids are read, what the others were found holding is carried, and two reads of a database
-//!    are [`LOCK_READ_GAP`] apart at least and, over a persistent session, within a tenth of the
+//!    are [`LOCK_READ_GAP`] apart at least and, over a persistent session, within a twentieth of the
 //!    polls' own time (`domain::public_write::LockBudget`: in a swarm every test transaction
 //!    writes its own schema, so the xid gate below stays open; without the budget a read every
 //!    2 s cost +86% at 1,000 backends);
@@ -101,7 +101,7 @@ struct State {
     counters_at: Option<DateTime<Utc>>,
     /// Lock reads sent (for tests and benchmarks).
     lock_reads: u64,
-    /// Keeps the lock reads within a tenth of the polls' time (persistent sessions only).
+    /// Keeps the lock reads within a twentieth of the polls' time (persistent sessions only).
     budget: crate::domain::public_write::LockBudget,
 }
 
@@ -249,7 +249,7 @@ pub struct SharedRead<'a> {
     /// A one-shot read (`pgswarm snapshot`): no gap between lock reads applies.
     pub one_shot: bool,
     /// This database's share of what this poll's reads took (milliseconds): lock reads may take a
-    /// tenth of it over time.
+    /// twentieth of it over time.
     pub poll_ms: f64,
 }
 

@@ -583,12 +583,12 @@ mod lock_budget {
         assert!(b.affordable());
         b.spend(3.0);
         assert!(!b.affordable());
-        // 3 ms of debt and 3 ms of cost: 60 ms of polls at 10% pay for the next read.
-        for _ in 0..59 {
+        // 3 ms of debt and 3 ms of cost: 120 ms of polls at 5% pay for the next read.
+        for _ in 0..119 {
             b.earn(1.0);
         }
         assert!(!b.affordable());
-        b.earn(1.0);
+        b.earn(1.5);
         assert!(b.affordable());
     }
 
