@@ -287,6 +287,70 @@ async fn every_lock_timeout_is_a_gave_up_episode_behind_the_holding_run_and_a_de
     assert_eq!(cycle, pair, "{d:#?}");
 }
 
+/// One long-lived connection (as a pytest worker keeps) that times out several times behind the
+/// same holder, then hits a statement timeout that never waited for a lock (found by the black-box
+/// attack: the errors merged into one ever longer episode under one id, and the sleep's timeout
+/// became a wait blamed on the holder): one episode per LockNotAvailable, each about as long as
+/// its own wait, and no episode for the sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connections_timeouts_are_one_episode_each_and_a_sleeps_timeout_is_none() {
+    let srv = logging_server();
+    let c = srv.conninfo("platform");
+    let watch = Watch::start(&c);
+    let holder = connect_as(&c, &format!("pytest_gw0_{}", namespace(0))).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE accounts IN SHARE MODE")
+        .await
+        .unwrap();
+    watch.until_seen(backend_pid(&holder).await).await;
+    let waiter = connect_as(&c, &format!("pytest_gw1_{}", namespace(1))).await;
+    let pid = backend_pid(&waiter).await;
+    let mut errors = 0;
+    for (timeout, pause_ms) in [("300ms", 300), ("30ms", 1000), ("30ms", 2000), ("300ms", 500)] {
+        waiter
+            .batch_execute(&format!("SET lock_timeout = '{timeout}'"))
+            .await
+            .unwrap();
+        let err = waiter
+            .execute("UPDATE accounts SET n = n + 1", &[])
+            .await
+            .expect_err("lock_timeout");
+        assert_eq!(err.code().map(|s| s.code()), Some("55P03"));
+        errors += 1;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    waiter
+        .batch_execute("SET lock_timeout = 0; SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let err = waiter
+        .batch_execute("SELECT pg_sleep(1)")
+        .await
+        .expect_err("statement_timeout");
+    assert_eq!(err.code().map(|s| s.code()), Some("57014"));
+    let episodes = watch
+        .until("an episode per LockNotAvailable", |e| {
+            e.iter()
+                .filter(|e| e.waiter_pid == pid && e.sqlstate.as_deref() == Some("55P03"))
+                .count()
+                >= errors
+        })
+        .await;
+    // A little longer, for anything that would come late (the sleep's error included).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mine: Vec<Episode> = watch
+        .ended()
+        .into_iter()
+        .filter(|e| e.waiter_pid == pid)
+        .collect();
+    assert_eq!(mine.len(), errors, "{mine:#?} (first: {episodes:#?})");
+    for e in &mine {
+        assert_eq!(e.sqlstate.as_deref(), Some("55P03"), "{e:#?}");
+        assert!(e.duration_s < 1.0, "each as long as its own wait: {e:#?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_shorter_than_deadlock_timeout_that_no_poll_saw_says_its_blocker_is_unknown() {
     let srv = logging_server();
