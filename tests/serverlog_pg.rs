@@ -306,7 +306,12 @@ async fn one_connections_timeouts_are_one_episode_each_and_a_sleeps_timeout_is_n
     let waiter = connect_as(&c, &format!("pytest_gw1_{}", namespace(1))).await;
     let pid = backend_pid(&waiter).await;
     let mut errors = 0;
-    for (timeout, pause_ms) in [("300ms", 300), ("30ms", 1000), ("30ms", 2000), ("300ms", 500)] {
+    for (timeout, pause_ms) in [
+        ("300ms", 300),
+        ("30ms", 1000),
+        ("30ms", 2000),
+        ("300ms", 500),
+    ] {
         waiter
             .batch_execute(&format!("SET lock_timeout = '{timeout}'"))
             .await
