@@ -520,8 +520,10 @@ async fn the_detail_of_a_session_that_ended_shows_its_last_seen_state() {
         "the query as last seen: {screen}"
     );
     tmux.keys("e");
+    // The whole popup, not only its title: tmux can be read between two writes of one frame
+    // (in CI it showed the new title over the old popup's rows).
     let episode = tmux.wait_for("the ended wait's detail", |s| {
-        s.contains("Lock wait · Esc closes")
+        s.contains("Lock wait · Esc closes") && s.contains("waiter's session")
     });
     assert!(
         episode.contains(&format!("pid {waiter_pid} gone, last seen")),
