@@ -390,8 +390,20 @@ async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    // Killed if the test fails before its SIGTERM: a failing run must not leave it running.
+    struct KillOnDrop(Option<std::process::Child>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
     let stdout = follow.stdout.take().unwrap();
+    let stderr = follow.stderr.take().unwrap();
+    let mut follow = KillOnDrop(Some(follow));
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stdout)
@@ -401,7 +413,6 @@ async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart(
             let _ = lines_tx.send(line);
         }
     });
-    let stderr = follow.stderr.take().unwrap();
     let (err_tx, errs) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -461,10 +472,11 @@ async fn incidents_follow_over_a_server_prints_each_wait_and_survives_a_restart(
         "no other episode (e.g. a replay of the first)"
     );
 
+    let mut child = follow.0.take().expect("still running");
     let _ = Command::new("kill")
-        .args(["-TERM", &follow.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = follow.wait().unwrap();
+    let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM ends --follow cleanly");
     drop(serve);
 }
