@@ -126,7 +126,6 @@ pub async fn run(
     let app = routes::router(hub, opts.token.clone(), &opts.limits)
         .merge(routes::action_routes(actions, opts.token.clone()));
     conn::serve(listener, opts.tls.clone(), app, &opts.limits, shutdown).await;
-    let served = Ok(());
     publisher.abort();
-    served
+    Ok(())
 }
